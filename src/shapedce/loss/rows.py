@@ -1,0 +1,94 @@
+"""Per-row pieces shared by the reference and the fused loss: input checks, the ground-truth
+weight w, the negative-channel sum S and the statistics vector.
+
+Everything here works on row statistics (one value per position), never on [N, V] logits,
+which is what lets the fused path stay chunked. Not a public module: use `shapedce.loss`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk")
+"""Per-token means returned with `return_stats=True`, plus "tokens" (the count they average)."""
+
+
+def check_targets(targets: Tensor, expected_shape: torch.Size, vocab: int, ignore_index: int, what: str) -> None:
+    """One-line ValueErrors for the target tensor (shape, dtype, range)."""
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
+        raise ValueError(f"targets must be an integer tensor; got dtype {targets.dtype}")
+    if targets.shape != expected_shape:
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)} must equal {what} shape without its last dim {tuple(expected_shape)}"
+        )
+    bad = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)
+    if bool(bad.any()):
+        value = int(targets[bad].flatten()[0])
+        raise ValueError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; got {value}")
+
+
+def check_float(t: Tensor, name: str) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64 (gradcheck); everything else is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def ground_truth_weight(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
+    """w = pi_x ** (1 - (1 - pi_x) ** beta), given log pi_x and log(1 - pi_x); float64 result.
+
+    Written as log w = s * expm1(beta * log_q) with s = -log pi_x, which is exact at both ends:
+    - pi_x -> 0 (log_q -> 0): w -> 1, no 0 * inf.
+    - pi_x -> 1 (log_q -> -inf): for beta < 0 the factor (1 - pi_x) ** beta blows up while s
+      vanishes; the product is taken in log space, log w = exp(log s + beta * log_q) - s, with
+      log s ~ log_q when pi_x is that close to 1. At pi_x == 1 exactly the limit is used:
+      w = e for beta == -1, else w = 1.
+    """
+    log_p = log_p.double()
+    log_q = log_q.double()
+    if beta == 0:
+        return torch.ones_like(log_p)
+    if beta == float("inf"):  # DFT: w = pi_x
+        return log_p.exp()
+    near_one = log_q < -0.6931  # pi_x > 1/2: take s from log_q, where it is exact
+    s = torch.where(near_one, -torch.log1p(-log_q.exp()), -log_p).clamp_min(0)
+    log_s = torch.where(log_q < -30, log_q, s.log())  # s = q + q^2/2 + ...; log s -> log q
+    t = beta * log_q
+    safe_t = torch.where(t > 30, 0.0, t)  # keep expm1 finite where the other branch is taken
+    log_w = torch.where(t > 30, (log_s + t).exp() - s, s * torch.expm1(safe_t))
+    limit = 1.0 if beta == -1 else 0.0
+    log_w = torch.where(torch.isneginf(log_q), limit, log_w)
+    return log_w.exp()
+
+
+def negative_sum(p_x: Tensor, mass_top: Tensor, x_in_top: Tensor, lambda_top: float, lambda_tail: float) -> Tensor:
+    """S = sum_a lam_a pi_a over the negatives a != x, from the top-k mass and the target's place."""
+    top_neg = mass_top - torch.where(x_in_top, p_x, 0.0)
+    tail_neg = (1.0 - mass_top) - torch.where(x_in_top, 0.0, p_x)
+    return lambda_top * top_neg + lambda_tail * tail_neg
+
+
+def stats_sums(log_p: Tensor, entropy: Tensor, mass_top: Tensor, x_in_top: Tensor) -> Tensor:
+    """Sums over rows of the STAT_NAMES quantities, float64 [5]."""
+    mass_top = mass_top.double()
+    return torch.stack(
+        [
+            -log_p.double().sum(),
+            entropy.double().sum(),
+            mass_top.sum(),
+            (1.0 - mass_top).sum(),
+            x_in_top.double().sum(),
+        ]
+    )
+
+
+def stats_dict(sums: Tensor, tokens: int) -> dict[str, Tensor]:
+    """Per-token means (0 for an empty batch) and the token count, as detached 0-d tensors."""
+    means = (sums / max(tokens, 1)).float()
+    out = {name: means[i] for i, name in enumerate(STAT_NAMES)}
+    out["tokens"] = torch.tensor(tokens, device=sums.device)
+    return out
