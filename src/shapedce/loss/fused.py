@@ -9,7 +9,8 @@ Design (the shape of Liger-Kernel's fused linear cross-entropy, written anew):
 - Ignored positions are dropped first; the rest is processed in row chunks of [C, V] logits
   in reusable buffers. Per chunk, from one max / exp / sum pass, only row statistics are kept:
   log pi_x, log(1 - pi_x) (the sum over the negatives is taken with the target zeroed, so it is
-  exact when pi_x ~ 1), the top-k mask and mass when the negative channel or stats need them.
+  exact when pi_x ~ 1), and the C x k top-k values and indices when the negative channel or
+  the stats need them.
 - The gradient is produced during the forward pass. With S = sum_a lam_a pi_a,
       dloss/dz_j = pi_j * (w + S - lam_j) - w * 1[j = x]
   overwrites the chunk's buffer in place and goes straight into the two backward GEMMs
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .knobs import ShapedLoss, check_reduction
-from .reference import kth_largest
+from .reference import top_k
 from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, negative_sum, stats_dict, stats_sums
 
 CHUNK_ELEMENTS = 1 << 23
@@ -39,27 +40,17 @@ def default_chunk_rows(n_rows: int, vocab: int) -> int:
     return max(1, min(rows, n_rows))
 
 
-class _Workspace:
-    """Reusable [C, V] buffers, so the chunk loop does not ask the allocator for fresh pages."""
+def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: bool, want_stats: bool):
+    """Loss rows (and stats sums) of one chunk of logits z [C, V].
 
-    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device, need_topk: bool):
-        self.z = torch.empty(rows, vocab, dtype=dtype, device=device)
-        self.tmp = torch.empty(rows, vocab, dtype=dtype, device=device)
-        self.mask = torch.empty(rows, vocab, dtype=torch.bool, device=device) if need_topk else None
-
-
-def _chunk_rows(ws: _Workspace, c: int, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: bool, want_stats: bool):
-    """Loss rows (and stats sums) of one chunk whose logits are in ws.z[:c].
-
-    Overwrites ws.z[:c] with exp(z - max) and then, if want_grad, with dloss/dz * row_scale.
+    Overwrites z with exp(z - max) and then, if want_grad, with dloss/dz * row_scale. The top-k
+    set enters only through its C x k indices and values: its mass comes from the values, and
+    the gradient's lam_j is applied by rescaling those k entries, so no [C, V] mask exists.
     """
-    z, tmp = ws.z[:c], ws.tmp[:c]
     x1 = x.unsqueeze(1)
     z_x = z.gather(1, x1).squeeze(1)
     need_topk = knobs.uses_topk or want_stats
-    if need_topk:
-        in_top = torch.ge(z, kth_largest(z, knobs.k), out=ws.mask[:c])  # ties at z_(k) count as top
-        x_in_top = in_top.gather(1, x1).squeeze(1)
+    top = top_k(z, knobs.k) if need_topk else None
     m = z.amax(1, keepdim=True)
     e = z.sub_(m).exp_()
     e_x = e.gather(1, x1)
@@ -72,25 +63,30 @@ def _chunk_rows(ws: _Workspace, c: int, x: Tensor, knobs: ShapedLoss, row_scale,
     p_x = log_p.exp()
     w = ground_truth_weight(log_p, log_q, knobs.beta).to(z.dtype)
     s = torch.zeros_like(w)
-    if need_topk:
-        mass_top = torch.mul(e, in_top, out=tmp).sum(1) / sum_all
+    if need_topk and top is None:  # k >= V: every token is in the top-k
+        mass_top, x_in_top = torch.ones_like(w), torch.ones_like(w, dtype=torch.bool)
+    elif need_topk:
+        mass_top = (top.values - m).exp_().sum(1) / sum_all
+        x_in_top = (top.indices == x1).any(1)
     if knobs.uses_topk:
         s = negative_sum(p_x, mass_top, x_in_top, knobs.lambda_top, knobs.lambda_tail)
     rows = -(w * log_p + s)
 
     sums = None
     if want_stats:
-        entropy = log_sum - torch.special.xlogy(e, e, out=tmp).sum(1) / sum_all
+        entropy = log_sum - torch.special.xlogy(e, e).sum(1) / sum_all
         sums = stats_sums(log_p, entropy, mass_top, x_in_top)
     if want_grad:
         ws_ = w + s
-        scale = row_scale / sum_all
-        if knobs.uses_topk:
-            top = ((ws_ - knobs.lambda_top) * scale).unsqueeze(1)
-            tail = ((ws_ - knobs.lambda_tail) * scale).unsqueeze(1)
-            e.mul_(torch.where(in_top, top, tail, out=tmp))
-        else:
-            e.mul_((ws_ * scale).unsqueeze(1))
+        scale = (row_scale / sum_all).unsqueeze(1)
+        if not knobs.uses_topk:
+            e.mul_(ws_.unsqueeze(1) * scale)
+        elif top is None:
+            e.mul_((ws_ - knobs.lambda_top).unsqueeze(1) * scale)
+        else:  # pi_j (w + S - lam_j): tail coefficient everywhere, then the k top entries
+            e_top = e.gather(1, top.indices)
+            e.mul_((ws_ - knobs.lambda_tail).unsqueeze(1) * scale)
+            e.scatter_(1, top.indices, e_top * ((ws_ - knobs.lambda_top).unsqueeze(1) * scale))
         e.scatter_(1, x1, ((p_x * ws_ - w) * row_scale).unsqueeze(1))  # lam_x = 0
     return rows, sums
 
@@ -103,24 +99,24 @@ def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, 
     stats = torch.zeros(5, dtype=torch.float64, device=h.device) if want_stats else None
     if n == 0:
         return stats
-    ws = _Workspace(min(chunk, n), vocab, cd, h.device, knobs.uses_topk or want_stats)
+    buf = torch.empty(min(chunk, n), vocab, dtype=cd, device=h.device)  # reused: no fresh pages per chunk
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
         c, hc = end - start, h[start:end]
         if h.dtype == cd and bias is None:
-            torch.mm(hc, weight.t(), out=ws.z[:c])
+            torch.mm(hc, weight.t(), out=buf[:c])
         elif h.dtype == cd:
-            torch.addmm(bias, hc, weight.t(), out=ws.z[:c])
+            torch.addmm(bias, hc, weight.t(), out=buf[:c])
         else:  # low precision GEMM, float32 softmax
-            ws.z[:c].copy_(torch.nn.functional.linear(hc, weight, bias))
+            buf[:c].copy_(torch.nn.functional.linear(hc, weight, bias))
         scale = row_scale[start:end] if isinstance(row_scale, Tensor) else row_scale
-        rows, sums = _chunk_rows(ws, c, x[start:end], knobs, scale, want_grad, want_stats)
+        rows, sums = _chunk_rows(buf[:c], x[start:end], knobs, scale, want_grad, want_stats)
         if rows_out is not None:
             rows_out[start:end] = rows
         if sums is not None:
             stats += sums
         if want_grad:
-            g = ws.z[:c].to(weight.dtype)
+            g = buf[:c].to(weight.dtype)
             if grad_h is not None:
                 torch.mm(g, weight, out=grad_h[start:end])
             if grad_w is not None and grad_w.dtype == g.dtype:

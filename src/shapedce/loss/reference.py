@@ -7,7 +7,7 @@
 Per non-ignored position t with target x (SPEC section 1), everything in brackets detached:
 
     w      = [pi_x ** (1 - (1 - pi_x) ** beta)]
-    lam_a  = [lambda_top if z_a >= z_(k) else lambda_tail],  lam_x = 0   (z_(k): k-th largest logit)
+    lam_a  = [lambda_top if a in TopK(z, k) else lambda_tail],  lam_x = 0
     loss_t = -( w * log pi_x + sum_a lam_a * pi_a )
 
 Autograd then yields the SPEC's gradient -(w (1[j=x] - pi_j) + lam_j pi_j - pi_j S). This path
@@ -24,15 +24,24 @@ from .knobs import check_knobs, check_reduction
 from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums
 
 
-def kth_largest(z: Tensor, k: int) -> Tensor:
-    """Each row's k-th largest value, [N, 1]; -inf when k >= V (every entry is then "top").
+def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+    """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
 
-    torch.topk (unsorted) is the cheapest exact way on CPU: about one exp() pass over the row,
-    where torch.kthvalue is 5-10x slower (measured in benchmarks/bench_loss.py --topk).
+    K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
+    SPEC allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
+    exp() passes over the row, where torch.kthvalue costs ~16 (benchmarks/bench_loss.py --topk).
     """
     if k >= z.shape[-1]:
-        return z.new_full((*z.shape[:-1], 1), float("-inf"))
-    return torch.topk(z, k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+        return None
+    return torch.topk(z, k, dim=-1, sorted=False)
+
+
+def top_k_mask(z: Tensor, k: int) -> Tensor:
+    """Boolean [N, V] membership of K_t (see `top_k`)."""
+    top = top_k(z, k)
+    if top is None:
+        return torch.ones_like(z, dtype=torch.bool)
+    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, top.indices, True)
 
 
 def reduce_rows(rows: Tensor, n_valid: int, reduction: str) -> Tensor:
@@ -83,7 +92,7 @@ def shaped_cross_entropy(
     need_topk = lambda_top != 0 or lambda_tail != 0 or return_stats
     if need_topk:
         pi = log_pi.exp()
-        in_top = z.detach() >= kth_largest(z.detach(), k)
+        in_top = top_k_mask(z.detach(), k)
         if lambda_top != 0 or lambda_tail != 0:
             lam = (in_top.to(z.dtype) * (lambda_top - lambda_tail) + lambda_tail).scatter(1, x, 0.0)
             rows = rows - (lam * pi).sum(-1)
