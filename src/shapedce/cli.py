@@ -1,14 +1,19 @@
 """The `shapedce` command line.
 
-    shapedce losses            # the paper's five reward settings and their knobs
+    shapedce losses                                       # the paper's five reward settings
+    shapedce models                                       # model flavors and parameter counts
+    shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
+    shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
 
-Later stages (pretrain, midtrain, rl, eval, reproduce, report) register their subcommands here.
+Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
+`train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .loss import PRESETS
 
@@ -20,16 +25,65 @@ def cmd_losses(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(_: argparse.Namespace) -> int:
+    from .models import models_table
+
+    print(models_table())
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import load_config, load_run_config
+    from .train.lm import train_lm
+
+    if args.resume:
+        cfg = load_run_config(Path(args.out) / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.preset, args.overrides)
+    final = train_lm(cfg, Path(args.out), resume=args.resume)
+    print(f"done: {final}")
+    return 0
+
+
+def cmd_midtrain(args: argparse.Namespace) -> int:
+    from .train.lm import run_midtrain
+
+    final = run_midtrain(Path(args.from_dir), Path(args.out), args.overrides, resume=args.resume)
+    print(f"done: {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shapedce", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
+    sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(func=cmd_models)
+
+    p = sub.add_parser("pretrain", help="pre-train a model with the shaped loss")
+    p.add_argument("--preset", default="tiny", help="smoke | tiny | small | paper (default tiny)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.set_defaults(func=cmd_pretrain)
+
+    m = sub.add_parser("midtrain", help="mid-train a pre-trained run (longer context, RoPE 1e6, reasoning mix)")
+    m.add_argument("--from", dest="from_dir", required=True, help="pre-training run directory")
+    m.add_argument("--out", required=True, help="run directory")
+    m.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    m.add_argument("overrides", nargs="*", help="key=value config overrides")
+    m.set_defaults(func=cmd_midtrain)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"shapedce {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,292 @@
+"""Typed run configuration: dataclasses with documented fields, YAML presets, `a.b=1` overrides.
+
+    from shapedce.config import load_config
+    cfg = load_config("tiny", ["loss=precision", "train.steps=50"])   # preset + overrides
+    cfg.save("runs/x/config.yaml")
+
+Presets live in `src/shapedce/presets/<name>.yaml` and only list what differs from the defaults
+below. An override `a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work);
+`loss=NAME` selects one of the paper's five loss settings. Unknown keys, wrong types and values
+out of range fail with one line that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .loss import PRESETS as LOSS_PRESETS
+from .loss import ShapedLoss
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    flavor: str = "tiny"
+    """Key of `shapedce.models.FLAVORS` (tiny, tiny-moe, small, small-moe, 1b, 4b, moe-...)."""
+    rope_theta: float = 1e4
+    """RoPE base (paper: 1e4 in pre-training, 1e6 from mid-training on)."""
+    max_position_embeddings: int = 0
+    """Longest sequence the model accepts; 0 keeps the flavor's value."""
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    corpus: str = "builtin"
+    """"builtin" (generated offline: the pre-training mix, or the mid-training mix in the
+    midtrain stage) or a local .txt / .jsonl / .parquet file or directory."""
+    text_field: str = "text"
+    """Field holding the text in jsonl / parquet files."""
+    n_docs: int = 20000
+    """Documents generated for the built-in corpus."""
+    val_docs: int = 400
+    """Documents held out for validation (built-in: generated with another seed; user data: the last ones)."""
+    tokenizer: str = ""
+    """"" trains a byte-level BPE on the corpus; otherwise a local tokenizer directory."""
+    seq_len: int = 128
+    """Tokens per training sequence (paper: 4096 in pre-training, 4x in mid-training)."""
+    seed: int = 0
+    """Seed of the built-in corpus."""
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimConfig:
+    lr: float = 3e-3
+    """Peak learning rate (paper: 3e-4 at 1B-20B; small models take larger ones)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to matrices only (not norms or biases)."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    warmup_steps: int = 20
+    """Linear warm-up from 0 to the peak lr (paper: 2000)."""
+    decay_fraction: float = 0.0
+    """Warmup-stable-decay: the last fraction of steps decays linearly. The paper keeps
+    pre-training stable and decays during mid-training, hence 0 here."""
+    final_lr_ratio: float = 0.1
+    """lr at the end of the decay, as a fraction of the peak (paper: 3e-4 -> 3e-5)."""
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    steps: int = 200
+    """Optimizer steps."""
+    global_batch_tokens: int = 8192
+    """Tokens per optimizer step; reached by gradient accumulation (paper: 16M)."""
+    micro_batch: int = 16
+    """Sequences per forward/backward; global_batch_tokens must divide by micro_batch * seq_len."""
+    log_every: int = 1
+    val_every: int = 50
+    """Validate on the fixed held-out set every this many steps (and at the end)."""
+    val_sequences: int = 64
+    """Held-out sequences scored at each validation (at most what the val docs hold)."""
+    ckpt_every: int = 100
+    """Write a resumable checkpoint every this many steps (and at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept; older ones are deleted."""
+    seed: int = 0
+    """Seed of the model initialisation and the data order."""
+    device: str = "auto"
+    """"auto" (cuda if available), "cpu" or "cuda"."""
+    precision: str = "auto"
+    """"auto": float32 on CPU, bf16 autocast on GPU; or "fp32" / "bf16"."""
+
+
+@dataclass(kw_only=True, slots=True)
+class MidtrainConfig:
+    """How `shapedce midtrain` derives its run from a pre-training run (SPEC section 2)."""
+
+    steps: int = 100
+    seq_len_multiplier: int = 4
+    """Mid-training sequence length = pre-training seq_len times this (paper: 4096 -> 16384)."""
+    rope_theta: float = 1e6
+    """RoPE base raised for long context (paper: 1e4 -> 1e6)."""
+    final_lr_ratio: float = 0.1
+    """lr decays linearly from the pre-training peak to this fraction of it (paper: 0.1)."""
+    corpus: str = "builtin"
+    """"builtin" (the reasoning-heavy mid-training mix) or a local data path."""
+    n_docs: int = 20000
+
+
+@dataclass(kw_only=True, slots=True)
+class RunConfig:
+    stage: str = "pretrain"
+    """"pretrain" or "midtrain" (set by the command)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: ShapedLoss = field(default_factory=ShapedLoss)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
+
+    def validate(self) -> "RunConfig":
+        checks = [
+            ("stage", self.stage in ("pretrain", "midtrain"), "one of pretrain, midtrain"),
+            ("model.rope_theta", self.model.rope_theta > 0, "> 0"),
+            ("model.max_position_embeddings", self.model.max_position_embeddings >= 0, ">= 0"),
+            ("data.n_docs", self.data.n_docs >= 1, ">= 1"),
+            ("data.val_docs", self.data.val_docs >= 1, ">= 1"),
+            ("data.seq_len", self.data.seq_len >= 2, ">= 2"),
+            ("optim.lr", self.optim.lr > 0 and math.isfinite(self.optim.lr), "a finite number > 0"),
+            ("optim.weight_decay", self.optim.weight_decay >= 0, ">= 0"),
+            ("optim.beta1", 0 <= self.optim.beta1 < 1, "in [0, 1)"),
+            ("optim.beta2", 0 <= self.optim.beta2 < 1, "in [0, 1)"),
+            ("optim.eps", self.optim.eps > 0, "> 0"),
+            ("optim.grad_clip", self.optim.grad_clip >= 0, ">= 0 (0 disables)"),
+            ("optim.warmup_steps", self.optim.warmup_steps >= 0, ">= 0"),
+            ("optim.decay_fraction", 0 <= self.optim.decay_fraction <= 1, "in [0, 1]"),
+            ("optim.final_lr_ratio", 0 <= self.optim.final_lr_ratio <= 1, "in [0, 1]"),
+            ("train.steps", self.train.steps >= 1, ">= 1"),
+            ("train.global_batch_tokens", self.train.global_batch_tokens >= 1, ">= 1"),
+            ("train.micro_batch", self.train.micro_batch >= 1, ">= 1"),
+            ("train.log_every", self.train.log_every >= 1, ">= 1"),
+            ("train.val_every", self.train.val_every >= 1, ">= 1"),
+            ("train.val_sequences", self.train.val_sequences >= 1, ">= 1"),
+            ("train.ckpt_every", self.train.ckpt_every >= 1, ">= 1"),
+            ("train.keep_last", self.train.keep_last >= 1, ">= 1"),
+            ("train.device", self.train.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+            ("train.precision", self.train.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
+            ("midtrain.steps", self.midtrain.steps >= 1, ">= 1"),
+            ("midtrain.seq_len_multiplier", self.midtrain.seq_len_multiplier >= 1, ">= 1"),
+            ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),
+            ("midtrain.final_lr_ratio", 0 <= self.midtrain.final_lr_ratio <= 1, "in [0, 1]"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{key} must be {allowed}; got {get_key(self, key)!r}")
+        per_micro = self.train.micro_batch * self.data.seq_len
+        if self.train.global_batch_tokens % per_micro:
+            raise ValueError(
+                f"train.global_batch_tokens ({self.train.global_batch_tokens}) must be a multiple of "
+                f"train.micro_batch * data.seq_len ({self.train.micro_batch} * {self.data.seq_len} = {per_micro})"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.train.global_batch_tokens // (self.train.micro_batch * self.data.seq_len)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------ dict <-> config
+def get_key(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value.replace(".inf", "inf"))
+        except ValueError:
+            pass
+    if typ in (int, str, bool) and isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
+        return value
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    name = getattr(typ, "__name__", str(typ))
+    raise ValueError(f"{key} must be of type {name}; got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+            raise ValueError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        typ, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = from_dict(typ, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, typ, key)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # e.g. ShapedLoss's own checks: name the full key
+        message = str(err)
+        if prefix and message.split(" ", 1)[0] in names:
+            raise ValueError(prefix + message) from None
+        raise
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'a.b=1' -> {'a': {'b': 1}}; 'loss=precision' -> that loss setting's knobs."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value (e.g. train.steps=100)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if key == "loss" and isinstance(value, str):
+        if value not in LOSS_PRESETS:
+            raise ValueError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_PRESETS)}")
+        value = LOSS_PRESETS[value].knobs()
+    out: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    return from_dict(RunConfig, data).validate()
+
+
+def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
+    """A preset, then each `a.b=value` override in order, validated."""
+    return build_config(read_preset(preset), overrides)
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """The resolved config a run saved (its config.yaml), plus overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no run config at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return build_config(data, overrides)

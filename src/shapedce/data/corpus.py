@@ -1,0 +1,398 @@
+"""Built-in corpora, generated offline and deterministic by seed: a fact base, arithmetic with
+worked solutions, and a held-out partition of problems for RL and evaluation.
+
+    from shapedce.data.corpus import builtin_corpus, knowledge_probes, heldout_problems
+    docs = builtin_corpus("pretrain", n_docs=5000, seed=0)     # or "midtrain"
+    probes = knowledge_probes(seed=0, n=100, n_docs=5000)       # (prompt, answer): recall of stated facts
+    problems = heldout_problems("add", n=200, seed=0)           # never in any corpus
+
+Print examples and the measured reasoning shares (CPU, a second): python -m shapedce.data.corpus
+
+The world is small on purpose (tiny models, minutes of CPU training): invented cities (country,
+river, founder, flag color, founding year) and people (home city, job, pet), three paraphrases
+per fact, short documents. Every document is one of these kinds:
+
+    kind     content                                         pretrain  midtrain
+    profile  all facts of one entity (round-robin)             20 %      10 %
+    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %
+    story    a short narrative about a person, true to facts   30 %       8 %
+    world    two cities compared (country, founding year)      15 %       4 %
+    short    "Problem: ...\\nThe answer is N."                   15 %      10 %
+    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %
+
+Reasoning share (short + worked = documents starting "Problem:"): pretrain 25 %, midtrain 70 %,
+exact (largest-remainder quotas, then a seeded shuffle). The paper's mid-training is ~5 % synthetic
+and raises the reasoning share; here all is synthetic and midtrain replays the pretrain kinds.
+
+Knowledge vs reasoning: `knowledge_probes` asks about facts the pretrain corpus states. Corpora
+only hold problems outside the held-out 20 % of the problem space (`is_heldout`, a content hash);
+RL and evaluation take problems from `heldout_problems` only.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------- fact base
+
+COUNTRIES = ("Varland", "Osteria", "Kelmar", "Duvania", "Pransk", "Lumeria", "Tarsova", "Zelind")
+RIVERS = ("Tamsa", "Orvel", "Lisk", "Brana", "Mure", "Dolva", "Senn", "Karo", "Vela", "Rhun")
+COLORS = ("red", "blue", "green", "yellow", "white", "black", "orange", "purple")
+JOBS = ("baker", "teacher", "farmer", "sailor", "doctor", "painter", "miner", "weaver", "potter", "singer")
+PETS = ("cat", "dog", "horse", "goat", "parrot", "rabbit", "turtle", "pony")
+FIRST = ("Ana", "Bela", "Cato", "Dara", "Emil", "Fena", "Gido", "Hana", "Ivo", "Jana", "Kira", "Lev",
+         "Mila", "Nico", "Oda", "Pavo", "Rina", "Sami", "Tova", "Ugo", "Vera", "Wim", "Yara", "Zeno")
+LAST = ("Vell", "Moro", "Tansk", "Brio", "Kade", "Lorn", "Pesk", "Dunn", "Savo", "Rell", "Hirt", "Gaal")
+SYL1 = ("Bel", "Tor", "Mar", "Kes", "Dun", "Sol", "Var", "Lin", "Ost", "Pel", "Ran", "Hal", "Fen", "Gor", "Nim", "Ul")
+SYL2 = ("mora", "vik", "dale", "holm", "bury", "stad", "mere", "wick", "ford", "gate", "lund", "port")
+
+N_ENTITIES = 48
+"""Default size of the fact base: half cities (5 facts each), half people (3 facts each)."""
+MAX_ENTITIES = len(SYL1) * len(SYL2)
+
+STATEMENTS: dict[str, tuple[str, ...]] = {
+    "country": ("{e} is a city in {v}.", "The city of {e} lies in {v}.", "{e} is located in {v}."),
+    "river": ("The river {v} flows through {e}.", "{e} stands on the river {v}.", "{e} was built on the river {v}."),
+    "founder": ("{e} was founded by {v}.", "The founder of {e} was {v}.", "{v} founded the city of {e}."),
+    "color": ("The flag of {e} is {v}.", "{e} has a {v} flag.", "The people of {e} fly a {v} flag."),
+    "year": ("{e} was founded in {v}.", "The city of {e} dates from {v}.", "In {v}, the city of {e} was founded."),
+    "home": ("{e} lives in {v}.", "{e} is from {v}.", "The home of {e} is the city of {v}."),
+    "job": ("{e} works as a {v}.", "{e} is a {v}.", "By trade, {e} is a {v}."),
+    "pet": ("{e} has a pet {v}.", "{e} keeps a {v} at home.", "The pet of {e} is a {v}."),
+}
+QUESTIONS: dict[str, str] = {
+    "country": "Which country is {e} in?", "river": "Which river flows through {e}?",
+    "founder": "Who founded {e}?", "color": "What color is the flag of {e}?",
+    "year": "In which year was {e} founded?", "home": "Where does {e} live?",
+    "job": "What is the job of {e}?", "pet": "What pet does {e} have?",
+}
+ATTRIBUTES = {"city": ("country", "river", "founder", "color", "year"), "person": ("home", "job", "pet")}
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One stated fact of the synthetic world: `entity`'s `attribute` is `value`."""
+
+    entity: str
+    attribute: str
+    """A key of STATEMENTS, e.g. "country"."""
+    value: str
+
+    def statement(self, variant: int = 0) -> str:
+        """The fact as a sentence; `variant` picks one of the paraphrase templates (cyclic)."""
+        return STATEMENTS[self.attribute][variant % 3].format(e=self.entity, v=self.value)
+
+    def question(self) -> str:
+        return QUESTIONS[self.attribute].format(e=self.entity)
+
+    def probe(self) -> tuple[str, str]:
+        """(prompt, expected answer) in the quiz format the corpora use."""
+        return f"Question: {self.question()}\nAnswer:", self.value
+
+
+@functools.lru_cache(maxsize=8)
+def _world(seed: int, n_entities: int) -> tuple[tuple[str, ...], dict[str, dict[str, str]], tuple[Fact, ...]]:
+    """(entity order, entity -> {attribute: value}, facts) for one seed."""
+    _check_int("n_entities", n_entities, 2, MAX_ENTITIES)
+    rng = random.Random(f"facts:{seed}")
+    n_cities = (n_entities + 1) // 2
+    cities = rng.sample([a + b for a in SYL1 for b in SYL2], n_cities)
+    names = rng.sample([f"{a} {b}" for a in FIRST for b in LAST], n_entities)  # people + founders
+    people, founders = names[: n_entities - n_cities], names[n_entities - n_cities:]
+    table: dict[str, dict[str, str]] = {}
+    for city, founder in zip(cities, founders):
+        table[city] = {"country": rng.choice(COUNTRIES), "river": rng.choice(RIVERS), "founder": founder,
+                       "color": rng.choice(COLORS), "year": str(rng.randint(1100, 1900))}
+    for person in people:
+        table[person] = {"home": rng.choice(cities), "job": rng.choice(JOBS), "pet": rng.choice(PETS)}
+    order = [*cities, *people]
+    rng.shuffle(order)
+    facts = tuple(Fact(e, a, v) for e in order for a, v in table[e].items())
+    return tuple(order), table, facts
+
+
+def fact_base(seed: int = 0, n_entities: int = N_ENTITIES) -> list[Fact]:
+    """All facts of the seed's world, grouped by entity in the order profile documents visit them."""
+    return list(_world(seed, n_entities)[2])
+
+
+# ----------------------------------------------------------------------------- problems
+
+PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
+PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
+ANSWER_RE = re.compile(r"The answer is (-?\d+)\.")
+HELDOUT_PERCENT = 20
+"""Share of the problem space (by content hash) reserved for RL and evaluation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An arithmetic problem with its answer and a step-by-step solution ending "The answer is N."."""
+
+    family: str
+    prompt: str
+    answer: str
+    solution: str
+
+    @property
+    def query(self) -> str:
+        """The text a model continues to solve the problem step by step."""
+        return f"Problem: {self.prompt}\nSolution:\n"
+
+    def doc(self, worked: bool) -> str:
+        """The corpus document: the query and the worked solution, or just the final answer line."""
+        return self.query + self.solution if worked else f"Problem: {self.prompt}\nThe answer is {self.answer}."
+
+
+def extract_answer(text: str) -> str | None:
+    """The N of the first "The answer is N." in `text`, or None."""
+    match = ANSWER_RE.search(text)
+    return match.group(1) if match else None
+
+
+def _num(rng: random.Random, lo_digits: int, hi_digits: int) -> int:
+    d = rng.randint(lo_digits, hi_digits)
+    return rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1)
+
+
+def _digits(n: int, width: int = 0) -> list[int]:
+    """Digits of n, ones first, zero-padded to `width`."""
+    return [int(c) for c in reversed(str(n).zfill(width))]
+
+
+def _with_carries(columns: list[tuple[str, int]]) -> list[str]:
+    """One line per column, ones first: "Place: expr [+ carry] = s. Write d[, carry c]."."""
+    lines, carry = [], 0
+    for i, (expr, value) in enumerate(columns):
+        s, expr = value + carry, expr + (f" + {carry}" if carry else "")
+        carry = s // 10
+        lines.append(f"{PLACES[i]}: {expr} = {s}. Write {s % 10}" + (f", carry {carry}." if carry else "."))
+    return lines + ([f"Write the last carry {carry}."] if carry else [])
+
+
+def _add(rng: random.Random) -> tuple[str, int, list[str]]:
+    a, b = _num(rng, 1, 3), _num(rng, 1, 3)
+    width = len(str(max(a, b)))
+    columns = [(f"{x} + {y}", x + y) for x, y in zip(_digits(a, width), _digits(b, width))]
+    lines = ["Add the digits from right to left.", *_with_carries(columns), f"So {a} + {b} = {a + b}."]
+    return f"What is {a} + {b}?", a + b, lines
+
+
+def _mul(rng: random.Random) -> tuple[str, int, list[str]]:
+    a, m = _num(rng, 2, 3), rng.randint(2, 9)
+    columns = [(f"{x} * {m}", x * m) for x in _digits(a)]
+    lines = [f"Multiply each digit by {m} from right to left.", *_with_carries(columns), f"So {a} * {m} = {a * m}."]
+    return f"What is {a} * {m}?", a * m, lines
+
+
+def _sub(rng: random.Random) -> tuple[str, int, list[str]]:
+    a = _num(rng, 2, 3)
+    b = rng.randint(0, a)
+    lines, borrow = ["Subtract the digits from right to left."], 0
+    for i, (x, y) in enumerate(zip(_digits(a), _digits(b, len(str(a))))):
+        expr, d = (f" - 1 - {y}" if borrow else f" - {y}"), x - y - borrow
+        lines.append(f"{PLACES[i]}: {x}{expr} is below zero, so borrow: {x + 10}{expr} = {d + 10}. Write {d + 10}, "
+                     "borrow 1." if d < 0 else f"{PLACES[i]}: {x}{expr} = {d}. Write {d}.")
+        borrow = int(d < 0)
+    lines.append(f"So {a} - {b} = {a - b}.")
+    return f"What is {a} - {b}?", a - b, lines
+
+
+def _chain(rng: random.Random) -> tuple[str, int, list[str]]:
+    terms = [_num(rng, 1, 2) for _ in range(rng.randint(2, 5))]
+    lines, total = ["Add the numbers from left to right."], terms[0]
+    for t in terms[1:]:
+        lines.append(f"{total} + {t} = {total + t}.")
+        total += t
+    return f"What is {' + '.join(map(str, terms))}?", total, lines
+
+
+def _linear(rng: random.Random) -> tuple[str, int, list[str]]:
+    a, x, b = rng.randint(2, 9), rng.randint(0, 20), rng.randint(1, 40)
+    ax = a * x
+    if ax >= b and rng.random() < 0.5:
+        c, sign, undo = ax - b, "-", f"Add {b} to both sides: {a} * x = {ax - b} + {b} = {ax}."
+    else:
+        c, sign, undo = ax + b, "+", f"Subtract {b} from both sides: {a} * x = {ax + b} - {b} = {ax}."
+    lines = [undo, f"Divide both sides by {a}: x = {ax} / {a} = {x}.",
+             f"Check: {a} * {x} {sign} {b} = {ax} {sign} {b} = {c}."]
+    return f"Solve for x: {a} * x {sign} {b} = {c}.", x, lines
+
+
+def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
+    a, b = _num(rng, 1, 4), -1
+    if a >= 10 and rng.random() < 0.5:  # same length, one digit changed: the interesting case
+        sa, i = str(a), rng.randrange(len(str(a)))
+        b = int(sa[:i] + rng.choice([c for c in "0123456789" if c != sa[i] and (i or c != "0")]) + sa[i + 1:])
+    while b in (-1, a):
+        b = _num(rng, 1, 4)
+    sa, sb = str(a), str(b)
+    count = lambda s: f"{len(s)} digit" + "s" * (len(s) > 1)  # noqa: E731
+    if len(sa) != len(sb):
+        lines = [f"{a} has {count(sa)} and {b} has {count(sb)}.", "The number with more digits is larger."]
+    else:
+        lines = [f"Both numbers have {count(sa)}. Compare from the left."]
+        for i, (x, y) in enumerate(zip(sa, sb)):
+            same = x == y
+            lines.append(f"{PLACES[len(sa) - 1 - i]}: " + (f"{x} and {y} are equal." if same else
+                                                           f"{max(x, y)} is larger than {min(x, y)}."))
+            if not same:
+                break
+    lines.append(f"So {max(a, b)} is larger than {min(a, b)}.")
+    return f"Which number is larger, {a} or {b}?", max(a, b), lines
+
+
+_WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
+    "add": _add, "sub": _sub, "mul": _mul, "chain": _chain, "linear": _linear, "compare": _compare,
+}
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
+    """One-line ValueError unless value is an int in [lo, hi] (no upper bound when hi is None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        allowed = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {allowed}; got {value!r}")
+
+
+def _check_family(family: str) -> None:
+    if family not in _WRITERS:
+        raise ValueError(f"unknown problem family {family!r}; choose one of {', '.join(PROBLEM_FAMILIES)}")
+
+
+def generate_problem(family: str, rng: random.Random) -> Problem:
+    """One random problem of `family` (held out or not) with its worked solution."""
+    _check_family(family)
+    prompt, answer, lines = _WRITERS[family](rng)
+    return Problem(family, prompt, str(answer), "\n".join([*lines, f"The answer is {answer}."]))
+
+
+def problem_key(prompt: str) -> str:
+    """Normalised prompt text (lower case, no whitespace): the content the held-out hash uses."""
+    return re.sub(r"\s+", "", prompt).lower()
+
+
+def is_heldout(prompt: str) -> bool:
+    """True for the HELDOUT_PERCENT % of prompts reserved for RL/evaluation (sha256 of the key)."""
+    digest = hashlib.sha256(problem_key(prompt).encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % 100 < HELDOUT_PERCENT
+
+
+def heldout_problems(family: str, n: int, seed: int = 0) -> list[Problem]:
+    """`n` distinct held-out problems of `family`, deterministic by seed; no corpus contains them."""
+    _check_family(family)
+    _check_int("n", n, 0)
+    rng, seen, out, tries = random.Random(f"heldout:{family}:{seed}"), set(), [], 1000 + 200 * n
+    while len(out) < n and (tries := tries - 1) >= 0:
+        problem = generate_problem(family, rng)
+        key = problem_key(problem.prompt)
+        if key not in seen and is_heldout(problem.prompt):
+            seen.add(key)
+            out.append(problem)
+    if len(out) < n:
+        raise ValueError(f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)")
+    return out
+
+
+# ----------------------------------------------------------------------------- corpora
+
+MIXES: dict[str, dict[str, float]] = {
+    "pretrain": {"profile": 0.20, "quiz": 0.10, "story": 0.30, "world": 0.15, "short": 0.15, "worked": 0.10},
+    "midtrain": {"profile": 0.10, "quiz": 0.08, "story": 0.08, "world": 0.04, "short": 0.10, "worked": 0.60},
+}
+"""Share of each document kind per corpus (see the module docstring)."""
+CORPORA = tuple(MIXES)
+
+
+def is_reasoning_doc(doc: str) -> bool:
+    """True for arithmetic documents (short answers or worked solutions)."""
+    return doc.startswith("Problem: ")
+
+
+def _quotas(mix: dict[str, float], n_docs: int) -> dict[str, int]:
+    """Largest-remainder rounding of share * n_docs; ties go to the kind listed first."""
+    raw = {k: share * n_docs for k, share in mix.items()}
+    counts = {k: int(v) for k, v in raw.items()}
+    for k in sorted(mix, key=lambda k: counts[k] - raw[k])[: n_docs - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def builtin_corpus(name: str, n_docs: int, seed: int = 0) -> list[str]:
+    """`n_docs` short documents of the built-in corpus `name` ("pretrain" or "midtrain")."""
+    if name not in MIXES:
+        raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+    _check_int("n_docs", n_docs, 1)
+    order, table, facts = _world(seed, N_ENTITIES)
+    by_entity = {e: [f for f in facts if f.entity == e] for e in order}
+    cities, people = ([e for e in order if attr in table[e]] for attr in ("country", "home"))
+    rng = random.Random(f"{name}:{seed}")
+    kinds = [k for k, c in _quotas(MIXES[name], n_docs).items() for _ in range(c)]
+    rng.shuffle(kinds)
+    profiled = itertools.cycle(order)  # profiles visit entities round-robin: knowledge_probes relies on it
+
+    def profile() -> str:
+        return " ".join(f.statement(rng.randrange(3)) for f in by_entity[next(profiled)])
+
+    def quiz() -> str:
+        return "\n".join(f"Question: {f.question()}\nAnswer: {f.value}." for f in rng.sample(facts, rng.randint(2, 3)))
+
+    def story() -> str:
+        p = rng.choice(people)
+        home, job, pet = table[p]["home"], table[p]["job"], table[p]["pet"]
+        c = table[home]
+        extra = [f"{p} works as a {job} in {home}.", f"Every morning, {p} walks along the river {c['river']}.",
+                 f"{p} has a pet {pet}. The {pet} likes to sleep in the sun.",
+                 f"On holidays, {p} hangs a {c['color']} flag, the flag of {home}.",
+                 f"{home} is in {c['country']}, so {p} lives in {c['country']}."]
+        picks = sorted(rng.sample(range(len(extra)), rng.randint(2, 3)))
+        return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks)])
+
+    def problem(worked: bool) -> str:
+        family = rng.choice(PROBLEM_FAMILIES)
+        while is_heldout((p := generate_problem(family, rng)).prompt):  # held out: never in a corpus
+            pass
+        return p.doc(worked)
+
+    def world() -> str:
+        a, b = rng.sample(cities, 2)
+        (ca, ya), (cb, yb) = ((table[x]["country"], table[x]["year"]) for x in (a, b))
+        first = f"{a} and {b} are both cities in {ca}." if ca == cb else f"{a} is in {ca}, but {b} is in {cb}."
+        if ya == yb:
+            return f"{first} Both were founded in {ya}."
+        return f"{first} {a} was founded in {ya} and {b} in {yb}, so {a if int(ya) < int(yb) else b} is older."
+
+    writers: dict[str, Callable[[], str]] = {
+        "profile": profile, "quiz": quiz, "story": story, "world": world,
+        "short": lambda: problem(worked=False), "worked": lambda: problem(worked=True),
+    }
+    return [writers[kind]() for kind in kinds]
+
+
+def knowledge_probes(seed: int = 0, n: int = 100, n_docs: int | None = None) -> list[tuple[str, str]]:
+    """`n` distinct (prompt, answer) recall probes about facts the seed's pretrain corpus states.
+
+    With `n_docs`, only facts of entities profiled in builtin_corpus("pretrain", n_docs, seed)
+    (profiles visit entities round-robin); without it, any fact of the base (all are stated once
+    n_docs >= N_ENTITIES / 0.20). The answer is the fact's value, e.g. "Varland".
+    """
+    order, _, facts = _world(seed, N_ENTITIES)
+    covered = set(order)
+    if n_docs is not None:
+        _check_int("n_docs", n_docs, 1)
+        covered = set(order[: _quotas(MIXES["pretrain"], n_docs)["profile"]])
+    pool = [f for f in facts if f.entity in covered]
+    _check_int("n (at most the facts the corpus states)", n, 0, len(pool))
+    return [f.probe() for f in random.Random(f"probes:{seed}").sample(pool, n)]
+
+
+if __name__ == "__main__":
+    for name in CORPORA:
+        docs = builtin_corpus(name, 2000)
+        print(f"== {name}: reasoning share {sum(map(is_reasoning_doc, docs)) / len(docs):.1%}", *docs[:3], sep="\n\n")
+    print("== probe:", knowledge_probes(0, 1)[0], "held out:", heldout_problems("add", 1)[0].prompt)

@@ -1,0 +1,1 @@
+"""Training stages: `lm` (pre-/mid-training) and, later, `rl` (GRPO)."""
