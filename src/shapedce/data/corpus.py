@@ -323,15 +323,19 @@ def _quotas(mix: dict[str, float], n_docs: int) -> dict[str, int]:
     return counts
 
 
-def builtin_corpus(name: str, n_docs: int, seed: int = 0) -> list[str]:
-    """`n_docs` short documents of the built-in corpus `name` ("pretrain" or "midtrain")."""
+def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") -> list[str]:
+    """`n_docs` short documents of the built-in corpus `name` ("pretrain" or "midtrain").
+
+    `seed` fixes the world (the fact base); `split` ("train", "val", ...) draws another sample of
+    documents about the same world, e.g. a validation set of the same distribution.
+    """
     if name not in MIXES:
         raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
     _check_int("n_docs", n_docs, 1)
     order, table, facts = _world(seed, N_ENTITIES)
     by_entity = {e: [f for f in facts if f.entity == e] for e in order}
     cities, people = ([e for e in order if attr in table[e]] for attr in ("country", "home"))
-    rng = random.Random(f"{name}:{seed}")
+    rng = random.Random(f"{name}:{seed}" if split == "train" else f"{name}:{seed}:{split}")
     kinds = [k for k, c in _quotas(MIXES[name], n_docs).items() for _ in range(c)]
     rng.shuffle(kinds)
     profiled = itertools.cycle(order)  # profiles visit entities round-robin: knowledge_probes relies on it
