@@ -6,7 +6,7 @@
     tokens = tokenize_to_memmap(docs, tok, "runs/cache", key="pretrain")
     data = PackedSequences(tokens, seq_len=128)      # data.batch([0, 5]) -> LongTensor [2, 129]
 
-Each module runs a small CPU demo: `python -m shapedce.data.corpus` (or .tokenizer, .packing).
+Each module runs a small CPU demo: `python -m shapedce.data.corpus` (or .problems, .tokenizer, .packing).
 Names are imported lazily, so `corpus` alone does not pull in transformers or datasets.
 """
 
@@ -16,9 +16,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "corpus": ("CORPORA", "PROBLEM_FAMILIES", "Fact", "Problem", "builtin_corpus", "extract_answer", "fact_base",
-               "generate_problem", "heldout_problems", "is_heldout", "is_reasoning_doc", "knowledge_probes",
-               "problem_key"),
+    "corpus": ("CORPORA", "Fact", "builtin_corpus", "fact_base", "is_reasoning_doc", "knowledge_probes"),
+    "problems": ("PROBLEM_FAMILIES", "Problem", "extract_answer", "generate_problem", "heldout_problems",
+                 "is_heldout", "problem_key"),
     "packing": ("PackedSequences", "read_texts", "tokenize_to_memmap"),
     "tokenizer": ("SPECIAL_TOKENS", "check_special_tokens", "check_tokenizer_fits", "load_tokenizer",
                   "train_tokenizer"),
@@ -27,9 +27,9 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:
-    from .corpus import (CORPORA, PROBLEM_FAMILIES, Fact, Problem, builtin_corpus, extract_answer, fact_base,
-                         generate_problem, heldout_problems, is_heldout, is_reasoning_doc, knowledge_probes,
-                         problem_key)
+    from .corpus import CORPORA, Fact, builtin_corpus, fact_base, is_reasoning_doc, knowledge_probes
+    from .problems import (PROBLEM_FAMILIES, Problem, extract_answer, generate_problem, heldout_problems,
+                           is_heldout, problem_key)
     from .packing import PackedSequences, read_texts, tokenize_to_memmap
     from .tokenizer import (SPECIAL_TOKENS, check_special_tokens, check_tokenizer_fits, load_tokenizer,
                             train_tokenizer)

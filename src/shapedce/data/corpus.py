@@ -32,12 +32,12 @@ RL and evaluation take problems from `heldout_problems` only.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .problems import PROBLEM_FAMILIES, check_int, generate_problem, heldout_problems, is_heldout
 
 # ----------------------------------------------------------------------------- fact base
 
@@ -50,6 +50,14 @@ FIRST = ("Ana", "Bela", "Cato", "Dara", "Emil", "Fena", "Gido", "Hana", "Ivo", "
          "Mila", "Nico", "Oda", "Pavo", "Rina", "Sami", "Tova", "Ugo", "Vera", "Wim", "Yara", "Zeno")
 LAST = ("Vell", "Moro", "Tansk", "Brio", "Kade", "Lorn", "Pesk", "Dunn", "Savo", "Rell", "Hirt", "Gaal")
 SYL1 = ("Bel", "Tor", "Mar", "Kes", "Dun", "Sol", "Var", "Lin", "Ost", "Pel", "Ran", "Hal", "Fen", "Gor", "Nim", "Ul")
+# everyday scenes in stories: word choices follow a Zipf law (weight 1/rank), so some positions
+# have skewed, natural-language-like next-token distributions, where beta's effect shows
+SCENE = {
+    "verb": ("bought", "saw", "found", "sold", "made", "lost", "painted", "carried", "cleaned", "wanted"),
+    "adj": ("small", "old", "new", "big", "red", "quiet", "strange", "heavy", "bright", "round"),
+    "noun": ("basket", "boat", "lamp", "book", "coat", "chair", "bell", "cup", "rope", "kite", "drum", "map"),
+    "place": ("at the market", "near the river", "in the square", "by the gate", "on the hill", "at the harbor"),
+}
 SYL2 = ("mora", "vik", "dale", "holm", "bury", "stad", "mere", "wick", "ford", "gate", "lund", "port")
 
 N_ENTITIES = 48
@@ -99,7 +107,7 @@ class Fact:
 @functools.lru_cache(maxsize=8)
 def _world(seed: int, n_entities: int) -> tuple[tuple[str, ...], dict[str, dict[str, str]], tuple[Fact, ...]]:
     """(entity order, entity -> {attribute: value}, facts) for one seed."""
-    _check_int("n_entities", n_entities, 2, MAX_ENTITIES)
+    check_int("n_entities", n_entities, 2, MAX_ENTITIES)
     rng = random.Random(f"facts:{seed}")
     n_cities = (n_entities + 1) // 2
     cities = rng.sample([a + b for a in SYL1 for b in SYL2], n_cities)
@@ -120,183 +128,6 @@ def _world(seed: int, n_entities: int) -> tuple[tuple[str, ...], dict[str, dict[
 def fact_base(seed: int = 0, n_entities: int = N_ENTITIES) -> list[Fact]:
     """All facts of the seed's world, grouped by entity in the order profile documents visit them."""
     return list(_world(seed, n_entities)[2])
-
-
-# ----------------------------------------------------------------------------- problems
-
-PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
-PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
-ANSWER_RE = re.compile(r"The answer is (-?\d+)\.")
-HELDOUT_PERCENT = 20
-"""Share of the problem space (by content hash) reserved for RL and evaluation."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """An arithmetic problem with its answer and a step-by-step solution ending "The answer is N."."""
-
-    family: str
-    prompt: str
-    answer: str
-    solution: str
-
-    @property
-    def query(self) -> str:
-        """The text a model continues to solve the problem step by step."""
-        return f"Problem: {self.prompt}\nSolution:\n"
-
-    def doc(self, worked: bool) -> str:
-        """The corpus document: the query and the worked solution, or just the final answer line."""
-        return self.query + self.solution if worked else f"Problem: {self.prompt}\nThe answer is {self.answer}."
-
-
-def extract_answer(text: str) -> str | None:
-    """The N of the first "The answer is N." in `text`, or None."""
-    match = ANSWER_RE.search(text)
-    return match.group(1) if match else None
-
-
-def _num(rng: random.Random, lo_digits: int, hi_digits: int) -> int:
-    d = rng.randint(lo_digits, hi_digits)
-    return rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1)
-
-
-def _digits(n: int, width: int = 0) -> list[int]:
-    """Digits of n, ones first, zero-padded to `width`."""
-    return [int(c) for c in reversed(str(n).zfill(width))]
-
-
-def _with_carries(columns: list[tuple[str, int]]) -> list[str]:
-    """One line per column, ones first: "Place: expr [+ carry] = s. Write d[, carry c]."."""
-    lines, carry = [], 0
-    for i, (expr, value) in enumerate(columns):
-        s, expr = value + carry, expr + (f" + {carry}" if carry else "")
-        carry = s // 10
-        lines.append(f"{PLACES[i]}: {expr} = {s}. Write {s % 10}" + (f", carry {carry}." if carry else "."))
-    return lines + ([f"Write the last carry {carry}."] if carry else [])
-
-
-def _add(rng: random.Random) -> tuple[str, int, list[str]]:
-    a, b = _num(rng, 1, 3), _num(rng, 1, 3)
-    width = len(str(max(a, b)))
-    columns = [(f"{x} + {y}", x + y) for x, y in zip(_digits(a, width), _digits(b, width))]
-    lines = ["Add the digits from right to left.", *_with_carries(columns), f"So {a} + {b} = {a + b}."]
-    return f"What is {a} + {b}?", a + b, lines
-
-
-def _mul(rng: random.Random) -> tuple[str, int, list[str]]:
-    a, m = _num(rng, 2, 3), rng.randint(2, 9)
-    columns = [(f"{x} * {m}", x * m) for x in _digits(a)]
-    lines = [f"Multiply each digit by {m} from right to left.", *_with_carries(columns), f"So {a} * {m} = {a * m}."]
-    return f"What is {a} * {m}?", a * m, lines
-
-
-def _sub(rng: random.Random) -> tuple[str, int, list[str]]:
-    a = _num(rng, 2, 3)
-    b = rng.randint(0, a)
-    lines, borrow = ["Subtract the digits from right to left."], 0
-    for i, (x, y) in enumerate(zip(_digits(a), _digits(b, len(str(a))))):
-        expr, d = (f" - 1 - {y}" if borrow else f" - {y}"), x - y - borrow
-        lines.append(f"{PLACES[i]}: {x}{expr} is below zero, so borrow: {x + 10}{expr} = {d + 10}. Write {d + 10}, "
-                     "borrow 1." if d < 0 else f"{PLACES[i]}: {x}{expr} = {d}. Write {d}.")
-        borrow = int(d < 0)
-    lines.append(f"So {a} - {b} = {a - b}.")
-    return f"What is {a} - {b}?", a - b, lines
-
-
-def _chain(rng: random.Random) -> tuple[str, int, list[str]]:
-    terms = [_num(rng, 1, 2) for _ in range(rng.randint(2, 5))]
-    lines, total = ["Add the numbers from left to right."], terms[0]
-    for t in terms[1:]:
-        lines.append(f"{total} + {t} = {total + t}.")
-        total += t
-    return f"What is {' + '.join(map(str, terms))}?", total, lines
-
-
-def _linear(rng: random.Random) -> tuple[str, int, list[str]]:
-    a, x, b = rng.randint(2, 9), rng.randint(0, 20), rng.randint(1, 40)
-    ax = a * x
-    if ax >= b and rng.random() < 0.5:
-        c, sign, undo = ax - b, "-", f"Add {b} to both sides: {a} * x = {ax - b} + {b} = {ax}."
-    else:
-        c, sign, undo = ax + b, "+", f"Subtract {b} from both sides: {a} * x = {ax + b} - {b} = {ax}."
-    lines = [undo, f"Divide both sides by {a}: x = {ax} / {a} = {x}.",
-             f"Check: {a} * {x} {sign} {b} = {ax} {sign} {b} = {c}."]
-    return f"Solve for x: {a} * x {sign} {b} = {c}.", x, lines
-
-
-def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
-    a, b = _num(rng, 1, 4), -1
-    if a >= 10 and rng.random() < 0.5:  # same length, one digit changed: the interesting case
-        sa, i = str(a), rng.randrange(len(str(a)))
-        b = int(sa[:i] + rng.choice([c for c in "0123456789" if c != sa[i] and (i or c != "0")]) + sa[i + 1:])
-    while b in (-1, a):
-        b = _num(rng, 1, 4)
-    sa, sb = str(a), str(b)
-    count = lambda s: f"{len(s)} digit" + "s" * (len(s) > 1)  # noqa: E731
-    if len(sa) != len(sb):
-        lines = [f"{a} has {count(sa)} and {b} has {count(sb)}.", "The number with more digits is larger."]
-    else:
-        lines = [f"Both numbers have {count(sa)}. Compare from the left."]
-        for i, (x, y) in enumerate(zip(sa, sb)):
-            same = x == y
-            lines.append(f"{PLACES[len(sa) - 1 - i]}: " + (f"{x} and {y} are equal." if same else
-                                                           f"{max(x, y)} is larger than {min(x, y)}."))
-            if not same:
-                break
-    lines.append(f"So {max(a, b)} is larger than {min(a, b)}.")
-    return f"Which number is larger, {a} or {b}?", max(a, b), lines
-
-
-_WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
-    "add": _add, "sub": _sub, "mul": _mul, "chain": _chain, "linear": _linear, "compare": _compare,
-}
-
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    """One-line ValueError unless value is an int in [lo, hi] (no upper bound when hi is None)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        allowed = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {allowed}; got {value!r}")
-
-
-def _check_family(family: str) -> None:
-    if family not in _WRITERS:
-        raise ValueError(f"unknown problem family {family!r}; choose one of {', '.join(PROBLEM_FAMILIES)}")
-
-
-def generate_problem(family: str, rng: random.Random) -> Problem:
-    """One random problem of `family` (held out or not) with its worked solution."""
-    _check_family(family)
-    prompt, answer, lines = _WRITERS[family](rng)
-    return Problem(family, prompt, str(answer), "\n".join([*lines, f"The answer is {answer}."]))
-
-
-def problem_key(prompt: str) -> str:
-    """Normalised prompt text (lower case, no whitespace): the content the held-out hash uses."""
-    return re.sub(r"\s+", "", prompt).lower()
-
-
-def is_heldout(prompt: str) -> bool:
-    """True for the HELDOUT_PERCENT % of prompts reserved for RL/evaluation (sha256 of the key)."""
-    digest = hashlib.sha256(problem_key(prompt).encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) % 100 < HELDOUT_PERCENT
-
-
-def heldout_problems(family: str, n: int, seed: int = 0) -> list[Problem]:
-    """`n` distinct held-out problems of `family`, deterministic by seed; no corpus contains them."""
-    _check_family(family)
-    _check_int("n", n, 0)
-    rng, seen, out, tries = random.Random(f"heldout:{family}:{seed}"), set(), [], 1000 + 200 * n
-    while len(out) < n and (tries := tries - 1) >= 0:
-        problem = generate_problem(family, rng)
-        key = problem_key(problem.prompt)
-        if key not in seen and is_heldout(problem.prompt):
-            seen.add(key)
-            out.append(problem)
-    if len(out) < n:
-        raise ValueError(f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)")
-    return out
 
 
 # ----------------------------------------------------------------------------- corpora
@@ -331,8 +162,8 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
     """
     if name not in MIXES:
         raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
-    _check_int("n_docs", n_docs, 1)
-    order, table, facts = _world(seed, N_ENTITIES)
+    check_int("n_docs", n_docs, 1)
+    order, table, facts = _world(seed, N_ENTITIES)  # the world depends on the seed only
     by_entity = {e: [f for f in facts if f.entity == e] for e in order}
     cities, people = ([e for e in order if attr in table[e]] for attr in ("country", "home"))
     rng = random.Random(f"{name}:{seed}" if split == "train" else f"{name}:{seed}:{split}")
@@ -355,7 +186,9 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
                  f"On holidays, {p} hangs a {c['color']} flag, the flag of {home}.",
                  f"{home} is in {c['country']}, so {p} lives in {c['country']}."]
         picks = sorted(rng.sample(range(len(extra)), rng.randint(2, 3)))
-        return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks)])
+        w = {k: rng.choices(v, [1 / (i + 1) for i in range(len(v))])[0] for k, v in SCENE.items()}
+        scene = f"{p} {w['verb']} {'an' if w['adj'][0] in 'aeiou' else 'a'} {w['adj']} {w['noun']} {w['place']}."
+        return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks), scene])
 
     def problem(worked: bool) -> str:
         family = rng.choice(PROBLEM_FAMILIES)
@@ -388,10 +221,10 @@ def knowledge_probes(seed: int = 0, n: int = 100, n_docs: int | None = None) -> 
     order, _, facts = _world(seed, N_ENTITIES)
     covered = set(order)
     if n_docs is not None:
-        _check_int("n_docs", n_docs, 1)
+        check_int("n_docs", n_docs, 1)
         covered = set(order[: _quotas(MIXES["pretrain"], n_docs)["profile"]])
     pool = [f for f in facts if f.entity in covered]
-    _check_int("n (at most the facts the corpus states)", n, 0, len(pool))
+    check_int("n (at most the facts the corpus states)", n, 0, len(pool))
     return [f.probe() for f in random.Random(f"probes:{seed}").sample(pool, n)]
 
 
