@@ -119,3 +119,14 @@ def test_transformers_trainer_runs_with_compute_loss_func(tmp_path):
 def test_patch_rejects_models_without_a_linear_head():
     with pytest.raises(ValueError, match="needs a \\*ForCausalLM"):
         patch_causal_lm(torch.nn.Linear(2, 2), "ce")
+
+
+def test_moe_aux_loss_is_weighted_by_the_micro_batch_share():
+    """Two micro-batches of half the global batch must add up to one global-batch loss."""
+    ids, labels, mask = batch()
+    model = patch_causal_lm(tiny_qwen3(moe=True), "precision")
+    n = int((shift_labels_of(labels, -100) != -100).sum())
+    whole = model(input_ids=ids, attention_mask=mask, labels=labels)
+    part = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=2 * n)
+    assert whole.aux_loss > 0
+    torch.testing.assert_close(part.loss, whole.loss / 2)

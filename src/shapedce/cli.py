@@ -4,6 +4,7 @@
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
+    shapedce eval runs/ce-mid --tasks arith --samples 128 --temperature 0.7 --top-p 0.95
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
 `train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2.
@@ -53,6 +54,19 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.run import EvalSettings, evaluate, markdown
+
+    settings = EvalSettings(
+        tasks=args.tasks, samples=args.samples, problems=args.problems, temperature=args.temperature,
+        top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+        text=args.text, partial_credit=args.partial_credit, pass_k=args.pass_k,
+    )
+    results = evaluate(args.path, settings, Path(args.out) if args.out else None, device=args.device)
+    print(markdown(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     m.add_argument("overrides", nargs="*", help="key=value config overrides")
     m.set_defaults(func=cmd_midtrain)
+
+    e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
+    e.add_argument("path", help="a run directory (uses its final/) or any Hugging Face model directory")
+    e.add_argument("--tasks", default="arith", help="comma-separated task names (see shapedce.tasks)")
+    e.add_argument("--samples", type=int, default=128, help="samples per prompt, m (paper: 128)")
+    e.add_argument("--problems", type=int, default=100, help="held-out prompts per task")
+    e.add_argument("--temperature", type=float, default=0.7)
+    e.add_argument("--top-p", type=float, default=0.95)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
+    e.add_argument("--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)")
+    e.add_argument("--text", default="", help="held-out text for perplexity / entropy (default: built-in)")
+    e.add_argument("--partial-credit", action="store_true", help="use the scorers' partial credit")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    e.add_argument("--out", default="", help="output directory (default PATH/eval)")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 

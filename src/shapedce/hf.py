@@ -12,7 +12,9 @@ and TRL's `SFTTrainer` call as `compute_loss_func(outputs, labels, num_items_in_
 `patch_causal_lm` replaces the `forward` of one model instance (a `Qwen3ForCausalLM`,
 `Qwen3MoeForCausalLM`, or any `*ForCausalLM` with `.model` and `.lm_head`): with `labels` it runs
 the decoder, then the fused linear + shaped loss on the last hidden states, and adds the MoE
-router auxiliary loss as the original forward does. Without labels (generation) the original
+router auxiliary loss as the original forward does (weighted by this micro-batch's share of
+`num_items_in_batch` when given, so gradient accumulation adds up to one global-batch term).
+Without labels (generation) the original
 forward runs untouched. Checkpoints are unaffected: `save_pretrained` writes the usual files.
 """
 
@@ -128,7 +130,10 @@ def _shaped_forward(
     if is_moe and kwargs["output_router_logits"]:
         balance = sys.modules[type(self).__module__].load_balancing_loss_func
         aux_loss = balance(outputs.router_logits, self.num_experts, self.num_experts_per_tok, attention_mask)
-        loss = loss + self.router_aux_loss_coef * aux_loss.to(loss.device)
+        share = 1.0  # with num_items_in_batch this micro-batch is a part of a larger batch: weigh by tokens
+        if num_items_in_batch is not None:
+            share = (targets != knobs.ignore_index).sum().to(loss.device) / num_items_in_batch
+        loss = loss + self.router_aux_loss_coef * share * aux_loss.to(loss.device)
     return ShapedCausalLMOutput(
         loss=loss,
         aux_loss=aux_loss,
