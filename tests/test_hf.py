@@ -130,3 +130,16 @@ def test_moe_aux_loss_is_weighted_by_the_micro_batch_share():
     part = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=2 * n)
     assert whole.aux_loss > 0
     torch.testing.assert_close(part.loss, whole.loss / 2)
+
+
+def test_moe_flavor_generates_and_its_patched_loss_keeps_the_router_term():
+    """Flavors leave config.output_router_logits off (generate() breaks with it on); the loss path adds it."""
+    from shapedce.models import build_model
+
+    model = patch_causal_lm(build_model("tiny-moe", seed=0), "ce")
+    ids, labels, mask = batch(vocab=2048)
+    assert model.generate(ids[:1], max_new_tokens=3, do_sample=False, pad_token_id=0).shape == (1, 15)
+    with_aux = model(input_ids=ids, attention_mask=mask, labels=labels)
+    without = model(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=False)
+    assert with_aux.aux_loss is not None and without.aux_loss is None
+    torch.testing.assert_close(with_aux.loss, without.loss + model.router_aux_loss_coef * with_aux.aux_loss)

@@ -62,7 +62,7 @@ def test_every_config_has_the_shared_settings():
         assert cfg.attention_dropout == 0 and cfg.use_cache, name
         assert cfg.max_position_embeddings >= 2048, name
         if isinstance(cfg, Qwen3MoeConfig):
-            assert cfg.output_router_logits and cfg.router_aux_loss_coef == 0.001, name
+            assert not cfg.output_router_logits and cfg.router_aux_loss_coef == 0.001, name  # generate() breaks with it on
             assert cfg.decoder_sparse_step == 1 and cfg.mlp_only_layers == [], name
 
 
@@ -88,7 +88,7 @@ def test_build_forward_and_determinism(name, cls):
         assert torch.equal(p, q), n
     assert not all(torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters()))
     ids = torch.randint(0, a.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    out = a(input_ids=ids, labels=ids)
+    out = a(input_ids=ids, labels=ids, **({"output_router_logits": True} if cls is Qwen3MoeForCausalLM else {}))
     assert out.logits.shape == (2, 16, a.config.vocab_size) and torch.isfinite(out.loss)
     if cls is Qwen3MoeForCausalLM:
         assert out.aux_loss is not None and torch.isfinite(out.aux_loss)

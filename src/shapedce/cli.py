@@ -60,7 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(
         tasks=args.tasks, samples=args.samples, problems=args.problems, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-        text=args.text, partial_credit=args.partial_credit, pass_k=args.pass_k,
+        text=args.text, pass_k=args.pass_k,
     )
     results = evaluate(args.path, settings, Path(args.out) if args.out else None, device=args.device)
     print(markdown(results))
@@ -99,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
     e.add_argument("--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)")
     e.add_argument("--text", default="", help="held-out text for perplexity / entropy (default: built-in)")
-    e.add_argument("--partial-credit", action="store_true", help="use the scorers' partial credit")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default="", help="output directory (default PATH/eval)")
     e.set_defaults(func=cmd_eval)

@@ -12,10 +12,10 @@ and TRL's `SFTTrainer` call as `compute_loss_func(outputs, labels, num_items_in_
 `patch_causal_lm` replaces the `forward` of one model instance (a `Qwen3ForCausalLM`,
 `Qwen3MoeForCausalLM`, or any `*ForCausalLM` with `.model` and `.lm_head`): with `labels` it runs
 the decoder, then the fused linear + shaped loss on the last hidden states, and adds the MoE
-router auxiliary loss as the original forward does (weighted by this micro-batch's share of
-`num_items_in_batch` when given, so gradient accumulation adds up to one global-batch term).
-Without labels (generation) the original
-forward runs untouched. Checkpoints are unaffected: `save_pretrained` writes the usual files.
+router auxiliary loss, whatever `config.output_router_logits` says (generation needs that off;
+pass `output_router_logits=False` to drop the term), weighted by this micro-batch's share of
+`num_items_in_batch` when given, so gradient accumulation adds up to one global-batch term.
+Without labels (generation) the original forward runs untouched. Checkpoints are unaffected: `save_pretrained` writes the usual files.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def _shaped_forward(
     kwargs.pop("logits_to_keep", None)
     is_moe = hasattr(self, "router_aux_loss_coef")
     if is_moe:
-        router = kwargs.pop("output_router_logits", None)
-        kwargs["output_router_logits"] = self.config.output_router_logits if router is None else router
+        router = kwargs.pop("output_router_logits", None)  # the loss path keeps the balance loss by default
+        kwargs["output_router_logits"] = True if router is None else router
     outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
     targets = shift_labels if shift_labels is not None else shift_labels_of(labels, knobs.ignore_index)

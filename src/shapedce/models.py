@@ -82,7 +82,7 @@ def _moe(*, vocab: int, positions: int, hidden: int, layers: int, heads: int, kv
         # intermediate_size only sizes dense MLP layers (mlp_only_layers); there are none.
         intermediate_size=4 * expert_intermediate,
         decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,  # as Qwen3-30B-A3B ships
-        output_router_logits=True, router_aux_loss_coef=0.001, use_sliding_window=False,
+        output_router_logits=False, router_aux_loss_coef=0.001, use_sliding_window=False,
     )
 
 

@@ -47,7 +47,6 @@ class EvalSettings:
     text: str = ""
     """"" = the built-in validation sample; else a local text / jsonl / parquet path."""
     text_tokens: int = 20000
-    partial_credit: bool = False
     pass_k: str = ""
     """Comma-separated k of the Pass@k curve; "" = 1, 2, 4, ..., samples."""
 
@@ -85,27 +84,28 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_model(path: Path, device: torch.device):
     from transformers import AutoModelForCausalLM
 
+    tokenizer = load_tokenizer(path)  # first: a bad tokenizer fails before any weights are read
+    check_special_tokens(tokenizer)
     try:
         model = AutoModelForCausalLM.from_pretrained(path)
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
-    tokenizer = load_tokenizer(path)
-    check_special_tokens(tokenizer)
     return model.to(device).eval(), tokenizer
 
 
-def score_task(task, completions, prompts, partial: bool) -> dict:
-    groups, lengths, finished = [], [], []
-    for prompt, samples in zip(prompts, completions):
-        groups.append([(task.extract(c.text), task.reward(c.text, prompt, partial=partial) >= 1.0) for c in samples])
-        lengths += [c.num_tokens for c in samples]
-        finished += [c.finished for c in samples]
-    out = summarize(groups)
-    out["response_length"] = {
-        "mean": statistics.fmean(lengths), "median": statistics.median(lengths), "max": max(lengths),
-        "finished": sum(finished) / len(finished),
-    }
-    return out, groups, lengths, finished
+def length_stats(lengths: list[int], finished: list[bool]) -> dict:
+    return {"mean": statistics.fmean(lengths), "median": statistics.median(lengths), "max": max(lengths),
+            "finished": sum(finished) / len(finished)}
+
+
+def score_task(task, completions, prompts, ks):
+    """(summary, groups of (normalised answer, correct), lengths, finished) of one task."""
+    groups = [[task.grade(c.text, prompt) for c in samples] for prompt, samples in zip(prompts, completions)]
+    lengths = [c.num_tokens for samples in completions for c in samples]
+    finished = [c.finished for samples in completions for c in samples]
+    summary = summarize(groups, ks)
+    summary["response_length"] = length_stats(lengths, finished)
+    return summary, groups, lengths, finished
 
 
 def default_text_docs(n: int = 400) -> list[str]:
@@ -128,15 +128,13 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
     for task in tasks:
         prompts = task.prompts("test", settings.problems, seed=settings.seed)
         completions = sample(model, tokenizer, [p.text for p in prompts], cfg, progress=True)
-        summary, groups, lengths, finished = score_task(task, completions, prompts, settings.partial_credit)
+        summary, groups, lengths, finished = score_task(task, completions, prompts, settings.ks())
         results["tasks"][task.name] = summary
         pooled_groups += groups
         pooled_len += lengths
         pooled_fin += finished
-    overall = summarize(pooled_groups)
-    overall["response_length"] = {"mean": statistics.fmean(pooled_len), "median": statistics.median(pooled_len),
-                                  "max": max(pooled_len), "finished": sum(pooled_fin) / len(pooled_fin)}
-    results["overall"] = overall
+    results["overall"] = summarize(pooled_groups, settings.ks())
+    results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
     if settings.text:
         from ..data.packing import read_texts
 
