@@ -36,6 +36,7 @@ import hashlib
 import random
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -98,7 +99,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
 
 
-class Task:
+class Task(ABC):
     """A verifiable task. Subclasses implement `_draw`; most override `extract` and `score` too."""
 
     name: str = ""
@@ -114,8 +115,9 @@ class Task:
         assert all(p.meta.get("split") == split for p in out), f"{self.name}: a prompt left its split"
         return out
 
+    @abstractmethod
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
-        raise NotImplementedError
+        """`n` distinct prompts of `split`, deterministic by seed."""
 
     def extract(self, completion: str) -> str | None:
         """The final answer in a model completion: N of the first "The answer is N.", or None."""
