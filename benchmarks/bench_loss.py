@@ -84,7 +84,7 @@ def estimate_bytes(provider: str, n: int, h: int, v: int, chunk: int | None) -> 
     if provider in UNFUSED_COPIES:  # +10% headroom for the allocator and the process itself
         return int(1.1 * (base + UNFUSED_COPIES[provider] * 4 * n * v))
     c = chunk or default_chunk_rows(n, v)
-    return base + 4 * n * h + 9 * c * v  # h index_select copy, two float32 buffers + a bool mask
+    return base + 4 * n * h + 9 * c * v  # h index_select copy, the chunk buffer and its temporaries
 
 
 # ------------------------------------------------------------------------------------ worker
