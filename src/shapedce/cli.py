@@ -4,6 +4,7 @@
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
+    shapedce rl --from runs/ce-mid --out runs/ce-rl --preset tiny [key=value ...] [--resume]
     shapedce eval runs/ce-mid --tasks arith --samples 128 --temperature 0.7 --top-p 0.95
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
@@ -54,6 +55,19 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rl(args: argparse.Namespace) -> int:
+    from .train.rl import run_rl
+    from .train.rl_config import load_rl_config, load_rl_run_config
+
+    if args.resume:
+        cfg = load_rl_run_config(Path(args.out) / "config.yaml", args.overrides)
+    else:
+        cfg = load_rl_config(args.preset, args.overrides)
+    final = run_rl(cfg, Path(args.from_dir), Path(args.out), resume=args.resume)
+    print(f"done: {final}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.run import EvalSettings, evaluate, markdown
 
@@ -86,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     m.add_argument("overrides", nargs="*", help="key=value config overrides")
     m.set_defaults(func=cmd_midtrain)
+
+    r = sub.add_parser("rl", help="RLVR: DAPO-style GRPO (no KL, clip-higher, token-level loss, dynamic sampling)")
+    r.add_argument("--from", dest="from_dir", required=True, help="a run directory (its final/) or any HF model directory")
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--preset", default="tiny", help="smoke | tiny | long | paper (default tiny)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last TRL checkpoint")
+    r.add_argument("overrides", nargs="*", help="key=value config overrides (see shapedce.train.rl_config)")
+    r.set_defaults(func=cmd_rl)
 
     e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
     e.add_argument("path", help="a run directory (uses its final/) or any Hugging Face model directory")

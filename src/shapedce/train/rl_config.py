@@ -1,0 +1,159 @@
+"""Typed config of the RL stage (`shapedce rl`): one dataclass, YAML presets, `key=value` overrides.
+
+    from shapedce.train.rl_config import load_rl_config
+    cfg = load_rl_config("tiny", ["steps=50", "lr=3e-5"])     # presets: src/shapedce/presets/rl/*.yaml
+
+Presets list only what differs from the defaults below (smoke, tiny, long, paper). Overrides parse
+their value as YAML; unknown keys, wrong types and values out of range fail with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import from_dict, merge, parse_override
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
+
+
+@dataclass(kw_only=True, slots=True)
+class RLConfig:
+    task: str = "arith"
+    """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary verifier reward."""
+    train_prompts: int = 2000
+    """Distinct prompts drawn from the task's TRAIN split for the RL dataset."""
+    prompts_per_step: int = 8
+    """Groups (prompts) per generation batch (paper: 128). Dynamic sampling keeps this many groups."""
+    group_size: int = 8
+    """Completions sampled per prompt, G (paper: 16). Must be >= 2."""
+    micro_batch: int = 16
+    """Completions per forward/backward; prompts_per_step * group_size must divide by micro_batch * mini_batches."""
+    mini_batches: int = 1
+    """Optimizer steps per generation batch. 1 = fully on-policy (ratio = 1, nothing clips); > 1 makes
+    the later mini-batches off-policy, where clip-higher acts."""
+    steps: int = 100
+    """Optimizer steps (TRL's max_steps)."""
+    lr: float = 3e-5
+    """Constant learning rate after warm-up (paper: 1e-6 at 4B; tiny models need ~1e-5..1e-4)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps before the constant lr."""
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    epsilon_low: float = 0.2
+    """Lower clip: ratio >= 1 - epsilon_low (DAPO 0.2)."""
+    epsilon_high: float = 0.28
+    """Upper clip, clip-higher: ratio <= 1 + epsilon_high (DAPO 0.28)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (paper 1.0)."""
+    top_p: float = 1.0
+    max_completion_length: int = 64
+    """Response length cap in tokens (paper: 8192, then 16384); truncated responses are masked out."""
+    dynamic_sampling: bool = True
+    """Drop groups whose rewards are all equal and sample new prompts until the batch is full."""
+    max_sampling_rounds: int = 8
+    """Generation rounds per step before dynamic sampling gives up with an error."""
+    eval_every: int = 25
+    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end); 0 = start and end only."""
+    eval_problems: int = 100
+    """Held-out TEST-split prompts of the evaluation."""
+    eval_samples: int = 16
+    """Samples per held-out prompt (k of Avg@k)."""
+    eval_temperature: float = 1.0
+    eval_max_new_tokens: int = 64
+    eval_seed: int = 0
+    """Seed of the held-out prompts and of the counter-based sampling noise (fixed across the run)."""
+    save_steps: int = 50
+    """TRL checkpoint every this many steps (for --resume)."""
+    save_total_limit: int = 2
+    seed: int = 0
+    """Seed of the trainer (data order, sampling)."""
+    device: str = "auto"
+    """"auto" (cuda if available), "cpu" or "cuda"."""
+
+    def validate(self) -> "RLConfig":
+        checks = [
+            ("train_prompts", self.train_prompts >= 1, ">= 1"),
+            ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
+            ("group_size", self.group_size >= 2, ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
+            ("micro_batch", self.micro_batch >= 1, ">= 1"),
+            ("mini_batches", self.mini_batches >= 1, ">= 1"),
+            ("steps", self.steps >= 1, ">= 1"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0 (0 disables)"),
+            ("epsilon_low", 0 <= self.epsilon_low < 1, "in [0, 1)"),
+            ("epsilon_high", self.epsilon_high >= 0, ">= 0"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
+            ("max_sampling_rounds", self.max_sampling_rounds >= 1, ">= 1"),
+            ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("eval_problems", self.eval_problems >= 1, ">= 1"),
+            ("eval_samples", self.eval_samples >= 1, ">= 1"),
+            ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
+            ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
+            ("eval_seed", self.eval_seed >= 0, ">= 0"),
+            ("save_steps", self.save_steps >= 1, ">= 1"),
+            ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
+            ("seed", self.seed >= 0, ">= 0"),
+            ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{key} must be {allowed}; got {getattr(self, key)!r}")
+        rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
+        if rows % per:
+            fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
+            raise ValueError(
+                f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) must divide by "
+                f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}), as TRL's "
+                f"generation batch must; micro_batch values that fit: {', '.join(map(str, fits))}")
+        from ..tasks import get_tasks
+
+        get_tasks(self.task)  # unknown task -> one-line ValueError
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        """Micro-batches per optimizer step."""
+        return self.prompts_per_step * self.group_size // (self.micro_batch * self.mini_batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def rl_preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def build_rl_config(data: dict[str, Any], overrides: list[str] = ()) -> RLConfig:
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    return from_dict(RLConfig, data).validate()
+
+
+def load_rl_config(preset: str, overrides: list[str] = ()) -> RLConfig:
+    """An RL preset, then each `key=value` override in order, validated."""
+    path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown rl preset {preset!r}; choose one of {', '.join(rl_preset_names())}")
+    return build_rl_config(yaml.safe_load(path.read_text()) or {}, overrides)
+
+
+def load_rl_run_config(path: str | Path, overrides: list[str] = ()) -> RLConfig:
+    """The config an RL run saved (RUN/config.yaml), plus overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no RL run config at {path}")
+    return build_rl_config(yaml.safe_load(path.read_text()) or {}, overrides)
