@@ -160,9 +160,7 @@ class RunConfig:
             ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),
             ("midtrain.final_lr_ratio", 0 <= self.midtrain.final_lr_ratio <= 1, "in [0, 1]"),
         ]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{key} must be {allowed}; got {get_key(self, key)!r}")
+        check_ranges(self, checks)
         per_micro = self.train.micro_batch * self.data.seq_len
         if self.train.global_batch_tokens % per_micro:
             raise ValueError(
@@ -258,21 +256,29 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+def check_ranges(cfg: Any, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise a one-line ValueError for the first (dotted key, ok, allowed range) that fails."""
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{key} must be {allowed}; got {get_key(cfg, key)!r}")
 
 
-def read_preset(name: str) -> dict[str, Any]:
-    path = PRESET_DIR / f"{name}.yaml"
+def preset_names(preset_dir: Path = PRESET_DIR) -> list[str]:
+    return sorted(p.stem for p in preset_dir.glob("*.yaml"))
+
+
+def read_preset(name: str, preset_dir: Path = PRESET_DIR, what: str = "preset") -> dict[str, Any]:
+    path = preset_dir / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(preset_names(preset_dir))}")
     return yaml.safe_load(path.read_text()) or {}
 
 
-def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+def build_config(data: dict[str, Any], overrides: list[str] = (), cls: type = RunConfig) -> Any:
+    """Dataclass `cls` from `data` plus each `key=value` override in order, validated."""
     for text in overrides:
         data = merge(data, parse_override(text))
-    return from_dict(RunConfig, data).validate()
+    return from_dict(cls, data).validate()
 
 
 def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
@@ -280,13 +286,13 @@ def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
     return build_config(read_preset(preset), overrides)
 
 
-def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_run_config(path: str | Path, overrides: list[str] = (), cls: type = RunConfig, what: str = "run config") -> Any:
     """The resolved config a run saved (its config.yaml), plus overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no run config at {path}")
+        raise ValueError(f"no {what} at {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return build_config(data, overrides)
+    return build_config(data, overrides, cls)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import from_dict, merge, parse_override
+from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 
@@ -106,9 +106,7 @@ class RLConfig:
             ("seed", self.seed >= 0, ">= 0"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
         ]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{key} must be {allowed}; got {getattr(self, key)!r}")
+        check_ranges(self, checks)
         rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
         if rows % per:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
@@ -134,26 +132,14 @@ class RLConfig:
 
 
 def rl_preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def build_rl_config(data: dict[str, Any], overrides: list[str] = ()) -> RLConfig:
-    for text in overrides:
-        data = merge(data, parse_override(text))
-    return from_dict(RLConfig, data).validate()
+    return preset_names(PRESET_DIR)
 
 
 def load_rl_config(preset: str, overrides: list[str] = ()) -> RLConfig:
     """An RL preset, then each `key=value` override in order, validated."""
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown rl preset {preset!r}; choose one of {', '.join(rl_preset_names())}")
-    return build_rl_config(yaml.safe_load(path.read_text()) or {}, overrides)
+    return build_config(read_preset(preset, PRESET_DIR, "rl preset"), overrides, RLConfig)
 
 
 def load_rl_run_config(path: str | Path, overrides: list[str] = ()) -> RLConfig:
     """The config an RL run saved (RUN/config.yaml), plus overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no RL run config at {path}")
-    return build_rl_config(yaml.safe_load(path.read_text()) or {}, overrides)
+    return load_run_config(path, overrides, RLConfig, "RL run config")
