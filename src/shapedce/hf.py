@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from transformers.utils import ModelOutput
 
-from .loss import ShapedLoss, fused_linear_shaped_cross_entropy, shaped_cross_entropy
+from .loss import ShapedLoss
 
 
 def as_shaped_loss(loss: ShapedLoss | str) -> ShapedLoss:
@@ -96,18 +96,18 @@ def _shaped_forward(
     **kwargs,
 ):
     knobs: ShapedLoss = self._shaped_loss
+    targets = shift_labels if shift_labels is not None or labels is None else shift_labels_of(labels, knobs.ignore_index)
+    reduction = "mean" if num_items_in_batch is None else "sum"
     if skip_logits is None:
-        skip_logits = labels is not None or shift_labels is not None
+        skip_logits = targets is not None
     if not skip_logits:  # the original forward, then (if labels) the reference loss on its logits
         out = self._shaped_original_forward(input_ids, attention_mask, *args, **kwargs)
-        if labels is not None or shift_labels is not None:
-            targets = shift_labels if shift_labels is not None else shift_labels_of(labels, knobs.ignore_index)
-            reduction = "mean" if num_items_in_batch is None else "sum"
+        if targets is not None:
             out.loss = _reduce(knobs(out.logits, targets.to(out.logits.device), reduction=reduction), num_items_in_batch)
         return out
     if args:
         raise TypeError("patched forward: pass arguments after attention_mask by keyword")
-    if labels is None and shift_labels is None:
+    if targets is None:
         raise ValueError("skip_logits=True needs labels or shift_labels")
     kwargs.pop("logits_to_keep", None)
     is_moe = hasattr(self, "router_aux_loss_coef")
@@ -116,9 +116,7 @@ def _shaped_forward(
         kwargs["output_router_logits"] = True if router is None else router
     outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-    targets = shift_labels if shift_labels is not None else shift_labels_of(labels, knobs.ignore_index)
     want_stats = self._shaped_return_stats if return_loss_stats is None else return_loss_stats
-    reduction = "mean" if num_items_in_batch is None else "sum"
     result = knobs.fused(
         hidden, self.lm_head.weight, targets.to(hidden.device), bias=self.lm_head.bias,
         reduction=reduction, return_stats=want_stats, chunk_size=self._shaped_chunk_size,
