@@ -38,20 +38,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], config, keep_last: int) -> Path:
-    """Write RUN/checkpoints/step_N atomically and prune old ones; returns its path."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:07d}"
-    tmp = root / f".tmp-step_{step:07d}-{os.getpid()}"
+def write_model_dir(final: Path, model, tokenizer, config, trainer_state: dict[str, Any] | None = None) -> Path:
+    """Write a Hugging Face model directory (plus trainer state if given) atomically: a temporary
+    sibling renamed into place, replacing an older directory of the same name."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
+    if trainer_state is not None:
+        torch.save({**trainer_state, "rng": rng_state()}, tmp / STATE_FILE)
     config.save(tmp / "run_config.yaml")
     if final.exists():  # same step written again (e.g. a resumed run's final save)
         shutil.rmtree(final)
     os.replace(tmp, final)
+    return final
+
+
+def save_checkpoint(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], config, keep_last: int) -> Path:
+    """Write RUN/checkpoints/step_N atomically and prune old ones; returns its path."""
+    final = write_model_dir(root / f"step_{step:07d}", model, tokenizer, config, {**trainer_state, "step": step})
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -18,7 +18,6 @@ sequences, RoPE base `midtrain.rope_theta`, and the reasoning-heavy data mix.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ from transformers import AutoConfig
 from ..config import RunConfig, build_config, load_run_config
 from ..hf import patch_causal_lm
 from ..models import build_model, set_rope_theta
-from .checkpoint import list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state
+from .checkpoint import (list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state,
+                         write_model_dir)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
 
@@ -198,15 +198,7 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
         bar.close()
         log.close()
 
-    final = out / FINAL
-    tmp = out / ".tmp-final"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    cfg.save(tmp / "run_config.yaml")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    return write_model_dir(out / FINAL, model, tokenizer, cfg)
 
 
 def run_midtrain(from_dir: Path, out: Path, overrides: list[str] = (), *, resume: bool = False) -> Path:
