@@ -27,7 +27,6 @@ resumable), final/ (model + tokenizer).
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from ..eval.metrics import summarize
 from ..eval.run import length_stats, load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
 from ..tasks import get_tasks, reward_fn
+from .checkpoint import write_model_dir
 from .metrics import MetricsLog
 from .rl_config import RLConfig
 
@@ -320,11 +320,4 @@ def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = 
         trainer.train(resume_from_checkpoint=last if resume else None)
     finally:
         log.close()
-    final, tmp = out / FINAL, out / ".tmp-final"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    cfg.save(tmp / "run_config.yaml")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    return write_model_dir(out / FINAL, trainer.model, tokenizer, cfg)
