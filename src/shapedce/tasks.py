@@ -18,6 +18,8 @@ Registered tasks (TASKS):
   rg-gcd                     is scored by the dataset's own `score_answer`.
   math-boxed                 held-out arithmetic asking for \\boxed{}; the last \\boxed{...} is checked
                              against the answer with math_verify (parse + verify), so 1/2 = 0.5.
+  knowledge                  recall of facts the built-in pretrain corpus states (world seed 0), in its
+                             quiz format "Question: ...\\nAnswer:"; NOT held out: it measures memory.
 
 Splits: every question belongs to exactly one split, "train" or "test", by a salted content hash of
 its normalised text (`split_of`, TEST_PERCENT %), so the splits are disjoint for every seed and size;
@@ -43,6 +45,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
+from .data.corpus import fact_base, knowledge_probes
 from .data.problems import (PROBLEM_FAMILIES, check_int, extract_answer, generate_problem, is_heldout,
                             problem_key)
 
@@ -360,6 +363,22 @@ def reward_fn(task: Task | str | None = None, *, partial: bool = False,
     return reward
 
 
+class KnowledgeTask(Task):
+    """Fact recall in the corpus's quiz format; the answer is the first line of the completion."""
+
+    name = "knowledge"
+    description = "recall of facts the built-in pretrain corpus states (not held out: memory, not reasoning)"
+
+    def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
+        probes = knowledge_probes(0, len(fact_base(0)))
+        random.Random(f"task:knowledge:{split}:{seed}").shuffle(probes)
+        return _take(self.name, split, n, ((text, text, answer, {}) for text, answer in probes))
+
+    def extract(self, completion: str) -> str | None:
+        line = completion.strip().split("\n", 1)[0].strip().rstrip(".").strip()
+        return line or None
+
+
 for _family in PROBLEM_FAMILIES:
     register_task(ArithTask(f"arith-{_family}", (_family,)))
 register_task(ArithTask("arith", PROBLEM_FAMILIES, "held-out problems of all six families, mixed evenly"))
@@ -367,6 +386,7 @@ for _dataset, _config in RG_CONFIGS.items():
     register_task(RGTask(_dataset, _config))
 register_task(MathBoxedTask("math-boxed", PROBLEM_FAMILIES,
                             "held-out arithmetic asking for \\boxed{}, verified with math_verify"))
+register_task(KnowledgeTask())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ OUT/results.md; OUT defaults to PATH/eval.
 
 results.json: {"schema_version": 1, "model": PATH, "settings": {...}, "tasks": {NAME: TASK},
 "overall": TASK, "text": TEXT}, TASK = {"prompts", "samples", "avg_at_m", "cons_at_m",
-"pass_at_k": {"1": .., "2": .., ...}, "response_length": {"mean", "median", "max", "finished"}},
+"pass_at_k": {"1": .., "2": .., ...}, "response_length": {"mean", "median", "max", "finished"},
+"correct_per_prompt": [c, ...] (per-task entries only: the paired per-prompt tests of `shapedce.report`)},
 TEXT = the dict of `shapedce.eval.text.text_stats`.
 """
 
@@ -104,6 +105,7 @@ def score_task(task, completions, prompts, ks):
     lengths = [c.num_tokens for samples in completions for c in samples]
     finished = [c.finished for samples in completions for c in samples]
     summary = summarize(groups, ks)
+    summary["correct_per_prompt"] = [sum(ok for _, ok in g) for g in groups]
     summary["response_length"] = length_stats(lengths, finished)
     return summary, groups, lengths, finished
 
@@ -163,8 +165,9 @@ def markdown(results: dict) -> str:
         cells += [f"{r['pass_at_k'][k]:.3f}" for k in ks] + [f"{r['response_length']['mean']:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     t = results["text"]
-    lines += ["", "| held-out text | tokens | PPL | entropy mean | p50 | p80 | p95 | forking share |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|",
+    lines += ["", "| held-out text | tokens | PPL | entropy mean | p50 | p80 | p95 | forking share | tail mass |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
               f"| | {t['tokens']} | {t['ppl']:.3f} | {t['entropy_mean']:.3f} | {t['entropy_p50']:.3f} | "
-              f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | {t['forking_share']:.3f} (H > {t['forking_threshold']}) |"]
+              f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | {t['forking_share']:.3f} (H > {t['forking_threshold']}) | "
+              f"{t['tail_mass']:.4f} (k={t['tail_k']}) |"]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,8 @@ right-padded sequences. Per position: CE = -log pi(x_t) and the entropy H(pi(. |
 whole next-token distribution. "Forking" tokens are the high-entropy ones (entropy above
 `forking_threshold` nats, default 1.0): the positions where a sampled continuation can branch,
 which the paper's exploration argument is about. The histogram has fixed edges so runs compare.
+`tail_mass` is the probability outside each position's top-`tail_k` tokens (k = 100 as in the
+paper's rank-aware reward), the mass the tail-suppression setting pushes down.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ HIST_EDGES = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0
 
 @torch.inference_mode()
 def token_entropies(model, tokenizer, docs: list[str], *, max_tokens: int = 20000, batch_size: int = 8,
-                    max_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ce, entropy) per scored token, float64 1-d tensors, over the first `max_tokens` tokens."""
+                    max_len: int = 512, tail_k: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ce, entropy, tail mass beyond the top `tail_k`) per scored token, float64 1-d tensors, over
+    the first `max_tokens` tokens."""
     model.eval()
     device = next(model.parameters()).device
-    ces, ents, total = [], [], 0
+    ces, ents, tails, total = [], [], [], 0
     encoded = [tokenizer(d, add_special_tokens=False)["input_ids"][:max_len] for d in docs]
     encoded = [ids for ids in encoded if len(ids) >= 2]
     for start in range(0, len(encoded), batch_size):
@@ -46,19 +49,22 @@ def token_entropies(model, tokenizer, docs: list[str], *, max_tokens: int = 2000
         target = ids[:, 1:]
         keep = mask[:, 1:].bool()
         ce = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ent = -(logp.exp() * logp).sum(-1)
+        probs = logp.exp()
+        ent = -(probs * logp).sum(-1)
+        tail = (1.0 - probs.topk(min(tail_k, probs.shape[-1]), dim=-1).values.sum(-1)).clamp_min(0.0)
         ces.append(ce[keep].double().cpu())
         ents.append(ent[keep].double().cpu())
+        tails.append(tail[keep].double().cpu())
         total += int(keep.sum())
     if not ces:
         raise ValueError("text_stats: no document has 2 or more tokens to score")
-    return torch.cat(ces)[:max_tokens], torch.cat(ents)[:max_tokens]
+    return tuple(torch.cat(parts)[:max_tokens] for parts in (ces, ents, tails))
 
 
 def text_stats(model, tokenizer, docs: list[str], *, max_tokens: int = 20000, forking_threshold: float = 1.0,
-               batch_size: int = 8) -> dict:
-    """Perplexity, entropy mean / percentiles / histogram and the forking-token share."""
-    ce, ent = token_entropies(model, tokenizer, docs, max_tokens=max_tokens, batch_size=batch_size)
+               batch_size: int = 8, tail_k: int = 100) -> dict:
+    """Perplexity, entropy mean / percentiles / histogram, the forking-token share and the tail mass."""
+    ce, ent, tail = token_entropies(model, tokenizer, docs, max_tokens=max_tokens, batch_size=batch_size, tail_k=tail_k)
     bins = torch.bucketize(ent, torch.tensor(HIST_EDGES[1:], dtype=torch.float64), right=True)
     counts = torch.bincount(bins, minlength=len(HIST_EDGES))  # bin i: [edge i, edge i+1), the last open
     q = torch.quantile(ent, torch.tensor([0.5, 0.8, 0.95], dtype=torch.float64)).tolist()
@@ -72,5 +78,7 @@ def text_stats(model, tokenizer, docs: list[str], *, max_tokens: int = 20000, fo
         "entropy_p95": q[2],
         "forking_threshold": forking_threshold,
         "forking_share": float((ent > forking_threshold).double().mean()),
+        "tail_k": tail_k,
+        "tail_mass": float(tail.mean()),
         "entropy_hist": {"edges": HIST_EDGES, "counts": [int(c) for c in counts.tolist()]},
     }
