@@ -6,6 +6,8 @@
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
     shapedce rl --from runs/ce-mid --out runs/ce-rl --preset tiny [key=value ...] [--resume]
     shapedce eval runs/ce-mid --tasks arith --samples 128 --temperature 0.7 --top-p 0.95
+    shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe] [--seeds N] [--out DIR]
+    shapedce report DIR                                   # re-render DIR/report.md from its metrics files
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
 `train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .loss import PRESETS
@@ -81,6 +84,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce.grid import check_grid, describe, load_grid
+
+    flags = [f"{key}={value}" for key, value in (("configs", args.configs), ("models", args.models),
+                                                  ("seeds", args.seeds), ("jobs", args.jobs)) if value is not None]
+    grid = load_grid(args.preset, [*flags, *args.overrides])
+    out = Path(args.out)
+    if args.dry_run:
+        print(describe(grid, check_grid(grid, out), args.preset))
+        return 0
+    from .report import write_report
+    from .reproduce.scheduler import reproduce
+
+    t0 = time.perf_counter()
+    reproduce(grid, out)
+    report = write_report(out)
+    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min: {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"written: {write_report(Path(args.dir))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default="", help="output directory (default PATH/eval)")
     e.set_defaults(func=cmd_eval)
+
+    g = sub.add_parser("reproduce", help="the paper's grid: configs x models x seeds through every stage, then the report")
+    g.add_argument("--preset", default="tiny", help="smoke | tiny | small | paper (default tiny)")
+    g.add_argument("--configs", help="comma-separated configurations (default: ce,precision,diversity,tail,head)")
+    g.add_argument("--models", help="comma-separated model flavors, e.g. tiny,tiny-moe")
+    g.add_argument("--seeds", type=int, help="seeds per (model, config)")
+    g.add_argument("--jobs", type=int, help="runs trained at the same time (0 = auto)")
+    g.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
+    g.add_argument("--dry-run", action="store_true", help="print the plan and validate every config; train nothing")
+    g.add_argument("overrides", nargs="*", help="key=value grid overrides (see shapedce.reproduce.grid)")
+    g.set_defaults(func=cmd_reproduce)
+
+    rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
+    rp.add_argument("dir", help="a `shapedce reproduce` output directory")
+    rp.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,0 +1,155 @@
+"""`shapedce reproduce`: run the grid's runs in parallel worker processes, then write the report.
+
+    shapedce reproduce                                   # tiny preset: 5 configurations, dense, 1 seed
+    shapedce reproduce --preset small --seeds 3 --models small,small-moe --out runs/grid-small
+    shapedce reproduce --preset paper --dry-run          # print the plan, validate every config
+
+Each run (model, config, seed) goes through its stages in one worker process
+(`shapedce.reproduce.stages`), its output in RUN/log.txt; up to `jobs` workers at a time, each
+with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
+runs finish far sooner than two runs one after the other on two threads). Progress is read back
+from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
+for the stage it is in. Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
+saves a checkpoint) and a rerun continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from .grid import STAGES, GridConfig, Run, check_grid, load_grid_file
+
+GROWABLE = {"configs", "models", "seeds", "jobs"}
+"""Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
+
+
+def resolve_jobs(requested: int, runs: int) -> int:
+    if requested > 0:
+        return requested
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(os.cpu_count() or 1, runs))
+
+
+def _check_same_grid(grid: GridConfig, root: Path) -> None:
+    path = root / "grid.yaml"
+    if not path.is_file():
+        return
+    old = load_grid_file(path).to_dict()
+    for key, value in grid.to_dict().items():
+        if key not in GROWABLE and old.get(key) != value:
+            raise ValueError(f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
+                             f"rerun with the same settings or choose another --out")
+
+
+def _stage_progress(run: Run, stage: str) -> tuple[int, int | None]:
+    """(steps done, total steps or None) of a training stage, read from its files."""
+    if stage.startswith("eval-"):
+        return 0, None
+    stage_dir = run.stage_dir(stage)
+    try:
+        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text())
+        total = cfg["train"]["steps"] if stage != "rl" else cfg["steps"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return 0, None
+    done = 0
+    try:
+        with open(stage_dir / "metrics.jsonl") as f:
+            for line in f:
+                if '"train"' in line:
+                    done = max(done, int(json.loads(line).get("step", 0)))
+    except (OSError, ValueError):
+        pass
+    return done, total
+
+
+def _error_line(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.is_file() else []
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    return (errors[-1][len("error: "):] if errors else (lines[-1] if lines else "no output")).split("\r")[-1]
+
+
+class Worker:
+    """One run's worker process and its progress bar."""
+
+    def __init__(self, run: Run, root: Path, threads: int, slot: int, show: bool):
+        self.run, self.slot = run, slot
+        run.dir.mkdir(parents=True, exist_ok=True)
+        self.log = run.dir / "log.txt"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "shapedce.reproduce.stages", str(root), run.name, "--threads", str(threads)]
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.bar = tqdm(total=1, position=slot + 1, desc=run.name, leave=False, dynamic_ncols=True, disable=not show)
+
+    def refresh(self) -> None:
+        stage = self.run.next_stage()
+        if stage is None:
+            return
+        done, total = _stage_progress(self.run, stage)
+        self.bar.set_description(f"{self.run.name} {stage}", refresh=False)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+
+def _stages_done(runs: list[Run]) -> int:
+    return sum(run.is_done(s) for run in runs for s in STAGES)
+
+
+def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: float = 1.0) -> list[Run]:
+    """Train and evaluate every unfinished run of the grid into ROOT/runs/; returns the plan."""
+    root = Path(root)
+    runs = check_grid(grid, root)
+    _check_same_grid(grid, root)
+    root.mkdir(parents=True, exist_ok=True)
+    grid.save(root / "grid.yaml")
+    queue = [run for run in runs if run.next_stage() is not None]
+    jobs = resolve_jobs(grid.jobs, len(queue))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0
+    overall = tqdm(total=len(runs) * len(STAGES), initial=_stages_done(runs), desc="reproduce", unit="stage",
+                   position=0, dynamic_ncols=True, disable=not progress)
+    active: list[Worker] = []
+    try:
+        while queue or active:
+            while queue and len(active) < jobs:
+                free = min(set(range(jobs)) - {w.slot for w in active})
+                active.append(Worker(queue.pop(0), root, threads, free, progress))
+            time.sleep(poll_s)
+            for worker in list(active):
+                worker.refresh()
+                rc = worker.proc.poll()
+                if rc is None:
+                    continue
+                worker.bar.close()
+                active.remove(worker)
+                if rc != 0:
+                    stage = worker.run.next_stage()
+                    raise ValueError(f"run {worker.run.name} failed in stage {stage}: {_error_line(worker.log)} "
+                                     f"(log: {worker.log})")
+            overall.n = _stages_done(runs)
+            overall.refresh()
+    except BaseException:
+        for worker in active:  # let each save a checkpoint, as Ctrl-C does
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGINT)
+        for worker in active:
+            try:
+                worker.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+            worker.bar.close()
+        raise
+    finally:
+        overall.close()
+    return runs

@@ -1,0 +1,98 @@
+"""One run of the grid through its stages, in the current process: the worker of `shapedce reproduce`.
+
+    python -m shapedce.reproduce.stages ROOT tiny/precision/s0 --threads 1   # what the scheduler runs
+
+Reads ROOT/grid.yaml, then runs every unfinished stage of the run in order (pretrain, eval,
+midtrain, eval, RL, eval). A stage interrupted mid-way resumes from its last checkpoint when it
+has one and restarts otherwise. Each stage's wall time goes to RUN/timings.json. Errors print
+one line ("error: ...") and exit 2; the scheduler shows that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .grid import STAGES, GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
+
+
+def _has_checkpoint(stage_dir: Path, pattern: str) -> bool:
+    return (stage_dir / "checkpoints").is_dir() and any((stage_dir / "checkpoints").glob(pattern))
+
+
+def _fresh(stage_dir: Path) -> None:
+    """A stage that started but saved no checkpoint restarts from scratch."""
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+
+
+def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
+    from ..eval.run import evaluate
+    from ..train.lm import run_midtrain, train_lm
+    from ..train.rl import run_rl
+
+    out = run.stage_dir(stage)
+    if stage.startswith("eval-"):
+        evaluate(run.stage_dir(stage.split("-", 1)[1]), eval_settings(grid), out)
+    elif stage == "pretrain":
+        resume = _has_checkpoint(out, "step_*")
+        if not resume:
+            _fresh(out)
+        train_lm(pretrain_config(grid, run), out, resume=resume)
+    elif stage == "midtrain":
+        resume = _has_checkpoint(out, "step_*")
+        if not resume:
+            _fresh(out)
+        run_midtrain(run.stage_dir("pretrain"), out, grid.overrides("midtrain"), resume=resume)
+    elif stage == "rl":
+        resume = _has_checkpoint(out, "checkpoint-*")
+        if not resume:
+            _fresh(out)
+        run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=resume)
+    else:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+
+
+def run_all(grid: GridConfig, run: Run) -> None:
+    """Every unfinished stage of `run`, in order; wall times to RUN/timings.json."""
+    timings_path = run.dir / "timings.json"
+    run.dir.mkdir(parents=True, exist_ok=True)
+    while (stage := run.next_stage()) is not None:
+        t0 = time.perf_counter()
+        run_stage(grid, run, stage)
+        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        timings_path.write_text(json.dumps(timings, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shapedce.reproduce.stages")
+    parser.add_argument("root", help="the reproduce output directory (holds grid.yaml)")
+    parser.add_argument("run", help="MODEL/CONFIG/sSEED")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        root = Path(args.root)
+        grid = load_grid_file(root / "grid.yaml")
+        runs = {r.name: r for r in plan(grid, root)}
+        if args.run not in runs:
+            raise ValueError(f"run {args.run!r} is not in the grid of {root}; runs: {', '.join(runs)}")
+        run_all(grid, runs[args.run])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
