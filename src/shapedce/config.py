@@ -99,6 +99,9 @@ class TrainConfig:
     """"auto" (cuda if available), "cpu" or "cuda"."""
     precision: str = "auto"
     """"auto": float32 on CPU, bf16 autocast on GPU; or "fp32" / "bf16"."""
+    parallel: str = "auto"
+    """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2 fully_shard per decoder layer: sharded
+    parameters, gradients, optimizer state) or "auto" = fsdp on CUDA, ddp on CPU. One process ignores it."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -155,6 +158,7 @@ class RunConfig:
             ("train.keep_last", self.train.keep_last >= 1, ">= 1"),
             ("train.device", self.train.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
             ("train.precision", self.train.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
+            ("train.parallel", self.train.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
             ("midtrain.steps", self.midtrain.steps >= 1, ">= 1"),
             ("midtrain.seq_len_multiplier", self.midtrain.seq_len_multiplier >= 1, ">= 1"),
             ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),

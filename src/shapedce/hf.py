@@ -126,7 +126,7 @@ def _shaped_forward(
 
     aux_loss = None
     if is_moe and kwargs["output_router_logits"]:
-        balance = sys.modules[type(self).__module__].load_balancing_loss_func
+        balance = _load_balancing_loss_func(self)
         aux_loss = balance(outputs.router_logits, self.num_experts, self.num_experts_per_tok, attention_mask)
         share = 1.0  # with num_items_in_batch this micro-batch is a part of a larger batch: weigh by tokens
         if num_items_in_batch is not None:
@@ -140,6 +140,16 @@ def _shaped_forward(
         attentions=getattr(outputs, "attentions", None),
         router_logits=getattr(outputs, "router_logits", None),
     )
+
+
+def _load_balancing_loss_func(model):
+    """The router balance loss of the model's modeling file; found through the class's bases, since
+    FSDP2's `fully_shard` swaps in a subclass defined in torch's own module."""
+    for cls in type(model).__mro__:
+        func = getattr(sys.modules.get(cls.__module__), "load_balancing_loss_func", None)
+        if func is not None:
+            return func
+    raise ValueError(f"{type(model).__name__}: no load_balancing_loss_func in its modeling module")
 
 
 def patch_causal_lm(model, shaped_loss: ShapedLoss | str, *, return_stats: bool = False, chunk_size: int | None = None):

@@ -38,14 +38,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_model_dir(final: Path, model, tokenizer, config, trainer_state: dict[str, Any] | None = None) -> Path:
+def write_model_dir(final: Path, model, tokenizer, config, trainer_state: dict[str, Any] | None = None,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a Hugging Face model directory (plus trainer state if given) atomically: a temporary
-    sibling renamed into place, replacing an older directory of the same name."""
+    sibling renamed into place, replacing an older directory of the same name. `state_dict`
+    replaces the model's own weights (the full weights gathered from a sharded model)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if trainer_state is not None:
         torch.save({**trainer_state, "rng": rng_state()}, tmp / STATE_FILE)

@@ -3,6 +3,7 @@
     shapedce pretrain --preset tiny --out runs/precision loss=precision
     shapedce midtrain --from runs/precision --out runs/precision-mid
     shapedce pretrain --preset tiny --out runs/precision --resume      # after a crash or Ctrl-C
+    torchrun --nproc-per-node 8 -m shapedce pretrain --preset paper --out runs/4b   # several processes
 
 One optimizer step = gradient accumulation over micro-batches up to `train.global_batch_tokens`.
 AdamW (weight decay on matrices only), global-norm clipping, warmup-stable-decay lr, float32 on
@@ -13,6 +14,9 @@ installed), tokenizer/, checkpoints/step_N/ (resumable), final/ (a plain HF mode
 Mid-training starts from RUN/final of a pre-training run: same loss, lr decaying from the
 pre-training peak to `midtrain.final_lr_ratio` of it, `midtrain.seq_len_multiplier` x longer
 sequences, RoPE base `midtrain.rope_theta`, and the reasoning-heavy data mix.
+Under torchrun the same commands run data-parallel (DDP or FSDP2, `train.parallel`) with the
+same global batch and loss curve as one process; `shapedce.train.dist` says how, and
+`shapedce.train.dist_checkpoint` how its sharded checkpoints resume at any world size.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from transformers import AutoConfig
 from ..config import RunConfig, build_config, load_run_config
 from ..hf import patch_causal_lm
 from ..models import build_model, set_rope_theta
+from . import dist as dist_
 from .checkpoint import (list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state,
                          write_model_dir)
+from .dist import Dist
+from .dist_checkpoint import (full_optimizer_state, is_sharded_checkpoint, load_sharded, model_from_checkpoint_config,
+                              save_sharded_checkpoint, set_full_optimizer_state, write_final)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
 
@@ -89,6 +97,8 @@ def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -
 
 def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from: Path | None):
     if resume_from is not None:
+        if is_sharded_checkpoint(resume_from):  # weights come from dcp/ once the model is wrapped
+            return model_from_checkpoint_config(resume_from)
         return load_weights(resume_from)
     max_pos = cfg.model.max_position_embeddings or None
     if init_from is None:
@@ -102,23 +112,48 @@ def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from
 
 
 @torch.no_grad()
-def evaluate_lm(model, seqs, n_seqs: int, micro_batch: int, device, amp) -> dict[str, float]:
-    """Token-weighted loss, ce, ppl, entropy and top-k/tail mass on the first n_seqs sequences."""
+def evaluate_lm(model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist = Dist()) -> dict[str, float]:
+    """Token-weighted loss, ce, ppl, entropy and top-k/tail mass on the first n_seqs sequences.
+
+    Distributed: rank r scores micro-batches r, r + world, ... and the sums are all-reduced. Every
+    rank runs the same number of forwards (FSDP all-gathers inside each); a rank out of batches
+    scores the first one again and drops the result."""
     was_training = model.training
     model.eval()
+    n = min(n_seqs, len(seqs))
+    starts = list(range(0, n, micro_batch))
+    mine = starts[d.rank :: d.world]
     parts = []
-    for start in range(0, min(n_seqs, len(seqs)), micro_batch):
-        batch = seqs.batch(range(start, min(start + micro_batch, n_seqs, len(seqs)))).to(device)
+    for i in range(math.ceil(len(starts) / d.world)):
+        start = mine[i] if i < len(mine) else starts[0]
+        batch = seqs.batch(range(start, min(start + micro_batch, n))).to(device)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(input_ids=batch[:, :-1], shift_labels=batch[:, 1:])
-        parts.append((float(out.loss), out.loss_stats))
+        if i < len(mine):
+            parts.append((float(out.loss), out.loss_stats))
     model.train(was_training)
-    return merge_stats(parts)
+    return merge_stats(parts, all_sum=(lambda v: dist_.all_sum(d, v)) if d.on else None)
 
 
 def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path | None = None) -> Path:
-    """Run (or resume) one pre-/mid-training stage into `out`; returns `out/final`."""
-    out = Path(out)
+    """Run (or resume) one pre-/mid-training stage into `out`; returns `out/final`.
+
+    Under torchrun (see `shapedce.train.dist`) every rank calls this; rank 0 writes the files."""
+    d = dist_.detect()
+    device, amp = resolve_device(cfg)
+    t = cfg.train
+    per_rank = dist_.check_world(cfg.grad_accum, d.world, t.global_batch_tokens, t.micro_batch, cfg.data.seq_len)
+    parallel = dist_.resolve_parallel(t.parallel, device)
+    device = dist_.device_for(d, device)
+    dist_.init(d, device)
+    try:
+        return _train(cfg, Path(out), d, device, amp, parallel, per_rank, resume, init_from)
+    finally:
+        dist_.teardown(d)
+
+
+def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_rank: int, resume: bool,
+           init_from: Path | None) -> Path:
     ckpt_root = out / "checkpoints"
     resume_from = None
     if resume:
@@ -129,75 +164,108 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
         state = load_trainer_state(resume_from)
     elif (out / "config.yaml").exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    dist_.barrier(d)  # every rank has checked `out` before rank 0 writes to it
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
 
-    device, amp = resolve_device(cfg)
     torch.manual_seed(cfg.train.seed)
-    tokenizer, train_seqs, val_seqs, vocab = prepare_data(cfg, out, init_from)
+    if d.main:  # rank 0 trains the tokenizer and writes the token caches; the others then read them
+        tokenizer, train_seqs, val_seqs, vocab = prepare_data(cfg, out, init_from)
+    dist_.barrier(d)
+    if not d.main:
+        tokenizer, train_seqs, val_seqs, vocab = prepare_data(cfg, out, init_from)
     model = _start_model(cfg, vocab, init_from, resume_from).to(device)
     max_pos = model.config.max_position_embeddings
     if cfg.data.seq_len > max_pos:
         raise ValueError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
     patch_causal_lm(model, cfg.loss, return_stats=True)
     model.train()
-    opt, sched = make_optimizer(model, cfg)
+    sharded_resume = resume_from is not None and is_sharded_checkpoint(resume_from)
+    full_optim = None
+    if resume_from is not None and not sharded_resume and d.on:  # a one-process checkpoint on N ranks
+        full_optim = full_optimizer_state(model, make_optimizer(model, cfg)[0], state["optimizer"])
+    module = dist_.wrap(model, d, parallel, device)
+    opt, sched = make_optimizer(module, cfg)
     stream = BatchStream(train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
     start = 0
     if resume_from is not None:
-        opt.load_state_dict(state["optimizer"])
+        if sharded_resume:
+            load_sharded(resume_from, module, opt)
+        elif full_optim is not None:
+            set_full_optimizer_state(module, opt, full_optim)
+        else:
+            opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         stream.position = int(state["data_position"])
         start = int(state["step"])
-        set_rng_state(state["rng"])
-    log = MetricsLog(out, truncate_after=start if resume_from is not None else None)
+        by_rank = state.get("rng_by_rank") or [state["rng"]]
+        set_rng_state(by_rank[d.rank] if d.rank < len(by_rank) else state["rng"])
+    log = MetricsLog(out, truncate_after=start if resume_from is not None else None) if d.main else None
 
     interrupted = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     tokens_per_step = cfg.train.global_batch_tokens
-    bar = tqdm(total=cfg.train.steps, initial=start, desc=f"{cfg.stage} {out.name}", unit="step", dynamic_ncols=True)
+    items = tokens_per_step // d.world  # DDP / FSDP average over ranks: see shapedce.train.dist
+    reduce = (lambda v: dist_.all_sum(d, v)) if d.on else None
+    bar = tqdm(total=cfg.train.steps, initial=start, desc=f"{cfg.stage} {out.name}", unit="step",
+               dynamic_ncols=True, disable=not d.main)
 
     def checkpoint(step: int) -> Path:
-        st = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "data_position": stream.position}
+        st = {"scheduler": sched.state_dict(), "data_position": stream.position}
+        if d.on:  # model and optimizer go to dcp/, sharded as they are trained
+            return save_sharded_checkpoint(ckpt_root, step, module, opt, tokenizer, st, cfg, cfg.train.keep_last, d)
+        st["optimizer"] = opt.state_dict()
         return save_checkpoint(ckpt_root, step, model, tokenizer, st, cfg, cfg.train.keep_last)
 
     try:
         for step in range(start, cfg.train.steps):
             t0 = time.perf_counter()
             parts = []
-            for _ in range(cfg.grad_accum):
+            for j in range(cfg.grad_accum):  # the step's micro-batches; rank r takes the r-th block
+                if j // per_rank != d.rank:
+                    stream.skip()
+                    continue
                 batch = stream.next().to(device)
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    out_ = model(input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=tokens_per_step)
-                out_.loss.backward()
-                parts.append((float(out_.loss.detach()) * cfg.grad_accum, out_.loss_stats))
-            clip = cfg.optim.grad_clip or math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+                with dist_.grad_sync(module, (j + 1) % per_rank == 0):
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        out_ = module(input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items)
+                    out_.loss.backward()
+                parts.append((float(out_.loss.detach()) * per_rank, out_.loss_stats))
+            grad_norm = dist_.clip_grad_norm(module, cfg.optim.grad_clip)
             lr = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                row = merge_stats(parts)
+                row = merge_stats(parts, all_sum=reduce)
                 row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
-                log.write(cfg.stage, done, done * tokens_per_step, "train", row)
+                if log is not None:
+                    log.write(cfg.stage, done, done * tokens_per_step, "train", row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}")
             if done % cfg.train.val_every == 0 or done == cfg.train.steps:
-                val = evaluate_lm(model, val_seqs, cfg.train.val_sequences, cfg.train.micro_batch, device, amp)
-                log.write(cfg.stage, done, done * tokens_per_step, "val", val)
+                val = evaluate_lm(dist_.unwrap(module), val_seqs, cfg.train.val_sequences, cfg.train.micro_batch,
+                                  device, amp, d)
+                if log is not None:
+                    log.write(cfg.stage, done, done * tokens_per_step, "val", val)
             bar.update(1)
-            if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps or interrupted:
+            stop = dist_.any_rank(d, bool(interrupted))  # all ranks checkpoint together
+            if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps or stop:
                 checkpoint(done)
-            if interrupted:
+            if stop:
                 bar.close()
-                print(f"interrupted: checkpoint saved at step {done}; continue with --resume")
+                if d.main:
+                    print(f"interrupted: checkpoint saved at step {done}; continue with --resume")
                 raise KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
 
+    if d.on:
+        return write_final(out / FINAL, module, tokenizer, cfg, d)
     return write_model_dir(out / FINAL, model, tokenizer, cfg)
 
 

@@ -44,6 +44,10 @@ class BatchStream:
             self.position += take
         return self.seqs.batch(idx)
 
+    def skip(self) -> None:
+        """Advance past one micro-batch without reading it (another rank's share of the step)."""
+        self.position += self.batch
+
 
 def corpus_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
     d = cfg.data

@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..loss import STAT_NAMES
 
 
-def merge_stats(parts: list[tuple[float, dict]]) -> dict[str, float]:
-    """Token-weighted mean of (loss, loss_stats) pairs from several micro-batches."""
-    tokens = sum(int(stats["tokens"]) for _, stats in parts)
+def merge_stats(parts: list[tuple[float, dict]],
+                all_sum: Callable[[list[float]], list[float]] | None = None) -> dict[str, float]:
+    """Token-weighted mean of (loss, loss_stats) pairs from several micro-batches. `all_sum`
+    (element-wise sum over ranks) merges every rank's micro-batches into one row."""
+    sums = [sum(loss * int(s["tokens"]) for loss, s in parts)]
+    sums += [sum(float(s[name]) * int(s["tokens"]) for _, s in parts) for name in STAT_NAMES]
+    sums.append(sum(int(s["tokens"]) for _, s in parts))
+    if all_sum is not None:
+        sums = all_sum(sums)
+    tokens = int(sums[-1])
     denom = max(tokens, 1)
-    row: dict[str, float] = {"loss": sum(loss * int(s["tokens"]) for loss, s in parts) / denom}
-    for name in STAT_NAMES:
-        row[name] = sum(float(s[name]) * int(s["tokens"]) for _, s in parts) / denom
+    row: dict[str, float] = {"loss": sums[0] / denom}
+    for i, name in enumerate(STAT_NAMES, start=1):
+        row[name] = sums[i] / denom
     row["ppl"] = math.exp(min(row["ce"], 50.0))
     row["eval_tokens"] = tokens
     return row

@@ -1,0 +1,129 @@
+"""Sharded checkpoints of a distributed run (torch.distributed.checkpoint), loadable at any world size.
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m shapedce pretrain --preset smoke --out /tmp/s2
+    shapedce pretrain --out /tmp/s2 --resume              # the 2-rank checkpoint, resumed by one process
+
+A distributed run writes RUN/checkpoints/step_N/ with
+  - `dcp/`: model and optimizer state saved by every rank in parallel with `dcp.save`, keyed by
+    the Hugging Face parameter names (DDP's `module.` prefix dropped by the state-dict helpers);
+    under FSDP2 each rank writes only its own shards;
+  - `config.json`, the tokenizer, `run_config.yaml` and `trainer_state.pt` (step, scheduler,
+    data position, the world size that wrote it, every rank's RNG state), written by rank 0.
+The directory is written under a temporary name and renamed by rank 0 after every rank has
+finished, so a crash never leaves a half checkpoint under a real name (as in `checkpoint.py`).
+
+Resharding: DCP stores each tensor's global shape and loads into whatever layout the reader has,
+so a checkpoint written by N ranks resumes on M ranks, DDP or FSDP, or on one process without a
+process group. A one-process checkpoint (plain `save_pretrained` + `opt.state_dict()`) resumes
+on N ranks too: its optimizer state is turned into the name-keyed full form, then sharded.
+`final/` stays a plain HF model directory: the full state dict is gathered to rank 0 (on CPU)
+and written with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    get_state_dict,
+    set_optimizer_state_dict,
+    set_state_dict,
+)
+
+from .checkpoint import STATE_FILE, list_checkpoints, rng_state, write_model_dir
+from .dist import Dist, barrier, gather_objects, unwrap
+
+SHARDED_DIR = "dcp"
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """True for a checkpoint written by a distributed run (it holds dcp/.metadata)."""
+    return (Path(path) / SHARDED_DIR / ".metadata").is_file()
+
+
+def save_sharded_checkpoint(root: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer, tokenizer,
+                            trainer_state: dict[str, Any], config, keep_last: int, d: Dist) -> Path:
+    """Collective: every rank calls it. Writes root/step_N atomically and prunes old checkpoints."""
+    final = root / f"step_{step:07d}"
+    tmp = root / f".tmp-{final.name}"
+    if d.main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    barrier(d)
+    model_sd, optim_sd = get_state_dict(module, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED_DIR)
+    rngs = gather_objects(d, rng_state())
+    if d.main:
+        unwrap(module).config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        config.save(tmp / "run_config.yaml")
+        state = {**trainer_state, "step": step, "world_size": d.world, "rng": rngs[0], "rng_by_rank": rngs}
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():  # the same step written again (a resumed run's last save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier(d)
+    return final
+
+
+def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
+    """A model with the checkpoint's architecture (weights are loaded afterwards by `load_sharded`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - a missing or corrupt config.json
+        raise ValueError(f"cannot read the model config of checkpoint {path}: {type(err).__name__}") from None
+    return AutoModelForCausalLM.from_config(config).to(torch.float32)
+
+
+def load_sharded(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Load model + optimizer from path/dcp into `module` / `opt`, whatever world size wrote it."""
+    model_sd, optim_sd = get_state_dict(module, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    with warnings.catch_warnings():  # one process without a process group is a supported reader
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        try:
+            dcp.load(state, checkpoint_id=Path(path) / SHARDED_DIR)
+        except Exception as err:  # noqa: BLE001 - missing shard files, another model, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load sharded checkpoint {path}: {first[:300]}") from None
+    set_state_dict(module, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def full_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """A one-process `opt.state_dict()` (parameters by index) as the name-keyed full form that
+    `set_full_optimizer_state` shards. `opt` must be built over the unwrapped `model` like the saved one."""
+    opt.load_state_dict(saved)
+    return get_optimizer_state_dict(model, opt)
+
+
+def set_full_optimizer_state(module: torch.nn.Module, opt: torch.optim.Optimizer, full: dict[str, Any]) -> None:
+    set_optimizer_state_dict(module, opt, full, options=StateDictOptions(full_state_dict=True))
+
+
+def write_final(final: Path, module: torch.nn.Module, tokenizer, config, d: Dist) -> Path:
+    """Collective: gather the full weights to rank 0 and write a plain `save_pretrained` directory."""
+    full = get_model_state_dict(module, options=FULL)
+    first: dict[int, str] = {}
+    for name, param in unwrap(module).named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:  # a tied copy (lm_head = embed_tokens): gathered
+            full.pop(name, None)                       # separately under FSDP, so HF cannot see the tie
+    if d.main:
+        write_model_dir(final, unwrap(module), tokenizer, config, state_dict=full)
+    barrier(d)
+    return final
