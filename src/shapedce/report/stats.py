@@ -61,6 +61,8 @@ class Comparison:
     verdict: str
 
     def evidence(self, fmt: str = "{:.3f}") -> str:
+        if not self.a or not self.b:
+            return self.basis
         f = fmt.format
         text = f"{f(statistics.fmean(self.a))} vs {f(statistics.fmean(self.b))} (d = {f(self.diff)}"
         if self.interval is not None:

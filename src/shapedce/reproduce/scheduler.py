@@ -9,7 +9,7 @@ Each run (model, config, seed) goes through its stages in one worker process
 with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
 runs finish far sooner than two runs one after the other on two threads). Progress is read back
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
-for the stage it is in. Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
+for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
 saves a checkpoint) and a rerun continues from there.
 """
 
@@ -90,7 +90,7 @@ class Worker:
         cmd = [sys.executable, "-m", "shapedce.reproduce.stages", str(root), run.name, "--threads", str(threads)]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.bar = tqdm(total=1, position=slot + 1, desc=run.name, leave=False, dynamic_ncols=True, disable=not show)
+        self.bar = tqdm(total=1, position=slot + 1, desc=run.name, leave=False, dynamic_ncols=True, disable=None if show else True)
 
     def refresh(self) -> None:
         stage = self.run.next_stage()
@@ -118,7 +118,7 @@ def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: fl
     jobs = resolve_jobs(grid.jobs, len(queue))
     threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0
     overall = tqdm(total=len(runs) * len(STAGES), initial=_stages_done(runs), desc="reproduce", unit="stage",
-                   position=0, dynamic_ncols=True, disable=not progress)
+                   position=0, dynamic_ncols=True, disable=None if progress else True)
     active: list[Worker] = []
     try:
         while queue or active:
