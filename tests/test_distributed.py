@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 
 SMOKE = ("pretrain", "--preset", "smoke")
 MOE = "model.flavor=tiny-moe"
+ACCUM = "train.micro_batch=2"  # 4 micro-batches per step: 2 per rank, so grad sync is skipped on the first
 
 
 def _env() -> dict[str, str]:
@@ -91,8 +92,8 @@ def _resume_copy(run: Path, dest: Path, step: int) -> Path:
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
     one, two = root / "one", root / "two"
-    _one_process(*SMOKE, "--out", one)
-    _torchrun_ok(2, *SMOKE, "--out", two)  # train.parallel=auto: ddp on CPU
+    _one_process(*SMOKE, "--out", one, ACCUM)
+    _torchrun_ok(2, *SMOKE, "--out", two, ACCUM)  # train.parallel=auto: ddp on CPU
     return {"one": one, "two": two, "root": root}
 
 
@@ -135,8 +136,8 @@ def _worker_pid(out: Path, rank: int) -> int | None:
 
 def test_killed_rank_then_resume_gives_the_same_moe_fsdp_curve(tmp_path):
     reference, killed = tmp_path / "one", tmp_path / "killed"
-    _one_process(*SMOKE, "--out", reference, MOE)
-    proc = _torchrun(2, *SMOKE, "--out", killed, MOE, "train.parallel=fsdp", "train.steps=500")
+    _one_process(*SMOKE, "--out", reference, MOE, ACCUM)
+    proc = _torchrun(2, *SMOKE, "--out", killed, MOE, ACCUM, "train.parallel=fsdp", "train.steps=500")
     deadline = time.time() + 180
     while not (killed / "checkpoints" / "step_0000003").is_dir():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
