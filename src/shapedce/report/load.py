@@ -62,10 +62,21 @@ class GridRecord:
         return sorted((r for r in self.runs if r.model == model and r.config == config), key=lambda r: r.seed)
 
     @property
-    def reasoning_task(self) -> str | None:
-        """The scored task that is not knowledge recall (the RL task of the presets)."""
-        tasks = [t.strip() for t in str(self.settings.get("eval_tasks", "")).split(",") if t.strip()]
-        return next((t for t in tasks if t != "knowledge"), None)
+    def eval_tasks(self) -> list[str]:
+        return [t.strip() for t in str(self.settings.get("eval_tasks", "")).split(",") if t.strip()]
+
+    @property
+    def rl_task(self) -> str | None:
+        """The task the findings are judged on: the RL stage's task when the evaluation scores it
+        (read from a run's rl/config.yaml), else the first evaluated task other than knowledge."""
+        for run in self.runs:
+            try:
+                task = (yaml.safe_load((run.dir / "rl" / "config.yaml").read_text()) or {}).get("task")
+            except (OSError, yaml.YAMLError):
+                continue
+            if task in self.eval_tasks:
+                return task
+        return next((t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None)
 
 
 def _read_json(path: Path) -> dict | None:

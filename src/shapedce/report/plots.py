@@ -5,8 +5,8 @@
     paths = draw_all(load_grid_dir("runs/reproduce"), "tiny", out_dir)   # {figure name: PNG path}
 
 Lines are the mean over seeds; the band spans the seeds' min..max when there are several.
-Figures: pretrain (val perplexity and entropy against tokens), midtrain (knowledge and reasoning
-Avg@m after each stage), rl (train reward, held-out Avg@k / Cons@k / Pass@k, entropy, response
+Figures: pretrain (val perplexity and entropy against tokens), midtrain (Avg@m of every evaluated
+task, e.g. knowledge and reasoning, after each stage), rl (train reward, held-out Avg@k / Cons@k / Pass@k, entropy, response
 length against step), passk (Pass@k against k after each stage).
 """
 
@@ -69,7 +69,7 @@ def pretrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
 
 
 def midtrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
-    tasks = [t for t in ("knowledge", grid.reasoning_task) if t]
+    tasks = grid.eval_tasks
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
     axes = axes[0]
     width = 0.8 / max(1, len(grid.configs))
@@ -106,7 +106,7 @@ def rl_figure(grid: GridRecord, model: str, path: Path) -> Path:
 
 
 def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
-    task = grid.reasoning_task
+    task = grid.rl_task
     fig, axes = plt.subplots(1, len(STAGE_ORDER), figsize=(13, 3.8), sharey=True)
     for ax, stage in zip(axes, STAGE_ORDER):
         for config in grid.configs:

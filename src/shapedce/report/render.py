@@ -4,7 +4,7 @@
     from shapedce.report import write_report; write_report("runs/reproduce")
 
 Sections: the grid's settings; per model the figures, a summary table per stage (mean and 95%
-interval over seeds of Avg@m, Cons@m, Pass@k on the reasoning task, knowledge Avg@m, held-out
+interval over seeds of Avg@m, Cons@m, Pass@k on the RL task, Avg@m of the other tasks, held-out
 perplexity, entropy and tail mass), and the verdict on each finding of SPEC section 5 with the
 numbers it rests on. Dense and MoE models get their own sections.
 """
@@ -30,11 +30,12 @@ def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
 
 
 def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
-    task, m = grid.reasoning_task, grid.settings.get("eval_samples", 1)
+    task, m = grid.rl_task, grid.settings.get("eval_samples", 1)
     k = passk_k(int(m))
-    head = (f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | knowledge Avg@{m} | PPL | entropy | "
-            f"tail mass | response length |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    others = [t for t in grid.eval_tasks if t != task]
+    head = (f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | " + "".join(f"{t} Avg@{m} | " for t in others)
+            + "PPL | entropy | tail mass | response length |")
+    lines = [head, "|---|" + "---:|" * (8 + len(others))]
     for config in grid.configs:
         runs = [r for r in grid.select(model, config) if stage in r.evals]
 
@@ -47,7 +48,7 @@ def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
 
         cells = [str(len(runs)), _cell(col(lambda r: reasoning("avg_at_m", r))), _cell(col(lambda r: reasoning("cons_at_m", r))),
                  _cell(col(lambda r: reasoning("pass", r))),
-                 _cell(col(lambda r: (task_result(r, stage, "knowledge") or {}).get("avg_at_m"))),
+                 *[_cell(col(lambda r, t=t: (task_result(r, stage, t) or {}).get("avg_at_m"))) for t in others],
                  _cell(col(lambda r: r.evals[stage]["text"]["ppl"])), _cell(col(lambda r: r.evals[stage]["text"]["entropy_mean"])),
                  _cell(col(lambda r: r.evals[stage]["text"]["tail_mass"]), "{:.4f}"),
                  _cell(col(lambda r: (task_result(r, stage, task) or {}).get("response_length", {}).get("mean")), "{:.1f}")]

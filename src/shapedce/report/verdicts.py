@@ -76,7 +76,7 @@ def _per_prompt(result: dict, metric: str, k: int) -> list[float] | None:
 
 def accuracy_check(grid: GridRecord, model: str, a: str, b: str, stage: str, metric: str, expect: int | None) -> Comparison:
     """a vs b on the reasoning task after `stage`: Avg@m (metric "avg") or Pass@k (metric "pass")."""
-    task = grid.reasoning_task
+    task = grid.rl_task
     m = int(grid.settings.get("eval_samples", 1))
     k = passk_k(m)
 
@@ -172,7 +172,7 @@ def moe_gains(grid: GridRecord, dense: str | None, moe: str | None) -> Finding:
     for config in ("precision", "tail"):
         gains = {}
         for model in (dense, moe):
-            va, vb, runs = _pairs(grid, model, config, "ce", lambda r: (task_result(r, "rl", grid.reasoning_task) or {}).get("avg_at_m"))
+            va, vb, runs = _pairs(grid, model, config, "ce", lambda r: (task_result(r, "rl", grid.rl_task) or {}).get("avg_at_m"))
             gains[model] = {a_run.seed: x - y for (a_run, _), x, y in zip(runs, va, vb)}
         seeds = sorted(set(gains[dense]) & set(gains[moe]))
         checks.append(compare(f"{config} - ce Avg@m after RL: {moe} > {dense}", [gains[moe][s] for s in seeds],
