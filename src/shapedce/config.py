@@ -6,8 +6,9 @@
 
 Presets live in `src/shapedce/presets/<name>.yaml` and only list what differs from the defaults
 below. An override `a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work);
-`loss=NAME` selects one of the paper's five loss settings. Unknown keys, wrong types and values
-out of range fail with one line that names the key.
+`loss=NAME` selects one of the paper's five loss settings or `auto` (automatic beta,
+`shapedce.loss.control`). Unknown keys, wrong types and values out of range fail with one line
+that names the key.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-from .loss import PRESETS as LOSS_PRESETS
+from .loss import SETTINGS as LOSS_SETTINGS
 from .loss import ShapedLoss
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -192,6 +194,13 @@ def get_key(cfg: Any, dotted: str) -> Any:
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
+    if isinstance(typ, types.UnionType):  # e.g. loss.beta: float | str (a number or "auto")
+        for member in typ.__args__:
+            try:
+                return _coerce(value, member, key)
+            except ValueError:
+                continue
+        raise ValueError(f"{key} must be of type {' or '.join(t.__name__ for t in typ.__args__)}; got {value!r}")
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -251,9 +260,9 @@ def parse_override(text: str) -> dict[str, Any]:
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
     if key == "loss" and isinstance(value, str):
-        if value not in LOSS_PRESETS:
-            raise ValueError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_PRESETS)}")
-        value = LOSS_PRESETS[value].knobs()
+        if value not in LOSS_SETTINGS:
+            raise ValueError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_SETTINGS)}")
+        value = LOSS_SETTINGS[value].settings()
     out: dict[str, Any] = value
     for part in reversed(key.strip().split(".")):
         out = {part: out}

@@ -4,11 +4,13 @@
 
 `shaped_cross_entropy` works on logits (readable reference); `fused_linear_shaped_cross_entropy`
 takes the last hidden states and the lm-head weight and never holds the N x V logits.
+`EntropyController` drives beta=auto (see `shapedce.loss.control`).
 """
 
+from .control import EntropyController
 from .fused import fused_linear_shaped_cross_entropy
-from .knobs import PRESETS, ShapedLoss
+from .knobs import PRESETS, SETTINGS, ShapedLoss
 from .reference import shaped_cross_entropy
 from .rows import STAT_NAMES
 
-__all__ = ["PRESETS", "STAT_NAMES", "ShapedLoss", "fused_linear_shaped_cross_entropy", "shaped_cross_entropy"]
+__all__ = ["PRESETS", "SETTINGS", "STAT_NAMES", "EntropyController", "ShapedLoss", "fused_linear_shaped_cross_entropy", "shaped_cross_entropy"]

@@ -11,6 +11,12 @@ The knobs (SPEC section 1):
   lambda_top  reward of the top-k negatives (a in TopK(pi, k), a != target).
   lambda_tail reward of the other negatives.
   k           size of the top-k set; k >= vocabulary size makes every negative "top".
+
+Automatic beta (beyond the paper; `shapedce.loss.control`): beta="auto" with target_entropy=H
+lets the trainer adjust beta online so that the per-token entropy approaches H nats, within
+[-1, beta_max], stepping by beta_lr per unit of relative error of an EMA (weight entropy_ema) of
+the measured entropy. Such a loss cannot be called directly: `at_beta(b)` gives the fixed-beta
+loss of one step. `SETTINGS` = the paper's five `PRESETS` plus "auto".
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ def check_knobs(beta: float, lambda_top: float, lambda_tail: float, k: int) -> N
         raise ValueError(f"k must be an integer >= 1; got {k!r}")
 
 
+def check_control(target_entropy: float, beta_max: float, beta_lr: float, entropy_ema: float) -> None:
+    """Raise a one-line ValueError naming the first automatic-beta knob outside its allowed range."""
+    checks = [
+        ("target_entropy", target_entropy, math.isfinite(target_entropy) and target_entropy >= 0, "a finite number >= 0 (nats per token)"),
+        ("beta_max", beta_max, math.isfinite(beta_max) and beta_max > -1, "a finite number > -1"),
+        ("beta_lr", beta_lr, math.isfinite(beta_lr) and beta_lr > 0, "a finite number > 0"),
+        ("entropy_ema", entropy_ema, 0 < entropy_ema <= 1, "in (0, 1]"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {allowed}; got {value!r}")
+
+
 def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
@@ -42,9 +61,9 @@ def check_reduction(reduction: str) -> None:
 class ShapedLoss:
     """The reward-shaped next-token loss of SPEC section 1, as validated, immutable knobs."""
 
-    beta: float = 0.0
+    beta: float | str = 0.0
     """Positive-channel exponent. 0 = cross-entropy; -0.25 = the paper's "precision";
-    0.5 = "diversity"; float("inf") = DFT. Allowed: [-1, +inf]."""
+    0.5 = "diversity"; float("inf") = DFT. Allowed: [-1, +inf], or "auto" (needs target_entropy)."""
     lambda_top: float = 0.0
     """Reward given to negatives inside the top-k (paper's "head" setting: 0.1)."""
     lambda_tail: float = 0.0
@@ -53,22 +72,52 @@ class ShapedLoss:
     """Size of the top-k set that splits negatives into head and tail (paper: 100)."""
     ignore_index: int = -100
     """Target value of positions that take no part in the loss."""
+    target_entropy: float = 0.0
+    """beta=auto only: the per-token entropy (nats) the controller steers to; 0 = no controller."""
+    beta_max: float = 1.0
+    """beta=auto only: upper bound of beta (the lower bound is -1). 1.0 keeps w >= pi_x ** pi_x."""
+    beta_lr: float = 0.05
+    """beta=auto only: change of beta per step per unit of relative entropy error."""
+    entropy_ema: float = 0.2
+    """beta=auto only: weight of the newest step's entropy in the smoothed measurement, in (0, 1]."""
 
     def __post_init__(self) -> None:
         if isinstance(self.k, float) and self.k.is_integer():  # YAML may give 100.0
             object.__setattr__(self, "k", int(self.k))
         if isinstance(self.beta, int) and not isinstance(self.beta, bool):
             object.__setattr__(self, "beta", float(self.beta))
-        check_knobs(self.beta, self.lambda_top, self.lambda_tail, self.k)
+        for name in ("target_entropy", "beta_max", "beta_lr", "entropy_ema"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+            elif not isinstance(value, float):
+                raise ValueError(f"{name} must be a number; got {value!r}")
+        if isinstance(self.beta, str) and self.beta != "auto":
+            raise ValueError(f"beta must be a number >= -1 or 'auto'; got {self.beta!r}")
+        check_knobs(0.0 if self.auto_beta else self.beta, self.lambda_top, self.lambda_tail, self.k)
+        check_control(self.target_entropy, self.beta_max, self.beta_lr, self.entropy_ema)
+        if self.auto_beta and self.target_entropy <= 0:
+            raise ValueError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}")
+        if not self.auto_beta and self.target_entropy != 0:
+            raise ValueError(f"target_entropy is used only with beta=auto; got {self.target_entropy!r} with beta={self.beta!r}")
         if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
             raise ValueError(f"ignore_index must be an integer; got {self.ignore_index!r}")
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "ShapedLoss":
-        """One of the paper's five settings (see `PRESETS`), optionally with fields overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown loss setting {name!r}; choose one of {', '.join(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+        """One of the named settings (see `SETTINGS`), optionally with fields overridden."""
+        if name not in SETTINGS:
+            raise ValueError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
+        return replace(SETTINGS[name], **overrides)
+
+    @property
+    def auto_beta(self) -> bool:
+        """True when beta is set online by `shapedce.loss.control.EntropyController`."""
+        return self.beta == "auto"
+
+    def at_beta(self, beta: float) -> "ShapedLoss":
+        """This loss with a fixed beta (the controller's value for one step); no controller fields."""
+        return replace(self, beta=float(beta), target_entropy=0.0)
 
     @property
     def is_cross_entropy(self) -> bool:
@@ -81,6 +130,13 @@ class ShapedLoss:
 
     def knobs(self) -> dict[str, Any]:
         """Keyword arguments for `shaped_cross_entropy` / `fused_linear_shaped_cross_entropy`."""
+        if self.auto_beta:
+            raise ValueError("beta=auto is set online by the trainer's entropy controller "
+                             "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss")
+        return {name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")}
+
+    def settings(self) -> dict[str, Any]:
+        """Every field, as a config's `loss:` section holds it."""
         return asdict(self)
 
     def __call__(self, logits, targets, **kwargs):
@@ -102,3 +158,12 @@ PRESETS: dict[str, ShapedLoss] = {
     "head": ShapedLoss(lambda_top=0.1, k=100),
 }
 """The paper's five reward configurations, by the names the CLI and reports use."""
+
+AUTO_TARGET_ENTROPY = 0.55
+"""Default target of the "auto" setting, nats per token: below the ~0.69 training entropy CE ends
+pre-training with on the default `shapedce reproduce` grid (tiny model, 200 steps), i.e. in the
+paper's "precision" direction. Other models and data have other entropies: set loss.target_entropy."""
+
+SETTINGS: dict[str, ShapedLoss] = {**PRESETS, "auto": ShapedLoss(beta="auto", target_entropy=AUTO_TARGET_ENTROPY)}
+"""Every named setting `loss=NAME` and `shapedce reproduce --configs` accept: the paper's five and
+"auto" (automatic beta towards AUTO_TARGET_ENTROPY)."""
