@@ -9,6 +9,8 @@ One optimizer step = gradient accumulation over micro-batches up to `train.globa
 AdamW (weight decay on matrices only), global-norm clipping, warmup-stable-decay lr, float32 on
 CPU and bf16 autocast on GPU. The loss is the fused shaped loss through
 `shapedce.hf.patch_causal_lm`, whose statistics give the logged perplexity and entropy.
+With `loss.beta=auto` an `EntropyController` (shapedce.loss.control) sets each step's beta from the
+previous steps' entropy; train rows log `beta` and `entropy_ema`, checkpoints hold its state.
 Outputs in RUN/: config.yaml, metrics.jsonl (+ TensorBoard events in tb/ when tensorboard is
 installed), tokenizer/, checkpoints/step_N/ (resumable), final/ (a plain HF model directory).
 Mid-training starts from RUN/final of a pre-training run: same loss, lr decaying from the
@@ -32,6 +34,7 @@ from transformers import AutoConfig
 
 from ..config import RunConfig, build_config, load_run_config
 from ..hf import patch_causal_lm
+from ..loss import EntropyController
 from ..models import build_model, set_rope_theta
 from . import dist as dist_
 from .checkpoint import (list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state,
@@ -179,7 +182,8 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
     max_pos = model.config.max_position_embeddings
     if cfg.data.seq_len > max_pos:
         raise ValueError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
-    patch_causal_lm(model, cfg.loss, return_stats=True)
+    control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
+    patch_causal_lm(model, control.loss() if control else cfg.loss, return_stats=True)
     model.train()
     sharded_resume = resume_from is not None and is_sharded_checkpoint(resume_from)
     full_optim = None
@@ -201,6 +205,8 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
         start = int(state["step"])
         by_rank = state.get("rng_by_rank") or [state["rng"]]
         set_rng_state(by_rank[d.rank] if d.rank < len(by_rank) else state["rng"])
+        if control is not None:
+            control.load_state_dict(state["entropy_control"])
     log = MetricsLog(out, truncate_after=start if resume_from is not None else None) if d.main else None
 
     interrupted = []
@@ -213,6 +219,8 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
 
     def checkpoint(step: int) -> Path:
         st = {"scheduler": sched.state_dict(), "data_position": stream.position}
+        if control is not None:
+            st["entropy_control"] = control.state_dict()
         if d.on:  # model and optimizer go to dcp/, sharded as they are trained
             return save_sharded_checkpoint(ckpt_root, step, module, opt, tokenizer, st, cfg, cfg.train.keep_last, d)
         st["optimizer"] = opt.state_dict()
@@ -221,6 +229,8 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
     try:
         for step in range(start, cfg.train.steps):
             t0 = time.perf_counter()
+            if control is not None:
+                patch_causal_lm(model, control.loss(), return_stats=True)
             parts = []
             for j in range(cfg.grad_accum):  # the step's micro-batches; rank r takes the r-th block
                 if j // per_rank != d.rank:
@@ -238,9 +248,15 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
             sched.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
+            beta = None
+            if control is not None:  # beta=auto: this step's entropy sets the next step's beta
+                beta = control.beta
+                control.update(merge_stats(parts, all_sum=reduce)["entropy"])
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 row = merge_stats(parts, all_sum=reduce)
                 row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
+                if beta is not None:
+                    row.update(beta=beta, entropy_ema=control.ema)
                 if log is not None:
                     log.write(cfg.stage, done, done * tokens_per_step, "train", row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}")
