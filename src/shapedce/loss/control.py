@@ -17,8 +17,9 @@ measures in the same pass, so the controller costs nothing extra.
 The law, once per optimizer step, with H the step's token-weighted mean entropy (nats):
     ema  <- H                                  on the first update
     ema  <- (1 - entropy_ema) * ema + entropy_ema * H       afterwards
-    beta <- clamp(beta + beta_lr * (target - ema) / target, -1, beta_max)
-An integral controller on the relative error of a smoothed measurement. The clamp is the
+    beta <- clamp(beta + beta_lr * clamp((target - ema) / target, -1, 1), -1, beta_max)
+An integral controller on the relative error of a smoothed measurement; no step exceeds
+beta_lr (a fresh model's entropy, ln |V|, is many times any target). The outer clamp is the
 anti-windup: beta never leaves [-1, beta_max] (below -1 the weight w is unbounded), so a long
 stretch of large error (e.g. the high entropy of a fresh initialisation) costs at most
 (beta_max + 1) / beta_lr steps of recovery. Non-finite measurements are ignored (state unchanged).
@@ -84,7 +85,8 @@ class EntropyController:
         if not math.isfinite(entropy):
             return self.beta
         self.ema = entropy if self.ema is None else (1 - self.entropy_ema) * self.ema + self.entropy_ema * entropy
-        step = self.beta_lr * (self.target - self.ema) / self.target
+        error = min(max((self.target - self.ema) / self.target, -1.0), 1.0)
+        step = self.beta_lr * error
         self.beta = min(max(self.beta + step, BETA_MIN), self.beta_max)
         self.updates += 1
         return self.beta
