@@ -183,3 +183,11 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "grid.yaml").write_text("configs: ce\nmodels: tiny\n")
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no runs yet" in capsys.readouterr().err
+
+
+def test_report_has_an_auto_row_when_the_grid_runs_auto(tmp_path):
+    spec = paper_like(2)
+    spec["auto"] = [dict(v, entropy=0.85, rl_avg=0.35 + 0.001 * i) for i, v in enumerate(spec["ce"])]
+    text = write_report(make_grid(tmp_path / "g", spec)).read_text()
+    assert sum(line.startswith("| auto | 2 |") for line in text.splitlines()) == 3  # after pretrain, midtrain, rl
+    assert "**held**" in text  # the paper's findings are still judged on the other configurations

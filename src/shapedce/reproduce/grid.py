@@ -5,7 +5,7 @@
     for run in plan(grid, root):                                       # one Run per (model, config, seed)
         print(run.name, [s.name for s in run.stages()])
 
-A run is one reward configuration (a named setting of `shapedce.loss.PRESETS`) on one model
+A run is one reward configuration (a named setting of `shapedce.loss.SETTINGS`) on one model
 flavor with one seed, through six stages: pretrain, eval of the pre-trained model, midtrain, its
 eval, RL, its eval. Every stage writes into RUN/<stage>/ and is done when its output exists, so a
 rerun skips finished stages. The seed sets model init, data order and RL sampling; the data
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, preset_names, read_preset
-from ..loss import PRESETS
+from ..loss import SETTINGS
 from ..models import FLAVORS
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
@@ -34,7 +34,11 @@ TRAIN_STAGES = {"pretrain": "pretrain", "midtrain": "midtrain", "rl": "rl"}
 @dataclass(kw_only=True, slots=True)
 class GridConfig:
     configs: str = "ce,precision,diversity,tail,head"
-    """Comma-separated reward configurations: names of `shapedce losses` (ce, precision, diversity, tail, head)."""
+    """Comma-separated reward configurations: names of `shapedce losses` (ce, precision, diversity, tail, head)
+    or auto (beta set online towards a target entropy, `shapedce.loss.control`)."""
+    auto_target_entropy: float = 0.0
+    """Target entropy (nats per token) of the `auto` configuration; 0 = the setting's default
+    (`shapedce.loss.knobs.AUTO_TARGET_ENTROPY`, chosen for the tiny grid)."""
     models: str = "tiny"
     """Comma-separated model flavors of `shapedce models` (e.g. tiny,tiny-moe)."""
     seeds: int = 1
@@ -66,6 +70,7 @@ class GridConfig:
     def validate(self) -> "GridConfig":
         check_ranges(self, [
             ("seeds", self.seeds >= 1, ">= 1"),
+            ("auto_target_entropy", self.auto_target_entropy >= 0, ">= 0 (0 = the auto setting's default)"),
             ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
             ("eval_problems", self.eval_problems >= 1, ">= 1"),
             ("eval_samples", self.eval_samples >= 1, ">= 1"),
@@ -75,8 +80,8 @@ class GridConfig:
             ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
         ])
         for name in self.config_names:
-            if name not in PRESETS:
-                raise ValueError(f"configs: unknown configuration {name!r}; choose from {', '.join(PRESETS)}")
+            if name not in SETTINGS:
+                raise ValueError(f"configs: unknown configuration {name!r}; choose from {', '.join(SETTINGS)}")
         for name in self.model_names:
             if name not in FLAVORS:
                 raise ValueError(f"models: unknown flavor {name!r}; choose from {', '.join(FLAVORS)}")
@@ -157,7 +162,8 @@ def plan(grid: GridConfig, root: Path) -> list[Run]:
 
 
 def pretrain_config(grid: GridConfig, run: Run) -> RunConfig:
-    return load_config(grid.pretrain_preset, [f"loss={run.config}", f"model.flavor={run.model}",
+    target = [f"loss.target_entropy={grid.auto_target_entropy}"] if run.config == "auto" and grid.auto_target_entropy else []
+    return load_config(grid.pretrain_preset, [f"loss={run.config}", *target, f"model.flavor={run.model}",
                                               f"train.seed={run.seed}", *grid.overrides("pretrain")])
 
 
