@@ -87,6 +87,8 @@ def make_grid(root, spec: dict[str, list[dict]], models=("tiny",)):
                 run = root / "runs" / model / config / f"s{seed}"
                 for stage in ("pretrain", "midtrain", "rl"):
                     (run / stage / "eval").mkdir(parents=True)
+                    (run / stage / "final").mkdir()
+                    (run / stage / "final" / "config.json").write_text("{}")
                     rows = []
                     if stage == "rl":
                         for step in range(1, 9):
@@ -175,6 +177,14 @@ def test_report_renders_from_fixture_metrics(tmp_path, capsys):
     # the summary's mean and 95% half-width over the 2 seeds (RL Avg@8: 0.4 and 0.4 + jitter)
     row = next(line for line in text.splitlines() if line.startswith("| precision | 2 |"))
     assert " ± " in row
+
+
+def test_unfinished_stages_are_not_judged(tmp_path):
+    root = make_grid(tmp_path / "g", paper_like(1))
+    (root / "runs" / "tiny" / "precision" / "s0" / "pretrain" / "final" / "config.json").unlink()  # still training
+    by = {f.title: f for f in findings(load_grid_dir(root), "tiny")}
+    entropy = by["Pre-training entropy is ordered precision (beta=-0.25) < ce < diversity (beta=0.5)"]
+    assert [c.verdict for c in entropy.checks] == [NOT_RUN, HELD] and entropy.verdict == NOT_RUN
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

@@ -34,11 +34,15 @@ class RunRecord:
     evals: dict[str, dict] = field(default_factory=dict)
     """stage -> RUN/<stage>/eval/results.json."""
     timings: dict[str, float] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    """Training stages whose final/ model exists; `last` reads only these (a partial curve is not a result)."""
 
     def stage_metrics(self, stage: str, split: str) -> list[dict]:
         return [r for r in self.metrics.get(stage, []) if r.get("split") == split]
 
     def last(self, stage: str, split: str, key: str) -> float | None:
+        if stage not in self.finished:
+            return None
         rows = [r for r in self.stage_metrics(stage, split) if key in r]
         return float(rows[-1][key]) if rows else None
 
@@ -89,6 +93,8 @@ def _read_json(path: Path) -> dict | None:
 def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
     run = RunRecord(model, config, int(seed_dir.name[1:]), seed_dir)
     for stage in TRAIN_STAGES:
+        if (seed_dir / stage / "final" / "config.json").is_file():
+            run.finished.add(stage)
         if (seed_dir / stage / "metrics.jsonl").is_file():
             run.metrics[stage] = read_metrics(seed_dir / stage / "metrics.jsonl")
         results = _read_json(seed_dir / stage / "eval" / "results.json")

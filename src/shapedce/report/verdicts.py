@@ -136,7 +136,7 @@ def rl_diversity_entropy(grid: GridRecord, model: str) -> Finding:
     title = "diversity (beta=0.5) starts RL with higher entropy, which collapses faster than ce's"
 
     def start(r):
-        return window_mean(r.stage_metrics("rl", "train"), "entropy", first=True)
+        return window_mean(r.stage_metrics("rl", "train"), "entropy", first=True) if "rl" in r.finished else None
 
     def drop(r):
         s, e = start(r), window_mean(r.stage_metrics("rl", "train"), "entropy", first=False)
@@ -154,6 +154,8 @@ def rl_length(grid: GridRecord, model: str) -> Finding:
     title = "With diversity's entropy collapse, its response length shrinks over RL"
 
     def change(r):
+        if "rl" not in r.finished:
+            return None
         rows = r.stage_metrics("rl", "train")
         s, e = window_mean(rows, "response_length", True), window_mean(rows, "response_length", False)
         return None if s is None or e is None or s <= 0 else (e - s) / s
