@@ -111,6 +111,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readiness(args: argparse.Namespace) -> int:
+    from .readiness import ReadinessSettings, run_readiness
+    from .report.load import load_grid_dir
+
+    tasks = args.tasks or (",".join(load_grid_dir(args.reference).eval_tasks) if args.reference else ReadinessSettings().tasks)
+    settings = ReadinessSettings(tasks=tasks, problems=args.problems, samples=args.samples,
+                                 max_new_tokens=args.max_new_tokens, text_tokens=args.text_tokens)
+    print(f"written: {run_readiness(args.path, args.out, settings, args.reference, args.cache_dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
     rp.add_argument("dir", help="a `shapedce reproduce` output directory")
     rp.set_defaults(func=cmd_report)
+
+    rd = sub.add_parser("readiness", help="RL readiness of any HF causal LM: Pass@k, entropy, top-k coverage, vs reference runs")
+    rd.add_argument("path", help="a Hugging Face causal LM directory, or a run directory holding final/")
+    rd.add_argument("--out", required=True, help="output directory for readiness.md, readiness.json and PNGs")
+    rd.add_argument("--reference", help="a `shapedce reproduce` directory whose midtrain models and RL gains to compare with")
+    rd.add_argument("--cache-dir", help="where reference signals are cached (default RUN/midtrain/readiness.json)")
+    rd.add_argument("--tasks", help="comma-separated held-out tasks (default: the reference grid's, else knowledge,arith-compare)")
+    rd.add_argument("--problems", type=int, default=32, help="test prompts per task (default 32)")
+    rd.add_argument("--samples", type=int, default=8, help="samples per prompt at T=1, m of Pass@k (default 8)")
+    rd.add_argument("--max-new-tokens", type=int, default=64, help="length cap per sample (default 64)")
+    rd.add_argument("--text-tokens", type=int, default=5000, help="held-out text tokens for the entropy (default 5000)")
+    rd.set_defaults(func=cmd_readiness)
     return parser
 
 

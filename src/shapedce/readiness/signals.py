@@ -1,0 +1,138 @@
+"""RL-readiness signals of one causal LM: what its sampling and its next-token distributions offer RL.
+
+    from shapedce.readiness.signals import ReadinessSettings, compute_signals
+    sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-compare"))
+    sig["tasks"]["knowledge"]["pass_at_k"], sig["tasks"]["knowledge"]["coverage"]["5"], sig["text"]["forking_share"]
+
+Per task, on `problems` held-out test prompts (shapedce.tasks):
+  - the Pass@k curve and Avg@m of `samples` completions at temperature 1.0, top-p 1.0 (what
+    on-policy RL samples from, SPEC section 3), through shapedce.eval's sampler and verifiers;
+  - teacher-forced on the reference continuation (the worked solution, meta["solution"], where
+    the task has one, else " " + answer): top-k coverage = share of its tokens inside the model's
+    top-k at their position (k = 1, 5, 20; ties at the k-th logit count as inside), their mean
+    negative log-likelihood, mean entropy and forking share (entropy > 1 nat).
+On held-out text (the built-in validation documents): shapedce.eval.text's perplexity, entropy
+distribution, forking-token share and tail mass.
+Works on any Hugging Face causal LM directory with a fast tokenizer that has a pad token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..eval.run import default_text_docs, load_model, resolve_model_dir, score_task
+from ..eval.sample import SamplingConfig, sample
+from ..eval.text import text_stats
+from ..tasks import Prompt, get_tasks
+
+COVERAGE_KS = (1, 5, 20)
+FORKING_THRESHOLD = 1.0
+"""Entropy (nats) above which a token counts as a "forking" token, as in shapedce.eval.text."""
+
+
+@dataclass(kw_only=True)
+class ReadinessSettings:
+    tasks: str = "knowledge,arith-compare"
+    """Comma-separated tasks (shapedce.tasks); the reference grid's evaluated tasks by default."""
+    problems: int = 32
+    """Held-out test prompts per task."""
+    samples: int = 8
+    """Completions per prompt (m of the Pass@k curve)."""
+    temperature: float = 1.0
+    """Sampling temperature: RL's (SPEC section 3), so Pass@k measures RL's exploration space."""
+    max_new_tokens: int = 64
+    text_tokens: int = 5000
+    """Held-out text tokens for the entropy distribution."""
+    seed: int = 0
+
+    def validate(self) -> "ReadinessSettings":
+        for key, ok, allowed in [("problems", self.problems >= 1, ">= 1"), ("samples", self.samples >= 1, ">= 1"),
+                                 ("temperature", self.temperature > 0, "> 0"),
+                                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+                                 ("text_tokens", self.text_tokens >= 1, ">= 1")]:
+            if not ok:
+                raise ValueError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
+        get_tasks(self.tasks)  # unknown task names fail here, before any model is loaded
+        return self
+
+
+def reference_continuation(prompt: Prompt) -> str:
+    """The text a correct answer continues the prompt with: the worked solution, else the answer."""
+    solution = prompt.meta.get("solution")
+    return solution if solution else " " + prompt.answer
+
+
+@torch.inference_mode()
+def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, batch_size: int = 16) -> dict:
+    """Teacher-forced statistics of the reference continuations' tokens (pooled over prompts)."""
+    device = next(model.parameters()).device
+    pairs = []
+    for p in prompts:
+        head = tokenizer(p.text)["input_ids"]
+        tail = tokenizer(reference_continuation(p), add_special_tokens=False)["input_ids"]
+        if head and tail:
+            pairs.append((head, tail))
+    if not pairs:
+        raise ValueError("no prompt has a reference continuation that encodes to tokens")
+    hits = {k: 0 for k in ks}
+    nll, ent, forking, count = 0.0, 0.0, 0, 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        width = max(len(h) + len(t) for h, t in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (h, t) in enumerate(chunk):
+            ids[i, : len(h) + len(t)] = torch.tensor(h + t)
+            mask[i, : len(h) + len(t)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+        for i, (h, t) in enumerate(chunk):
+            z = logits[i, len(h) - 1 : len(h) + len(t) - 1]  # position j predicts continuation token j
+            target = torch.tensor(t)
+            z_x = z.gather(1, target[:, None])
+            above = (z > z_x).sum(1)  # tokens strictly more likely than the reference one
+            for k in ks:
+                hits[k] += int((above < k).sum())
+            logp = torch.log_softmax(z, -1)
+            h_tok = -(logp.exp() * logp).sum(-1)
+            nll += float(-logp.gather(1, target[:, None]).sum())
+            ent += float(h_tok.sum())
+            forking += int((h_tok > FORKING_THRESHOLD).sum())
+            count += len(t)
+    return {"tokens": count, "coverage": {str(k): hits[k] / count for k in ks}, "nll": nll / count,
+            "entropy": ent / count, "forking_share": forking / count}
+
+
+def compute_signals(path: str | Path, settings: ReadinessSettings, device: str = "auto") -> dict:
+    """Every readiness signal of the model at `path` (a run directory with final/, or a model dir)."""
+    settings.validate()
+    tasks = get_tasks(settings.tasks)
+    model_dir = resolve_model_dir(path)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model, tokenizer = load_model(model_dir, dev)
+    cfg = SamplingConfig(temperature=settings.temperature, top_p=1.0, max_new_tokens=settings.max_new_tokens,
+                         samples=settings.samples, seed=settings.seed)
+    out = {"model": str(model_dir), "settings": asdict(settings), "tasks": {}}
+    for task in tasks:
+        prompts = task.prompts("test", settings.problems, seed=settings.seed)
+        completions = sample(model, tokenizer, [p.text for p in prompts], cfg)
+        summary = score_task(task, completions, prompts, None)[0]
+        out["tasks"][task.name] = {"avg_at_m": summary["avg_at_m"], "pass_at_k": summary["pass_at_k"],
+                                   **solution_coverage(model, tokenizer, prompts)}
+    out["text"] = text_stats(model, tokenizer, default_text_docs(), max_tokens=settings.text_tokens,
+                             forking_threshold=FORKING_THRESHOLD)
+    return out
+
+
+def flatten(signals: dict, task: str) -> dict[str, float]:
+    """The scalar signals compared across models: those of `task` and of the held-out text."""
+    t = signals["tasks"][task]
+    curve = t["pass_at_k"]
+    m = max(curve, key=int)
+    flat = {"pass@1": curve["1"], f"pass@{m}": curve[m], "pass@k headroom": curve[m] - curve["1"]}
+    flat.update({f"top-{k} coverage": t["coverage"][str(k)] for k in COVERAGE_KS})
+    flat.update({"solution NLL": t["nll"], "solution entropy": t["entropy"], "solution forking share": t["forking_share"],
+                 "text entropy": signals["text"]["entropy_mean"], "text forking share": signals["text"]["forking_share"]})
+    return flat
