@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from .load import GridRecord, RunRecord  # noqa: E402
 
@@ -64,6 +65,7 @@ def pretrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
         _line(axes[1], runs, "pretrain", "val", "entropy", config, x="tokens")
     for ax, title in zip(axes, ("validation perplexity", "validation entropy (nats)")):
         ax.set(title=f"{model} pre-training: {title}", xlabel="tokens")
+        ax.xaxis.set_major_formatter(EngFormatter())
     axes[0].set_yscale("log")
     return _finish(fig, axes, path)
 
