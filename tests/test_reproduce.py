@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from shapedce.cli import main
 from shapedce.reproduce.grid import STAGES, load_grid, plan
@@ -71,7 +72,9 @@ def test_stage_resumes_from_its_checkpoint(tmp_path):
     shutil.rmtree(sorted((pre / "checkpoints").glob("step_*"))[-1])  # the last one, step 6
     for stage in ("midtrain", "rl"):
         shutil.rmtree(pre.parent / stage)
+    threads = torch.get_num_threads()
     assert stages_main([str(out), "tiny/ce/s0", "--threads", "1"]) == 0
+    assert torch.get_num_threads() == threads  # the worker's setting does not leak into its caller
     again = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in again] == [(r["step"], r["split"]) for r in first]
     # the same curve; not bit for bit, as the first run had 2 torch threads and this one 1

@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="MODEL/CONFIG/sSEED")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args(argv)
-    try:
-        import torch
+    import torch
 
+    threads = torch.get_num_threads()  # restored below: main() also runs in-process (tests)
+    try:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
         root = Path(args.root)
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 
