@@ -128,5 +128,6 @@ def test_correlation_statistics():
     assert permutation_p(spearman, x, [2.0, 3.0, 5.0, 7.0, 11.0]) == pytest.approx(2 / 120)  # exact at n = 5
     assert permutation_p(pearson, x, [1.0, -1.0, 1.0, -1.0, 1.0]) > 0.5
     assert verdict(0.95, 1.0, 0.01).startswith("predicted")
-    assert verdict(0.65, 0.5, 0.2).startswith("suggestive")
+    assert verdict(0.8, 0.7, 0.15).startswith("weak lead")
+    assert verdict(0.8, -0.7, 0.01) == "did not predict"  # Pearson and Spearman disagree in sign
     assert verdict(0.1, -0.2, 0.8) == "did not predict"

@@ -40,12 +40,21 @@ class Reference:
     signals: dict
     rl_gain: float | None
     """Avg@m on the RL task after RL minus after midtrain; None when either eval is missing."""
+    gain_se: float | None = None
+    """Standard error of rl_gain over the evaluation's prompts (paired: the same prompts both times)."""
 
 
-def rl_gain(run: RunRecord, task: str) -> float | None:
+def rl_gain(run: RunRecord, task: str) -> tuple[float | None, float | None]:
+    """(gain, its standard error over prompts or None) of one run on `task`."""
     before = run.evals.get(STAGE, {}).get("tasks", {}).get(task)
     after = run.evals.get("rl", {}).get("tasks", {}).get(task)
-    return None if before is None or after is None else after["avg_at_m"] - before["avg_at_m"]
+    if before is None or after is None:
+        return None, None
+    gain, se = after["avg_at_m"] - before["avg_at_m"], None
+    a, b, m = after.get("correct_per_prompt"), before.get("correct_per_prompt"), after.get("samples")
+    if a and b and m and len(a) == len(b) > 1:
+        se = statistics.stdev((x - y) / m for x, y in zip(a, b)) / math.sqrt(len(a))
+    return gain, se
 
 
 def cached_signals(model_dir: Path, cache: Path, settings: ReadinessSettings) -> dict:
@@ -79,7 +88,7 @@ def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Pat
         where = (cache_dir / run.model / run.config / f"s{run.seed}") if cache_dir else run.dir / STAGE
         log(f"readiness: reference {run.model}/{run.config}/s{run.seed}")
         refs.append(Reference(run.model, run.config, run.seed, cached_signals(model_dir, where / CACHE_FILE, settings),
-                              rl_gain(run, task)))
+                              *rl_gain(run, task)))
     if not refs:
         raise ValueError(f"--reference {root}: no run has a midtrain model yet (RUN/{STAGE}/final)")
     return grid, refs
@@ -135,10 +144,11 @@ def verdict(r: float | None, rho: float | None, p: float | None) -> str:
     """Words for one signal's correlation with the RL gain (see the module docstring for n)."""
     if r is None or rho is None:
         return "constant across references: cannot tell"
-    if p is not None and p <= 0.05 and abs(rho) >= 0.7 and (r > 0) == (rho > 0):
+    agree = (r > 0) == (rho > 0) and abs(rho) >= 0.6
+    if p is not None and p <= 0.05 and agree:
         return "predicted (p <= 0.05)"
-    if max(abs(r), abs(rho)) >= 0.6:
-        return "suggestive (|r| or |rho| >= 0.6, p > 0.05)"
+    if p is not None and p <= 0.2 and agree:
+        return "weak lead (p <= 0.2)"
     return "did not predict"
 
 

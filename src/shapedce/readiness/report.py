@@ -130,15 +130,24 @@ def markdown(signals: dict, refs: list[Reference], task: str, corr: list[dict], 
     if near:
         lines.append(f"Closest reference prior over all signals (z-scored by the references' spread): **{near[0]}** "
                      f"(distance {near[1]:.2f}).")
-    gains = ", ".join(f"{r.config}/s{r.seed} {r.rl_gain:+.3f}" for r in usable)
-    lines += ["", f"RL gain = Avg@m on {task} after RL minus after midtrain, from the grid's evaluations: {gains or 'none yet'}.",
+    gains = ", ".join(f"{r.config}/s{r.seed} {r.rl_gain:+.3f}" + ("" if r.gain_se is None else f" (± {r.gain_se:.3f})")
+                      for r in usable)
+    lines += ["", f"RL gain = Avg@m on {task} after RL minus after midtrain, from the grid's evaluations (± its standard "
+              f"error over the evaluation's prompts): {gains or 'none yet'}.",
               "", "| signal | n | Pearson r | Spearman rho | permutation p (r) | verdict |", "|---|---:|---:|---:|---:|---|"]
     lines += [f"| {row['signal']} | {row['n']} | {_f(row['pearson'], '{:+.2f}')} | {_f(row['spearman'], '{:+.2f}')} | "
               f"{_f(row['p'], '{:.3f}')} | {row['verdict']} |" for row in corr]
     n = len(usable)
-    predicted = [row["signal"] for row in corr if row["verdict"].startswith("predicted")]
-    lines += ["", f"Which signals predicted the RL gain: {', '.join(predicted) if predicted else 'none at p <= 0.05'}. "
-              f"This rests on n = {n} runs ({len(groups)} configurations x their seeds) and {len(corr)} signals tested "
+    named = {v: [row["signal"] for row in corr if row["verdict"].startswith(v)] for v in ("predicted", "weak lead", "did not")}
+    lines += ["", f"Which signals predicted the RL gain: {', '.join(named['predicted']) or 'none at p <= 0.05'}; weak leads "
+              f"(p <= 0.2): {', '.join(named['weak lead']) or 'none'}; did not predict: {', '.join(named['did not']) or 'none'}."]
+    ses = [r.gain_se for r in usable if r.gain_se is not None]
+    if ses and n > 1:
+        spread = max(r.rl_gain for r in usable) - min(r.rl_gain for r in usable)
+        lines.append(f"The gains span {spread:.3f} across runs while each carries an evaluation standard error of about "
+                     f"{sum(ses) / len(ses):.3f}: " + ("differences between runs are within evaluation noise, so no signal "
+                     "can be expected to track them." if spread < 2 * sum(ses) / len(ses) else "the spread exceeds twice that noise."))
+    lines += ["", f"This rests on n = {n} runs ({len(groups)} configurations x their seeds) and {len(corr)} signals tested "
               f"at once: weak evidence. At n = 5 only |r| > 0.88 reaches p < 0.05, and among {len(corr)} signals about "
               f"{0.05 * len(corr):.1f} would do so by chance; read a 'predicted' here as a lead to test on more seeds."]
     return "\n".join(lines) + "\n"
@@ -149,20 +158,22 @@ def run_readiness(path: str | Path, out: str | Path, settings: ReadinessSettings
     """Compute, compare and write the report; returns OUT/readiness.md."""
     out = Path(out)
     settings.validate()
-    resolve_model_dir(path)  # a bad PATH fails before any reference model is scored
+    model_dir = str(resolve_model_dir(path))  # a bad PATH fails before any reference model is scored
     refs: list[Reference] = []
     task = settings.tasks.split(",")[0].strip()
     if reference is not None:
         grid, refs = reference_runs(reference, settings, Path(cache_dir) if cache_dir else None, log=log)
         task = grid.rl_task
     log(f"readiness: {path}")
-    signals = compute_signals(path, settings)
+    same = [r.signals for r in refs if r.signals["model"] == model_dir]  # a reference model itself: reuse
+    signals = same[0] if same else compute_signals(path, settings)
     corr = correlate(refs, task) if refs else []
     out.mkdir(parents=True, exist_ok=True)
     figs = draw(signals, refs, task, corr, out)
     (out / "readiness.json").write_text(json.dumps({"signals": signals, "task": task, "correlations": corr,
                                                    "references": [{"model": r.model, "config": r.config, "seed": r.seed,
-                                                                   "rl_gain": r.rl_gain, "flat": flatten(r.signals, task)}
+                                                                   "rl_gain": r.rl_gain, "gain_se": r.gain_se,
+                                                                   "flat": flatten(r.signals, task)}
                                                                   for r in refs]}, indent=1))
     md = out / "readiness.md"
     md.write_text(markdown(signals, refs, task, corr, figs, Path(reference) if reference else None))
