@@ -2,7 +2,8 @@
 
 Each line of RUN/metrics.jsonl is one JSON object with at least
     stage, step, tokens, split ("train" | "val"), loss, ce, ppl, entropy, topk_mass, tail_mass
-and, for train rows, lr, grad_norm, tokens_per_s. TensorBoard events go to RUN/tb/ when the
+and, for train rows, lr, grad_norm, tokens_per_s (with loss.beta=auto also beta, the value this
+step used, and entropy_ema, the controller's smoothed entropy after it). TensorBoard events go to RUN/tb/ when the
 `tensorboard` package is installed. Read a run back with `read_metrics(path)`.
 """
 
