@@ -20,8 +20,19 @@ SMALL = ["--tasks", "knowledge,arith-add", "--problems", "3", "--samples", "2", 
 FIGS = ("passk", "entropy", "coverage")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is fastest, and does not stall when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, one_thread):
     """A smoke-trained run of ours, and a Llama with its own config, init and tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
