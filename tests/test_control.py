@@ -125,6 +125,11 @@ def test_bad_controller_settings_fail_with_one_line(overrides, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_controller_rejects_a_zero_target():
+    with pytest.raises(ValueError, match="target_entropy must be > 0"):
+        EntropyController(target=0.0)
+
+
 def test_auto_loss_cannot_be_called_without_a_beta():
     loss = ShapedLoss.named("auto")
     with pytest.raises(ValueError, match="at_beta"):

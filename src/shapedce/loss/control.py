@@ -67,6 +67,8 @@ class EntropyController:
 
     def __post_init__(self) -> None:
         check_control(self.target, self.beta_max, self.beta_lr, self.entropy_ema)
+        if not self.target > 0:
+            raise ValueError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target!r}")
         self.beta = min(max(float(self.beta), BETA_MIN), self.beta_max)
 
     @classmethod
