@@ -8,6 +8,7 @@
     shapedce eval runs/ce-mid --tasks arith --samples 128 --temperature 0.7 --top-p 0.95
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe] [--seeds N] [--out DIR]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
+    shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
 `train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2.
