@@ -16,6 +16,7 @@ Those correlations are over a handful of runs: the report states n and the permu
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..eval.run import resolve_model_dir  # noqa: E402
 from ..eval.text import HIST_EDGES  # noqa: E402
+from ..report.stats import t975  # noqa: E402
 from .compare import Reference, correlate, nearest_config, reference_runs  # noqa: E402
 from .signals import COVERAGE_KS, ReadinessSettings, compute_signals, flatten  # noqa: E402
 
@@ -147,9 +149,13 @@ def markdown(signals: dict, refs: list[Reference], task: str, corr: list[dict], 
         lines.append(f"The gains span {spread:.3f} across runs while each carries an evaluation standard error of about "
                      f"{sum(ses) / len(ses):.3f}: " + ("differences between runs are within evaluation noise, so no signal "
                      "can be expected to track them." if spread < 2 * sum(ses) / len(ses) else "the spread exceeds twice that noise."))
+    critical = ""
+    if n > 2:  # the |r| a two-sided test at p < 0.05 needs with n points: t / sqrt(n - 2 + t^2)
+        t = t975(n - 2)
+        critical = f" At n = {n} only |r| > {t / math.sqrt(n - 2 + t * t):.2f} reaches p < 0.05, and"
     lines += ["", f"This rests on n = {n} runs ({len(groups)} configurations x their seeds) and {len(corr)} signals tested "
-              f"at once: weak evidence. At n = 5 only |r| > 0.88 reaches p < 0.05, and among {len(corr)} signals about "
-              f"{0.05 * len(corr):.1f} would do so by chance; read a 'predicted' here as a lead to test on more seeds."]
+              f"at once: weak evidence.{critical} among {len(corr)} signals about "
+              f"{0.05 * len(corr):.1f} would reach p < 0.05 by chance; read a 'predicted' here as a lead to test on more seeds."]
     return "\n".join(lines) + "\n"
 
 
