@@ -248,12 +248,14 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
             sched.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
+            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+            # one merge (one all-reduce across ranks) serves both the controller and the log row
+            row = merge_stats(parts, all_sum=reduce) if control is not None or log_now else None
             beta = None
             if control is not None:  # beta=auto: this step's entropy sets the next step's beta
                 beta = control.beta
-                control.update(merge_stats(parts, all_sum=reduce)["entropy"])
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                row = merge_stats(parts, all_sum=reduce)
+                control.update(row["entropy"])
+            if log_now:
                 row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
                 if beta is not None:
                     row.update(beta=beta, entropy_ema=control.ema)
