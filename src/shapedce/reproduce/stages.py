@@ -20,14 +20,14 @@ from pathlib import Path
 from .grid import STAGES, GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
 
 
-def _has_checkpoint(stage_dir: Path, pattern: str) -> bool:
-    return (stage_dir / "checkpoints").is_dir() and any((stage_dir / "checkpoints").glob(pattern))
-
-
-def _fresh(stage_dir: Path) -> None:
-    """A stage that started but saved no checkpoint restarts from scratch."""
+def _resume_or_restart(stage_dir: Path, pattern: str) -> bool:
+    """True when the stage has a checkpoint (`pattern` under checkpoints/) to resume from; a stage
+    that started but saved none is removed, to restart from scratch."""
+    if (stage_dir / "checkpoints").is_dir() and any((stage_dir / "checkpoints").glob(pattern)):
+        return True
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
+    return False
 
 
 def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
@@ -39,20 +39,11 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
     if stage.startswith("eval-"):
         evaluate(run.stage_dir(stage.split("-", 1)[1]), eval_settings(grid), out)
     elif stage == "pretrain":
-        resume = _has_checkpoint(out, "step_*")
-        if not resume:
-            _fresh(out)
-        train_lm(pretrain_config(grid, run), out, resume=resume)
+        train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out, "step_*"))
     elif stage == "midtrain":
-        resume = _has_checkpoint(out, "step_*")
-        if not resume:
-            _fresh(out)
-        run_midtrain(run.stage_dir("pretrain"), out, grid.overrides("midtrain"), resume=resume)
-    elif stage == "rl":
-        resume = _has_checkpoint(out, "checkpoint-*")
-        if not resume:
-            _fresh(out)
-        run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=resume)
+        run_midtrain(run.stage_dir("pretrain"), out, grid.overrides("midtrain"), resume=_resume_or_restart(out, "step_*"))
+    elif stage == "rl":  # TRL names its checkpoints checkpoint-N
+        run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=_resume_or_restart(out, "checkpoint-*"))
     else:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
