@@ -11,7 +11,9 @@
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
-`train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2.
+`train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2;
+an internal error prints one line naming OUT/error.log, which holds its traceback (exit 1).
+`shapedce --debug CMD ...` prints every traceback on the terminal.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from .errors import UserError
 from .loss import PRESETS
 
 
@@ -125,6 +129,7 @@ def cmd_readiness(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(func=cmd_models)
@@ -196,15 +201,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_dir(args: argparse.Namespace) -> Path | None:
+    """The folder this command writes to, if it exists (where an internal error's traceback goes)."""
+    out = getattr(args, "out", None) or getattr(args, "dir", None)
+    if not out:
+        return None
+    path = Path(out)
+    return path if path.is_dir() else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A `UserError` prints one line (exit 2); any other exception is a bug or an
+    environment fault: its traceback goes to OUT/error.log (when OUT exists) and, with --debug or
+    when there is no run folder, to the terminal (exit 1)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"shapedce {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: keep the traceback, name where it is
+        text = traceback.format_exc()
+        run = _run_dir(args)
+        log = None
+        if run is not None:
+            try:
+                log = run / "error.log"
+                with open(log, "a") as f:
+                    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} shapedce {args.command}\n{text}\n")
+            except OSError:
+                log = None
+        if args.debug or log is None:
+            sys.stderr.write(text)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        where = f" (traceback in {log})" if log is not None else ""
+        print(f"shapedce {args.command}: internal error: {type(err).__name__}: {first[:300]}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

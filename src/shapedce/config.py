@@ -25,6 +25,7 @@ import yaml
 
 from .loss import SETTINGS as LOSS_SETTINGS
 from .loss import ShapedLoss
+from .errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -169,7 +170,7 @@ class RunConfig:
         check_ranges(self, checks)
         per_micro = self.train.micro_batch * self.data.seq_len
         if self.train.global_batch_tokens % per_micro:
-            raise ValueError(
+            raise UserError(
                 f"train.global_batch_tokens ({self.train.global_batch_tokens}) must be a multiple of "
                 f"train.micro_batch * data.seq_len ({self.train.micro_batch} * {self.data.seq_len} = {per_micro})"
             )
@@ -200,7 +201,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 return _coerce(value, member, key)
             except ValueError:
                 continue
-        raise ValueError(f"{key} must be of type {' or '.join(t.__name__ for t in typ.__args__)}; got {value!r}")
+        raise UserError(f"{key} must be of type {' or '.join(t.__name__ for t in typ.__args__)}; got {value!r}")
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -213,20 +214,20 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
     name = getattr(typ, "__name__", str(typ))
-    raise ValueError(f"{key} must be of type {name}; got {value!r}")
+    raise UserError(f"{key} must be of type {name}; got {value!r}")
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {data!r}")
+        raise UserError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {data!r}")
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
-            raise ValueError(f"unknown config key '{prefix}{key}'{hint}")
+            raise UserError(f"unknown config key '{prefix}{key}'{hint}")
     kwargs = {}
     for name, value in data.items():
         typ, key = hints[name], prefix + name
@@ -239,7 +240,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     except ValueError as err:  # e.g. ShapedLoss's own checks: name the full key
         message = str(err)
         if prefix and message.split(" ", 1)[0] in names:
-            raise ValueError(prefix + message) from None
+            raise UserError(prefix + message) from None
         raise
 
 
@@ -256,12 +257,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def parse_override(text: str) -> dict[str, Any]:
     """'a.b=1' -> {'a': {'b': 1}}; 'loss=precision' -> that loss setting's knobs."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value (e.g. train.steps=100)")
+        raise UserError(f"override {text!r} must look like key=value (e.g. train.steps=100)")
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
     if key == "loss" and isinstance(value, str):
         if value not in LOSS_SETTINGS:
-            raise ValueError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_SETTINGS)}")
+            raise UserError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_SETTINGS)}")
         value = LOSS_SETTINGS[value].settings()
     out: dict[str, Any] = value
     for part in reversed(key.strip().split(".")):
@@ -273,7 +274,7 @@ def check_ranges(cfg: Any, checks: list[tuple[str, bool, str]]) -> None:
     """Raise a one-line ValueError for the first (dotted key, ok, allowed range) that fails."""
     for key, ok, allowed in checks:
         if not ok:
-            raise ValueError(f"{key} must be {allowed}; got {get_key(cfg, key)!r}")
+            raise UserError(f"{key} must be {allowed}; got {get_key(cfg, key)!r}")
 
 
 def preset_names(preset_dir: Path = PRESET_DIR) -> list[str]:
@@ -283,7 +284,7 @@ def preset_names(preset_dir: Path = PRESET_DIR) -> list[str]:
 def read_preset(name: str, preset_dir: Path = PRESET_DIR, what: str = "preset") -> dict[str, Any]:
     path = preset_dir / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(preset_names(preset_dir))}")
+        raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(preset_names(preset_dir))}")
     return yaml.safe_load(path.read_text()) or {}
 
 
@@ -303,9 +304,9 @@ def load_run_config(path: str | Path, overrides: list[str] = (), cls: type = Run
     """The resolved config a run saved (its config.yaml), plus overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no {what} at {path}")
+        raise UserError(f"no {what} at {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return build_config(data, overrides, cls)

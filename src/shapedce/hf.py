@@ -29,6 +29,7 @@ from torch import Tensor
 from transformers.utils import ModelOutput
 
 from .loss import ShapedLoss
+from .errors import UserError
 
 
 def as_shaped_loss(loss: ShapedLoss | str) -> ShapedLoss:
@@ -36,7 +37,7 @@ def as_shaped_loss(loss: ShapedLoss | str) -> ShapedLoss:
         return loss
     if isinstance(loss, str):
         return ShapedLoss.named(loss)
-    raise ValueError(f"shaped_loss must be a ShapedLoss or a setting name; got {type(loss).__name__}")
+    raise UserError(f"shaped_loss must be a ShapedLoss or a setting name; got {type(loss).__name__}")
 
 
 def shift_labels_of(labels: Tensor, ignore_index: int) -> Tensor:
@@ -108,7 +109,7 @@ def _shaped_forward(
     if args:
         raise TypeError("patched forward: pass arguments after attention_mask by keyword")
     if targets is None:
-        raise ValueError("skip_logits=True needs labels or shift_labels")
+        raise UserError("skip_logits=True needs labels or shift_labels")
     kwargs.pop("logits_to_keep", None)
     is_moe = hasattr(self, "router_aux_loss_coef")
     if is_moe:
@@ -149,7 +150,7 @@ def _load_balancing_loss_func(model):
         func = getattr(sys.modules.get(cls.__module__), "load_balancing_loss_func", None)
         if func is not None:
             return func
-    raise ValueError(f"{type(model).__name__}: no load_balancing_loss_func in its modeling module")
+    raise UserError(f"{type(model).__name__}: no load_balancing_loss_func in its modeling module")
 
 
 def patch_causal_lm(model, shaped_loss: ShapedLoss | str, *, return_stats: bool = False, chunk_size: int | None = None):
@@ -159,7 +160,7 @@ def patch_causal_lm(model, shaped_loss: ShapedLoss | str, *, return_stats: bool 
     topk_mass, tail_mass, target_in_topk, tokens). Calling it again replaces the loss.
     """
     if not (hasattr(model, "model") and isinstance(getattr(model, "lm_head", None), torch.nn.Linear)):
-        raise ValueError(f"patch_causal_lm needs a *ForCausalLM with .model and a Linear .lm_head; got {type(model).__name__}")
+        raise UserError(f"patch_causal_lm needs a *ForCausalLM with .model and a Linear .lm_head; got {type(model).__name__}")
     if not hasattr(model, "_shaped_original_forward"):
         model._shaped_original_forward = model.forward
     model._shaped_loss = as_shaped_loss(shaped_loss)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from transformers import (
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
+from .errors import UserError
 
 QWEN3_VOCAB = 151936
 """Size of the Qwen3 tokenizer's embedding table (vocabulary padded to a multiple of 128)."""
@@ -120,18 +122,18 @@ def is_moe(config: PretrainedConfig) -> bool:
 
 def _check_flavor(flavor: str) -> PretrainedConfig:
     if flavor not in FLAVORS:
-        raise ValueError(f"unknown model flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
+        raise UserError(f"unknown model flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
     return FLAVORS[flavor]
 
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        raise UserError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def _check_theta(theta: Any) -> float:
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 1:
-        raise ValueError(f"rope_theta must be a finite number > 1; got {theta!r}")
+        raise UserError(f"rope_theta must be a finite number > 1; got {theta!r}")
     return float(theta)
 
 
@@ -184,7 +186,7 @@ def flavor_config(flavor: str, **overrides: Any) -> PretrainedConfig:
         if name in ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size"):
             _check_positive_int(name, value)
         if not hasattr(config, name):
-            raise ValueError(f"{name} is not a field of {type(config).__name__} (flavor {flavor!r})")
+            raise UserError(f"{name} is not a field of {type(config).__name__} (flavor {flavor!r})")
         setattr(config, name, value)  # strict dataclass: type-checked here
     if "num_hidden_layers" in overrides and "layer_types" not in overrides and getattr(config, "layer_types", None):
         config.layer_types = ["full_attention"] * config.num_hidden_layers
@@ -209,7 +211,7 @@ def build_model(flavor: str, *, vocab_size: int | None = None, rope_theta: float
         overrides["max_position_embeddings"] = max_position_embeddings
     config = flavor_config(flavor, **overrides)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+        raise UserError(f"seed must be an integer; got {seed!r}")
     torch.manual_seed(seed)
     with torch.device(device):
         model = _CAUSAL_LM[type(config)](config)
@@ -250,3 +252,13 @@ def models_table() -> str:
         rows.append(f"| {name} | {'MoE' if moe else 'dense'} | {config.num_hidden_layers} | {config.hidden_size} | "
                     f"{experts} | {config.vocab_size} | {human(total)} | {human(active)} |")
     return "\n".join(rows)
+
+
+def check_finite_weights(model: PreTrainedModel, source: str | Path) -> None:
+    """One-line UserError if any parameter or buffer of `model` (loaded from `source`) holds NaN or
+    inf: such a model would only produce garbage (and crash samplers), so every stage refuses it."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UserError(f"{source}: weight {name} holds {bad} non-finite values (NaN or inf); "
+                            "refusing to use this model")

@@ -48,6 +48,7 @@ from typing import Any
 from .data.corpus import fact_base, knowledge_probes
 from .data.problems import (PROBLEM_FAMILIES, check_int, extract_answer, generate_problem, is_heldout,
                             problem_key)
+from .errors import UserError
 
 SPLITS = ("train", "test")
 TEST_PERCENT = 50
@@ -99,7 +100,7 @@ def _uid(task: str, text: str) -> str:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise UserError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
 
 
 class Task(ABC):
@@ -167,7 +168,7 @@ def _take(task: str, split: str, n: int, candidates: Iterator[tuple[str, str, st
         misses = 0
         out.append(Prompt(task, text, answer, _uid(task, text), {"split": split, **meta}))
     if len(out) < n:
-        raise ValueError(f"n={n} is more {split} prompts than task {task!r} yields ({len(out)} found)")
+        raise UserError(f"n={n} is more {split} prompts than task {task!r} yields ({len(out)} found)")
     return out
 
 
@@ -177,7 +178,7 @@ class ArithTask(Task):
     def __init__(self, name: str, families: tuple[str, ...], description: str = ""):
         bad = [f for f in families if f not in PROBLEM_FAMILIES]
         if not families or bad:
-            raise ValueError(f"families must be a non-empty subset of {', '.join(PROBLEM_FAMILIES)}; got {families!r}")
+            raise UserError(f"families must be a non-empty subset of {', '.join(PROBLEM_FAMILIES)}; got {families!r}")
         self.name, self.families = name, tuple(families)
         self.description = description or f"held-out {'/'.join(families)} problems; ends 'The answer is N.'"
 
@@ -306,9 +307,9 @@ TASKS: dict[str, Task] = {}
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Add `task` to TASKS under `task.name` (an existing name needs replace=True); returns it."""
     if not task.name or "," in task.name:
-        raise ValueError(f"task name must be non-empty and without commas; got {task.name!r}")
+        raise UserError(f"task name must be non-empty and without commas; got {task.name!r}")
     if task.name in TASKS and not replace:
-        raise ValueError(f"task {task.name!r} is already registered; pass replace=True to replace it")
+        raise UserError(f"task {task.name!r} is already registered; pass replace=True to replace it")
     TASKS[task.name] = task
     return task
 
@@ -316,7 +317,7 @@ def register_task(task: Task, *, replace: bool = False) -> Task:
 def get_task(name: str) -> Task:
     """The registered task `name`."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[name]
 
 
@@ -324,7 +325,7 @@ def get_tasks(names: str) -> list[Task]:
     """Tasks named in a comma-separated list, e.g. "arith,rg-gcd"."""
     picked = [s.strip() for s in names.split(",") if s.strip()]
     if not picked:
-        raise ValueError(f"tasks must name at least one of {', '.join(TASKS)}; got {names!r}")
+        raise UserError(f"tasks must name at least one of {', '.join(TASKS)}; got {names!r}")
     return [get_task(name) for name in picked]
 
 
@@ -347,10 +348,10 @@ def reward_fn(task: Task | str | None = None, *, partial: bool = False,
     def reward(completions: list[Any], **kwargs: Any) -> list[float]:
         answers = kwargs.get(answer_key)
         if answers is None or len(answers) != len(completions):
-            raise ValueError(f"{answer_key} must be a list with one answer per completion; got {answers!r}")
+            raise UserError(f"{answer_key} must be a list with one answer per completion; got {answers!r}")
         names = kwargs.get("task") or [None] * len(completions)
         if fixed is None and None in names:
-            raise ValueError("task must be given to reward_fn or as a 'task' column naming each row's task")
+            raise UserError("task must be given to reward_fn or as a 'task' column naming each row's task")
         out = []
         for completion, answer, name in zip(completions, answers, names):
             t = get_task(name) if name is not None else fixed

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .problems import PROBLEM_FAMILIES, check_int, generate_problem, heldout_problems, is_heldout
+from ..errors import UserError
 
 # ----------------------------------------------------------------------------- fact base
 
@@ -161,7 +162,7 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
     documents about the same world, e.g. a validation set of the same distribution.
     """
     if name not in MIXES:
-        raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+        raise UserError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
     check_int("n_docs", n_docs, 1)
     order, table, facts = _world(seed, N_ENTITIES)  # the world depends on the seed only
     by_entity = {e: [f for f in facts if f.entity == e] for e in order}

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ..errors import UserError
 
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> `datasets` builder."""
@@ -48,28 +49,28 @@ def _check_utf8(path: Path) -> None:
             try:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as err:
-                raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {offset + err.start})") from None
+                raise UserError(f"{path} is not UTF-8 text (bad byte at offset {offset + err.start})") from None
             blank = blank and not text.strip()
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise ValueError(f"{path} is not UTF-8 text (truncated character at its end)") from None
+            raise UserError(f"{path} is not UTF-8 text (truncated character at its end)") from None
     if blank:
-        raise ValueError(f"{path} is empty: it holds no text")
+        raise UserError(f"{path} is empty: it holds no text")
 
 
 def _files(path: Path) -> list[Path]:
     if not path.exists():
-        raise ValueError(f"data path not found: {str(path)!r}")
+        raise UserError(f"data path not found: {str(path)!r}")
     allowed = ", ".join(SUFFIXES)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
         if not files:
-            raise ValueError(f"directory {str(path)!r} holds no data files; allowed suffixes: {allowed}")
+            raise UserError(f"directory {str(path)!r} holds no data files; allowed suffixes: {allowed}")
         return files
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"unsupported data file {str(path)!r}; allowed suffixes: {allowed}")
+        raise UserError(f"unsupported data file {str(path)!r}; allowed suffixes: {allowed}")
     return [path]
 
 
@@ -81,7 +82,7 @@ def _read_one(path: Path, text_field: str, cache_dir: str | None) -> list[str]:
     builder = SUFFIXES[path.suffix]
     if builder == "parquet":
         if path.stat().st_size == 0:
-            raise ValueError(f"{path} is empty: it holds no data")
+            raise UserError(f"{path} is empty: it holds no data")
     else:
         _check_utf8(path)
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
@@ -89,20 +90,20 @@ def _read_one(path: Path, text_field: str, cache_dir: str | None) -> list[str]:
         data = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
     except Exception as err:  # noqa: BLE001 - a malformed file becomes one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot read {path} as {builder}: {first}") from err
+        raise UserError(f"cannot read {path} as {builder}: {first}") from err
     field = "text" if builder == "text" else text_field
     if field not in data.column_names:
-        raise ValueError(f"{path} has no field {field!r}; available fields: {', '.join(data.column_names) or 'none'}")
+        raise UserError(f"{path} has no field {field!r}; available fields: {', '.join(data.column_names) or 'none'}")
     texts = []
     for i, value in enumerate(data[field]):
         if not isinstance(value, str):
-            raise ValueError(f"{path} row {i}: field {field!r} must be a string; got {type(value).__name__}")
+            raise UserError(f"{path} row {i}: field {field!r} must be a string; got {type(value).__name__}")
         if builder == "text":
             value = value.strip()
         if value:
             texts.append(value)
     if not texts:
-        raise ValueError(f"{path} is empty: no non-empty {field!r} documents")
+        raise UserError(f"{path} is empty: no non-empty {field!r} documents")
     return texts
 
 
@@ -143,15 +144,15 @@ def tokenize_to_memmap(texts: Sequence[str], tokenizer, cache_dir: str | Path, k
                        batch_size: int = 1000) -> np.memmap:
     """Token ids of `texts`, EOS after each document, cached at cache_dir/<key>-<hash>.bin (read-only memmap)."""
     if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise ValueError(f"key must be a non-empty name of letters, digits, '_', '.', '-'; got {key!r}")
+        raise UserError(f"key must be a non-empty name of letters, digits, '_', '.', '-'; got {key!r}")
     if isinstance(texts, str) or len(texts) == 0:
-        raise ValueError("texts must be a non-empty sequence of documents")
+        raise UserError("texts must be a non-empty sequence of documents")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
-        raise ValueError(f"texts must hold strings; item {bad} is {type(texts[bad]).__name__}")
+        raise UserError(f"texts must hold strings; item {bad} is {type(texts[bad]).__name__}")
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("tokenizer has no eos token; packing needs one to separate documents")
+        raise UserError("tokenizer has no eos token; packing needs one to separate documents")
     dtype = token_dtype(tokenizer)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -179,12 +180,12 @@ class PackedSequences(torch.utils.data.Dataset):
 
     def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(f"seq_len must be an integer >= 1; got {seq_len!r}")
+            raise UserError(f"seq_len must be an integer >= 1; got {seq_len!r}")
         tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)  # a memmap stays one
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"tokens must be a 1-D integer array; got shape {tokens.shape} dtype {tokens.dtype}")
+            raise UserError(f"tokens must be a 1-D integer array; got shape {tokens.shape} dtype {tokens.dtype}")
         if len(tokens) < seq_len + 1:
-            raise ValueError(
+            raise UserError(
                 f"too few tokens for one sequence of seq_len={seq_len}: need {seq_len + 1}, got {len(tokens)}"
             )
         self.tokens, self.seq_len = tokens, seq_len
@@ -204,7 +205,7 @@ class PackedSequences(torch.utils.data.Dataset):
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """LongTensor [len(indices), seq_len + 1]."""
         if len(indices) == 0:
-            raise ValueError("indices must be non-empty")
+            raise UserError("indices must be non-empty")
         return torch.stack([self[int(i)] for i in indices])
 
 

@@ -19,6 +19,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from ..errors import UserError
 
 PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
 PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
@@ -153,12 +154,12 @@ def check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
     """One-line ValueError unless value is an int in [lo, hi] (no upper bound when hi is None)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         allowed = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {allowed}; got {value!r}")
+        raise UserError(f"{name} must be an integer {allowed}; got {value!r}")
 
 
 def _check_family(family: str) -> None:
     if family not in _WRITERS:
-        raise ValueError(f"unknown problem family {family!r}; choose one of {', '.join(PROBLEM_FAMILIES)}")
+        raise UserError(f"unknown problem family {family!r}; choose one of {', '.join(PROBLEM_FAMILIES)}")
 
 
 def generate_problem(family: str, rng: random.Random) -> Problem:
@@ -191,7 +192,7 @@ def heldout_problems(family: str, n: int, seed: int = 0) -> list[Problem]:
             seen.add(key)
             out.append(problem)
     if len(out) < n:
-        raise ValueError(f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)")
+        raise UserError(f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)")
     return out
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from ..errors import UserError
 
 SPECIAL_TOKENS: dict[str, str] = {
     "bos_token": "<|bos|>",
@@ -60,11 +61,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tokens when the texts offer too few merges; use len(tokenizer) for the real size.
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(
+        raise UserError(
             f"vocab_size must be an integer >= {MIN_VOCAB_SIZE} (256 bytes + specials); got {vocab_size!r}"
         )
     if isinstance(texts, str):
-        raise ValueError("texts must be an iterable of documents, not a single string")
+        raise UserError("texts must be an iterable of documents, not a single string")
     specials = list(SPECIAL_TOKENS.values())
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
@@ -83,13 +84,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         nonlocal seen
         for text in texts:
             if not isinstance(text, str):
-                raise ValueError(f"texts must hold strings; item {seen} is {type(text).__name__}")
+                raise UserError(f"texts must hold strings; item {seen} is {type(text).__name__}")
             seen += 1
             yield text
 
     bpe.train_from_iterator(counted(), trainer=trainer)
     if seen == 0:
-        raise ValueError("texts is empty: the tokenizer needs at least one document to train on")
+        raise UserError("texts is empty: the tokenizer needs at least one document to train on")
     return _wrap(bpe)
 
 
@@ -111,16 +112,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a fast tokenizer from a local directory (never the hub); it must define a pad token."""
     directory = Path(path)
     if not directory.is_dir():
-        raise ValueError(f"tokenizer directory not found: {str(directory)!r} (a local directory is required)")
+        raise UserError(f"tokenizer directory not found: {str(directory)!r} (a local directory is required)")
     if not (directory / "tokenizer.json").is_file():
-        raise ValueError(f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required")
+        raise UserError(f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as err:  # noqa: BLE001 - any loader failure becomes one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load tokenizer from {str(directory)!r}: {first}") from err
+        raise UserError(f"cannot load tokenizer from {str(directory)!r}: {first}") from err
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise ValueError(f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})")
+        raise UserError(f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})")
     check_special_tokens(tokenizer, where=str(directory))
     return tokenizer
 
@@ -128,11 +129,11 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 def check_special_tokens(tokenizer: PreTrainedTokenizerFast, where: str = "tokenizer") -> None:
     """Raise a one-line ValueError when the tokenizer lacks the pad or eos token training needs."""
     if tokenizer.pad_token_id is None:
-        raise ValueError(
+        raise UserError(
             f"{where} has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token) and save it again"
         )
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"{where} has no eos token; packing needs one to separate documents")
+        raise UserError(f"{where} has no eos token; packing needs one to separate documents")
 
 
 def check_tokenizer_fits(tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> None:
@@ -142,11 +143,11 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerFast, vocab_size: int) ->
     the tokenizer (e.g. rounded up to a multiple of 64) is fine.
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be an integer >= 1; got {vocab_size!r}")
+        raise UserError(f"vocab_size must be an integer >= 1; got {vocab_size!r}")
     check_special_tokens(tokenizer)
     needed = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
     if needed > vocab_size:
-        raise ValueError(
+        raise UserError(
             f"tokenizer does not fit the model: it has {needed} token ids but the model's vocab_size is "
             f"{vocab_size}; use a model with vocab_size >= {needed} or a smaller tokenizer"
         )

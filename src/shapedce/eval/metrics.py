@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ..data.problems import check_int
+from ..errors import UserError
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -43,7 +44,7 @@ def pass_at_k_curve(n: int, c: int) -> dict[int, float]:
 def avg_at_k(rewards: Sequence[float | bool]) -> float:
     """Mean correctness (or reward) over the samples."""
     if len(rewards) == 0:
-        raise ValueError("rewards must be a non-empty sequence of numbers; got an empty one")
+        raise UserError("rewards must be a non-empty sequence of numbers; got an empty one")
     return sum(float(r) for r in rewards) / len(rewards)
 
 
@@ -64,7 +65,7 @@ def cons_at_k(answers: Sequence[str | None], is_correct: Sequence[bool],
     `answers` are normalised already (`Task.grade` does it) unless `normalize` is given.
     """
     if len(answers) != len(is_correct) or len(answers) == 0:
-        raise ValueError(f"answers and is_correct must be non-empty and of equal length; "
+        raise UserError(f"answers and is_correct must be non-empty and of equal length; "
                          f"got {len(answers)} and {len(is_correct)}")
     winner = majority_answer(answers, normalize)
     if winner is None:
@@ -80,10 +81,10 @@ def summarize(groups: Sequence[Sequence[tuple[str | None, bool]]], ks: Sequence[
     "2": ..., ..., "m": ...}}: the Pass@k curve at `ks`, by default k as in `pass_at_k_curve`.
     """
     if len(groups) == 0:
-        raise ValueError("groups must hold at least one prompt's samples; got none")
+        raise UserError("groups must hold at least one prompt's samples; got none")
     m = len(groups[0])
     if m == 0 or any(len(g) != m for g in groups):
-        raise ValueError(f"groups must all hold the same number m >= 1 of samples; got sizes "
+        raise UserError(f"groups must all hold the same number m >= 1 of samples; got sizes "
                          f"{sorted({len(g) for g in groups})}")
     ks = list(ks) if ks else list(pass_at_k_curve(m, 0))
     avg = cons = 0.0

@@ -31,6 +31,7 @@ from ..tasks import get_tasks
 from .metrics import summarize
 from .sample import SamplingConfig, sample
 from .text import text_stats
+from ..errors import UserError
 
 SCHEMA_VERSION = 1
 
@@ -58,10 +59,10 @@ class EvalSettings:
             ("text_tokens", self.text_tokens >= 1, ">= 1"),
         ]:
             if not ok:
-                raise ValueError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
+                raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
         for k in self.ks() or ():
             if not 1 <= k <= self.samples:
-                raise ValueError(f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples")
+                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples")
         return self
 
     def ks(self) -> list[int] | None:
@@ -70,7 +71,7 @@ class EvalSettings:
         try:
             return [int(k) for k in self.pass_k.split(",") if k.strip()]
         except ValueError:
-            raise ValueError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}") from None
+            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}") from None
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -79,7 +80,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     for candidate in (path / "final", path):
         if (candidate / "config.json").is_file():
             return candidate
-    raise ValueError(f"{path} is not a model directory (no config.json in it or in {path / 'final'})")
+    raise UserError(f"{path} is not a model directory (no config.json in it or in {path / 'final'})")
 
 
 def load_model(path: Path, device: torch.device):
@@ -90,7 +91,7 @@ def load_model(path: Path, device: torch.device):
     try:
         model = AutoModelForCausalLM.from_pretrained(path)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
     return model.to(device).eval(), tokenizer
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from ..errors import UserError
 
 Backend = Literal["auto", "torch", "vllm"]
 BACKENDS = ("auto", "torch", "vllm")
@@ -70,17 +71,17 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); got {t!r}")
+            raise UserError(f"temperature must be a finite number >= 0 (0 = greedy); got {t!r}")
         p = self.top_p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"top_p must be a number in (0, 1]; got {p!r}")
+            raise UserError(f"top_p must be a number in (0, 1]; got {p!r}")
         for name in ("max_new_tokens", "samples", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+                raise UserError(f"{name} must be an integer >= 1; got {value!r}")
         s = self.seed
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
-            raise ValueError(f"seed must be an integer in [0, 2**63); got {s!r}")
+            raise UserError(f"seed must be an integer in [0, 2**63); got {s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,7 +199,7 @@ def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     encoded = tokenizer(prompts)["input_ids"]
     for i, ids in enumerate(encoded):
         if not ids:
-            raise ValueError(f"prompts[{i}] encodes to no tokens; give every prompt at least one token")
+            raise UserError(f"prompts[{i}] encodes to no tokens; give every prompt at least one token")
     return encoded
 
 
@@ -361,25 +362,25 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig |
     """
     cfg = SamplingConfig() if cfg is None else cfg
     if not isinstance(cfg, SamplingConfig):
-        raise ValueError(f"cfg must be a SamplingConfig; got {type(cfg).__name__}")
+        raise UserError(f"cfg must be a SamplingConfig; got {type(cfg).__name__}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        raise UserError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise ValueError(f"prompts must be a list of strings; got {type(prompts).__name__}")
+        raise UserError(f"prompts must be a list of strings; got {type(prompts).__name__}")
     if not prompts:
-        raise ValueError("prompts is empty: give at least one prompt")
+        raise UserError("prompts is empty: give at least one prompt")
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
-            raise ValueError(f"prompts must hold strings; prompts[{i}] is {type(prompt).__name__}")
+            raise UserError(f"prompts must hold strings; prompts[{i}] is {type(prompt).__name__}")
     if getattr(tokenizer, "pad_token_id", None) is None:
-        raise ValueError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+        raise UserError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
     is_llm = type(model).__module__.startswith("vllm")
     if backend == "vllm" or (backend == "auto" and (is_llm or vllm_available())):
         if not vllm_available():
-            raise ValueError("backend='vllm' needs vLLM installed and a CUDA device; use backend='torch'")
+            raise UserError("backend='vllm' needs vLLM installed and a CUDA device; use backend='torch'")
         return _sample_vllm(model, tokenizer, list(prompts), cfg, progress)
     if is_llm:
-        raise ValueError("backend='torch' needs a Hugging Face model, not a vllm.LLM")
+        raise UserError("backend='torch' needs a Hugging Face model, not a vllm.LLM")
     return _sample_torch(model, tokenizer, list(prompts), cfg, progress)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+from ..errors import UserError
 
 HIST_EDGES = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0]
 """Entropy histogram bin edges in nats (the last bin is open-ended)."""
@@ -57,7 +58,7 @@ def token_entropies(model, tokenizer, docs: list[str], *, max_tokens: int = 2000
         tails.append(tail[keep].double().cpu())
         total += int(keep.sum())
     if not ces:
-        raise ValueError("text_stats: no document has 2 or more tokens to score")
+        raise UserError("text_stats: no document has 2 or more tokens to score")
     return tuple(torch.cat(parts)[:max_tokens] for parts in (ces, ents, tails))
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .knobs import ShapedLoss, check_control
+from ..errors import UserError
 
 BETA_MIN = -1.0
 """Lower bound of beta: the ground-truth weight is bounded only for beta >= -1 (SPEC section 1)."""
@@ -68,13 +69,13 @@ class EntropyController:
     def __post_init__(self) -> None:
         check_control(self.target, self.beta_max, self.beta_lr, self.entropy_ema)
         if not self.target > 0:
-            raise ValueError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target!r}")
+            raise UserError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target!r}")
         self.beta = min(max(float(self.beta), BETA_MIN), self.beta_max)
 
     @classmethod
     def from_loss(cls, loss: ShapedLoss) -> "EntropyController":
         if not loss.auto_beta:
-            raise ValueError(f"EntropyController needs a loss with beta=auto; got beta={loss.beta!r}")
+            raise UserError(f"EntropyController needs a loss with beta=auto; got beta={loss.beta!r}")
         return cls(target=loss.target_entropy, beta_max=loss.beta_max, beta_lr=loss.beta_lr,
                    entropy_ema=loss.entropy_ema, base=loss)
 

@@ -29,6 +29,7 @@ from torch import Tensor
 from .knobs import ShapedLoss, check_reduction
 from .reference import top_k
 from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, negative_sum, stats_dict, stats_sums
+from ..errors import UserError
 
 CHUNK_ELEMENTS = 1 << 23
 """Default chunk budget, in logits: C = CHUNK_ELEMENTS / V rows, rounded down to a power of two, at
@@ -215,15 +216,15 @@ def fused_linear_shaped_cross_entropy(
     check_float(hidden, "hidden")
     check_float(weight, "weight")
     if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(
+        raise UserError(
             f"weight must be [V, H] with H = hidden.shape[-1]; got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
         )
     vocab = weight.shape[0]
     if bias is not None and tuple(bias.shape) != (vocab,):
-        raise ValueError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
+        raise UserError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
     check_targets(targets, hidden.shape[:-1], vocab, ignore_index, "hidden")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be an integer >= 1 or None; got {chunk_size!r}")
+        raise UserError(f"chunk_size must be an integer >= 1 or None; got {chunk_size!r}")
 
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):  # the GEMMs run in the autocast dtype, the softmax in float32

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+from ..errors import UserError
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -31,12 +32,12 @@ REDUCTIONS = ("mean", "sum", "none")
 def check_knobs(beta: float, lambda_top: float, lambda_tail: float, k: int) -> None:
     """Raise a one-line ValueError naming the first knob outside its allowed range."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or math.isnan(beta) or beta < -1:
-        raise ValueError(f"beta must be a number >= -1 (w is unbounded below -1); got {beta!r}")
+        raise UserError(f"beta must be a number >= -1 (w is unbounded below -1); got {beta!r}")
     for name, value in (("lambda_top", lambda_top), ("lambda_tail", lambda_tail)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number; got {value!r}")
+            raise UserError(f"{name} must be a finite number; got {value!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+        raise UserError(f"k must be an integer >= 1; got {k!r}")
 
 
 def check_control(target_entropy: float, beta_max: float, beta_lr: float, entropy_ema: float) -> None:
@@ -49,12 +50,12 @@ def check_control(target_entropy: float, beta_max: float, beta_lr: float, entrop
     ]
     for name, value, ok, allowed in checks:
         if not ok:
-            raise ValueError(f"{name} must be {allowed}; got {value!r}")
+            raise UserError(f"{name} must be {allowed}; got {value!r}")
 
 
 def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
+        raise UserError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,23 +92,23 @@ class ShapedLoss:
             if isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, name, float(value))
             elif not isinstance(value, float):
-                raise ValueError(f"{name} must be a number; got {value!r}")
+                raise UserError(f"{name} must be a number; got {value!r}")
         if isinstance(self.beta, str) and self.beta != "auto":
-            raise ValueError(f"beta must be a number >= -1 or 'auto'; got {self.beta!r}")
+            raise UserError(f"beta must be a number >= -1 or 'auto'; got {self.beta!r}")
         check_knobs(0.0 if self.auto_beta else self.beta, self.lambda_top, self.lambda_tail, self.k)
         check_control(self.target_entropy, self.beta_max, self.beta_lr, self.entropy_ema)
         if self.auto_beta and self.target_entropy <= 0:
-            raise ValueError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}")
+            raise UserError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}")
         if not self.auto_beta and self.target_entropy != 0:
-            raise ValueError(f"target_entropy is used only with beta=auto; got {self.target_entropy!r} with beta={self.beta!r}")
+            raise UserError(f"target_entropy is used only with beta=auto; got {self.target_entropy!r} with beta={self.beta!r}")
         if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
-            raise ValueError(f"ignore_index must be an integer; got {self.ignore_index!r}")
+            raise UserError(f"ignore_index must be an integer; got {self.ignore_index!r}")
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "ShapedLoss":
         """One of the named settings (see `SETTINGS`), optionally with fields overridden."""
         if name not in SETTINGS:
-            raise ValueError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
+            raise UserError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
         return replace(SETTINGS[name], **overrides)
 
     @property
@@ -131,7 +132,7 @@ class ShapedLoss:
     def knobs(self) -> dict[str, Any]:
         """Keyword arguments for `shaped_cross_entropy` / `fused_linear_shaped_cross_entropy`."""
         if self.auto_beta:
-            raise ValueError("beta=auto is set online by the trainer's entropy controller "
+            raise UserError("beta=auto is set online by the trainer's entropy controller "
                              "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss")
         return {name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")}
 

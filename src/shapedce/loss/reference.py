@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .knobs import check_knobs, check_reduction
 from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums
+from ..errors import UserError
 
 
 def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
@@ -73,7 +74,7 @@ def shaped_cross_entropy(
     check_reduction(reduction)
     check_float(logits, "logits")
     if logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"logits must have shape [..., V] with V >= 1; got {tuple(logits.shape)}")
+        raise UserError(f"logits must have shape [..., V] with V >= 1; got {tuple(logits.shape)}")
     vocab = logits.shape[-1]
     check_targets(targets, logits.shape[:-1], vocab, ignore_index, "logits")
 

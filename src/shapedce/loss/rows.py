@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from ..errors import UserError
 
 STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk")
 """Per-token means returned with `return_stats=True`, plus "tokens" (the count they average)."""
@@ -17,20 +18,20 @@ STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk")
 def check_targets(targets: Tensor, expected_shape: torch.Size, vocab: int, ignore_index: int, what: str) -> None:
     """One-line ValueErrors for the target tensor (shape, dtype, range)."""
     if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
-        raise ValueError(f"targets must be an integer tensor; got dtype {targets.dtype}")
+        raise UserError(f"targets must be an integer tensor; got dtype {targets.dtype}")
     if targets.shape != expected_shape:
-        raise ValueError(
+        raise UserError(
             f"targets shape {tuple(targets.shape)} must equal {what} shape without its last dim {tuple(expected_shape)}"
         )
     bad = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)
     if bool(bad.any()):
         value = int(targets[bad].flatten()[0])
-        raise ValueError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; got {value}")
+        raise UserError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; got {value}")
 
 
 def check_float(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")
+        raise UserError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

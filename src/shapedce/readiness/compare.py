@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..report.load import GridRecord, RunRecord, load_grid_dir
 from .signals import ReadinessSettings, compute_signals, flatten
+from ..errors import UserError
 
 STAGE = "midtrain"
 CACHE_FILE = "readiness.json"
@@ -79,7 +80,7 @@ def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Pat
     grid = load_grid_dir(root)
     task = grid.rl_task
     if task not in [t.strip() for t in settings.tasks.split(",")]:
-        raise ValueError(f"--tasks must include the reference grid's RL task {task!r}; got {settings.tasks!r}")
+        raise UserError(f"--tasks must include the reference grid's RL task {task!r}; got {settings.tasks!r}")
     refs = []
     for run in grid.runs:
         model_dir = run.dir / STAGE / "final"
@@ -90,7 +91,7 @@ def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Pat
         refs.append(Reference(run.model, run.config, run.seed, cached_signals(model_dir, where / CACHE_FILE, settings),
                               *rl_gain(run, task)))
     if not refs:
-        raise ValueError(f"--reference {root}: no run has a midtrain model yet (RUN/{STAGE}/final)")
+        raise UserError(f"--reference {root}: no run has a midtrain model yet (RUN/{STAGE}/final)")
     return grid, refs
 
 

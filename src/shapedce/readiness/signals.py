@@ -27,6 +27,7 @@ from ..eval.run import default_text_docs, load_model, resolve_model_dir, score_t
 from ..eval.sample import SamplingConfig, sample
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks
+from ..errors import UserError
 
 COVERAGE_KS = (1, 5, 20)
 FORKING_THRESHOLD = 1.0
@@ -54,7 +55,7 @@ class ReadinessSettings:
                                  ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
                                  ("text_tokens", self.text_tokens >= 1, ">= 1")]:
             if not ok:
-                raise ValueError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
+                raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
         get_tasks(self.tasks)  # unknown task names fail here, before any model is loaded
         return self
 
@@ -76,7 +77,7 @@ def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, b
         if head and tail:
             pairs.append((head, tail))
     if not pairs:
-        raise ValueError("no prompt has a reference continuation that encodes to tokens")
+        raise UserError("no prompt has a reference continuation that encodes to tokens")
     hits = {k: 0 for k in ks}
     nll, ent, forking, count = 0.0, 0.0, 0, 0
     for start in range(0, len(pairs), batch_size):

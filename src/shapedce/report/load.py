@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..train.metrics import read_metrics
+from ..errors import UserError
 
 TRAIN_STAGES = ("pretrain", "midtrain", "rl")
 
@@ -108,7 +109,7 @@ def load_grid_dir(root: str | Path) -> GridRecord:
     """The grid in ROOT (runs in the order of grid.yaml's configs and models, then seed)."""
     root = Path(root)
     if not (root / "grid.yaml").is_file():
-        raise ValueError(f"{root} is not a reproduce directory (no grid.yaml in it)")
+        raise UserError(f"{root} is not a reproduce directory (no grid.yaml in it)")
     settings = yaml.safe_load((root / "grid.yaml").read_text()) or {}
     models = [m for m in str(settings.get("models", "")).split(",") if m]
     configs = [c for c in str(settings.get("configs", "")).split(",") if c]
@@ -119,5 +120,5 @@ def load_grid_dir(root: str | Path) -> GridRecord:
             seeds = sorted(cdir.glob("s[0-9]*"), key=lambda p: int(p.name[1:])) if cdir.is_dir() else []
             runs += [load_run(model, config, d) for d in seeds if d.name[1:].isdigit()]
     if not runs:
-        raise ValueError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")
+        raise UserError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")
     return GridRecord(root, settings, runs)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from ..errors import UserError
 
 HELD, NOT_HELD, INCONCLUSIVE, NOT_RUN = "held", "did not hold", "inconclusive at this scale", "not run"
 
@@ -36,7 +37,7 @@ def t975(df: int) -> float:
 def mean_ci(values: list[float]) -> tuple[float, float | None]:
     """(mean, half-width of the 95% t-interval), half-width None for fewer than 2 values."""
     if not values:
-        raise ValueError("mean_ci needs at least one value")
+        raise UserError("mean_ci needs at least one value")
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, None
@@ -46,7 +47,7 @@ def mean_ci(values: list[float]) -> tuple[float, float | None]:
 def paired_se(a: list[float], b: list[float]) -> float:
     """Standard error of mean(a_i - b_i) over paired items (e.g. the same prompts in two runs)."""
     if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"paired_se needs two equal-length lists of >= 2 items; got {len(a)} and {len(b)}")
+        raise UserError(f"paired_se needs two equal-length lists of >= 2 items; got {len(a)} and {len(b)}")
     return statistics.stdev(x - y for x, y in zip(a, b)) / math.sqrt(len(a))
 
 
@@ -85,7 +86,7 @@ def compare(claim: str, a: list[float], b: list[float], *, expect: int, toleranc
             prompt_se: float | None = None) -> Comparison:
     """Judge "a > b" (expect=+1) or "a < b" (expect=-1); see the module docstring."""
     if expect not in (1, -1):
-        raise ValueError(f"expect must be +1 or -1; got {expect!r}")
+        raise UserError(f"expect must be +1 or -1; got {expect!r}")
     if not a or not b:
         return Comparison(claim, a, b, math.nan, None, "missing runs", NOT_RUN)
     d, interval, basis = _interval(a, b, prompt_se)

@@ -25,6 +25,7 @@ import yaml
 from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, preset_names, read_preset
 from ..loss import SETTINGS
 from ..models import FLAVORS
+from ..errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
 STAGES = ("pretrain", "eval-pretrain", "midtrain", "eval-midtrain", "rl", "eval-rl")
@@ -81,29 +82,29 @@ class GridConfig:
         ])
         for name in self.config_names:
             if name not in SETTINGS:
-                raise ValueError(f"configs: unknown configuration {name!r}; choose from {', '.join(SETTINGS)}")
+                raise UserError(f"configs: unknown configuration {name!r}; choose from {', '.join(SETTINGS)}")
         for name in self.model_names:
             if name not in FLAVORS:
-                raise ValueError(f"models: unknown flavor {name!r}; choose from {', '.join(FLAVORS)}")
+                raise UserError(f"models: unknown flavor {name!r}; choose from {', '.join(FLAVORS)}")
         for key in ("pretrain_overrides", "midtrain_overrides", "rl_overrides"):
             try:
                 shlex.split(getattr(self, key))
             except ValueError as err:
-                raise ValueError(f"{key}: {err}") from None
+                raise UserError(f"{key}: {err}") from None
         return self
 
     @property
     def config_names(self) -> list[str]:
         names = [c.strip() for c in self.configs.split(",") if c.strip()]
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"configs must name distinct configurations, e.g. ce,precision; got {self.configs!r}")
+            raise UserError(f"configs must name distinct configurations, e.g. ce,precision; got {self.configs!r}")
         return names
 
     @property
     def model_names(self) -> list[str]:
         names = [m.strip() for m in self.models.split(",") if m.strip()]
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"models must name distinct flavors, e.g. tiny,tiny-moe; got {self.models!r}")
+            raise UserError(f"models must name distinct flavors, e.g. tiny,tiny-moe; got {self.models!r}")
         return names
 
     def overrides(self, stage: str) -> list[str]:

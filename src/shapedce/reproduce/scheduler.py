@@ -9,6 +9,7 @@ Each run (model, config, seed) goes through its stages in one worker process
 with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
 runs finish far sooner than two runs one after the other on two threads). Progress is read back
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
+from ..errors import UserError
 for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
 saves a checkpoint) and a rerun continues from there.
 """
@@ -48,7 +49,7 @@ def _check_same_grid(grid: GridConfig, root: Path) -> None:
     old = load_grid_file(path).to_dict()
     for key, value in grid.to_dict().items():
         if key not in GROWABLE and old.get(key) != value:
-            raise ValueError(f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
+            raise UserError(f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
                              f"rerun with the same settings or choose another --out")
 
 
@@ -135,7 +136,7 @@ def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: fl
                 active.remove(worker)
                 if rc != 0:
                     stage = worker.run.next_stage()
-                    raise ValueError(f"run {worker.run.name} failed in stage {stage}: {_error_line(worker.log)} "
+                    raise UserError(f"run {worker.run.name} failed in stage {stage}: {_error_line(worker.log)} "
                                      f"(log: {worker.log})")
             overall.n = _stages_done(runs)
             overall.refresh()

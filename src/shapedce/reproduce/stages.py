@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .grid import STAGES, GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
+from ..errors import UserError
 
 
 def _resume_or_restart(stage_dir: Path, pattern: str) -> bool:
@@ -45,7 +46,7 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
     elif stage == "rl":  # TRL names its checkpoints checkpoint-N
         run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=_resume_or_restart(out, "checkpoint-*"))
     else:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        raise UserError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
 def run_all(grid: GridConfig, run: Run) -> None:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid_file(root / "grid.yaml")
         runs = {r.name: r for r in plan(grid, root)}
         if args.run not in runs:
-            raise ValueError(f"run {args.run!r} is not in the grid of {root}; runs: {', '.join(runs)}")
+            raise UserError(f"run {args.run!r} is not in the grid of {root}; runs: {', '.join(runs)}")
         run_all(grid, runs[args.run])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

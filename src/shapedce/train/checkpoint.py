@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ..errors import UserError
 
 STATE_FILE = "trainer_state.pt"
 STEP_DIR = re.compile(r"^step_(\d{7})$")
@@ -77,11 +78,11 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     """The trainer state of checkpoint `path`, with a one-line error if it is missing or corrupt."""
     state_file = path / STATE_FILE
     if not (path / "config.json").is_file() or not state_file.is_file():
-        raise ValueError(f"{path} is not a complete checkpoint (needs config.json and {STATE_FILE})")
+        raise UserError(f"{path} is not a complete checkpoint (needs config.json and {STATE_FILE})")
     try:
         return torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ValueError(f"checkpoint {state_file} is corrupt: {type(err).__name__}") from None
+        raise UserError(f"checkpoint {state_file} is corrupt: {type(err).__name__}") from None
 
 
 def load_weights(path: Path, **kwargs):
@@ -92,4 +93,4 @@ def load_weights(path: Path, **kwargs):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as err:  # noqa: BLE001
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load model weights from {path}: {first}") from None
+        raise UserError(f"cannot load model weights from {path}: {first}") from None

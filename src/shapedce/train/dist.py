@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from ..errors import UserError
 
 RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """The variables torchrun sets for every worker; all are needed for a distributed run."""
@@ -66,7 +67,7 @@ def _env_int(environ: Mapping[str, str], key: str, low: int, high: int | None = 
         value = None
     if value is None or value < low or (high is not None and value > high):
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"distributed launch: {key} must be an integer {allowed}; got {raw!r}")
+        raise UserError(f"distributed launch: {key} must be an integer {allowed}; got {raw!r}")
     return value
 
 
@@ -77,7 +78,7 @@ def detect(environ: Mapping[str, str] = os.environ) -> Dist:
         return Dist()
     missing = [k for k in RENDEZVOUS if not environ.get(k)]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"distributed launch: {present[0]} is set but {', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} missing; launch with torchrun, which sets {', '.join(RENDEZVOUS)}"
         )
@@ -90,7 +91,7 @@ def detect(environ: Mapping[str, str] = os.environ) -> Dist:
 def check_world(grad_accum: int, world: int, global_batch_tokens: int, micro_batch: int, seq_len: int) -> int:
     """Micro-batches per rank per step; a one-line error when the world does not divide the batch."""
     if grad_accum % world:
-        raise ValueError(
+        raise UserError(
             f"world size {world} must divide the micro-batches per step, train.global_batch_tokens / "
             f"(train.micro_batch * data.seq_len) = {global_batch_tokens} / ({micro_batch} * {seq_len}) = {grad_accum}; "
             f"make it a multiple of {world}"
@@ -127,7 +128,7 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
 def resolve_parallel(parallel: str, device: torch.device) -> str:
     """"ddp" or "fsdp" for `train.parallel` ("auto": fsdp on CUDA, ddp on CPU)."""
     if parallel not in PARALLEL:
-        raise ValueError(f"train.parallel must be one of {', '.join(PARALLEL)}; got {parallel!r}")
+        raise UserError(f"train.parallel must be one of {', '.join(PARALLEL)}; got {parallel!r}")
     if parallel == "auto":
         return "fsdp" if device.type == "cuda" else "ddp"
     return parallel

@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from .checkpoint import STATE_FILE, list_checkpoints, rng_state, write_model_dir
 from .dist import Dist, barrier, gather_objects, unwrap
+from ..errors import UserError
 
 SHARDED_DIR = "dcp"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -87,7 +88,7 @@ def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as err:  # noqa: BLE001 - a missing or corrupt config.json
-        raise ValueError(f"cannot read the model config of checkpoint {path}: {type(err).__name__}") from None
+        raise UserError(f"cannot read the model config of checkpoint {path}: {type(err).__name__}") from None
     return AutoModelForCausalLM.from_config(config).to(torch.float32)
 
 
@@ -101,7 +102,7 @@ def load_sharded(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer
             dcp.load(state, checkpoint_id=Path(path) / SHARDED_DIR)
         except Exception as err:  # noqa: BLE001 - missing shard files, another model, ...
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"cannot load sharded checkpoint {path}: {first[:300]}") from None
+            raise UserError(f"cannot load sharded checkpoint {path}: {first[:300]}") from None
     set_state_dict(module, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 

@@ -44,6 +44,7 @@ from .dist_checkpoint import (full_optimizer_state, is_sharded_checkpoint, load_
                               save_sharded_checkpoint, set_full_optimizer_state, write_final)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
+from ..errors import UserError
 
 FINAL = "final"
 
@@ -76,7 +77,7 @@ def make_optimizer(model, cfg: RunConfig):
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, torch.dtype | None]:
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
+        raise UserError("train.device=cuda but no CUDA device is available")
     dev = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
     prec = cfg.train.precision
     amp = torch.bfloat16 if prec == "bf16" or (prec == "auto" and dev.type == "cuda") else None
@@ -162,11 +163,11 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
     if resume:
         ckpts = list_checkpoints(ckpt_root)
         if not ckpts:
-            raise ValueError(f"--resume: no checkpoint in {ckpt_root}")
+            raise UserError(f"--resume: no checkpoint in {ckpt_root}")
         resume_from = ckpts[-1]
         state = load_trainer_state(resume_from)
     elif (out / "config.yaml").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     dist_.barrier(d)  # every rank has checked `out` before rank 0 writes to it
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,7 @@ def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_r
     model = _start_model(cfg, vocab, init_from, resume_from).to(device)
     max_pos = model.config.max_position_embeddings
     if cfg.data.seq_len > max_pos:
-        raise ValueError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
+        raise UserError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
     control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
     patch_causal_lm(model, control.loss() if control else cfg.loss, return_stats=True)
     model.train()
@@ -293,6 +294,6 @@ def run_midtrain(from_dir: Path, out: Path, overrides: list[str] = (), *, resume
     if resume:
         return train_lm(load_run_config(Path(out) / "config.yaml", overrides), out, resume=True, init_from=from_dir / FINAL)
     if not (from_dir / FINAL / "config.json").is_file():
-        raise ValueError(f"--from {from_dir}: no finished run there (expected {from_dir / FINAL}/config.json)")
+        raise UserError(f"--from {from_dir}: no finished run there (expected {from_dir / FINAL}/config.json)")
     cfg = midtrain_config(load_run_config(from_dir / "config.yaml"), from_dir, overrides)
     return train_lm(cfg, out, init_from=from_dir / FINAL)

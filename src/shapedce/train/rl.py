@@ -43,6 +43,7 @@ from ..tasks import get_tasks, reward_fn
 from .checkpoint import write_model_dir
 from .metrics import MetricsLog
 from .rl_config import RLConfig
+from ..errors import UserError
 
 TRL_VERSION = "1.16.0"
 """The TRL release `DynamicSamplingGRPOTrainer` was written and tested against (it overrides the
@@ -50,7 +51,7 @@ non-public `_generate_and_score_completions` and `_calculate_rewards`)."""
 FINAL = "final"
 
 
-class DynamicSamplingError(ValueError):
+class DynamicSamplingError(UserError):
     """Dynamic sampling hit `max_sampling_rounds` before the batch held enough informative groups."""
 
 
@@ -127,9 +128,9 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.dynamic_sampling, self.max_sampling_rounds = dynamic_sampling, max_sampling_rounds
         if dynamic_sampling and self.accelerator.num_processes > 1:
-            raise ValueError("dynamic sampling runs on one process only; set dynamic_sampling=false for multi-process runs")
+            raise UserError("dynamic sampling runs on one process only; set dynamic_sampling=false for multi-process runs")
         if dynamic_sampling and self.scale_rewards == "batch":
-            raise ValueError("dynamic sampling needs per-group advantages; set scale_rewards to 'group' or 'none'")
+            raise UserError("dynamic sampling needs per-group advantages; set scale_rewards to 'group' or 'none'")
         self._last_rewards: torch.Tensor | None = None
         self._refill = None
 
@@ -280,7 +281,7 @@ def _check_trl() -> None:
     import trl
 
     if trl.__version__ != TRL_VERSION:
-        raise ValueError(f"shapedce rl needs trl=={TRL_VERSION} (it overrides private GRPOTrainer methods); "
+        raise UserError(f"shapedce rl needs trl=={TRL_VERSION} (it overrides private GRPOTrainer methods); "
                          f"found {trl.__version__}")
 
 
@@ -294,11 +295,11 @@ def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = 
     ckpt_dir = out / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if resume and last is None:
-        raise ValueError(f"--resume: no TRL checkpoint in {ckpt_dir}")
+        raise UserError(f"--resume: no TRL checkpoint in {ckpt_dir}")
     if not resume and (out / "config.yaml").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA device is available")
+        raise UserError("device=cuda but no CUDA device is available")
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     model, tokenizer = load_model(model_dir, torch.device("cpu"))
     model.train()

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset
+from ..errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 
@@ -110,7 +111,7 @@ class RLConfig:
         rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
         if rows % per:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
-            raise ValueError(
+            raise UserError(
                 f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) must divide by "
                 f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}), as TRL's "
                 f"generation batch must; micro_batch values that fit: {', '.join(map(str, fits))}")

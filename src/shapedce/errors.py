@@ -1,0 +1,74 @@
+"""The user-error type and the one validation helper every module uses.
+
+    from shapedce.errors import UserError, check, check_int, check_real
+    check_int("train.steps", cfg.train.steps, 1)          # UserError: train.steps must be an integer >= 1; got 0
+
+`UserError` marks a fault in what the user gave (a config value, a path, a file's content): the
+CLI prints it as one line and exits 2. Any other exception is a bug or an environment fault and
+keeps its traceback (in the run's `error.log`, and on the terminal). `UserError` subclasses
+`ValueError`, so library callers that catch `ValueError` keep working.
+This module imports nothing from the project: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class UserError(ValueError):
+    """Bad input from the user: printed by the CLI as one line (exit 2), never as a traceback."""
+
+
+def is_int(value: object) -> bool:
+    """True for a Python or NumPy integer, False for bool (which Python counts as an int)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return type(value).__module__ == "numpy" and "int" in type(value).__name__
+
+
+def is_real(value: object) -> bool:
+    """True for an int or float that is not bool (NaN and inf included; see `check_real`)."""
+    return is_int(value) or (isinstance(value, float) and not isinstance(value, bool))
+
+
+def check(ok: bool, name: str, allowed: str, value: object) -> None:
+    """`UserError("{name} must be {allowed}; got {value!r}")` unless `ok`."""
+    if not ok:
+        raise UserError(f"{name} must be {allowed}; got {value!r}")
+
+
+def check_int(name: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
+    """One-line UserError unless `value` is an integer in [lo, hi] (a None bound is open)."""
+    ok = is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if lo is not None and hi is not None:
+        allowed = f"an integer in [{lo}, {hi}]"
+    elif lo is not None:
+        allowed = f"an integer >= {lo}"
+    elif hi is not None:
+        allowed = f"an integer <= {hi}"
+    else:
+        allowed = "an integer"
+    check(ok, name, allowed, value)
+
+
+def check_real(name: str, value: object, lo: float | None = None, hi: float | None = None, *,
+               lo_open: bool = False, hi_open: bool = False) -> None:
+    """One-line UserError unless `value` is a finite real number within the bounds given."""
+    ok = is_real(value) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    if lo is not None and hi is not None:
+        allowed = f"a finite number in {left}{lo}, {hi}{right}"
+    elif lo is not None:
+        allowed = f"a finite number {'>' if lo_open else '>='} {lo}"
+    elif hi is not None:
+        allowed = f"a finite number {'<' if hi_open else '<='} {hi}"
+    else:
+        allowed = "a finite number"
+    check(ok, name, allowed, value)
