@@ -9,7 +9,6 @@ Each run (model, config, seed) goes through its stages in one worker process
 with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
 runs finish far sooner than two runs one after the other on two threads). Progress is read back
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
-from ..errors import UserError
 for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
 saves a checkpoint) and a rerun continues from there.
 """
@@ -28,6 +27,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from .grid import STAGES, GridConfig, Run, check_grid, load_grid_file
 
 GROWABLE = {"configs", "models", "seeds", "jobs"}
