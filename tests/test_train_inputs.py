@@ -65,10 +65,7 @@ def test_tokenizer_larger_than_the_model_vocabulary(tmp_path, capsys):
 
 def test_resume_without_a_run_or_checkpoint(tmp_path, capsys):
     fails(capsys, "pretrain", "--out", tmp_path / "none", "--resume", needle="no run config at")
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text("stage: pretrain\n")
-    fails(capsys, "pretrain", "--out", run, "--resume", needle="no checkpoint in")
+    # a run with a config but no checkpoint starts again: tests/test_trust.py
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +77,7 @@ def finished_run(tmp_path_factory):
 
 def test_existing_run_is_not_overwritten(finished_run, capsys):
     before = (finished_run / "metrics.jsonl").read_text()
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", finished_run, needle="already holds a run; pass --resume")
+    fails(capsys, "pretrain", "--preset", "smoke", "--out", finished_run, needle="already holds a finished run")
     assert (finished_run / "metrics.jsonl").read_text() == before
 
 
@@ -92,6 +89,8 @@ def test_corrupt_checkpoint(finished_run, tmp_path, capsys):
     ckpt = sorted((run / "checkpoints").iterdir())[-1]
     (ckpt / "trainer_state.pt").write_bytes(b"not a checkpoint")
     fails(capsys, "pretrain", "--out", run, "--resume", needle="is corrupt")
+    assert (run / "checkpoints" / f"corrupt-{ckpt.name}").is_dir()  # moved aside, never deleted
+    shutil.copytree(finished_run / "checkpoints" / ckpt.name, ckpt)
     (ckpt / "trainer_state.pt").unlink()
     fails(capsys, "pretrain", "--out", run, "--resume", needle="is not a complete checkpoint")
 

@@ -46,7 +46,6 @@ QWEN3_VOCAB = 151936
 """Size of the Qwen3 tokenizer's embedding table (vocabulary padded to a multiple of 128)."""
 ROPE_THETA = 1e4
 """RoPE base of pre-training (SPEC section 2); mid-training raises it to 1e6 with `set_rope_theta`."""
-MIDTRAIN_ROPE_THETA = 1e6
 """RoPE base of mid-training (SPEC section 2)."""
 
 

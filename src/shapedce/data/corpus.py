@@ -81,7 +81,6 @@ QUESTIONS: dict[str, str] = {
     "year": "In which year was {e} founded?", "home": "Where does {e} live?",
     "job": "What is the job of {e}?", "pet": "What pet does {e} have?",
 }
-ATTRIBUTES = {"city": ("country", "river", "founder", "color", "year"), "person": ("home", "job", "pet")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,13 @@ from typing import Any
 
 import yaml
 
-from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, preset_names, read_preset
+from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
 from ..loss import SETTINGS
 from ..models import FLAVORS
 from ..errors import UserError
+from ..rundir import STAGES, GridDir, RunDir
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
-STAGES = ("pretrain", "eval-pretrain", "midtrain", "eval-midtrain", "rl", "eval-rl")
-TRAIN_STAGES = {"pretrain": "pretrain", "midtrain": "midtrain", "rl": "rl"}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -117,10 +116,6 @@ class GridConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def grid_preset_names() -> list[str]:
-    return preset_names(PRESET_DIR)
-
-
 def load_grid(preset: str, overrides: list[str] = ()) -> GridConfig:
     """A reproduce preset, then `key=value` overrides, validated."""
     return build_config(read_preset(preset, PRESET_DIR, "reproduce preset"), overrides, GridConfig)
@@ -144,21 +139,27 @@ class Run:
     def name(self) -> str:
         return f"{self.model}/{self.config}/s{self.seed}"
 
+    @property
+    def files(self) -> RunDir:
+        """The run's folder layout (`shapedce.rundir`)."""
+        return RunDir(self.dir)
+
     def stage_dir(self, stage: str) -> Path:
-        """pretrain / midtrain / rl, and eval-X -> X/eval."""
-        return self.dir / stage.split("-", 1)[1] / "eval" if stage.startswith("eval-") else self.dir / stage
+        """pretrain / midtrain / rl, and eval-X -> X/eval (where `shapedce eval` writes)."""
+        sd = self.files.stage(stage)
+        return sd.eval_dir if stage.startswith("eval-") else sd.path
 
     def is_done(self, stage: str) -> bool:
-        marker = "results.json" if stage.startswith("eval-") else "final/config.json"
-        return (self.stage_dir(stage) / marker).is_file()
+        return self.files.is_done(stage)
 
     def next_stage(self) -> str | None:
-        return next((s for s in STAGES if not self.is_done(s)), None)
+        return self.files.next_stage()
 
 
 def plan(grid: GridConfig, root: Path) -> list[Run]:
     """Every run of the grid, seed-major so that early results cover all configurations."""
-    return [Run(m, c, s, Path(root) / "runs" / m / c / f"s{s}")
+    layout = GridDir(root)
+    return [Run(m, c, s, layout.run_dir(m, c, s).path)
             for m in grid.model_names for s in range(grid.seeds) for c in grid.config_names]
 
 

@@ -11,11 +11,14 @@ runs finish far sooner than two runs one after the other on two threads). Progre
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
 for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
 saves a checkpoint) and a rerun continues from there.
+One scheduler at a time per folder: ROOT/.lock is held while it runs (a second `reproduce` on the
+same folder stops with one line). Workers watch their parent: if the scheduler dies, even by
+SIGKILL, each worker saves a checkpoint and exits, and each holds its run's RUN/.lock until it has,
+so a rerun's worker waits for it instead of writing beside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -28,7 +31,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .grid import STAGES, GridConfig, Run, check_grid, load_grid_file
+from ..rundir import STAGES, FolderLock, GridDir, prepare_out
+from .grid import GridConfig, Run, check_grid, load_grid_file
 
 GROWABLE = {"configs", "models", "seeds", "jobs"}
 """Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
@@ -57,21 +61,13 @@ def _stage_progress(run: Run, stage: str) -> tuple[int, int | None]:
     """(steps done, total steps or None) of a training stage, read from its files."""
     if stage.startswith("eval-"):
         return 0, None
-    stage_dir = run.stage_dir(stage)
+    files = run.files.stage(stage)
     try:
-        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text())
+        cfg = yaml.safe_load(files.config.read_text())
         total = cfg["train"]["steps"] if stage != "rl" else cfg["steps"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return 0, None
-    done = 0
-    try:
-        with open(stage_dir / "metrics.jsonl") as f:
-            for line in f:
-                if '"train"' in line:
-                    done = max(done, int(json.loads(line).get("step", 0)))
-    except (OSError, ValueError):
-        pass
-    return done, total
+    return files.last_train_step(), total
 
 
 def _error_line(log: Path) -> str:
@@ -87,7 +83,8 @@ class Worker:
         self.run, self.slot = run, slot
         run.dir.mkdir(parents=True, exist_ok=True)
         self.log = run.dir / "log.txt"
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+               "SHAPEDCE_PARENT_PID": str(os.getpid())}  # the worker stops (with a checkpoint) if we die
         cmd = [sys.executable, "-m", "shapedce.reproduce.stages", str(root), run.name, "--threads", str(threads)]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -113,8 +110,16 @@ def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: fl
     root = Path(root)
     runs = check_grid(grid, root)
     _check_same_grid(grid, root)
-    root.mkdir(parents=True, exist_ok=True)
-    grid.save(root / "grid.yaml")
+    layout = GridDir(prepare_out(root))
+    lock = FolderLock(layout.lock, f"{root} (a `shapedce reproduce` is running there)").acquire()
+    try:
+        grid.save(layout.grid_file)
+        return _schedule(runs, grid, root, progress, poll_s)
+    finally:
+        lock.release()
+
+
+def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, poll_s: float) -> list[Run]:
     queue = [run for run in runs if run.next_stage() is not None]
     jobs = resolve_jobs(grid.jobs, len(queue))
     threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0

@@ -4,31 +4,55 @@
 
 Reads ROOT/grid.yaml, then runs every unfinished stage of the run in order (pretrain, eval,
 midtrain, eval, RL, eval). A stage interrupted mid-way resumes from its last checkpoint when it
-has one and restarts otherwise. Each stage's wall time goes to RUN/timings.json. Errors print
-one line ("error: ...") and exit 2; the scheduler shows that line.
+has one and restarts otherwise. Each stage's wall time goes to RUN/timings.json. User errors
+print one line ("error: ...") and exit 2; other errors print their traceback to RUN/log.txt; the
+scheduler shows the last line. With SHAPEDCE_PARENT_PID set (the scheduler sets it), the worker
+checkpoints and stops when that process dies; RUN/.lock is held while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .grid import STAGES, GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
+from ..rundir import STAGES, FolderLock, StageDir
+from .grid import GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
 from ..errors import UserError
 
 
 def _resume_or_restart(stage_dir: Path, pattern: str) -> bool:
     """True when the stage has a checkpoint (`pattern` under checkpoints/) to resume from; a stage
     that started but saved none is removed, to restart from scratch."""
-    if (stage_dir / "checkpoints").is_dir() and any((stage_dir / "checkpoints").glob(pattern)):
+    if StageDir(stage_dir).has_checkpoint(pattern):
         return True
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     return False
+
+
+def watch_parent(parent_pid: int, poll_s: float = 1.0, grace_s: float = 300.0) -> threading.Thread:
+    """A daemon thread that, once `parent_pid` is no longer our parent (the scheduler died, even by
+    SIGKILL), sends us SIGINT, so the running stage saves a checkpoint and exits; after `grace_s`
+    it ends the process outright."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        print("error: the reproduce scheduler is gone; saving a checkpoint and stopping", file=sys.stderr)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a sleeping main thread
+        time.sleep(grace_s)
+        os._exit(130)
+
+    thread = threading.Thread(target=watch, name="watch-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
@@ -66,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="the reproduce output directory (holds grid.yaml)")
     parser.add_argument("run", help="MODEL/CONFIG/sSEED")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--lock-wait", type=float, default=600.0,
+                        help="seconds to wait for another worker of the same run to stop (default 600)")
     args = parser.parse_args(argv)
     import torch
 
@@ -78,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = {r.name: r for r in plan(grid, root)}
         if args.run not in runs:
             raise UserError(f"run {args.run!r} is not in the grid of {root}; runs: {', '.join(runs)}")
-        run_all(grid, runs[args.run])
-    except ValueError as err:
+        run = runs[args.run]
+        parent = os.environ.get("SHAPEDCE_PARENT_PID")
+        if parent and parent.isdigit():
+            watch_parent(int(parent))
+        # an orphan of a killed scheduler may still be saving its checkpoint here: wait for it
+        with FolderLock(run.files.lock, f"run {run.name}").acquire(wait_s=args.lock_wait):
+            run_all(grid, run)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,19 @@ process group. A one-process checkpoint (plain `save_pretrained` + `opt.state_di
 on N ranks too: its optimizer state is turned into the name-keyed full form, then sharded.
 `final/` stays a plain HF model directory: the full state dict is gathered to rank 0 (on CPU)
 and written with `save_pretrained`.
+
+Loading never runs code from a file. DCP's own reader unpickles `dcp/.metadata` with plain
+`pickle.load` and its planner reads non-tensor items with `torch.load(weights_only=False)`; both
+would execute a crafted file. `load_sharded` instead reads the metadata with an unpickler that
+resolves only DCP's metadata dataclasses, torch.Size, torch dtypes/layouts and paths (anything else
+is refused with one line before it is called), and reads non-tensor items with
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -30,6 +38,8 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -92,14 +102,99 @@ def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config).to(torch.float32)
 
 
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Resolves only the data classes a DCP `.metadata` file is made of; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = name in _METADATA_GLOBALS.get(module, ())
+        if module == "torch" and not allowed:
+            allowed = isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))
+        if not allowed:
+            raise UserError(f"refusing to load: it references {module}.{name}, which a checkpoint's metadata "
+                            "never holds (a crafted file?)")
+        return super().find_class(module, name)
+
+
+class _SafeReader(FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any):
+        from torch.distributed.checkpoint.metadata import StorageMeta
+
+        with open(Path(self.path) / ".metadata", "rb") as f:
+            try:
+                metadata = _MetadataUnpickler(f).load()
+            except UserError as err:
+                raise UserError(f"{Path(self.path) / '.metadata'}: {err}") from None
+            except Exception as err:  # noqa: BLE001 - truncated or garbled bytes
+                raise UserError(f"{Path(self.path) / '.metadata'} is corrupt ({type(err).__name__})") from None
+        if type(metadata).__name__ != "Metadata":
+            raise UserError(f"{Path(self.path) / '.metadata'} does not hold checkpoint metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class _SafePlanner(DefaultLoadPlanner):
+    """DCP's default planner, reading non-tensor items (optimizer hyper-parameters) weights-only."""
+
+    def load_bytes(self, read_item, value) -> None:
+        from torch.distributed.checkpoint._nested_dict import set_element
+
+        try:
+            obj = torch.load(value, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a crafted or corrupt item
+            raise UserError(f"refusing checkpoint item {read_item.dest_index.fqn}: {type(err).__name__}") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
+def _first_user_error(err: BaseException) -> UserError | None:
+    """The UserError inside a DCP CheckpointException (it wraps every rank's failure)."""
+    failures = getattr(err, "failures", None) or {}
+    for failure in failures.values():
+        seen = failure[0] if isinstance(failure, tuple) else failure  # (exception, traceback) per rank
+        while seen is not None:
+            if isinstance(seen, UserError):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def check_sharded_metadata(path: Path) -> None:
+    """One-line UserError unless path/dcp/.metadata reads safely (used to pick an intact checkpoint)."""
+    _SafeReader(Path(path) / SHARDED_DIR).read_metadata()
+
+
 def load_sharded(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
     """Load model + optimizer from path/dcp into `module` / `opt`, whatever world size wrote it."""
+    check_sharded_metadata(path)  # before DCP reads it: a refused file never reaches DCP's own logging
     model_sd, optim_sd = get_state_dict(module, opt)
     state = {"model": model_sd, "optim": optim_sd}
     with warnings.catch_warnings():  # one process without a process group is a supported reader
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         try:
-            dcp.load(state, checkpoint_id=Path(path) / SHARDED_DIR)
+            dcp.load(state, storage_reader=_SafeReader(Path(path) / SHARDED_DIR), planner=_SafePlanner())
+        except UserError:
+            raise
+        except CheckpointException as err:  # a BaseException: wraps each rank's failure
+            inner = _first_user_error(err)
+            if inner is not None:
+                raise UserError(f"cannot load sharded checkpoint {path}: {inner}") from None
+            raise UserError(f"cannot load sharded checkpoint {path}: {str(err).strip().splitlines()[0][:300]}") from None
         except Exception as err:  # noqa: BLE001 - missing shard files, another model, ...
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot load sharded checkpoint {path}: {first[:300]}") from None

@@ -19,14 +19,25 @@ sequences, RoPE base `midtrain.rope_theta`, and the reasoning-heavy data mix.
 Under torchrun the same commands run data-parallel (DDP or FSDP2, `train.parallel`) with the
 same global batch and loss curve as one process; `shapedce.train.dist` says how, and
 `shapedce.train.dist_checkpoint` how its sharded checkpoints resume at any world size.
+
+State: `LMTrainer` owns the model, optimizer, scheduler, batch stream and controller; its
+`state_dict()` is what a checkpoint holds beside the weights. Faults: a NaN/inf loss or gradient
+norm stops the run before that update (one line naming the step; the last good checkpoint stays;
+no final/ is written). `--resume` takes the newest intact checkpoint (`shapedce.train.resume`);
+a folder with no checkpoint can always be started again; every config check runs before the
+folder is written.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -35,7 +46,8 @@ from transformers import AutoConfig
 from ..config import RunConfig, build_config, load_run_config
 from ..hf import patch_causal_lm
 from ..loss import EntropyController
-from ..models import build_model, set_rope_theta
+from ..models import build_model, check_finite_weights, flavor_config, set_rope_theta
+from ..rundir import FINAL, StageDir, prepare_out
 from . import dist as dist_
 from .checkpoint import (list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state,
                          write_model_dir)
@@ -44,9 +56,9 @@ from .dist_checkpoint import (full_optimizer_state, is_sharded_checkpoint, load_
                               save_sharded_checkpoint, set_full_optimizer_state, write_final)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
+from .resume import remove_stale_writes, select_checkpoint
 from ..errors import UserError
 
-FINAL = "final"
 
 
 def lr_factor(step: int, total: int, warmup: int, decay_fraction: float, final_ratio: float) -> float:
@@ -139,153 +151,258 @@ def evaluate_lm(model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist
     return merge_stats(parts, all_sum=(lambda v: dist_.all_sum(d, v)) if d.on else None)
 
 
+class NonFiniteError(UserError):
+    """The loss or the gradient norm of a step was NaN or inf: the run stops before that step's update."""
+
+
+def _max_positions(cfg: RunConfig, init_from: Path | None, resume_from: Path | None) -> int:
+    """The model's max_position_embeddings, read before anything is built or written."""
+    if cfg.model.max_position_embeddings:
+        return cfg.model.max_position_embeddings
+    source = resume_from or init_from
+    if source is not None:
+        try:
+            return int(json.loads((Path(source) / "config.json").read_text())["max_position_embeddings"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"cannot read max_position_embeddings from {source}/config.json") from None
+    return flavor_config(cfg.model.flavor).max_position_embeddings
+
+
+class LMTrainer:
+    """One pre-/mid-training stage of one rank: model, optimizer, scheduler, batch stream, entropy
+    controller, and the loop. Its resumable state is `state_dict()` (model and optimizer go to the
+    checkpoint files beside it; see `checkpoint` and `dist_checkpoint`)."""
+
+    def __init__(self, cfg: RunConfig, stage: StageDir, d: Dist, device, amp, parallel: str, per_rank: int,
+                 init_from: Path | None, resume_from: Path | None):
+        self.cfg, self.stage, self.d, self.device, self.amp = cfg, stage, d, device, amp
+        self.per_rank, self.step = per_rank, 0
+        torch.manual_seed(cfg.train.seed)
+        if d.main:  # rank 0 trains the tokenizer and writes the token caches; the others then read them
+            self.tokenizer, self.train_seqs, self.val_seqs, vocab = prepare_data(cfg, stage.path, init_from)
+        dist_.barrier(d)
+        if not d.main:
+            self.tokenizer, self.train_seqs, self.val_seqs, vocab = prepare_data(cfg, stage.path, init_from)
+        self.model = _start_model(cfg, vocab, init_from, resume_from).to(device)
+        if init_from is not None and resume_from is None:
+            check_finite_weights(self.model, init_from)
+        self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
+        patch_causal_lm(self.model, self.control.loss() if self.control else cfg.loss, return_stats=True)
+        self.model.train()
+        full_optim = None
+        if resume_from is not None and not is_sharded_checkpoint(resume_from) and d.on:
+            # a one-process checkpoint on N ranks: its optimizer state, keyed by name, is sharded below
+            saved = load_trainer_state(resume_from)["optimizer"]
+            full_optim = full_optimizer_state(self.model, make_optimizer(self.model, cfg)[0], saved)
+        self.module = dist_.wrap(self.model, d, parallel, device)
+        self.opt, self.sched = make_optimizer(self.module, cfg)
+        self.stream = BatchStream(self.train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
+        if resume_from is not None:
+            self._resume(resume_from, full_optim)
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the weights that resuming needs (the optimizer only for one process: a
+        distributed run writes it sharded into dcp/). The checkpoint writer adds each rank's RNG."""
+        state: dict[str, Any] = {"scheduler": self.sched.state_dict(), "data_position": self.stream.position}
+        if self.control is not None:
+            state["entropy_control"] = self.control.state_dict()
+        if not self.d.on:
+            state["optimizer"] = self.opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "optimizer" in state:
+            self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.stream.position = int(state["data_position"])
+        self.step = int(state["step"])
+        by_rank = state.get("rng_by_rank") or [state["rng"]]
+        set_rng_state(by_rank[self.d.rank] if self.d.rank < len(by_rank) else state["rng"])
+        if self.control is not None:
+            self.control.load_state_dict(state["entropy_control"])
+
+    def _resume(self, path: Path, full_optim: dict | None) -> None:
+        state = load_trainer_state(path)
+        if is_sharded_checkpoint(path):
+            load_sharded(path, self.module, self.opt)
+            state.pop("optimizer", None)
+        elif full_optim is not None:
+            set_full_optimizer_state(self.module, self.opt, full_optim)
+            state.pop("optimizer", None)
+        self.load_state_dict(state)
+
+    def save_checkpoint(self) -> Path:
+        root, cfg = self.stage.checkpoints, self.cfg
+        if self.d.on:  # model and optimizer go to dcp/, sharded as they are trained
+            return save_sharded_checkpoint(root, self.step, self.module, self.opt, self.tokenizer, self.state_dict(),
+                                           cfg, cfg.train.keep_last, self.d)
+        return save_checkpoint(root, self.step, self.model, self.tokenizer, self.state_dict(), cfg, cfg.train.keep_last)
+
+    # ------------------------------------------------------------------------------ loop
+    def train_step(self) -> tuple[list, float, float, bool]:
+        """One optimizer step over the step's micro-batches (rank r takes the r-th block). Returns
+        (per-micro-batch stats, grad norm, lr, finite); a non-finite step is not applied."""
+        cfg, d = self.cfg, self.d
+        if self.control is not None:
+            patch_causal_lm(self.model, self.control.loss(), return_stats=True)
+        items = cfg.train.global_batch_tokens // d.world  # DDP / FSDP average over ranks: see train.dist
+        parts = []
+        for j in range(cfg.grad_accum):
+            if j // self.per_rank != d.rank:
+                self.stream.skip()
+                continue
+            batch = self.stream.next().to(self.device)
+            with dist_.grad_sync(self.module, (j + 1) % self.per_rank == 0):
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    out = self.module(input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items)
+                out.loss.backward()
+            parts.append((float(out.loss.detach()) * self.per_rank, out.loss_stats))
+        grad_norm = dist_.clip_grad_norm(self.module, cfg.optim.grad_clip)
+        lr = self.opt.param_groups[0]["lr"]
+        finite = math.isfinite(grad_norm) and all(math.isfinite(loss) for loss, _ in parts)
+        if finite:
+            self.opt.step()
+            self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return parts, grad_norm, lr, finite
+
+    def fit(self, log: MetricsLog | None) -> None:
+        cfg, d = self.cfg, self.d
+        interrupted = []
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+        tokens_per_step = cfg.train.global_batch_tokens
+        reduce = (lambda v: dist_.all_sum(d, v)) if d.on else None
+        bar = tqdm(total=cfg.train.steps, initial=self.step, desc=f"{cfg.stage} {self.stage.path.name}", unit="step",
+                   dynamic_ncols=True, disable=not d.main)
+        try:
+            while self.step < cfg.train.steps:
+                t0 = time.perf_counter()
+                parts, grad_norm, lr, finite = self.train_step()
+                done = self.step
+                # one all-reduce says whether any rank saw a non-finite loss or got Ctrl-C
+                bad, stop = (x > 0 for x in dist_.all_sum(d, [float(not finite), float(bool(interrupted))]))
+                if bad:
+                    self._stop_non_finite(parts, grad_norm, reduce)
+                log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+                # one merge (one all-reduce across ranks) serves both the controller and the log row
+                row = merge_stats(parts, all_sum=reduce) if self.control is not None or log_now else None
+                beta = None
+                if self.control is not None:  # beta=auto: this step's entropy sets the next step's beta
+                    beta = self.control.beta
+                    self.control.update(row["entropy"])
+                if log_now:
+                    row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
+                    if beta is not None:
+                        row.update(beta=beta, entropy_ema=self.control.ema)
+                    if log is not None:
+                        log.write(cfg.stage, done, done * tokens_per_step, "train", row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}")
+                if done % cfg.train.val_every == 0 or done == cfg.train.steps:
+                    val = evaluate_lm(dist_.unwrap(self.module), self.val_seqs, cfg.train.val_sequences,
+                                      cfg.train.micro_batch, self.device, self.amp, d)
+                    if log is not None:
+                        log.write(cfg.stage, done, done * tokens_per_step, "val", val)
+                bar.update(1)
+                if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps or stop:
+                    self.save_checkpoint()
+                if stop:
+                    bar.close()
+                    if d.main:
+                        print(f"interrupted: checkpoint saved at step {done}; continue with --resume")
+                    raise KeyboardInterrupt
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            bar.close()
+
+    def _stop_non_finite(self, parts, grad_norm: float, reduce) -> None:
+        losses = dist_.all_sum(self.d, [sum(1 for loss, _ in parts if not math.isfinite(loss))])
+        loss = merge_stats(parts, all_sum=reduce)["loss"] if losses[0] == 0 else math.nan
+        last = list_checkpoints(self.stage.checkpoints)
+        keep = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
+        raise NonFiniteError(
+            f"step {self.step}: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
+            f"(loss {loss:.4g}, grad norm {grad_norm:.4g}); stopped before applying it; {keep}. "
+            "Lower optim.lr or set optim.grad_clip")
+
+    def write_final(self) -> Path:
+        if self.d.on:
+            return write_final(self.stage.final, self.module, self.tokenizer, self.cfg, self.d)
+        check_finite_weights(self.model, "the trained model")  # never write a non-finite final/
+        return write_model_dir(self.stage.final, self.model, self.tokenizer, self.cfg)
+
+
+def _claim_folder(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
+    """Decide fresh start or resume (every rank alike); returns the checkpoint to resume from.
+    A folder that holds no checkpoint can always be started again, `--resume` included."""
+    resume_from = None
+    if d.main:
+        remove_stale_writes(stage.checkpoints)
+        try:
+            resume_from = select_checkpoint(stage.checkpoints) if resume else None
+            outcome: object = str(resume_from) if resume_from else None
+        except UserError as err:
+            outcome = err
+        if isinstance(outcome, UserError):
+            pass
+        elif not resume and stage.finished():
+            outcome = UserError(f"{stage.path} already holds a finished run; choose another --out")
+        elif not resume and stage.has_checkpoint():
+            outcome = UserError(f"{stage.path} already holds a run; pass --resume to continue it or choose another --out")
+        elif resume and resume_from is None:
+            print(f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning", file=sys.stderr)
+    else:
+        outcome = None
+    outcome = dist_.gather_objects(d, outcome)[0]
+    if isinstance(outcome, UserError):
+        raise outcome
+    resume_from = Path(outcome) if outcome else None
+    if resume_from is None and d.main and stage.started():  # a fresh start: drop an earlier start's files
+        for leftover in (stage.metrics, stage.tokenizer, stage.cache, stage.path / "tb"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+    return resume_from
+
+
 def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path | None = None) -> Path:
     """Run (or resume) one pre-/mid-training stage into `out`; returns `out/final`.
 
-    Under torchrun (see `shapedce.train.dist`) every rank calls this; rank 0 writes the files."""
+    Every check runs before anything is written. Under torchrun (see `shapedce.train.dist`) every
+    rank calls this; rank 0 writes the files."""
     d = dist_.detect()
     device, amp = resolve_device(cfg)
     t = cfg.train
     per_rank = dist_.check_world(cfg.grad_accum, d.world, t.global_batch_tokens, t.micro_batch, cfg.data.seq_len)
     parallel = dist_.resolve_parallel(t.parallel, device)
+    stage = StageDir(out)
+    if stage.path.exists() and not stage.path.is_dir():
+        raise UserError(f"--out {stage.path} is an existing file, not a folder")
+    max_pos = _max_positions(cfg, init_from, None)
+    if cfg.data.seq_len > max_pos:
+        raise UserError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
     device = dist_.device_for(d, device)
     dist_.init(d, device)
     try:
-        return _train(cfg, Path(out), d, device, amp, parallel, per_rank, resume, init_from)
+        if d.main:
+            prepare_out(stage.path)
+        dist_.barrier(d)
+        resume_from = _claim_folder(cfg, stage, resume, d)
+        dist_.barrier(d)  # every rank has checked the folder before rank 0 writes to it
+        if d.main:
+            cfg.save(stage.config)
+        trainer = LMTrainer(cfg, stage, d, device, amp, parallel, per_rank, init_from, resume_from)
+        log = MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None) if d.main else None
+        try:
+            trainer.fit(log)
+        finally:
+            if log is not None:
+                log.close()
+        return trainer.write_final()
     finally:
         dist_.teardown(d)
-
-
-def _train(cfg: RunConfig, out: Path, d: Dist, device, amp, parallel: str, per_rank: int, resume: bool,
-           init_from: Path | None) -> Path:
-    ckpt_root = out / "checkpoints"
-    resume_from = None
-    if resume:
-        ckpts = list_checkpoints(ckpt_root)
-        if not ckpts:
-            raise UserError(f"--resume: no checkpoint in {ckpt_root}")
-        resume_from = ckpts[-1]
-        state = load_trainer_state(resume_from)
-    elif (out / "config.yaml").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    dist_.barrier(d)  # every rank has checked `out` before rank 0 writes to it
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-
-    torch.manual_seed(cfg.train.seed)
-    if d.main:  # rank 0 trains the tokenizer and writes the token caches; the others then read them
-        tokenizer, train_seqs, val_seqs, vocab = prepare_data(cfg, out, init_from)
-    dist_.barrier(d)
-    if not d.main:
-        tokenizer, train_seqs, val_seqs, vocab = prepare_data(cfg, out, init_from)
-    model = _start_model(cfg, vocab, init_from, resume_from).to(device)
-    max_pos = model.config.max_position_embeddings
-    if cfg.data.seq_len > max_pos:
-        raise UserError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
-    control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
-    patch_causal_lm(model, control.loss() if control else cfg.loss, return_stats=True)
-    model.train()
-    sharded_resume = resume_from is not None and is_sharded_checkpoint(resume_from)
-    full_optim = None
-    if resume_from is not None and not sharded_resume and d.on:  # a one-process checkpoint on N ranks
-        full_optim = full_optimizer_state(model, make_optimizer(model, cfg)[0], state["optimizer"])
-    module = dist_.wrap(model, d, parallel, device)
-    opt, sched = make_optimizer(module, cfg)
-    stream = BatchStream(train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
-    start = 0
-    if resume_from is not None:
-        if sharded_resume:
-            load_sharded(resume_from, module, opt)
-        elif full_optim is not None:
-            set_full_optimizer_state(module, opt, full_optim)
-        else:
-            opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        stream.position = int(state["data_position"])
-        start = int(state["step"])
-        by_rank = state.get("rng_by_rank") or [state["rng"]]
-        set_rng_state(by_rank[d.rank] if d.rank < len(by_rank) else state["rng"])
-        if control is not None:
-            control.load_state_dict(state["entropy_control"])
-    log = MetricsLog(out, truncate_after=start if resume_from is not None else None) if d.main else None
-
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    tokens_per_step = cfg.train.global_batch_tokens
-    items = tokens_per_step // d.world  # DDP / FSDP average over ranks: see shapedce.train.dist
-    reduce = (lambda v: dist_.all_sum(d, v)) if d.on else None
-    bar = tqdm(total=cfg.train.steps, initial=start, desc=f"{cfg.stage} {out.name}", unit="step",
-               dynamic_ncols=True, disable=not d.main)
-
-    def checkpoint(step: int) -> Path:
-        st = {"scheduler": sched.state_dict(), "data_position": stream.position}
-        if control is not None:
-            st["entropy_control"] = control.state_dict()
-        if d.on:  # model and optimizer go to dcp/, sharded as they are trained
-            return save_sharded_checkpoint(ckpt_root, step, module, opt, tokenizer, st, cfg, cfg.train.keep_last, d)
-        st["optimizer"] = opt.state_dict()
-        return save_checkpoint(ckpt_root, step, model, tokenizer, st, cfg, cfg.train.keep_last)
-
-    try:
-        for step in range(start, cfg.train.steps):
-            t0 = time.perf_counter()
-            if control is not None:
-                patch_causal_lm(model, control.loss(), return_stats=True)
-            parts = []
-            for j in range(cfg.grad_accum):  # the step's micro-batches; rank r takes the r-th block
-                if j // per_rank != d.rank:
-                    stream.skip()
-                    continue
-                batch = stream.next().to(device)
-                with dist_.grad_sync(module, (j + 1) % per_rank == 0):
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        out_ = module(input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items)
-                    out_.loss.backward()
-                parts.append((float(out_.loss.detach()) * per_rank, out_.loss_stats))
-            grad_norm = dist_.clip_grad_norm(module, cfg.optim.grad_clip)
-            lr = opt.param_groups[0]["lr"]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            done = step + 1
-            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
-            # one merge (one all-reduce across ranks) serves both the controller and the log row
-            row = merge_stats(parts, all_sum=reduce) if control is not None or log_now else None
-            beta = None
-            if control is not None:  # beta=auto: this step's entropy sets the next step's beta
-                beta = control.beta
-                control.update(row["entropy"])
-            if log_now:
-                row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
-                if beta is not None:
-                    row.update(beta=beta, entropy_ema=control.ema)
-                if log is not None:
-                    log.write(cfg.stage, done, done * tokens_per_step, "train", row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}")
-            if done % cfg.train.val_every == 0 or done == cfg.train.steps:
-                val = evaluate_lm(dist_.unwrap(module), val_seqs, cfg.train.val_sequences, cfg.train.micro_batch,
-                                  device, amp, d)
-                if log is not None:
-                    log.write(cfg.stage, done, done * tokens_per_step, "val", val)
-            bar.update(1)
-            stop = dist_.any_rank(d, bool(interrupted))  # all ranks checkpoint together
-            if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps or stop:
-                checkpoint(done)
-            if stop:
-                bar.close()
-                if d.main:
-                    print(f"interrupted: checkpoint saved at step {done}; continue with --resume")
-                raise KeyboardInterrupt
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
-        if log is not None:
-            log.close()
-
-    if d.on:
-        return write_final(out / FINAL, module, tokenizer, cfg, d)
-    return write_model_dir(out / FINAL, model, tokenizer, cfg)
 
 
 def run_midtrain(from_dir: Path, out: Path, overrides: list[str] = (), *, resume: bool = False) -> Path:
