@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from transformers import (
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
-from .errors import UserError
+from .errors import UserError, check_int, check_real
 
 QWEN3_VOCAB = 151936
 """Size of the Qwen3 tokenizer's embedding table (vocabulary padded to a multiple of 128)."""
@@ -125,14 +124,8 @@ def _check_flavor(flavor: str) -> PretrainedConfig:
     return FLAVORS[flavor]
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be an integer >= 1; got {value!r}")
-
-
 def _check_theta(theta: Any) -> float:
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 1:
-        raise UserError(f"rope_theta must be a finite number > 1; got {theta!r}")
+    check_real("rope_theta", theta, 1, lo_open=True)
     return float(theta)
 
 
@@ -183,7 +176,7 @@ def flavor_config(flavor: str, **overrides: Any) -> PretrainedConfig:
             set_rope_theta(config, value)
             continue
         if name in ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size"):
-            _check_positive_int(name, value)
+            check_int(name, value, 1)
         if not hasattr(config, name):
             raise UserError(f"{name} is not a field of {type(config).__name__} (flavor {flavor!r})")
         setattr(config, name, value)  # strict dataclass: type-checked here
@@ -209,8 +202,7 @@ def build_model(flavor: str, *, vocab_size: int | None = None, rope_theta: float
     if max_position_embeddings is not None:
         overrides["max_position_embeddings"] = max_position_embeddings
     config = flavor_config(flavor, **overrides)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UserError(f"seed must be an integer; got {seed!r}")
+    check_int("seed", seed)
     torch.manual_seed(seed)
     with torch.device(device):
         model = _CAUSAL_LM[type(config)](config)

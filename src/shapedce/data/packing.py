@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..errors import UserError
+from ..errors import UserError, check_int, is_int
 
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> `datasets` builder."""
@@ -179,8 +179,7 @@ class PackedSequences(torch.utils.data.Dataset):
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise UserError(f"seq_len must be an integer >= 1; got {seq_len!r}")
+        check_int("seq_len", seq_len, 1)
         tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)  # a memmap stays one
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise UserError(f"tokens must be a 1-D integer array; got shape {tokens.shape} dtype {tokens.dtype}")
@@ -195,7 +194,7 @@ class PackedSequences(torch.utils.data.Dataset):
         return self._n
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"index must be an integer; got {type(i).__name__}")
         if not -self._n <= i < self._n:
             raise IndexError(f"sequence index {i} out of range for {self._n} sequences")

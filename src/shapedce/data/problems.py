@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from ..errors import UserError
+from ..errors import UserError, check_int
 
 PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
 PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
@@ -148,13 +148,6 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
 _WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
     "add": _add, "sub": _sub, "mul": _mul, "chain": _chain, "linear": _linear, "compare": _compare,
 }
-
-
-def check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    """One-line ValueError unless value is an int in [lo, hi] (no upper bound when hi is None)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        allowed = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise UserError(f"{name} must be an integer {allowed}; got {value!r}")
 
 
 def _check_family(family: str) -> None:

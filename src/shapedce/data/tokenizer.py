@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from ..errors import UserError
+from ..errors import UserError, check, check_int, is_int
 
 SPECIAL_TOKENS: dict[str, str] = {
     "bos_token": "<|bos|>",
@@ -60,10 +60,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     Deterministic for the same texts and vocab_size. The result may hold fewer than vocab_size
     tokens when the texts offer too few merges; use len(tokenizer) for the real size.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise UserError(
-            f"vocab_size must be an integer >= {MIN_VOCAB_SIZE} (256 bytes + specials); got {vocab_size!r}"
-        )
+    check(is_int(vocab_size) and vocab_size >= MIN_VOCAB_SIZE, "vocab_size",
+          f"an integer >= {MIN_VOCAB_SIZE} (256 bytes + specials)", vocab_size)
     if isinstance(texts, str):
         raise UserError("texts must be an iterable of documents, not a single string")
     specials = list(SPECIAL_TOKENS.values())
@@ -137,13 +135,12 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerFast, where: str = "token
 
 
 def check_tokenizer_fits(tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> None:
-    """Raise a one-line ValueError unless every token id is < the model's `vocab_size`.
+    """Raise a one-line UserError unless every token id is < the model's `vocab_size`.
 
     Also checks pad and eos exist (see `check_special_tokens`). A model vocabulary larger than
     the tokenizer (e.g. rounded up to a multiple of 64) is fine.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise UserError(f"vocab_size must be an integer >= 1; got {vocab_size!r}")
+    check_int("vocab_size", vocab_size, 1)
     check_special_tokens(tokenizer)
     needed = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
     if needed > vocab_size:
