@@ -19,6 +19,7 @@ Run on CPU (from the repository root):
     python benchmarks/bench_loss.py                      # all shapes (long on CPU)
     python benchmarks/bench_loss.py --topk               # k-th largest logit: topk vs kthvalue vs exp
     python benchmarks/bench_loss.py --chunks             # fused_precision chunk_size sweep
+    python benchmarks/bench_loss.py --stats --repeats 3  # return_stats=True vs False: ~1 min
 On GPU add `--device cuda` (and e.g. `--mem-budget-gib 70`).
 Other flags: --shapes 4096x32768,16384x151936  --repeats R  --chunk-size C  --csv PATH
 """
@@ -48,9 +49,13 @@ CHUNK_SIZES = [64, 128, 256, 512, 1024]
 GIB, MIB = 1 << 30, 1 << 20
 
 
-def _fused(**knobs):
+def _fused(stats: bool = False, **knobs):
     def make(h, w, x, args):
-        return lambda: fused_linear_shaped_cross_entropy(h, w, x, chunk_size=args.chunk_size, **knobs).backward()
+        def step():
+            out = fused_linear_shaped_cross_entropy(h, w, x, chunk_size=args.chunk_size, return_stats=stats, **knobs)
+            (out[0] if stats else out).backward()
+
+        return step
 
     return make
 
@@ -74,6 +79,12 @@ PROVIDERS = {
     "fused_ce": _fused(),
     "fused_precision": _fused(beta=-0.25),
     "fused_tail": _fused(lambda_tail=-0.1, k=100),
+}
+STATS_PROVIDERS = {  # --stats: each fused setting without and with return_stats=True
+    name + suffix: _fused(stats=bool(suffix), **knobs)
+    for name, knobs in (("fused_ce", {}), ("fused_precision", dict(beta=-0.25)),
+                        ("fused_tail", dict(lambda_tail=-0.1, k=100)))
+    for suffix in ("", "+stats")
 }
 UNFUSED_COPIES = {"floor": 2, "torch_ce": 3, "shaped_ref": 4}  # live [N, V] float32 tensors at peak (measured)
 
@@ -113,7 +124,7 @@ def worker(args) -> None:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    step = PROVIDERS[provider](hidden, weight, targets, args)
+    step = {**PROVIDERS, **STATS_PROVIDERS}[provider](hidden, weight, targets, args)
     times = []
     for i in range(args.warmup + args.repeats):
         hidden.grad = weight.grad = None
@@ -127,7 +138,7 @@ def worker(args) -> None:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"time_ms": 1e3 * statistics.median(times), "peak_mib": peak / MIB}))
+    print(json.dumps({"time_ms": 1e3 * statistics.median(times), "time_min_ms": 1e3 * min(times), "peak_mib": peak / MIB}))
 
 
 # ------------------------------------------------------------------------------------ parent
@@ -183,6 +194,27 @@ def main_bench(args) -> None:
     rows = [[p, n, args.hidden, v, fmt(r.get("time_ms"), ".3f"), fmt(r.get("peak_mib"), ".1f")]
             for (n, v), res in results.items() for p, r in res.items() if "note" not in r]
     write_csv(args.csv, ["provider", "N", "H", "V", "time_ms", "peak_mib"], rows)
+
+
+def main_stats(args) -> None:
+    """Cost of return_stats=True (ce, entropy, top-k masses, w mean/max, grad_shift) per fused setting.
+    Times are the minimum over --repeats (robust to other load on shared cores)."""
+    shapes = args.shapes if args.shapes_given else [(2048, 32768)]
+    rows = []
+    for n, v in shapes:
+        print(f"\n### return_stats overhead, N={n}, H={args.hidden}, V={v} ({args.device})\n")
+        print("| setting | min time (ms) | min time +stats (ms) | ratio | extra peak (MiB) | +stats (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in ("fused_ce", "fused_precision", "fused_tail"):
+            a, b = (measure(args, name + sfx, n, v, args.chunk_size) for sfx in ("", "+stats"))
+            if "note" in a or "note" in b:
+                print(f"| {name} | {a.get('note', '')} | {b.get('note', '')} | | | |")
+                continue
+            print(f"| {name} | {a['time_min_ms']:.1f} | {b['time_min_ms']:.1f} | {ratio(b['time_min_ms'], a['time_min_ms'])} "
+                  f"| {a['peak_mib']:.0f} | {b['peak_mib']:.0f} |")
+            rows += [[name + sfx, n, args.hidden, v, f"{r['time_ms']:.3f}", f"{r['peak_mib']:.1f}"]
+                     for sfx, r in (("", a), ("+stats", b))]
+    write_csv(args.csv.with_name(args.csv.stem + "_stats.csv"), ["provider", "N", "H", "V", "time_ms", "peak_mib"], rows)
 
 
 def main_chunks(args) -> None:
@@ -257,6 +289,7 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_loss.csv")
     ap.add_argument("--topk", action="store_true", help="micro-benchmark the k-th largest logit")
     ap.add_argument("--chunks", action="store_true", help="sweep chunk_size for fused_precision")
+    ap.add_argument("--stats", action="store_true", help="time with vs without return_stats (default N=2048 V=32768)")
     ap.add_argument("--worker", nargs=3, metavar=("PROVIDER", "N", "V"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -268,6 +301,8 @@ def main() -> None:
         main_topk(args)
     elif args.chunks:
         main_chunks(args)
+    elif args.stats:
+        main_stats(args)
     else:
         main_bench(args)
 

@@ -11,6 +11,6 @@ from .control import EntropyController
 from .fused import fused_linear_shaped_cross_entropy
 from .knobs import PRESETS, SETTINGS, ShapedLoss
 from .reference import shaped_cross_entropy
-from .rows import STAT_NAMES
+from .rows import MAX_STAT_NAMES, STAT_NAMES
 
-__all__ = ["PRESETS", "SETTINGS", "STAT_NAMES", "EntropyController", "ShapedLoss", "fused_linear_shaped_cross_entropy", "shaped_cross_entropy"]
+__all__ = ["MAX_STAT_NAMES", "PRESETS", "SETTINGS", "STAT_NAMES", "EntropyController", "ShapedLoss", "fused_linear_shaped_cross_entropy", "shaped_cross_entropy"]

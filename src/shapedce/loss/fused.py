@@ -34,7 +34,8 @@ from torch import Tensor
 
 from .knobs import ShapedLoss, check_reduction
 from .reference import top_k
-from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, negative_sum, stats_dict, stats_sums
+from .rows import (add_stats, check_float, check_targets, compute_dtype, empty_stats, grad_shift_rows, ground_truth_weight,
+                   negative_sum, stats_dict, stats_sums)
 from ..errors import UserError, check_int, check_real
 
 CHUNK_ELEMENTS = 1 << 23
@@ -47,6 +48,39 @@ chunk); beyond 256 rows at V=32768 time stayed flat while memory grew."""
 def default_chunk_rows(n_rows: int, vocab: int) -> int:
     rows = max(128, 1 << max(0, (CHUNK_ELEMENTS // vocab).bit_length() - 1))
     return max(1, min(rows, n_rows))
+
+
+def _negatives(e: Tensor, top, sum_neg: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For e whose target entry is zeroed: per row, the sums of e_j and of e_j^2 over the top-k set
+    and over the rest (the tail). Float64 [C] each; for the statistics only.
+
+    The top-k entries are zeroed for the tail's pass and put back (exact), so the tail's sums are
+    taken directly, not as differences of nearly equal sums. Rows whose negatives are tiny
+    (sum_neg < 2**-20, i.e. pi_x > 1 - 1e-6) would square into float32 denormals: those rows are
+    redone on a copy scaled by a power of two (exact) and the sums scaled back."""
+    top_i = None if top is None else top.indices
+    out = _sums(e, top_i)
+    tiny = (sum_neg < 2.0**-20).nonzero().squeeze(1)
+    if tiny.numel():
+        exp2 = torch.floor(-torch.log2(sum_neg[tiny])).clamp(max=126.0)
+        scaled = e.index_select(0, tiny) * torch.exp2(exp2).unsqueeze(1)
+        fix = torch.exp2(-exp2.double())
+        redone = _sums(scaled, None if top_i is None else top_i.index_select(0, tiny))
+        out = tuple(a.index_copy(0, tiny, b * f) for a, b, f in zip(out, redone, (fix, fix * fix) * 2))
+    return out
+
+
+def _sums(e: Tensor, top_indices: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if top_indices is None:  # k >= V: everything is "top"
+        sq = torch.linalg.vector_norm(e, dim=1).double().square()
+        zero = torch.zeros_like(sq)
+        return e.sum(1).double(), sq, zero, zero
+    e_top = e.gather(1, top_indices)
+    e.scatter_(1, top_indices, 0.0)
+    tail, tail_sq = e.sum(1).double(), torch.linalg.vector_norm(e, dim=1).double().square()
+    e.scatter_(1, top_indices, e_top)
+    e_top = e_top.double()
+    return e_top.sum(1), e_top.square().sum(1), tail, tail_sq
 
 
 def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: bool, want_stats: bool):
@@ -64,13 +98,15 @@ def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: b
     e = z.sub_(m).exp_()
     e_x = e.gather(1, x1)
     sum_neg = e.scatter_(1, x1, 0.0).sum(1)  # sum over negatives, exact even when pi_x ~ 1
+    negatives = _negatives(e, top, sum_neg) if want_stats else None
     e.scatter_(1, x1, e_x)
     sum_all = sum_neg + e_x.squeeze(1)
     log_sum = sum_all.log()
     log_p = z_x - m.squeeze(1) - log_sum  # log pi_x
     log_q = sum_neg.log() - log_sum  # log(1 - pi_x); -inf when pi_x == 1 in floating point
     p_x = log_p.exp()
-    w = ground_truth_weight(log_p, log_q, knobs.beta).to(z.dtype)
+    w64 = ground_truth_weight(log_p, log_q, knobs.beta)
+    w = w64.to(z.dtype)
     s = torch.zeros_like(w)
     if need_topk and top is None:  # k >= V: every token is in the top-k
         mass_top, x_in_top = torch.ones_like(w), torch.ones_like(w, dtype=torch.bool)
@@ -84,7 +120,13 @@ def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: b
     sums = None
     if want_stats:
         entropy = log_sum - torch.special.xlogy(e, e).sum(1) / sum_all
-        sums = stats_sums(log_p, entropy, mass_top, x_in_top)
+        top_sum, top_sq, tail_sum, tail_sq = negatives
+        total = sum_all.double()
+        # S again, from the negatives' own sums: exact to rounding even where pi_x ~ 1 (1 - mass_top is not)
+        s_neg = (knobs.lambda_top * top_sum + knobs.lambda_tail * tail_sum) / total
+        diff_sq, ce_sq = grad_shift_rows(log_p, log_q, w64, s_neg, top_sq / total.square(), tail_sq / total.square(),
+                                         knobs.lambda_top, knobs.lambda_tail)
+        sums = stats_sums(log_p, entropy, mass_top, x_in_top, w64, diff_sq, ce_sq)
     if want_grad:
         ws_ = w + s
         scale = (row_scale / sum_all).unsqueeze(1)
@@ -121,7 +163,7 @@ def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, 
     n, vocab = h.shape[0], weight.shape[0]
     cd = compute_dtype(h.dtype)
     want_grad = grad_h is not None or grad_w is not None or grad_b is not None
-    stats = torch.zeros(5, dtype=torch.float64, device=h.device) if want_stats else None
+    stats = empty_stats(h.device) if want_stats else None
     if n == 0:
         return stats
     buf = torch.empty(min(chunk, n), vocab, dtype=cd, device=h.device)  # reused: no fresh pages per chunk
@@ -146,7 +188,7 @@ def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, 
         if rows_out is not None:
             rows_out[start:end] = rows
         if sums is not None:
-            stats += sums
+            add_stats(stats, sums)
         if want_grad:
             g = buf[:c].to(weight.dtype)
             if grad_h is not None:

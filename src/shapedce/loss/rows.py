@@ -11,8 +11,12 @@ import torch
 from torch import Tensor
 from ..errors import UserError
 
-STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk")
-"""Per-token means returned with `return_stats=True`, plus "tokens" (the count they average)."""
+STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk", "w_mean", "grad_diff_sq", "grad_ce_sq")
+"""Per-token means returned with `return_stats=True` (merged across micro-batches by token weight),
+beside "w_max", "grad_shift" (see `grad_shift_rows`) and "tokens" (the count they average)."""
+
+MAX_STAT_NAMES = ("w_max",)
+"""Statistics that are maxima over the non-ignored rows (0 for an empty batch; w > 0 always)."""
 
 
 def check_targets(targets: Tensor, expected_shape: torch.Size, vocab: int, ignore_index: int, what: str) -> None:
@@ -73,9 +77,35 @@ def negative_sum(p_x: Tensor, mass_top: Tensor, x_in_top: Tensor, lambda_top: fl
     return lambda_top * top_neg + lambda_tail * tail_neg
 
 
-def stats_sums(log_p: Tensor, entropy: Tensor, mass_top: Tensor, x_in_top: Tensor) -> Tensor:
-    """Sums over rows of the STAT_NAMES quantities, float64 [5]."""
-    mass_top = mass_top.double()
+def grad_shift_rows(log_p: Tensor, log_q: Tensor, w: Tensor, s: Tensor, sq_top: Tensor, sq_tail: Tensor,
+                    lambda_top: float, lambda_tail: float) -> tuple[Tensor, Tensor]:
+    """Per row, ||g_shaped - g_ce||^2 and ||g_ce||^2 of the logit gradients, float64, from row statistics.
+
+    g_ce_j = pi_j - 1[j=x] is cross-entropy's gradient, g_shaped_j = pi_j (w + S - lam_j) - w 1[j=x]
+    the shaped loss's (SPEC section 1, lam_x = 0). Their difference is
+        j = x:        (w - 1)(pi_x - 1) + pi_x S    = -(w - 1) q + pi_x S      (q = 1 - pi_x)
+        j in K, != x: pi_j (w + S - 1 - lambda_top) = pi_j a_top
+        j not in K:   pi_j (w + S - 1 - lambda_tail) = pi_j a_tail
+    so with P_top = sum_{j in K, j != x} pi_j^2 and P_tail = sum_{j not in K, j != x} pi_j^2 (inputs
+    `sq_top`, `sq_tail`):
+        ||g_shaped - g_ce||^2 = (pi_x S - (w - 1) q)^2 + a_top^2 P_top + a_tail^2 P_tail
+        ||g_ce||^2            = q^2 + P_top + P_tail
+    Five numbers per row, no [N, V] work. q comes from log(1 - pi_x) (exact as pi_x -> 1); with the
+    knobs at zero every difference term is exactly 0.
+    """
+    p_x, q = log_p.double().exp(), log_q.double().exp()
+    w, s = w.double(), s.double()
+    sq_top, sq_tail = sq_top.double(), sq_tail.double()
+    a_top, a_tail = w + s - 1.0 - lambda_top, w + s - 1.0 - lambda_tail
+    diff = (p_x * s - (w - 1.0) * q).square() + a_top.square() * sq_top + a_tail.square() * sq_tail
+    return diff, q.square() + sq_top + sq_tail
+
+
+def stats_sums(log_p: Tensor, entropy: Tensor, mass_top: Tensor, x_in_top: Tensor, w: Tensor, diff_sq: Tensor,
+               ce_sq: Tensor) -> Tensor:
+    """Sums over rows of the STAT_NAMES quantities, then the MAX_STAT_NAMES maxima: float64 [9]."""
+    mass_top, w = mass_top.double(), w.double()
+    w_max = w.max() if w.numel() else w.new_zeros(())
     return torch.stack(
         [
             -log_p.double().sum(),
@@ -83,13 +113,34 @@ def stats_sums(log_p: Tensor, entropy: Tensor, mass_top: Tensor, x_in_top: Tenso
             mass_top.sum(),
             (1.0 - mass_top).sum(),
             x_in_top.double().sum(),
+            w.sum(),
+            diff_sq.double().sum(),
+            ce_sq.double().sum(),
+            w_max,
         ]
     )
 
 
+def empty_stats(device) -> Tensor:
+    return torch.zeros(len(STAT_NAMES) + len(MAX_STAT_NAMES), dtype=torch.float64, device=device)
+
+
+def add_stats(acc: Tensor, part: Tensor) -> None:
+    """In place: acc <- acc + part for the sums, max(acc, part) for the maxima."""
+    n = len(STAT_NAMES)
+    acc[:n] += part[:n]
+    torch.maximum(acc[n:], part[n:], out=acc[n:])
+
+
 def stats_dict(sums: Tensor, tokens: int) -> dict[str, Tensor]:
-    """Per-token means (0 for an empty batch) and the token count, as detached 0-d tensors."""
-    means = (sums / max(tokens, 1)).float()
-    out = {name: means[i] for i, name in enumerate(STAT_NAMES)}
+    """Per-token means (0 for an empty batch), the maxima, grad_shift = sqrt(sum ||g_shaped - g_ce||^2 /
+    sum ||g_ce||^2) (0 when the CE gradient is 0) and the token count, as detached 0-d tensors."""
+    n = len(STAT_NAMES)
+    means = sums[:n] / max(tokens, 1)
+    wide = ("grad_diff_sq", "grad_ce_sq")  # squared norms can be ~1e-40: kept in float64
+    out = {name: means[i] if name in wide else means[i].float() for i, name in enumerate(STAT_NAMES)}
+    out.update({name: sums[n + i].float() for i, name in enumerate(MAX_STAT_NAMES)})
+    diff, ce = sums[STAT_NAMES.index("grad_diff_sq")], sums[STAT_NAMES.index("grad_ce_sq")]
+    out["grad_shift"] = torch.where(ce > 0, diff / ce.clamp_min(1e-300), 0.0).sqrt().float()
     out["tokens"] = torch.tensor(tokens, device=sums.device)
     return out
