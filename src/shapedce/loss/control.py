@@ -39,7 +39,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .knobs import ShapedLoss, check_control
+from .config import LossConfig, check_control
+from .shaped import ShapedLoss
 from ..errors import UserError
 
 BETA_MIN = -1.0
@@ -73,11 +74,12 @@ class EntropyController:
         self.beta = min(max(float(self.beta), BETA_MIN), self.beta_max)
 
     @classmethod
-    def from_loss(cls, loss: ShapedLoss) -> "EntropyController":
+    def from_loss(cls, loss: LossConfig) -> "EntropyController":
         if not loss.auto_beta:
             raise UserError(f"EntropyController needs a loss with beta=auto; got beta={loss.beta!r}")
+        base = loss if isinstance(loss, ShapedLoss) else ShapedLoss(**loss.settings())  # callable
         return cls(target=loss.target_entropy, beta_max=loss.beta_max, beta_lr=loss.beta_lr,
-                   entropy_ema=loss.entropy_ema, base=loss)
+                   entropy_ema=loss.entropy_ema, base=base)
 
     def loss(self) -> ShapedLoss:
         """The fixed-beta loss for the next step (the driven loss's other knobs, beta = self.beta)."""

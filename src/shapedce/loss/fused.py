@@ -32,10 +32,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .knobs import ShapedLoss, check_reduction
-from .reference import top_k
+from .config import LossConfig, check_reduction
 from .rows import (add_stats, check_float, check_targets, compute_dtype, empty_stats, grad_shift_rows, ground_truth_weight,
-                   negative_sum, stats_dict, stats_sums)
+                   negative_sum, stats_dict, stats_sums, top_k)
 from ..errors import UserError, check_int, check_real
 
 CHUNK_ELEMENTS = 1 << 23
@@ -83,7 +82,7 @@ def _sums(e: Tensor, top_indices: Tensor | None) -> tuple[Tensor, Tensor, Tensor
     return e_top.sum(1), e_top.square().sum(1), tail, tail_sq
 
 
-def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: bool, want_stats: bool):
+def _chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bool, want_stats: bool):
     """Loss rows (and stats sums) of one chunk of logits z [C, V].
 
     Overwrites z with exp(z - max) and then, if want_grad, with dloss/dz * row_scale. The top-k
@@ -287,7 +286,7 @@ def fused_linear_shaped_cross_entropy(
     Knobs, reduction and stats as in `shaped_cross_entropy` on z. `chunk_size` is the number of rows
     whose [rows, V] logits are held at once (default: about 2**23 logits per chunk).
     """
-    knobs = ShapedLoss(beta=beta, lambda_top=lambda_top, lambda_tail=lambda_tail, k=k, ignore_index=ignore_index)
+    knobs = LossConfig(beta=beta, lambda_top=lambda_top, lambda_tail=lambda_tail, k=k, ignore_index=ignore_index)
     check_reduction(reduction)
     check_real("logit_scale", logit_scale, 0.0, lo_open=True)
     if softcap is not None:

@@ -20,29 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .knobs import check_knobs, check_reduction
-from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums
+from .config import check_knobs, check_reduction
+from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums, top_k_mask
 from ..errors import UserError
-
-
-def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
-    """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
-
-    K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
-    SPEC allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
-    exp() passes over the row, where torch.kthvalue costs ~16 (benchmarks/bench_loss.py --topk).
-    """
-    if k >= z.shape[-1]:
-        return None
-    return torch.topk(z, k, dim=-1, sorted=False)
-
-
-def top_k_mask(z: Tensor, k: int) -> Tensor:
-    """Boolean [N, V] membership of K_t (see `top_k`)."""
-    top = top_k(z, k)
-    if top is None:
-        return torch.ones_like(z, dtype=torch.bool)
-    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, top.indices, True)
 
 
 def reduce_rows(rows: Tensor, n_valid: int, reduction: str) -> Tensor:

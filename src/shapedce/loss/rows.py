@@ -1,5 +1,5 @@
-"""Per-row pieces shared by the reference and the fused loss: input checks, the ground-truth
-weight w, the negative-channel sum S and the statistics vector.
+"""Per-row pieces shared by the reference and the fused loss: input checks, the top-k set, the
+ground-truth weight w, the negative-channel sum S and the statistics vector.
 
 Everything here works on row statistics (one value per position), never on [N, V] logits,
 which is what lets the fused path stay chunked. Not a public module: use `shapedce.loss`.
@@ -41,6 +41,26 @@ def check_float(t: Tensor, name: str) -> None:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64 (gradcheck); everything else is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+    """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
+
+    K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
+    SPEC allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
+    exp() passes over the row, where torch.kthvalue costs ~16 (benchmarks/bench_loss.py --topk).
+    """
+    if k >= z.shape[-1]:
+        return None
+    return torch.topk(z, k, dim=-1, sorted=False)
+
+
+def top_k_mask(z: Tensor, k: int) -> Tensor:
+    """Boolean [N, V] membership of K_t (see `top_k`)."""
+    top = top_k(z, k)
+    if top is None:
+        return torch.ones_like(z, dtype=torch.bool)
+    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, top.indices, True)
 
 
 def ground_truth_weight(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
