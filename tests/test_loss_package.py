@@ -56,8 +56,15 @@ def test_config_module_imports_no_torch():
 
 
 def test_public_names_and_named_settings():
-    for name in ("ShapedLoss", "PRESETS", "SETTINGS", "shaped_cross_entropy", "fused_linear_shaped_cross_entropy",
-                 "EntropyController", "STAT_NAMES"):
+    for name in (
+        "ShapedLoss",
+        "PRESETS",
+        "SETTINGS",
+        "shaped_cross_entropy",
+        "fused_linear_shaped_cross_entropy",
+        "EntropyController",
+        "STAT_NAMES",
+    ):
         assert name in loss_pkg.__all__ and hasattr(loss_pkg, name)
     assert list(SETTINGS) == list(config_module.SETTINGS) and list(PRESETS) == list(config_module.PRESETS)
     for name, cfg in SETTINGS.items():

@@ -20,7 +20,9 @@ KNOBS["k_ge_V"] = dict(beta=0.5, lambda_top=0.2, lambda_tail=-0.3, k=5000)
 CAPS = [(0.125, None), (2.5, None), (1.0, 30.0), (1.0, 2.0), (0.5, 4.0), (0.3, 1.5)]  # no exact ties at k
 
 
-def make_inputs(shape=(3, 37), hidden=24, vocab=1013, dtype=torch.float64, seed=0, ignore_frac=0.2, scale=3.0):
+def make_inputs(
+    shape=(3, 37), hidden=24, vocab=1013, dtype=torch.float64, seed=0, ignore_frac=0.2, scale=3.0
+):
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(*shape, hidden, generator=g, dtype=torch.float64)
     w = torch.randn(vocab, hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden) * scale
@@ -43,8 +45,9 @@ def value_and_grads(loss, leaves, reduction):
 
 
 def fused(h, w, b, t, reduction, cap, chunk=16, **knobs):
-    loss = fused_linear_shaped_cross_entropy(h, w, t, bias=b, reduction=reduction, chunk_size=chunk,
-                                             logit_scale=cap[0], softcap=cap[1], **knobs)
+    loss = fused_linear_shaped_cross_entropy(
+        h, w, t, bias=b, reduction=reduction, chunk_size=chunk, logit_scale=cap[0], softcap=cap[1], **knobs
+    )
     return value_and_grads(loss, (h, w, b), reduction)
 
 
@@ -70,7 +73,9 @@ def test_float64_matches_reference_on_capped_logits(cap, setting, reduction):
     h, w, b, t = make_inputs()
     got = fused(h, w, b, t, reduction, cap, **KNOBS[setting])
     assert_close(got, reference(h, w, b, t, reduction, cap, **KNOBS[setting]), rtol=1e-9, atol=1e-11)
-    assert_close(got, reference(h, w, b, t, reduction, cap, spec=True, **KNOBS[setting]), rtol=1e-9, atol=1e-11)
+    assert_close(
+        got, reference(h, w, b, t, reduction, cap, spec=True, **KNOBS[setting]), rtol=1e-9, atol=1e-11
+    )
 
 
 @pytest.mark.parametrize("cap", [(1.0, 3.0), (0.25, None)])
@@ -107,7 +112,9 @@ def test_extreme_logits_float32(setting, shift):
     for cap in [(1.0, 30.0), (0.01, 50.0), (1.0, None)]:
         got = fused(h, eye, b, t, "mean", cap, **KNOBS[setting])
         assert torch.isfinite(got[0])
-        assert_close(got, reference(h, eye, b, t, "mean", cap, spec=True, **KNOBS[setting]), rtol=1e-5, atol=1e-6)
+        assert_close(
+            got, reference(h, eye, b, t, "mean", cap, spec=True, **KNOBS[setting]), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("setting", ["precision", "mixed"])
@@ -119,7 +126,9 @@ def test_bf16_and_autocast_tolerance(setting):
     assert_close(got, reference(h, w, b, t, "mean", cap, **KNOBS[setting]), rtol=3e-2, atol=3e-3)
     h, w, b, t = make_inputs(dtype=torch.float32, seed=7, vocab=211)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = fused_linear_shaped_cross_entropy(h, w, t, bias=b, logit_scale=0.5, softcap=10.0, **KNOBS[setting])
+        loss = fused_linear_shaped_cross_entropy(
+            h, w, t, bias=b, logit_scale=0.5, softcap=10.0, **KNOBS[setting]
+        )
     got = value_and_grads(loss, (h, w, b), "mean")
     assert all(g.dtype == torch.float32 for g in got[1])
     assert_close(got, reference(h, w, b, t, "mean", cap, **KNOBS[setting]), rtol=3e-2, atol=3e-3)
@@ -128,7 +137,9 @@ def test_bf16_and_autocast_tolerance(setting):
 def test_stats_are_those_of_the_capped_logits():
     h, w, b, t = make_inputs(seed=8, vocab=211)
     cap = (2.0, 3.0)
-    _, got = fused_linear_shaped_cross_entropy(h, w, t, bias=b, k=9, logit_scale=2.0, softcap=3.0, return_stats=True)
+    _, got = fused_linear_shaped_cross_entropy(
+        h, w, t, bias=b, k=9, logit_scale=2.0, softcap=3.0, return_stats=True
+    )
     _, want = shaped_cross_entropy(capped_logits(h, w, b, *cap), t, k=9, return_stats=True)
     for name, value in want.items():
         torch.testing.assert_close(got[name].double(), value.double(), rtol=1e-6, atol=1e-8)
@@ -138,23 +149,27 @@ def test_gradcheck_with_softcap():
     h, w, b, t = make_inputs(shape=(6,), hidden=3, vocab=7, seed=9, ignore_frac=0.3)
 
     def f(h, w, b):
-        return fused_linear_shaped_cross_entropy(h, w, t, bias=b, chunk_size=4, lambda_top=0.2, lambda_tail=-0.3,
-                                                 k=3, logit_scale=1.7, softcap=2.0)
+        return fused_linear_shaped_cross_entropy(
+            h, w, t, bias=b, chunk_size=4, lambda_top=0.2, lambda_tail=-0.3, k=3, logit_scale=1.7, softcap=2.0
+        )
 
     assert torch.autograd.gradcheck(f, (h, w, b))
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(logit_scale=0.0), "logit_scale must be a finite number > 0"),
-    (dict(logit_scale=-1.0), "logit_scale must be a finite number > 0"),
-    (dict(logit_scale=math.nan), "logit_scale must be a finite number > 0"),
-    (dict(logit_scale=math.inf), "logit_scale must be a finite number > 0"),
-    (dict(logit_scale=True), "logit_scale must be a finite number > 0"),
-    (dict(softcap=0.0), "softcap must be a finite number > 0"),
-    (dict(softcap=-30.0), "softcap must be a finite number > 0"),
-    (dict(softcap=math.inf), "softcap must be a finite number > 0"),
-    (dict(softcap="30"), "softcap must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(logit_scale=0.0), "logit_scale must be a finite number > 0"),
+        (dict(logit_scale=-1.0), "logit_scale must be a finite number > 0"),
+        (dict(logit_scale=math.nan), "logit_scale must be a finite number > 0"),
+        (dict(logit_scale=math.inf), "logit_scale must be a finite number > 0"),
+        (dict(logit_scale=True), "logit_scale must be a finite number > 0"),
+        (dict(softcap=0.0), "softcap must be a finite number > 0"),
+        (dict(softcap=-30.0), "softcap must be a finite number > 0"),
+        (dict(softcap=math.inf), "softcap must be a finite number > 0"),
+        (dict(softcap="30"), "softcap must be a finite number > 0"),
+    ],
+)
 def test_bad_transform_arguments_fail_with_one_line(kwargs, needle):
     h, w, b, t = make_inputs(shape=(4,), hidden=3, vocab=7)
     with pytest.raises(ValueError) as excinfo:

@@ -16,12 +16,14 @@ from shapedce.loss import PRESETS, fused_linear_shaped_cross_entropy, shaped_cro
 from shapedce.train.metrics import merge_stats
 
 KNOBS = {name: {k: v for k, v in PRESETS[name].knobs().items() if k != "ignore_index"} for name in PRESETS}
-KNOBS.update({
-    "mixed": dict(beta=-0.25, lambda_top=0.1, lambda_tail=-0.1, k=5),
-    "beta_-1": dict(beta=-1.0, lambda_tail=-0.1, k=10),
-    "dft": dict(beta=math.inf),
-    "k_ge_V": dict(beta=0.5, lambda_top=0.2, lambda_tail=-0.3, k=5000),
-})
+KNOBS.update(
+    {
+        "mixed": dict(beta=-0.25, lambda_top=0.1, lambda_tail=-0.1, k=5),
+        "beta_-1": dict(beta=-1.0, lambda_tail=-0.1, k=10),
+        "dft": dict(beta=math.inf),
+        "k_ge_V": dict(beta=0.5, lambda_top=0.2, lambda_tail=-0.3, k=5000),
+    }
+)
 
 
 def make_logits(n=90, vocab=211, seed=0, dtype=torch.float64, ignore_frac=0.2):
@@ -55,8 +57,10 @@ def fused_stats(z, t, chunk=16, **knobs):
 def test_grad_shift_and_w_match_autograd_and_the_spec(setting, dtype, rtol):
     z, t = make_logits(dtype=dtype, seed=1)
     want = direct(z, t, KNOBS[setting])
-    for stats in (fused_stats(z, t, **KNOBS[setting]), shaped_cross_entropy(z, t, return_stats=True,
-                                                                               **KNOBS[setting])[1]):
+    for stats in (
+        fused_stats(z, t, **KNOBS[setting]),
+        shaped_cross_entropy(z, t, return_stats=True, **KNOBS[setting])[1],
+    ):
         for name, value in want.items():
             torch.testing.assert_close(stats[name].double(), value.double(), rtol=rtol, atol=1e-9)
     if setting == "ce":
@@ -88,7 +92,9 @@ def test_extreme_logits_give_finite_stats(shift):
     for knobs in (KNOBS["precision"], KNOBS["tail"], KNOBS["beta_-1"]):
         stats = fused_stats(z, t, **knobs)
         assert all(math.isfinite(float(v)) for v in stats.values())
-        if shift == 20.0:  # pi_x is 1 in float32, not in the float64 reference: still exact vs CE's tiny gradient
+        if (
+            shift == 20.0
+        ):  # pi_x is 1 in float32, not in the float64 reference: still exact vs CE's tiny gradient
             want = direct(z, t, knobs)
             torch.testing.assert_close(stats["grad_shift"].double(), want["grad_shift"], rtol=1e-3, atol=0.0)
 

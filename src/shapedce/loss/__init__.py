@@ -23,6 +23,13 @@ from .rows import MAX_STAT_NAMES, STAT_NAMES
 from .shaped import PRESETS, SETTINGS, ShapedLoss
 
 __all__ = [
-    "MAX_STAT_NAMES", "PRESETS", "SETTINGS", "STAT_NAMES", "EntropyController", "LossConfig", "ShapedLoss",
-    "fused_linear_shaped_cross_entropy", "shaped_cross_entropy",
+    "MAX_STAT_NAMES",
+    "PRESETS",
+    "SETTINGS",
+    "STAT_NAMES",
+    "EntropyController",
+    "LossConfig",
+    "ShapedLoss",
+    "fused_linear_shaped_cross_entropy",
+    "shaped_cross_entropy",
 ]

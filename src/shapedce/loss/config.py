@@ -35,8 +35,12 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def check_knobs(beta: float, lambda_top: float, lambda_tail: float, k: int) -> None:
     """Raise a one-line UserError naming the first knob outside its allowed range."""
-    check(is_real(beta) and not math.isnan(beta) and beta >= -1, "beta", "a number >= -1 (w is unbounded below -1)",
-          beta)
+    check(
+        is_real(beta) and not math.isnan(beta) and beta >= -1,
+        "beta",
+        "a number >= -1 (w is unbounded below -1)",
+        beta,
+    )
     check_real("lambda_top", lambda_top)
     check_real("lambda_tail", lambda_tail)
     check_int("k", k, 1)
@@ -93,14 +97,19 @@ class LossConfig:
         check_knobs(0.0 if self.auto_beta else self.beta, self.lambda_top, self.lambda_tail, self.k)
         check_control(self.target_entropy, self.beta_max, self.beta_lr, self.entropy_ema)
         if self.auto_beta and self.target_entropy <= 0:
-            raise UserError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}")
+            raise UserError(
+                f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}"
+            )
         if not self.auto_beta and self.target_entropy != 0:
-            raise UserError(f"target_entropy is used only with beta=auto; got {self.target_entropy!r} with beta={self.beta!r}")
+            raise UserError(
+                f"target_entropy is used only with beta=auto; "
+                f"got {self.target_entropy!r} with beta={self.beta!r}"
+            )
         check_int("ignore_index", self.ignore_index)
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "LossConfig":
-        """One of the named settings (see `SETTINGS`) as an instance of `cls`, optionally with fields overridden."""
+        """One of the named settings (see `SETTINGS`) as a `cls`, optionally with fields overridden."""
         if name not in SETTINGS:
             raise UserError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
         return cls(**{**SETTINGS[name].settings(), **overrides})
@@ -126,13 +135,18 @@ class LossConfig:
     def knobs(self) -> dict[str, Any]:
         """Keyword arguments for `shaped_cross_entropy` / `fused_linear_shaped_cross_entropy`."""
         if self.auto_beta:
-            raise UserError("beta=auto is set online by the trainer's entropy controller "
-                             "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss")
-        return {name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")}
+            raise UserError(
+                "beta=auto is set online by the trainer's entropy controller "
+                "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss"
+            )
+        return {
+            name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")
+        }
 
     def settings(self) -> dict[str, Any]:
         """Every field, as a config's `loss:` section holds it."""
         return asdict(self)
+
 
 PRESETS: dict[str, LossConfig] = {
     "ce": LossConfig(),
@@ -149,6 +163,9 @@ pre-training with on the default `shapedce reproduce` grid (tiny model, 200 step
 20 steps), i.e. in the paper's "precision" direction. Other models and data have other entropies:
 set loss.target_entropy (or the grid's auto_target_entropy)."""
 
-SETTINGS: dict[str, LossConfig] = {**PRESETS, "auto": LossConfig(beta="auto", target_entropy=AUTO_TARGET_ENTROPY)}
+SETTINGS: dict[str, LossConfig] = {
+    **PRESETS,
+    "auto": LossConfig(beta="auto", target_entropy=AUTO_TARGET_ENTROPY),
+}
 """Every named setting `loss=NAME` and `shapedce reproduce --configs` accept: the paper's five and
 "auto" (automatic beta towards AUTO_TARGET_ENTROPY)."""

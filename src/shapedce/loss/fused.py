@@ -33,8 +33,20 @@ import torch
 from torch import Tensor
 
 from .config import LossConfig, check_reduction
-from .rows import (add_stats, check_float, check_targets, compute_dtype, empty_stats, grad_shift_rows, ground_truth_weight,
-                   negative_sum, stats_dict, stats_sums, top_k)
+from .rows import (
+    add_stats,
+    check_float,
+    check_targets,
+    compute_dtype,
+    empty_stats,
+    grad_shift_rows,
+    ground_truth_weight,
+    negative_sum,
+    negative_sums,
+    stats_dict,
+    stats_sums,
+    top_k,
+)
 from ..errors import UserError, check_int, check_real
 
 CHUNK_ELEMENTS = 1 << 23
@@ -47,39 +59,6 @@ chunk); beyond 256 rows at V=32768 time stayed flat while memory grew."""
 def default_chunk_rows(n_rows: int, vocab: int) -> int:
     rows = max(128, 1 << max(0, (CHUNK_ELEMENTS // vocab).bit_length() - 1))
     return max(1, min(rows, n_rows))
-
-
-def _negatives(e: Tensor, top, sum_neg: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """For e whose target entry is zeroed: per row, the sums of e_j and of e_j^2 over the top-k set
-    and over the rest (the tail). Float64 [C] each; for the statistics only.
-
-    The top-k entries are zeroed for the tail's pass and put back (exact), so the tail's sums are
-    taken directly, not as differences of nearly equal sums. Rows whose negatives are tiny
-    (sum_neg < 2**-20, i.e. pi_x > 1 - 1e-6) would square into float32 denormals: those rows are
-    redone on a copy scaled by a power of two (exact) and the sums scaled back."""
-    top_i = None if top is None else top.indices
-    out = _sums(e, top_i)
-    tiny = (sum_neg < 2.0**-20).nonzero().squeeze(1)
-    if tiny.numel():
-        exp2 = torch.floor(-torch.log2(sum_neg[tiny])).clamp(max=126.0)
-        scaled = e.index_select(0, tiny) * torch.exp2(exp2).unsqueeze(1)
-        fix = torch.exp2(-exp2.double())
-        redone = _sums(scaled, None if top_i is None else top_i.index_select(0, tiny))
-        out = tuple(a.index_copy(0, tiny, b * f) for a, b, f in zip(out, redone, (fix, fix * fix) * 2))
-    return out
-
-
-def _sums(e: Tensor, top_indices: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    if top_indices is None:  # k >= V: everything is "top"
-        sq = torch.linalg.vector_norm(e, dim=1).double().square()
-        zero = torch.zeros_like(sq)
-        return e.sum(1).double(), sq, zero, zero
-    e_top = e.gather(1, top_indices)
-    e.scatter_(1, top_indices, 0.0)
-    tail, tail_sq = e.sum(1).double(), torch.linalg.vector_norm(e, dim=1).double().square()
-    e.scatter_(1, top_indices, e_top)
-    e_top = e_top.double()
-    return e_top.sum(1), e_top.square().sum(1), tail, tail_sq
 
 
 def _chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bool, want_stats: bool):
@@ -97,7 +76,7 @@ def _chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: b
     e = z.sub_(m).exp_()
     e_x = e.gather(1, x1)
     sum_neg = e.scatter_(1, x1, 0.0).sum(1)  # sum over negatives, exact even when pi_x ~ 1
-    negatives = _negatives(e, top, sum_neg) if want_stats else None
+    negatives = negative_sums(e, top, sum_neg) if want_stats else None
     e.scatter_(1, x1, e_x)
     sum_all = sum_neg + e_x.squeeze(1)
     log_sum = sum_all.log()
@@ -123,8 +102,16 @@ def _chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: b
         total = sum_all.double()
         # S again, from the negatives' own sums: exact to rounding even where pi_x ~ 1 (1 - mass_top is not)
         s_neg = (knobs.lambda_top * top_sum + knobs.lambda_tail * tail_sum) / total
-        diff_sq, ce_sq = grad_shift_rows(log_p, log_q, w64, s_neg, top_sq / total.square(), tail_sq / total.square(),
-                                         knobs.lambda_top, knobs.lambda_tail)
+        diff_sq, ce_sq = grad_shift_rows(
+            log_p,
+            log_q,
+            w64,
+            s_neg,
+            top_sq / total.square(),
+            tail_sq / total.square(),
+            knobs.lambda_top,
+            knobs.lambda_tail,
+        )
         sums = stats_sums(log_p, entropy, mass_top, x_in_top, w64, diff_sq, ce_sq)
     if want_grad:
         ws_ = w + s
@@ -155,8 +142,23 @@ def _transform(z: Tensor, logit_scale: float, softcap: float | None, dcap: Tenso
     z.mul_(softcap)
 
 
-def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, grad_b, want_stats, rows_out,
-                logit_scale=1.0, softcap=None):
+def _run_chunks(
+    h,
+    weight,
+    bias,
+    x,
+    knobs,
+    chunk,
+    *,
+    row_scale,
+    grad_h,
+    grad_w,
+    grad_b,
+    want_stats,
+    rows_out,
+    logit_scale=1.0,
+    softcap=None,
+):
     """Loop over row chunks: logits GEMM, logit transform, row math, and (when grads are given) the
     two grad GEMMs."""
     n, vocab = h.shape[0], weight.shape[0]
@@ -205,7 +207,11 @@ def _grad_buffers(h, weight, bias, needs, cd):
     need_h, need_w, need_b = needs
     acc = torch.float64 if cd == torch.float64 else torch.float32
     grad_h = torch.empty_like(h) if need_h else None
-    grad_w = torch.zeros(weight.shape, dtype=weight.dtype if weight.dtype == cd else acc, device=weight.device) if need_w else None
+    grad_w = (
+        torch.zeros(weight.shape, dtype=weight.dtype if weight.dtype == cd else acc, device=weight.device)
+        if need_w
+        else None
+    )
     grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b and bias is not None else None
     return grad_h, grad_w, grad_b
 
@@ -216,7 +222,11 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         n_all = hidden.shape[0]
         valid = (targets != knobs.ignore_index).nonzero().squeeze(1)
         n = valid.numel()
-        h, x = (hidden, targets) if n == n_all else (hidden.index_select(0, valid), targets.index_select(0, valid))
+        h, x = (
+            (hidden, targets)
+            if n == n_all
+            else (hidden.index_select(0, valid), targets.index_select(0, valid))
+        )
         cd = compute_dtype(hidden.dtype)
         grads_now = reduction != "none" and any(ctx.needs_input_grad[:3])
         needs = ctx.needs_input_grad[:3] if grads_now else (False, False, False)
@@ -224,11 +234,29 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
         rows = torch.empty(n, dtype=cd, device=hidden.device)
         stats = _run_chunks(
-            h, weight, bias, x, knobs, chunk, row_scale=scale, grad_h=grad_h, grad_w=grad_w, grad_b=grad_b,
-            want_stats=want_stats, rows_out=rows, logit_scale=cap[0], softcap=cap[1],
+            h,
+            weight,
+            bias,
+            x,
+            knobs,
+            chunk,
+            row_scale=scale,
+            grad_h=grad_h,
+            grad_w=grad_w,
+            grad_b=grad_b,
+            want_stats=want_stats,
+            rows_out=rows,
+            logit_scale=cap[0],
+            softcap=cap[1],
         )
         ctx.cap = cap
-        ctx.knobs, ctx.reduction, ctx.chunk, ctx.n_all, ctx.dtypes = knobs, reduction, chunk, n_all, (hidden.dtype, weight.dtype)
+        ctx.knobs, ctx.reduction, ctx.chunk, ctx.n_all, ctx.dtypes = (
+            knobs,
+            reduction,
+            chunk,
+            n_all,
+            (hidden.dtype, weight.dtype),
+        )
         if reduction == "none":
             ctx.save_for_backward(h, weight, bias, x, valid)
             loss = rows.new_zeros(n_all).index_copy_(0, valid, rows)
@@ -243,16 +271,32 @@ class _FusedLinearShapedCE(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_stats):
         if ctx.reduction == "none":
             h, weight, bias, x, valid = ctx.saved_tensors
-            grad_h, grad_w, grad_b = _grad_buffers(h, weight, bias, ctx.needs_input_grad[:3], compute_dtype(h.dtype))
+            grad_h, grad_w, grad_b = _grad_buffers(
+                h, weight, bias, ctx.needs_input_grad[:3], compute_dtype(h.dtype)
+            )
             row_scale = grad_loss.index_select(0, valid).to(compute_dtype(h.dtype))
             _run_chunks(
-                h, weight, bias, x, ctx.knobs, ctx.chunk, row_scale=row_scale, grad_h=grad_h, grad_w=grad_w,
-                grad_b=grad_b, want_stats=False, rows_out=None, logit_scale=ctx.cap[0], softcap=ctx.cap[1],
+                h,
+                weight,
+                bias,
+                x,
+                ctx.knobs,
+                ctx.chunk,
+                row_scale=row_scale,
+                grad_h=grad_h,
+                grad_w=grad_w,
+                grad_b=grad_b,
+                want_stats=False,
+                rows_out=None,
+                logit_scale=ctx.cap[0],
+                softcap=ctx.cap[1],
             )
         else:
             grad_h, grad_w, grad_b, valid = ctx.saved_tensors
             if not bool(grad_loss == 1):
-                grad_h, grad_w, grad_b = (None if g is None else g * grad_loss.to(g.dtype) for g in (grad_h, grad_w, grad_b))
+                grad_h, grad_w, grad_b = (
+                    None if g is None else g * grad_loss.to(g.dtype) for g in (grad_h, grad_w, grad_b)
+                )
         if grad_h is not None and valid.numel() != ctx.n_all:
             grad_h = grad_h.new_zeros(ctx.n_all, grad_h.shape[1]).index_copy_(0, valid, grad_h)
         hid_dtype, w_dtype = ctx.dtypes
@@ -279,14 +323,16 @@ def fused_linear_shaped_cross_entropy(
     logit_scale: float = 1.0,
     softcap: float | None = None,
 ):
-    """Reward-shaped loss of the logits of `hidden @ weight.T + bias` ([..., H] x [V, H]) against targets [...].
+    """Reward-shaped loss of the logits of `hidden @ weight.T + bias` ([..., H] x [V, H]) against targets.
 
     The logits are z = softcap * tanh(logit_scale * (hidden @ weight.T + bias) / softcap), or
     logit_scale * (hidden @ weight.T + bias) when softcap is None (both must be finite and > 0).
     Knobs, reduction and stats as in `shaped_cross_entropy` on z. `chunk_size` is the number of rows
     whose [rows, V] logits are held at once (default: about 2**23 logits per chunk).
     """
-    knobs = LossConfig(beta=beta, lambda_top=lambda_top, lambda_tail=lambda_tail, k=k, ignore_index=ignore_index)
+    knobs = LossConfig(
+        beta=beta, lambda_top=lambda_top, lambda_tail=lambda_tail, k=k, ignore_index=ignore_index
+    )
     check_reduction(reduction)
     check_real("logit_scale", logit_scale, 0.0, lo_open=True)
     if softcap is not None:
@@ -295,7 +341,8 @@ def fused_linear_shaped_cross_entropy(
     check_float(weight, "weight")
     if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
         raise UserError(
-            f"weight must be [V, H] with H = hidden.shape[-1]; got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
+            f"weight must be [V, H] with H = hidden.shape[-1]; "
+            f"got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
         )
     vocab = weight.shape[0]
     if bias is not None and tuple(bias.shape) != (vocab,):
@@ -320,7 +367,15 @@ def fused_linear_shaped_cross_entropy(
     chunk = chunk_size or default_chunk_rows(h2.shape[0], vocab)
     with torch.autocast(device_type, enabled=False):
         loss, stats = _FusedLinearShapedCE.apply(
-            h2, weight, bias, x, knobs, reduction, chunk, return_stats, (float(logit_scale), None if softcap is None else float(softcap))
+            h2,
+            weight,
+            bias,
+            x,
+            knobs,
+            reduction,
+            chunk,
+            return_stats,
+            (float(logit_scale), None if softcap is None else float(softcap)),
         )
     if reduction == "none":
         loss = loss.reshape(targets.shape)

@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import check_knobs, check_reduction
-from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums, top_k_mask
+from .rows import (
+    check_float,
+    check_targets,
+    compute_dtype,
+    ground_truth_weight,
+    stats_dict,
+    stats_sums,
+    top_k_mask,
+)
 from ..errors import UserError
 
 
@@ -98,4 +106,3 @@ def shaped_cross_entropy(
         diff_sq, ce_sq = (g_shaped - g_ce).square().sum(-1), g_ce.square().sum(-1)
         sums = stats_sums(log_p.detach()[v], entropy[v], mass_top[v], x_in_top[v], w[v], diff_sq[v], ce_sq[v])
     return loss, stats_dict(sums, int(v.sum()))
-

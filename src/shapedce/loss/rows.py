@@ -1,8 +1,9 @@
 """Per-row pieces shared by the reference and the fused loss: input checks, the top-k set, the
 ground-truth weight w, the negative-channel sum S and the statistics vector.
 
-Everything here works on row statistics (one value per position), never on [N, V] logits,
-which is what lets the fused path stay chunked. Not a public module: use `shapedce.loss`.
+Everything here works on row statistics (one value per position), or on one chunk's [C, V]
+buffer (`negative_sums`), never on [N, V] logits, which is what lets the fused path stay chunked.
+Not a public module: use `shapedce.loss`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ import torch
 from torch import Tensor
 from ..errors import UserError
 
-STAT_NAMES = ("ce", "entropy", "topk_mass", "tail_mass", "target_in_topk", "w_mean", "grad_diff_sq", "grad_ce_sq")
+STAT_NAMES = (
+    "ce",
+    "entropy",
+    "topk_mass",
+    "tail_mass",
+    "target_in_topk",
+    "w_mean",
+    "grad_diff_sq",
+    "grad_ce_sq",
+)
 """Per-token means returned with `return_stats=True` (merged across micro-batches by token weight),
 beside "w_max", "grad_shift" (see `grad_shift_rows`) and "tokens" (the count they average)."""
 
@@ -19,13 +29,16 @@ MAX_STAT_NAMES = ("w_max",)
 """Statistics that are maxima over the non-ignored rows (0 for an empty batch; w > 0 always)."""
 
 
-def check_targets(targets: Tensor, expected_shape: torch.Size, vocab: int, ignore_index: int, what: str) -> None:
+def check_targets(
+    targets: Tensor, expected_shape: torch.Size, vocab: int, ignore_index: int, what: str
+) -> None:
     """One-line ValueErrors for the target tensor (shape, dtype, range)."""
     if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
         raise UserError(f"targets must be an integer tensor; got dtype {targets.dtype}")
     if targets.shape != expected_shape:
         raise UserError(
-            f"targets shape {tuple(targets.shape)} must equal {what} shape without its last dim {tuple(expected_shape)}"
+            f"targets shape {tuple(targets.shape)} must equal {what} shape "
+            f"without its last dim {tuple(expected_shape)}"
         )
     bad = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)
     if bool(bad.any()):
@@ -90,15 +103,58 @@ def ground_truth_weight(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
     return log_w.exp()
 
 
-def negative_sum(p_x: Tensor, mass_top: Tensor, x_in_top: Tensor, lambda_top: float, lambda_tail: float) -> Tensor:
+def negative_sum(
+    p_x: Tensor, mass_top: Tensor, x_in_top: Tensor, lambda_top: float, lambda_tail: float
+) -> Tensor:
     """S = sum_a lam_a pi_a over the negatives a != x, from the top-k mass and the target's place."""
     top_neg = mass_top - torch.where(x_in_top, p_x, 0.0)
     tail_neg = (1.0 - mass_top) - torch.where(x_in_top, 0.0, p_x)
     return lambda_top * top_neg + lambda_tail * tail_neg
 
 
-def grad_shift_rows(log_p: Tensor, log_q: Tensor, w: Tensor, s: Tensor, sq_top: Tensor, sq_tail: Tensor,
-                    lambda_top: float, lambda_tail: float) -> tuple[Tensor, Tensor]:
+def negative_sums(e: Tensor, top, sum_neg: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For e whose target entry is zeroed: per row, the sums of e_j and of e_j^2 over the top-k set
+    and over the rest (the tail). Float64 [C] each; for the statistics only.
+
+    The top-k entries are zeroed for the tail's pass and put back (exact), so the tail's sums are
+    taken directly, not as differences of nearly equal sums. Rows whose negatives are tiny
+    (sum_neg < 2**-20, i.e. pi_x > 1 - 1e-6) would square into float32 denormals: those rows are
+    redone on a copy scaled by a power of two (exact) and the sums scaled back."""
+    top_i = None if top is None else top.indices
+    out = _sums(e, top_i)
+    tiny = (sum_neg < 2.0**-20).nonzero().squeeze(1)
+    if tiny.numel():
+        exp2 = torch.floor(-torch.log2(sum_neg[tiny])).clamp(max=126.0)
+        scaled = e.index_select(0, tiny) * torch.exp2(exp2).unsqueeze(1)
+        fix = torch.exp2(-exp2.double())
+        redone = _sums(scaled, None if top_i is None else top_i.index_select(0, tiny))
+        out = tuple(a.index_copy(0, tiny, b * f) for a, b, f in zip(out, redone, (fix, fix * fix) * 2))
+    return out
+
+
+def _sums(e: Tensor, top_indices: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if top_indices is None:  # k >= V: everything is "top"
+        sq = torch.linalg.vector_norm(e, dim=1).double().square()
+        zero = torch.zeros_like(sq)
+        return e.sum(1).double(), sq, zero, zero
+    e_top = e.gather(1, top_indices)
+    e.scatter_(1, top_indices, 0.0)
+    tail, tail_sq = e.sum(1).double(), torch.linalg.vector_norm(e, dim=1).double().square()
+    e.scatter_(1, top_indices, e_top)
+    e_top = e_top.double()
+    return e_top.sum(1), e_top.square().sum(1), tail, tail_sq
+
+
+def grad_shift_rows(
+    log_p: Tensor,
+    log_q: Tensor,
+    w: Tensor,
+    s: Tensor,
+    sq_top: Tensor,
+    sq_tail: Tensor,
+    lambda_top: float,
+    lambda_tail: float,
+) -> tuple[Tensor, Tensor]:
     """Per row, ||g_shaped - g_ce||^2 and ||g_ce||^2 of the logit gradients, float64, from row statistics.
 
     g_ce_j = pi_j - 1[j=x] is cross-entropy's gradient, g_shaped_j = pi_j (w + S - lam_j) - w 1[j=x]
@@ -121,8 +177,15 @@ def grad_shift_rows(log_p: Tensor, log_q: Tensor, w: Tensor, s: Tensor, sq_top: 
     return diff, q.square() + sq_top + sq_tail
 
 
-def stats_sums(log_p: Tensor, entropy: Tensor, mass_top: Tensor, x_in_top: Tensor, w: Tensor, diff_sq: Tensor,
-               ce_sq: Tensor) -> Tensor:
+def stats_sums(
+    log_p: Tensor,
+    entropy: Tensor,
+    mass_top: Tensor,
+    x_in_top: Tensor,
+    w: Tensor,
+    diff_sq: Tensor,
+    ce_sq: Tensor,
+) -> Tensor:
     """Sums over rows of the STAT_NAMES quantities, then the MAX_STAT_NAMES maxima: float64 [9]."""
     mass_top, w = mass_top.double(), w.double()
     w_max = w.max() if w.numel() else w.new_zeros(())
