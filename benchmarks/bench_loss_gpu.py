@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from shapedce.loss import fused_linear_shaped_cross_entropy
+
 VOCAB = 151936
 MIB = 1 << 20
 
@@ -51,8 +53,6 @@ def _liger() -> Callable | None:
 
 
 def _providers(chunk_sizes: list[int | None]) -> dict[str, Callable | None]:
-    from shapedce.loss import fused_linear_shaped_cross_entropy
-
     def fused(chunk: int | None, **knobs) -> Callable:
         return lambda h, w, x: fused_linear_shaped_cross_entropy(h, w, x, chunk_size=chunk, **knobs)
 
