@@ -19,6 +19,7 @@ Run on CPU (from the repository root):
     python benchmarks/bench_loss.py                      # all shapes (long on CPU)
     python benchmarks/bench_loss.py --topk               # k-th largest logit: topk vs kthvalue vs exp
     python benchmarks/bench_loss.py --chunks             # fused_precision chunk_size sweep
+    python benchmarks/bench_loss.py --stats --repeats 3  # return_stats=True vs False: ~1 min
 On GPU add `--device cuda` (and e.g. `--mem-budget-gib 70`).
 Other flags: --shapes 4096x32768,16384x151936  --repeats R  --chunk-size C  --csv PATH
 """
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 from shapedce.loss import fused_linear_shaped_cross_entropy, shaped_cross_entropy
 from shapedce.loss.fused import default_chunk_rows
+from shapedce.loss.rows import negative_sums, top_k
 
 SHAPES = [(4096, 32768), (4096, 151936), (16384, 32768), (16384, 151936)]  # (N, V)
 QUICK_SHAPES = [(4096, 32768)]
@@ -48,9 +50,15 @@ CHUNK_SIZES = [64, 128, 256, 512, 1024]
 GIB, MIB = 1 << 30, 1 << 20
 
 
-def _fused(**knobs):
+def _fused(stats: bool = False, **knobs):
     def make(h, w, x, args):
-        return lambda: fused_linear_shaped_cross_entropy(h, w, x, chunk_size=args.chunk_size, **knobs).backward()
+        def step():
+            out = fused_linear_shaped_cross_entropy(
+                h, w, x, chunk_size=args.chunk_size, return_stats=stats, **knobs
+            )
+            (out[0] if stats else out).backward()
+
+        return step
 
     return make
 
@@ -69,13 +77,30 @@ def _floor(h, w, x, args):
 
 PROVIDERS = {
     "floor": _floor,
-    "torch_ce": lambda h, w, x, args: lambda: F.cross_entropy(F.linear(h, w), x, ignore_index=-100).backward(),
-    "shaped_ref": lambda h, w, x, args: lambda: shaped_cross_entropy(F.linear(h, w), x, beta=-0.25).backward(),
+    "torch_ce": lambda h, w, x, args: (
+        lambda: F.cross_entropy(F.linear(h, w), x, ignore_index=-100).backward()
+    ),
+    "shaped_ref": lambda h, w, x, args: (
+        lambda: shaped_cross_entropy(F.linear(h, w), x, beta=-0.25).backward()
+    ),
     "fused_ce": _fused(),
     "fused_precision": _fused(beta=-0.25),
     "fused_tail": _fused(lambda_tail=-0.1, k=100),
 }
-UNFUSED_COPIES = {"floor": 2, "torch_ce": 3, "shaped_ref": 4}  # live [N, V] float32 tensors at peak (measured)
+STATS_PROVIDERS = {  # --stats: each fused setting without and with return_stats=True
+    name + suffix: _fused(stats=bool(suffix), **knobs)
+    for name, knobs in (
+        ("fused_ce", {}),
+        ("fused_precision", dict(beta=-0.25)),
+        ("fused_tail", dict(lambda_tail=-0.1, k=100)),
+    )
+    for suffix in ("", "+stats")
+}
+UNFUSED_COPIES = {
+    "floor": 2,
+    "torch_ce": 3,
+    "shaped_ref": 4,
+}  # live [N, V] float32 tensors at peak (measured)
 
 
 def estimate_bytes(provider: str, n: int, h: int, v: int, chunk: int | None) -> int:
@@ -113,7 +138,7 @@ def worker(args) -> None:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    step = PROVIDERS[provider](hidden, weight, targets, args)
+    step = {**PROVIDERS, **STATS_PROVIDERS}[provider](hidden, weight, targets, args)
     times = []
     for i in range(args.warmup + args.repeats):
         hidden.grad = weight.grad = None
@@ -127,14 +152,35 @@ def worker(args) -> None:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"time_ms": 1e3 * statistics.median(times), "peak_mib": peak / MIB}))
+    print(
+        json.dumps(
+            {
+                "time_ms": 1e3 * statistics.median(times),
+                "time_min_ms": 1e3 * min(times),
+                "peak_mib": peak / MIB,
+            }
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------ parent
 def run_worker(args, provider: str, n: int, v: int, chunk: int | None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", provider, str(n), str(v),
-           "--hidden", str(args.hidden), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--device", args.device] + (["--chunk-size", str(chunk)] if chunk else [])
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        provider,
+        str(n),
+        str(v),
+        "--hidden",
+        str(args.hidden),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--device",
+        args.device,
+    ] + (["--chunk-size", str(chunk)] if chunk else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         err = (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
@@ -147,8 +193,12 @@ def measure(args, provider: str, n: int, v: int, chunk: int | None) -> dict:
     if need > args.mem_budget_gib * GIB:
         return {"note": f"skipped (needs {need / GIB:.1f} GiB)"}
     r = run_worker(args, provider, n, v, chunk)
-    print(f"  {provider:16s} N={n} V={v}: " + (r.get("note") or f"{r['time_ms']:.1f} ms, {r['peak_mib']:.0f} MiB"),
-          file=sys.stderr, flush=True)
+    print(
+        f"  {provider:16s} N={n} V={v}: "
+        + (r.get("note") or f"{r['time_ms']:.1f} ms, {r['peak_mib']:.0f} MiB"),
+        file=sys.stderr,
+        flush=True,
+    )
     return r
 
 
@@ -167,22 +217,98 @@ def main_bench(args) -> None:
         res = results[(n, v)] = {p: measure(args, p, n, v, args.chunk_size) for p in PROVIDERS}
         print("| provider | time (ms) | extra peak mem (MiB) |\n|---|---:|---:|")
         for p, r in res.items():
-            print(f"| {p} | {r['note']} | |" if "note" in r else f"| {p} | {r['time_ms']:.1f} | {r['peak_mib']:.0f} |")
+            print(
+                f"| {p} | {r['note']} | |"
+                if "note" in r
+                else f"| {p} | {r['time_ms']:.1f} | {r['peak_mib']:.0f} |"
+            )
     print("\n### Summary (time ratios vs floor and torch_ce; memory ratios vs torch_ce's extra peak)\n")
-    print("| N | V | fused_ce/floor | fused_precision/floor | fused_tail/floor | fused_precision/torch_ce "
-          "| mem fused_ce/torch_ce | mem fused_precision/torch_ce | mem fused_tail/torch_ce |")
+    print(
+        "| N | V | fused_ce/floor | fused_precision/floor | fused_tail/floor | fused_precision/torch_ce "
+        "| mem fused_ce/torch_ce | mem fused_precision/torch_ce | mem fused_tail/torch_ce |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (n, v), res in results.items():
         t = {p: r.get("time_ms") for p, r in res.items()}
         m = {p: r.get("peak_mib") for p, r in res.items()}
-        cells = [ratio(t["fused_ce"], t["floor"]), ratio(t["fused_precision"], t["floor"]),
-                 ratio(t["fused_tail"], t["floor"]), ratio(t["fused_precision"], t["torch_ce"]),
-                 ratio(m["fused_ce"], m["torch_ce"]), ratio(m["fused_precision"], m["torch_ce"]),
-                 ratio(m["fused_tail"], m["torch_ce"])]
+        cells = [
+            ratio(t["fused_ce"], t["floor"]),
+            ratio(t["fused_precision"], t["floor"]),
+            ratio(t["fused_tail"], t["floor"]),
+            ratio(t["fused_precision"], t["torch_ce"]),
+            ratio(m["fused_ce"], m["torch_ce"]),
+            ratio(m["fused_precision"], m["torch_ce"]),
+            ratio(m["fused_tail"], m["torch_ce"]),
+        ]
         print(f"| {n} | {v} | " + " | ".join(cells) + " |")
-    rows = [[p, n, args.hidden, v, fmt(r.get("time_ms"), ".3f"), fmt(r.get("peak_mib"), ".1f")]
-            for (n, v), res in results.items() for p, r in res.items() if "note" not in r]
+    rows = [
+        [p, n, args.hidden, v, fmt(r.get("time_ms"), ".3f"), fmt(r.get("peak_mib"), ".1f")]
+        for (n, v), res in results.items()
+        for p, r in res.items()
+        if "note" not in r
+    ]
     write_csv(args.csv, ["provider", "N", "H", "V", "time_ms", "peak_mib"], rows)
+
+
+def main_stats(args) -> None:
+    """Cost of return_stats=True (ce, entropy, top-k masses, w mean/max, grad_shift) per fused setting.
+    Times are the minimum over --repeats (robust to other load on shared cores)."""
+    shapes = args.shapes if args.shapes_given else [(2048, 32768)]
+    rows = []
+    for n, v in shapes:
+        print(f"\n### return_stats overhead, N={n}, H={args.hidden}, V={v} ({args.device})\n")
+        print("| setting | min time (ms) | min time +stats (ms) | ratio | extra peak (MiB) | +stats (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in ("fused_ce", "fused_precision", "fused_tail"):
+            a, b = (measure(args, name + sfx, n, v, args.chunk_size) for sfx in ("", "+stats"))
+            if "note" in a or "note" in b:
+                print(f"| {name} | {a.get('note', '')} | {b.get('note', '')} | | | |")
+                continue
+            print(
+                f"| {name} | {a['time_min_ms']:.1f} | {b['time_min_ms']:.1f} "
+                f"| {ratio(b['time_min_ms'], a['time_min_ms'])} "
+                f"| {a['peak_mib']:.0f} | {b['peak_mib']:.0f} |"
+            )
+            rows += [
+                [name + sfx, n, args.hidden, v, f"{r['time_ms']:.3f}", f"{r['peak_mib']:.1f}"]
+                for sfx, r in (("", a), ("+stats", b))
+            ]
+    write_csv(
+        args.csv.with_name(args.csv.stem + "_stats.csv"),
+        ["provider", "N", "H", "V", "time_ms", "peak_mib"],
+        rows,
+    )
+    stats_pieces(args, shapes[0][1])
+
+
+def stats_pieces(args, v: int, k: int = 100) -> None:
+    """In-process, min of 15: what each piece of the stats costs on one [C, V] chunk, beside one exp
+    pass and the chunk's logits GEMM (the fused pass does three such GEMMs per chunk)."""
+    c = args.chunk_size or default_chunk_rows(4096, v)
+    torch.manual_seed(0)
+    z = torch.randn(c, v, device=args.device)
+    e = z.exp()
+    top, sum_neg = top_k(z, k), e.sum(1)
+    h, w = torch.randn(c, args.hidden, device=args.device), torch.randn(v, args.hidden, device=args.device)
+    out = torch.empty_like(z)
+    pieces = {
+        "logits GEMM [C,H]x[H,V] (x3 per chunk)": lambda: torch.mm(h, w.t(), out=out),
+        "exp pass": lambda: torch.exp(z, out=out),
+        "top-k (stats need it for CE / beta settings)": lambda: top_k(z, k),
+        "entropy: xlogy + sum": lambda: torch.special.xlogy(e, e).sum(1),
+        "grad_shift rows: top/tail sums and squares": lambda: negative_sums(e, top, sum_neg),
+    }
+    print(f"\n### stats pieces on one [{c}, {v}] float32 chunk, H={args.hidden} ({args.device}, min of 15)\n")
+    print("| piece | ms |\n|---|---:|")
+    for name, fn in pieces.items():
+        ts = []
+        for _ in range(15):
+            sync(args.device)
+            t0 = time.perf_counter()
+            fn()
+            sync(args.device)
+            ts.append(time.perf_counter() - t0)
+        print(f"| {name} | {1e3 * min(ts):.2f} |")
 
 
 def main_chunks(args) -> None:
@@ -190,15 +316,27 @@ def main_chunks(args) -> None:
     shapes = args.shapes if args.shapes_given or args.quick else [(4096, 32768), (4096, 151936)]
     rows = []
     for n, v in shapes:
-        print(f"\n### fused_precision, N={n}, H={args.hidden}, V={v} (default chunk = {default_chunk_rows(n, v)})\n")
+        print(
+            f"\n### fused_precision, N={n}, H={args.hidden}, V={v} "
+            f"(default chunk = {default_chunk_rows(n, v)})\n"
+        )
         print("| chunk_size | time (ms) | extra peak mem (MiB) |\n|---:|---:|---:|")
         for c in CHUNK_SIZES:
             r = measure(args, "fused_precision", n, v, c)
-            print(f"| {c} | {r['note']} | |" if "note" in r else f"| {c} | {r['time_ms']:.1f} | {r['peak_mib']:.0f} |")
+            print(
+                f"| {c} | {r['note']} | |"
+                if "note" in r
+                else f"| {c} | {r['time_ms']:.1f} | {r['peak_mib']:.0f} |"
+            )
             if "note" not in r:
-                rows.append(["fused_precision", n, args.hidden, v, c, f"{r['time_ms']:.3f}", f"{r['peak_mib']:.1f}"])
-    write_csv(args.csv.with_name(args.csv.stem + "_chunks.csv"),
-              ["provider", "N", "H", "V", "chunk_size", "time_ms", "peak_mib"], rows)
+                rows.append(
+                    ["fused_precision", n, args.hidden, v, c, f"{r['time_ms']:.3f}", f"{r['peak_mib']:.1f}"]
+                )
+    write_csv(
+        args.csv.with_name(args.csv.stem + "_chunks.csv"),
+        ["provider", "N", "H", "V", "chunk_size", "time_ms", "peak_mib"],
+        rows,
+    )
 
 
 def main_topk(args, k: int = 100) -> None:
@@ -251,12 +389,19 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512, help="H (default 512)")
     ap.add_argument("--repeats", type=int, help="timed repeats (default 5, --quick 2)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--chunk-size", type=int, help="chunk_size for the fused providers (default: the library's)")
+    ap.add_argument(
+        "--chunk-size", type=int, help="chunk_size for the fused providers (default: the library's)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--mem-budget-gib", type=float, default=20.0, help="skip shapes estimated to need more")
-    ap.add_argument("--csv", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_loss.csv")
+    ap.add_argument(
+        "--csv", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_loss.csv"
+    )
     ap.add_argument("--topk", action="store_true", help="micro-benchmark the k-th largest logit")
     ap.add_argument("--chunks", action="store_true", help="sweep chunk_size for fused_precision")
+    ap.add_argument(
+        "--stats", action="store_true", help="time with vs without return_stats (default N=2048 V=32768)"
+    )
     ap.add_argument("--worker", nargs=3, metavar=("PROVIDER", "N", "V"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
@@ -268,6 +413,8 @@ def main() -> None:
         main_topk(args)
     elif args.chunks:
         main_chunks(args)
+    elif args.stats:
+        main_stats(args)
     else:
         main_bench(args)
 

@@ -2,7 +2,8 @@
 
     pip install -e ".[gpu]"                       # liger-kernel (optional: its rows are skipped without it)
     python benchmarks/bench_loss_gpu.py           # one H100: well under 5 minutes
-    python benchmarks/bench_loss_gpu.py --tokens 16384 --hidden 4096 --csv benchmarks/results/bench_loss_gpu.csv
+    python benchmarks/bench_loss_gpu.py --tokens 16384 --hidden 4096 \
+        --csv benchmarks/results/bench_loss_gpu.csv
 
 Shapes: V = 151936 (Qwen3), H in {2560, 4096} (the 4B model's hidden is 2560), N = --tokens rows,
 bf16 hidden [N, H] and weight [V, H], both requiring grad, ~5% targets ignored (-100).
@@ -31,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from shapedce.loss import fused_linear_shaped_cross_entropy
+
 VOCAB = 151936
 MIB = 1 << 20
 
@@ -50,8 +53,6 @@ def _liger() -> Callable | None:
 
 
 def _providers(chunk_sizes: list[int | None]) -> dict[str, Callable | None]:
-    from shapedce.loss import fused_linear_shaped_cross_entropy
-
     def fused(chunk: int | None, **knobs) -> Callable:
         return lambda h, w, x: fused_linear_shaped_cross_entropy(h, w, x, chunk_size=chunk, **knobs)
 
@@ -69,6 +70,7 @@ def _providers(chunk_sizes: list[int | None]) -> dict[str, Callable | None]:
 
 def measure(fn: Callable, h, w, x, warmup: int, repeats: int) -> tuple[float, float, float]:
     """(median ms of forward + backward, peak MiB above the inputs, loss value)."""
+
     def once() -> float:
         h.grad = w.grad = None
         loss = fn(h, w, x)
@@ -105,22 +107,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", default="", help="also write long-format rows here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("bench_loss_gpu: no CUDA device (torch.cuda.is_available() is False); "
-                         "on CPU run benchmarks/bench_loss.py instead")
+        raise SystemExit(
+            "bench_loss_gpu: no CUDA device (torch.cuda.is_available() is False); "
+            "on CPU run benchmarks/bench_loss.py instead"
+        )
     for name, value in (("--tokens", args.tokens), ("--warmup", args.warmup), ("--repeats", args.repeats)):
         if value < (0 if name == "--warmup" else 1):
-            raise SystemExit(f"bench_loss_gpu: {name} must be >= {0 if name == '--warmup' else 1}; got {value}")
+            raise SystemExit(
+                f"bench_loss_gpu: {name} must be >= {0 if name == '--warmup' else 1}; got {value}"
+            )
     hiddens = [int(v) for v in args.hidden.split(",") if v]
     chunks: list[int | None] = [None] + [int(v) for v in args.chunk_sizes.split(",") if v]
     providers = _providers(chunks)
     if providers["liger_ce"] is None:
-        print("liger_ce: skipped (liger-kernel is not installed; pip install -e '.[gpu]'); ratios are vs torch_ce")
+        print(
+            "liger_ce: skipped (liger-kernel is not installed; pip install -e '.[gpu]'); "
+            "ratios are vs torch_ce"
+        )
     print(f"# {torch.cuda.get_device_name()}  torch {torch.__version__}  N={args.tokens} V={VOCAB} bf16")
     rows = []
     for hidden in hiddens:
         g = torch.Generator(device="cuda").manual_seed(0)
         h = (torch.randn(args.tokens, hidden, device="cuda", generator=g) * 0.5).bfloat16().requires_grad_()
-        w = (torch.randn(VOCAB, hidden, device="cuda", generator=g) * hidden ** -0.5).bfloat16().requires_grad_()
+        w = (
+            (torch.randn(VOCAB, hidden, device="cuda", generator=g) * hidden**-0.5)
+            .bfloat16()
+            .requires_grad_()
+        )
         x = torch.randint(0, VOCAB, (args.tokens,), device="cuda", generator=g)
         x[torch.rand(args.tokens, device="cuda", generator=g) < 0.05] = -100
         for name, fn in providers.items():
@@ -131,8 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             except torch.cuda.OutOfMemoryError:
                 print(f"{name} H={hidden}: out of memory")
                 continue
-            rows.append({"provider": name, "hidden": hidden, "tokens": args.tokens, "vocab": VOCAB,
-                         "ms": ms, "peak_mib": mib, "loss": value})
+            rows.append(
+                {
+                    "provider": name,
+                    "hidden": hidden,
+                    "tokens": args.tokens,
+                    "vocab": VOCAB,
+                    "ms": ms,
+                    "peak_mib": mib,
+                    "loss": value,
+                }
+            )
         del h, w, x
         torch.cuda.empty_cache()
 
@@ -143,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         ref = next((q for q in rows if q["provider"] == ref_name and q["hidden"] == r["hidden"]), None)
         r["speed_vs_ref"] = ref["ms"] / r["ms"] if ref else float("nan")
         r["mem_vs_ref"] = r["peak_mib"] / ref["peak_mib"] if ref and ref["peak_mib"] > 0 else float("nan")
-        print(f"| {r['provider']} | {r['hidden']} | {r['ms']:.2f} | {r['peak_mib']:.0f} | {r['loss']:.4f} | "
-              f"{r['speed_vs_ref']:.2f}x | {r['mem_vs_ref']:.2f}x |")
+        print(
+            f"| {r['provider']} | {r['hidden']} | {r['ms']:.2f} | {r['peak_mib']:.0f} | {r['loss']:.4f} | "
+            f"{r['speed_vs_ref']:.2f}x | {r['mem_vs_ref']:.2f}x |"
+        )
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:

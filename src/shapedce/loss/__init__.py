@@ -5,12 +5,31 @@
 `shaped_cross_entropy` works on logits (readable reference); `fused_linear_shaped_cross_entropy`
 takes the last hidden states and the lm-head weight and never holds the N x V logits.
 `EntropyController` drives beta=auto (see `shapedce.loss.control`).
+
+Modules, each importing only those before it (tests/test_loss_package.py checks it):
+    config     LossConfig (the validated knobs), the named settings; pure Python, no torch
+    rows       per-row math shared by both implementations: top-k set, w, S, statistics
+    reference  shaped_cross_entropy on logits
+    fused      fused_linear_shaped_cross_entropy on hidden states (chunked)
+    shaped     ShapedLoss = LossConfig + the two calls; PRESETS / SETTINGS as ShapedLoss
+    control    EntropyController (automatic beta)
 """
 
+from .config import LossConfig
 from .control import EntropyController
 from .fused import fused_linear_shaped_cross_entropy
-from .knobs import PRESETS, SETTINGS, ShapedLoss
 from .reference import shaped_cross_entropy
-from .rows import STAT_NAMES
+from .rows import MAX_STAT_NAMES, STAT_NAMES
+from .shaped import PRESETS, SETTINGS, ShapedLoss
 
-__all__ = ["PRESETS", "SETTINGS", "STAT_NAMES", "EntropyController", "ShapedLoss", "fused_linear_shaped_cross_entropy", "shaped_cross_entropy"]
+__all__ = [
+    "MAX_STAT_NAMES",
+    "PRESETS",
+    "SETTINGS",
+    "STAT_NAMES",
+    "EntropyController",
+    "LossConfig",
+    "ShapedLoss",
+    "fused_linear_shaped_cross_entropy",
+    "shaped_cross_entropy",
+]

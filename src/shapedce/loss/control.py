@@ -39,7 +39,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .knobs import ShapedLoss, check_control
+from .config import LossConfig, check_control
+from .shaped import ShapedLoss
 from ..errors import UserError
 
 BETA_MIN = -1.0
@@ -69,15 +70,23 @@ class EntropyController:
     def __post_init__(self) -> None:
         check_control(self.target, self.beta_max, self.beta_lr, self.entropy_ema)
         if not self.target > 0:
-            raise UserError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target!r}")
+            raise UserError(
+                f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target!r}"
+            )
         self.beta = min(max(float(self.beta), BETA_MIN), self.beta_max)
 
     @classmethod
-    def from_loss(cls, loss: ShapedLoss) -> "EntropyController":
+    def from_loss(cls, loss: LossConfig) -> "EntropyController":
         if not loss.auto_beta:
             raise UserError(f"EntropyController needs a loss with beta=auto; got beta={loss.beta!r}")
-        return cls(target=loss.target_entropy, beta_max=loss.beta_max, beta_lr=loss.beta_lr,
-                   entropy_ema=loss.entropy_ema, base=loss)
+        base = loss if isinstance(loss, ShapedLoss) else ShapedLoss(**loss.settings())  # callable
+        return cls(
+            target=loss.target_entropy,
+            beta_max=loss.beta_max,
+            beta_lr=loss.beta_lr,
+            entropy_ema=loss.entropy_ema,
+            base=base,
+        )
 
     def loss(self) -> ShapedLoss:
         """The fixed-beta loss for the next step (the driven loss's other knobs, beta = self.beta)."""
@@ -87,7 +96,9 @@ class EntropyController:
         """Feed one step's measured mean entropy; returns the beta for the next step."""
         if not math.isfinite(entropy):
             return self.beta
-        self.ema = entropy if self.ema is None else (1 - self.entropy_ema) * self.ema + self.entropy_ema * entropy
+        self.ema = (
+            entropy if self.ema is None else (1 - self.entropy_ema) * self.ema + self.entropy_ema * entropy
+        )
         error = min(max((self.target - self.ema) / self.target, -1.0), 1.0)
         step = self.beta_lr * error
         self.beta = min(max(self.beta + step, BETA_MIN), self.beta_max)
@@ -102,4 +113,3 @@ class EntropyController:
         self.beta = min(max(float(state["beta"]), BETA_MIN), self.beta_max)
         self.ema = None if state.get("ema") is None else float(state["ema"])
         self.updates = int(state.get("updates", 0))
-

@@ -20,29 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .knobs import check_knobs, check_reduction
-from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, stats_dict, stats_sums
+from .config import check_knobs, check_reduction
+from .rows import (
+    check_float,
+    check_targets,
+    compute_dtype,
+    ground_truth_weight,
+    stats_dict,
+    stats_sums,
+    top_k_mask,
+)
 from ..errors import UserError
-
-
-def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
-    """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
-
-    K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
-    SPEC allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
-    exp() passes over the row, where torch.kthvalue costs ~16 (benchmarks/bench_loss.py --topk).
-    """
-    if k >= z.shape[-1]:
-        return None
-    return torch.topk(z, k, dim=-1, sorted=False)
-
-
-def top_k_mask(z: Tensor, k: int) -> Tensor:
-    """Boolean [N, V] membership of K_t (see `top_k`)."""
-    top = top_k(z, k)
-    if top is None:
-        return torch.ones_like(z, dtype=torch.bool)
-    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, top.indices, True)
 
 
 def reduce_rows(rows: Tensor, n_valid: int, reduction: str) -> Tensor:
@@ -68,7 +56,9 @@ def shaped_cross_entropy(
 
     Returns the loss (a scalar, or [...] for reduction="none"; ignored positions give 0), or
     `(loss, stats)` with `return_stats=True`: per-token means of ce (-log pi_x), entropy,
-    topk_mass, tail_mass, target_in_topk, and the token count "tokens".
+    topk_mass, tail_mass, target_in_topk, w_mean and of the squared logit-gradient norms
+    grad_diff_sq = ||g_shaped - g_ce||^2 and grad_ce_sq = ||g_ce||^2; w_max; grad_shift =
+    sqrt(sum grad_diff_sq / sum grad_ce_sq) over the non-ignored rows; the token count "tokens".
     """
     check_knobs(beta, lambda_top, lambda_tail, k)
     check_reduction(reduction)
@@ -94,8 +84,8 @@ def shaped_cross_entropy(
     if need_topk:
         pi = log_pi.exp()
         in_top = top_k_mask(z.detach(), k)
+        lam = (in_top.to(z.dtype) * (lambda_top - lambda_tail) + lambda_tail).scatter(1, x, 0.0)
         if lambda_top != 0 or lambda_tail != 0:
-            lam = (in_top.to(z.dtype) * (lambda_top - lambda_tail) + lambda_tail).scatter(1, x, 0.0)
             rows = rows - (lam * pi).sum(-1)
     rows = torch.where(valid, rows, 0.0)
     loss = reduce_rows(rows.reshape(targets.shape), int(valid.sum()), reduction)
@@ -108,6 +98,11 @@ def shaped_cross_entropy(
         entropy = -(pi * log_pi.detach()).sum(-1)
         mass_top = (pi * in_top).sum(-1)
         x_in_top = in_top.gather(1, x).squeeze(1)
-        sums = stats_sums(log_p.detach()[v], entropy[v], mass_top[v], x_in_top[v])
+        # the two logit gradients written out over [N, V] (the fused pass uses row statistics)
+        onehot = torch.zeros_like(pi).scatter_(1, x, 1.0)
+        s = (lam * pi).sum(-1, keepdim=True)
+        g_ce = pi - onehot
+        g_shaped = pi * (w.unsqueeze(1) + s - lam) - w.unsqueeze(1) * onehot
+        diff_sq, ce_sq = (g_shaped - g_ce).square().sum(-1), g_ce.square().sum(-1)
+        sums = stats_sums(log_p.detach()[v], entropy[v], mass_top[v], x_in_top[v], w[v], diff_sq[v], ce_sq[v])
     return loss, stats_dict(sums, int(v.sum()))
-

@@ -1,10 +1,16 @@
-"""Training metrics: token-weighted merging of the loss statistics, and the metrics.jsonl log.
+"""Training metrics: merging of the loss statistics over micro-batches and ranks, and the metrics.jsonl log.
 
 Each line of RUN/metrics.jsonl is one JSON object with at least
-    stage, step, tokens, split ("train" | "val"), loss, ce, ppl, entropy, topk_mass, tail_mass
+    stage, step, tokens, split ("train" | "val"), loss, ce, ppl, entropy, topk_mass, tail_mass,
+    target_in_topk, w_mean, w_max, grad_shift, grad_diff_sq, grad_ce_sq
 and, for train rows, lr, grad_norm, tokens_per_s (with loss.beta=auto also beta, the value this
-step used, and entropy_ema, the controller's smoothed entropy after it). TensorBoard events go to RUN/tb/ when the
+step used, and entropy_ema, the controller's smoothed entropy after it). w_mean / w_max: mean and
+maximum of the ground-truth weight w over the step's tokens; grad_shift = ||G_shaped - G_ce||_F /
+||G_ce||_F, how much the shaping changes the logit gradient of the step's tokens (0 for CE;
+definition in `shapedce.loss.rows.grad_shift_rows`). TensorBoard events go to RUN/tb/ when the
 `tensorboard` package is installed. Read a run back with `read_metrics(path)`.
+
+    python -m pytest -q tests/test_loss_stats.py      # merge_stats against one unsplit batch
 """
 
 from __future__ import annotations
@@ -14,23 +20,48 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from ..loss import STAT_NAMES
+import torch
+
+from ..loss import MAX_STAT_NAMES, STAT_NAMES
 
 
-def merge_stats(parts: list[tuple[float, dict]],
-                all_sum: Callable[[list[float]], list[float]] | None = None) -> dict[str, float]:
-    """Token-weighted mean of (loss, loss_stats) pairs from several micro-batches. `all_sum`
-    (element-wise sum over ranks) merges every rank's micro-batches into one row."""
-    sums = [sum(loss * int(s["tokens"]) for loss, s in parts)]
-    sums += [sum(float(s[name]) * int(s["tokens"]) for _, s in parts) for name in STAT_NAMES]
-    sums.append(sum(int(s["tokens"]) for _, s in parts))
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def merge_stats(parts: list[tuple[float, dict]], all_sum: Callable[[list[float]], list[float]] | None = None,
+                *, rank_world: tuple[int, int] | None = None) -> dict[str, float]:
+    """Merge (loss, loss_stats) pairs of several micro-batches into one row: token-weighted means of
+    the loss and STAT_NAMES, maxima of MAX_STAT_NAMES, and grad_shift = sqrt(summed grad_diff_sq /
+    summed grad_ce_sq) (a ratio of summed squares, not a mean of ratios).
+
+    `all_sum` (element-wise sum over ranks) merges every rank's micro-batches into one row, in one
+    call: each rank's maxima ride in its own slots of the same vector (rank and world size from
+    torch.distributed, or `rank_world`), so the max over ranks is exact.
+    """
+    tokens_of = [int(s["tokens"]) for _, s in parts]
+    sums = [sum(loss * n for (loss, _), n in zip(parts, tokens_of))]
+    sums += [sum(float(s[name]) * n for (_, s), n in zip(parts, tokens_of)) for name in STAT_NAMES]
+    sums.append(sum(tokens_of))
+    maxima = [max([float(s[name]) for (_, s), n in zip(parts, tokens_of) if n > 0], default=0.0)
+              for name in MAX_STAT_NAMES]
     if all_sum is not None:
-        sums = all_sum(sums)
+        rank, world = rank_world or _rank_world()
+        slots = [0.0] * (world * len(maxima))
+        slots[rank * len(maxima):(rank + 1) * len(maxima)] = maxima
+        merged = all_sum(sums + slots)
+        sums, slots = merged[:len(sums)], merged[len(sums):]
+        maxima = [max(slots[i::len(maxima)]) for i in range(len(maxima))]
     tokens = int(sums[-1])
     denom = max(tokens, 1)
     row: dict[str, float] = {"loss": sums[0] / denom}
     for i, name in enumerate(STAT_NAMES, start=1):
         row[name] = sums[i] / denom
+    row.update(zip(MAX_STAT_NAMES, maxima))
+    diff, ce = row["grad_diff_sq"], row["grad_ce_sq"]
+    row["grad_shift"] = math.sqrt(diff / ce) if ce > 0 else 0.0
     row["ppl"] = math.exp(min(row["ce"], 50.0))
     row["eval_tokens"] = tokens
     return row

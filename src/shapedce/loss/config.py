@@ -1,9 +1,11 @@
-"""The loss knobs: validation and `ShapedLoss`, a frozen dataclass with the paper's settings.
+"""The loss's configuration: knob validation, `LossConfig` (the `loss:` section) and the named settings.
 
-    from shapedce.loss import ShapedLoss
-    loss_cfg = ShapedLoss.named("precision")          # beta=-0.25
-    loss = loss_cfg(logits, targets)                  # reference path
-    loss = loss_cfg.fused(hidden, lm_head.weight, targets)
+    from shapedce.loss.config import SETTINGS, LossConfig
+    cfg = LossConfig.named("precision")              # beta=-0.25
+    cfg.knobs()                                      # keyword arguments of both loss functions
+
+Pure data: no torch, no other loss module. `shapedce.loss.ShapedLoss` is this class plus the two
+calls (reference on logits, fused on hidden states); the entropy controller is `shapedce.loss.control`.
 
 The knobs (SPEC section 1):
   beta        positive channel; w = pi_x ** (1 - (1 - pi_x) ** beta). 0 is CE, < 0 sharpens
@@ -15,8 +17,10 @@ The knobs (SPEC section 1):
 Automatic beta (beyond the paper; `shapedce.loss.control`): beta="auto" with target_entropy=H
 lets the trainer adjust beta online so that the per-token entropy approaches H nats, within
 [-1, beta_max], stepping by beta_lr per unit of relative error of an EMA (weight entropy_ema) of
-the measured entropy. Such a loss cannot be called directly: `at_beta(b)` gives the fixed-beta
-loss of one step. `SETTINGS` = the paper's five `PRESETS` plus "auto".
+the measured entropy. These four settings are flat keys of the `loss:` section (loss.beta_lr=...),
+validated here by `check_control`, which the controller uses too. Such a loss cannot be called
+directly: `at_beta(b)` gives the fixed-beta loss of one step. `SETTINGS` = the paper's five
+`PRESETS` plus "auto".
 """
 
 from __future__ import annotations
@@ -24,33 +28,30 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-from ..errors import UserError
+from ..errors import UserError, check, check_int, check_real, is_int, is_real
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
 def check_knobs(beta: float, lambda_top: float, lambda_tail: float, k: int) -> None:
-    """Raise a one-line ValueError naming the first knob outside its allowed range."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or math.isnan(beta) or beta < -1:
-        raise UserError(f"beta must be a number >= -1 (w is unbounded below -1); got {beta!r}")
-    for name, value in (("lambda_top", lambda_top), ("lambda_tail", lambda_tail)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"{name} must be a finite number; got {value!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"k must be an integer >= 1; got {k!r}")
+    """Raise a one-line UserError naming the first knob outside its allowed range."""
+    check(
+        is_real(beta) and not math.isnan(beta) and beta >= -1,
+        "beta",
+        "a number >= -1 (w is unbounded below -1)",
+        beta,
+    )
+    check_real("lambda_top", lambda_top)
+    check_real("lambda_tail", lambda_tail)
+    check_int("k", k, 1)
 
 
 def check_control(target_entropy: float, beta_max: float, beta_lr: float, entropy_ema: float) -> None:
-    """Raise a one-line ValueError naming the first automatic-beta knob outside its allowed range."""
-    checks = [
-        ("target_entropy", target_entropy, math.isfinite(target_entropy) and target_entropy >= 0, "a finite number >= 0 (nats per token)"),
-        ("beta_max", beta_max, math.isfinite(beta_max) and beta_max > -1, "a finite number > -1"),
-        ("beta_lr", beta_lr, math.isfinite(beta_lr) and beta_lr > 0, "a finite number > 0"),
-        ("entropy_ema", entropy_ema, 0 < entropy_ema <= 1, "in (0, 1]"),
-    ]
-    for name, value, ok, allowed in checks:
-        if not ok:
-            raise UserError(f"{name} must be {allowed}; got {value!r}")
+    """Raise a one-line UserError naming the first automatic-beta setting outside its allowed range."""
+    check_real("target_entropy", target_entropy, 0)
+    check_real("beta_max", beta_max, -1, lo_open=True)
+    check_real("beta_lr", beta_lr, 0, lo_open=True)
+    check(is_real(entropy_ema) and 0 < entropy_ema <= 1, "entropy_ema", "in (0, 1]", entropy_ema)
 
 
 def check_reduction(reduction: str) -> None:
@@ -59,7 +60,7 @@ def check_reduction(reduction: str) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ShapedLoss:
+class LossConfig:
     """The reward-shaped next-token loss of SPEC section 1, as validated, immutable knobs."""
 
     beta: float | str = 0.0
@@ -85,38 +86,40 @@ class ShapedLoss:
     def __post_init__(self) -> None:
         if isinstance(self.k, float) and self.k.is_integer():  # YAML may give 100.0
             object.__setattr__(self, "k", int(self.k))
-        if isinstance(self.beta, int) and not isinstance(self.beta, bool):
+        if is_int(self.beta):
             object.__setattr__(self, "beta", float(self.beta))
         for name in ("target_entropy", "beta_max", "beta_lr", "entropy_ema"):
             value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
-            elif not isinstance(value, float):
-                raise UserError(f"{name} must be a number; got {value!r}")
+            check(is_real(value), name, "a number", value)
+            object.__setattr__(self, name, float(value))
         if isinstance(self.beta, str) and self.beta != "auto":
             raise UserError(f"beta must be a number >= -1 or 'auto'; got {self.beta!r}")
         check_knobs(0.0 if self.auto_beta else self.beta, self.lambda_top, self.lambda_tail, self.k)
         check_control(self.target_entropy, self.beta_max, self.beta_lr, self.entropy_ema)
         if self.auto_beta and self.target_entropy <= 0:
-            raise UserError(f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}")
+            raise UserError(
+                f"target_entropy must be > 0 (nats per token) with beta=auto; got {self.target_entropy!r}"
+            )
         if not self.auto_beta and self.target_entropy != 0:
-            raise UserError(f"target_entropy is used only with beta=auto; got {self.target_entropy!r} with beta={self.beta!r}")
-        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
-            raise UserError(f"ignore_index must be an integer; got {self.ignore_index!r}")
+            raise UserError(
+                f"target_entropy is used only with beta=auto; "
+                f"got {self.target_entropy!r} with beta={self.beta!r}"
+            )
+        check_int("ignore_index", self.ignore_index)
 
     @classmethod
-    def named(cls, name: str, **overrides: Any) -> "ShapedLoss":
-        """One of the named settings (see `SETTINGS`), optionally with fields overridden."""
+    def named(cls, name: str, **overrides: Any) -> "LossConfig":
+        """One of the named settings (see `SETTINGS`) as a `cls`, optionally with fields overridden."""
         if name not in SETTINGS:
             raise UserError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
-        return replace(SETTINGS[name], **overrides)
+        return cls(**{**SETTINGS[name].settings(), **overrides})
 
     @property
     def auto_beta(self) -> bool:
         """True when beta is set online by `shapedce.loss.control.EntropyController`."""
         return self.beta == "auto"
 
-    def at_beta(self, beta: float) -> "ShapedLoss":
+    def at_beta(self, beta: float) -> "LossConfig":
         """This loss with a fixed beta (the controller's value for one step); no controller fields."""
         return replace(self, beta=float(beta), target_entropy=0.0)
 
@@ -132,31 +135,25 @@ class ShapedLoss:
     def knobs(self) -> dict[str, Any]:
         """Keyword arguments for `shaped_cross_entropy` / `fused_linear_shaped_cross_entropy`."""
         if self.auto_beta:
-            raise UserError("beta=auto is set online by the trainer's entropy controller "
-                             "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss")
-        return {name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")}
+            raise UserError(
+                "beta=auto is set online by the trainer's entropy controller "
+                "(shapedce.loss.control); use loss.at_beta(b) for a fixed-beta loss"
+            )
+        return {
+            name: getattr(self, name) for name in ("beta", "lambda_top", "lambda_tail", "k", "ignore_index")
+        }
 
     def settings(self) -> dict[str, Any]:
         """Every field, as a config's `loss:` section holds it."""
         return asdict(self)
 
-    def __call__(self, logits, targets, **kwargs):
-        from .reference import shaped_cross_entropy
 
-        return shaped_cross_entropy(logits, targets, **self.knobs(), **kwargs)
-
-    def fused(self, hidden, weight, targets, **kwargs):
-        from .fused import fused_linear_shaped_cross_entropy
-
-        return fused_linear_shaped_cross_entropy(hidden, weight, targets, **self.knobs(), **kwargs)
-
-
-PRESETS: dict[str, ShapedLoss] = {
-    "ce": ShapedLoss(),
-    "precision": ShapedLoss(beta=-0.25),
-    "diversity": ShapedLoss(beta=0.5),
-    "tail": ShapedLoss(lambda_tail=-0.1, k=100),
-    "head": ShapedLoss(lambda_top=0.1, k=100),
+PRESETS: dict[str, LossConfig] = {
+    "ce": LossConfig(),
+    "precision": LossConfig(beta=-0.25),
+    "diversity": LossConfig(beta=0.5),
+    "tail": LossConfig(lambda_tail=-0.1, k=100),
+    "head": LossConfig(lambda_top=0.1, k=100),
 }
 """The paper's five reward configurations, by the names the CLI and reports use."""
 
@@ -166,6 +163,9 @@ pre-training with on the default `shapedce reproduce` grid (tiny model, 200 step
 20 steps), i.e. in the paper's "precision" direction. Other models and data have other entropies:
 set loss.target_entropy (or the grid's auto_target_entropy)."""
 
-SETTINGS: dict[str, ShapedLoss] = {**PRESETS, "auto": ShapedLoss(beta="auto", target_entropy=AUTO_TARGET_ENTROPY)}
+SETTINGS: dict[str, LossConfig] = {
+    **PRESETS,
+    "auto": LossConfig(beta="auto", target_entropy=AUTO_TARGET_ENTROPY),
+}
 """Every named setting `loss=NAME` and `shapedce reproduce --configs` accept: the paper's five and
 "auto" (automatic beta towards AUTO_TARGET_ENTROPY)."""
