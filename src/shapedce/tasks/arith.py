@@ -56,11 +56,8 @@ class ArithTask(Task):
         return out
 
 
-class MathBoxedTask(ArithTask):
-    """Held-out arithmetic asking for \\boxed{}; the last box is checked with math_verify."""
-
-    def text(self, question: str) -> str:
-        return f"Problem: {question} Put the final answer in \\boxed{{}}.\nSolution:\n"
+class BoxedAnswers:
+    """Answer handling for tasks asking for \\boxed{}: the last box, math-verify as the judge."""
 
     def extract(self, completion: str) -> str | None:
         """The content of the last \\boxed{...} (braces balanced), or None."""
@@ -88,6 +85,13 @@ class MathBoxedTask(ArithTask):
     def score(self, answer: str | None, prompt: Prompt) -> float:
         """math-verify's verdict, bounded in time in any thread (`mathcheck.verify_math`)."""
         return float(verify_math(prompt.answer, answer))
+
+
+class MathBoxedTask(BoxedAnswers, ArithTask):
+    """Held-out arithmetic asking for \\boxed{}; the last box is checked with math_verify."""
+
+    def text(self, question: str) -> str:
+        return f"Problem: {question} Put the final answer in \\boxed{{}}.\nSolution:\n"
 
 
 class KnowledgeTask(Task):
