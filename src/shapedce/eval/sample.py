@@ -257,7 +257,7 @@ def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, c
 
 
 def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                  progress: bool) -> list[list[Completion]]:
+                  progress: Any) -> list[list[Completion]]:
     from tqdm.auto import tqdm
 
     encoded = _encode(tokenizer, prompts)
@@ -272,10 +272,10 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
     work = sorted(((p, s) for p in range(len(prompts)) for s in range(cfg.samples)),
                   key=lambda ps: (-len(encoded[ps[0]]), ps[0], ps[1]))
     results: list[list[Completion | None]] = [[None] * cfg.samples for _ in prompts]
-    remaining = [cfg.samples] * len(prompts)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
+    own_bar = isinstance(progress, bool)  # else a tqdm-like bar of the caller, counting samples
+    bar = tqdm(total=len(work), desc="sampling", unit="sample", disable=not progress) if own_bar else progress
     try:
         for start in range(0, len(work), cfg.batch_size):
             chunk = work[start:start + cfg.batch_size]
@@ -287,11 +287,10 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
             texts = tokenizer.batch_decode([ids for ids, _, _ in outs], skip_special_tokens=True)
             for (p, s), (ids, fin, ent), text in zip(chunk, outs, texts):
                 results[p][s] = Completion(text=text, token_ids=ids, num_tokens=len(ids), finished=fin, entropy=ent)
-                remaining[p] -= 1
-                if remaining[p] == 0:
-                    bar.update(1)
+            bar.update(len(chunk))
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
         model.train(was_training)
     return results  # type: ignore[return-value]
 
@@ -332,7 +331,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
         params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                  max_tokens=cfg.max_new_tokens, seed=seeds[i], stop_token_ids=stop,
                                  logprobs=VLLM_LOGPROBS, detokenize=False) for i in range(len(prompts))]
-        outputs = model.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress)
+        outputs = model.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress is True)
         results = []
         for request in outputs:
             row = []
@@ -343,6 +342,8 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
                                       num_tokens=len(ids), finished=out.finish_reason == "stop",
                                       entropy=sum(ents) / len(ents) if ents else float("nan")))
             results.append(row)
+        if not isinstance(progress, bool):
+            progress.update(len(prompts) * cfg.samples)
         return results
     finally:
         if tmp is not None:
@@ -354,7 +355,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
 
 
 def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig | None = None, *,
-           progress: bool = False, backend: Backend = "auto") -> list[list[Completion]]:
+           progress: Any = False, backend: Backend = "auto") -> list[list[Completion]]:
     """Sample `cfg.samples` completions per prompt: result[i] holds prompt i's, in sample order.
 
     backend: "torch" = our KV-cache loop; "vllm" = vLLM (needs vLLM and CUDA); "auto" = vLLM when

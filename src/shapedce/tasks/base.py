@@ -82,6 +82,8 @@ class Task(ABC):
 
     name: str = ""
     description: str = ""
+    size: int | None = None
+    """How many test prompts exist when that is a fixed number (a benchmark file), else None."""
 
     def prompts(self, split: str, n: int, seed: int = 0) -> list[Prompt]:
         """`n` distinct prompts of `split` ("train" or "test"), deterministic by (split, n, seed)."""

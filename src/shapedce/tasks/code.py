@@ -46,6 +46,10 @@ class HumanEvalTask(Task):
     def __init__(self) -> None:
         self._by_id: dict[str, dict] | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.problems())
+
     def problems(self) -> dict[str, dict]:
         if self._by_id is None:
             self._by_id = _problems()

@@ -44,6 +44,10 @@ class FileTask(BoxedAnswers, Task):
         self.description = f"{self.path.name}: questions and \\boxed answers checked with math-verify"
         self._rows: list[Prompt] | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.rows())
+
     def rows(self) -> list[Prompt]:
         if self._rows is None:
             from datasets import load_dataset
