@@ -16,6 +16,7 @@ reasoning-gym's defaults except the small-model settings in RG_CONFIGS. `logic` 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -43,6 +44,20 @@ ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
 FINAL_LINE = re.compile(r"The answer is[ \t]*(.*)")
 
 
+REFERENCE_KEYS = ("possible_answer", "example_answer", "example_correct_answer")
+"""Where a dataset whose questions have many right answers (answer None) keeps one of them (a dict
+or list as JSON, the form its scorer reads). boxnet and rush_hour keep none: their reference is ""."""
+
+
+def reference(entry: dict) -> str:
+    """The entry's reference answer: its answer, else a correct example from its metadata, else ""."""
+    if entry.get("answer") is not None:
+        return str(entry["answer"])
+    meta = entry.get("metadata") or {}
+    value = next((meta[k] for k in REFERENCE_KEYS if meta.get(k) is not None), "")
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
 def rg_datasets() -> list[str]:
     """Every dataset name reasoning-gym registers."""
     from reasoning_gym.factory import DATASETS
@@ -56,6 +71,8 @@ class RGTask(Task):
     STREAM = 1_000_000
     """reasoning-gym seeds item i with Random(seed + i), so seeds s and s+1 share all but one item;
     each (split, seed) reads its own block of STREAM dataset seeds instead."""
+    BLOCK = 64
+    """Items per `create_dataset` call within the stream (some datasets build every item up front)."""
 
     def __init__(self, dataset: str, config: dict[str, Any] | None = None, name: str | None = None,
                  description: str = ""):
@@ -65,17 +82,26 @@ class RGTask(Task):
         self.description = description or f"reasoning-gym {dataset}{settings}, scored by its score_answer"
         self._scorer: Callable[[str | None, dict], float] | None = None
 
-    def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
+    def block(self, seed: int):
+        """BLOCK items of the dataset from dataset seed `seed`; a config it refuses is a UserError."""
         import reasoning_gym
 
+        try:
+            return reasoning_gym.create_dataset(self.dataset, seed=seed, size=self.BLOCK, **self.config)
+        except Exception as err:  # noqa: BLE001 - reasoning-gym validates configs with assert / ValueError
+            raise UserError(f"reasoning-gym cannot build {self.dataset!r} with config {self.config}: "
+                            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                            ) from None
+
+    def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         base = self.STREAM * (2 * seed + SPLITS.index(split))
-        data = reasoning_gym.create_dataset(self.dataset, seed=base, size=self.STREAM, **self.config)
 
         def candidates() -> Iterator[tuple[str, str, str, dict]]:
-            for i in range(self.STREAM):
-                e = data[i]
-                entry = {"question": e["question"], "answer": str(e["answer"]), "metadata": e.get("metadata", {})}
-                yield e["question"], f"Problem: {e['question']}\nSolution:\n", entry["answer"], {"entry": entry}
+            for start in range(base, base + self.STREAM, self.BLOCK):
+                for e in self.block(start):
+                    answer = reference(e)
+                    entry = {"question": e["question"], "answer": e["answer"], "metadata": e.get("metadata", {})}
+                    yield e["question"], f"Problem: {e['question']}\nSolution:\n", answer, {"entry": entry}
 
         return _take(self.name, split, n, candidates())
 
@@ -101,6 +127,8 @@ class RGTask(Task):
 
             self._scorer = reasoning_gym.get_score_answer_fn(self.dataset)
         entry = prompt.meta.get("entry") or {"question": "", "answer": prompt.answer, "metadata": {}}
+        if answer is None:
+            return 0.0
         try:
             return float(self._scorer(answer, entry))
         except Exception:  # noqa: BLE001 - a scorer that cannot read the answer: it is wrong
