@@ -184,10 +184,11 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def task_lines() -> list[str]:
-    """One line per registered task, then one per RESOLVERS prefix: what `shapedce tasks` prints."""
-    width = max(len(n) for n in TASKS)
-    return [f"{name:<{width}}  {task.description}" for name, task in TASKS.items()]
+def task_lines(extra: dict[str, str] | None = None) -> list[str]:
+    """One aligned "name  description" line per registered task, then per `extra` entry."""
+    rows = {name: task.description for name, task in TASKS.items()} | (extra or {})
+    width = max(len(n) for n in rows)
+    return [f"{name:<{width}}  {text}" for name, text in rows.items()]
 
 
 def get_tasks(names: str) -> list[Task]:

@@ -8,7 +8,8 @@ math-verify bounds its own work with signal.alarm, which Python allows only in t
 called from a thread (TRL reward workers, our HumanEval pool) `\\boxed{9^{9^{9^{9}}}}` ran forever,
 and in the main thread each such answer cost its 5 s timeout. Here every call is bounded twice:
   1. `refuse(answer)`, microseconds: an answer longer than MAX_CHARS, or holding an exponent tower
-     (a "^" whose exponent holds another "^", or "a^b^c"), or a factorial of a number >= 1000, is
+     (a "^" whose exponent holds another "^", or "a^b^c"), an exponent of 4 or more digits, or a
+     factorial of a number >= 1000, is
      wrong without being parsed (no reference answer of a task of ours has one).
   2. The verify itself runs in one long-lived worker process (`python -m shapedce.tasks.mathcheck
      --serve`, math-verify imported once, its own signal timeouts live in the worker's main
@@ -33,7 +34,7 @@ BOUND_S = 5.0
 """Hard wall-clock bound of one verification, whatever the thread."""
 INNER_S = 2
 """math-verify's own parsing / verification timeouts inside the worker (seconds)."""
-TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]+\)?\s*\^|\d{4,}\s*!")
+TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]+\)?\s*\^|\^\s*\{?\s*[-+]?\d{4,}|\d{4,}\s*!")
 
 
 def refuse(answer: str) -> bool:
