@@ -13,7 +13,7 @@ Tasks (one module each):
   arith-add, -sub, -mul, -chain,   arith.py: our problem families, held-out problems only; the model
   -linear, -compare, arith         continues "Problem: ...\\nSolution:\\n", ends "The answer is N.".
   math-boxed                       arith.py: the same asking for \\boxed{}, checked with math-verify.
-  knowledge                        arith.py: recall of facts seen in pre-training (memory, not held out).
+  knowledge                        arith.py: recall of facts seen in pre-training (memory).
   rg-<dataset>, logic              gym.py: every reasoning-gym dataset, scored by its score_answer;
                                    logic = knights and knaves, syllogisms, propositions, zebra puzzles.
   humaneval                        code.py: 164 HumanEval problems, tests run in sandbox.py.

@@ -7,7 +7,7 @@
 arith-*: held-out problems (`is_heldout`, 20 % of the problem space no built-in corpus contains);
 the model continues "Problem: ...\\nSolution:\\n" and ends "The answer is N.".
 math-boxed: the same problems asking for \\boxed{}; checked with math-verify (`mathcheck`).
-knowledge: recall of facts the pretrain corpus states; seen in pre-training, so memory, not held out.
+knowledge: recall of facts the pretrain corpus states; seen in pre-training, so it measures memory.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ class MathBoxedTask(BoxedAnswers, ArithTask):
 class KnowledgeTask(Task):
     """Recall of facts the built-in pretrain corpus states, in its quiz format "Question: ...\\nAnswer:".
 
-    Every fact was seen in pre-training: this measures memory of training data, it is not a held-out
-    test (the train/test split only keeps RL prompts and evaluation prompts apart). The answer is the
-    first line of the completion."""
+    Every fact was seen in pre-training: this measures memory of the training data (the train/test
+    split only keeps RL prompts and evaluation prompts apart). The answer is the first line of the
+    completion."""
 
     name = "knowledge"
     description = "recall of facts seen in pre-training (the built-in corpus's quiz format): memory"
