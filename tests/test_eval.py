@@ -82,7 +82,8 @@ def test_eval_on_code_logic_and_a_user_file(run_dir, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["overall"]["prompts"] == 11 and set(results["overall"]["pass_at_k"]) == {"1", "2", "4"}
     for name, r in results["tasks"].items():
-        assert len(r["correct_per_prompt"]) == r["prompts"] and 0 <= r["avg_at_m"] <= r["pass_at_k"]["4"] <= 1, name
+        assert len(r["correct_per_prompt"]) == r["prompts"], name
+        assert 0 <= r["avg_at_m"] <= r["pass_at_k"]["4"] <= 1, name
 
 
 def test_model_with_nan_weights_is_refused_in_one_line(run_dir, tmp_path, capsys):
@@ -106,7 +107,8 @@ def test_tasks_command_lists_one_line_each(capsys):
     assert main(["tasks"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     names = [line.split()[0] for line in lines]
-    assert {"arith", "knowledge", "logic", "humaneval", "math-boxed", "rg-<dataset>", "file:PATH"} <= set(names)
+    expected = {"arith", "knowledge", "logic", "humaneval", "math-boxed", "rg-<dataset>", "file:PATH"}
+    assert expected <= set(names)
     assert len(names) == len(set(names))
     knowledge = next(line for line in lines if line.startswith("knowledge "))
     assert "pre-training" in knowledge and "held out" not in knowledge

@@ -34,7 +34,8 @@ def marker(tmp_path_factory):
 
 def leftovers() -> set[str]:
     """Sandbox directories in /tmp (other processes may have theirs: compare before and after)."""
-    return {p.name for p in Path("/tmp").glob("shapedce-sbx-*") if not p.name.startswith("shapedce-sbx-test-")}
+    return {p.name for p in Path("/tmp").glob("shapedce-sbx-*")
+            if not p.name.startswith("shapedce-sbx-test-")}
 
 
 def test_a_good_program_passes_and_a_failing_one_does_not():
@@ -55,8 +56,8 @@ def test_infinite_loop_is_killed_at_the_wall_limit():
 
 
 def test_fork_that_sleeps_then_writes_is_stopped(marker):
-    code = (f"import os, time\nif os.fork() == 0:\n    time.sleep(1)\n    open({str(marker)!r}, 'w').write('x')\n"
-            f"    os._exit(0)\n")
+    code = (f"import os, time\nif os.fork() == 0:\n    time.sleep(1)\n"
+            f"    open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\n")
     assert not run_python(code, SHORT).passed
     time.sleep(1.5)
     assert not marker.exists()

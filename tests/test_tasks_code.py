@@ -39,7 +39,8 @@ def test_completions_in_other_shapes(task, monkeypatch):
     assert task.reward(f"Here it is:\n```python\n{full}\n```\nDone.", p) == 1.0        # a fenced block
     assert task.reward("    return False\n", p) == 0.0                                # wrong
     assert task.reward("", p) == 0.0 and task.grade("", p) == (None, False)
-    assert reward_fn("humaneval")([body, "    return True\n"], answer=[p.answer] * 2, uid=[p.uid] * 2) == [1.0, 0.0]
+    fn = reward_fn("humaneval")
+    assert fn([body, "    return True\n"], answer=[p.answer] * 2, uid=[p.uid] * 2) == [1.0, 0.0]
 
 
 def test_hung_crashing_and_hostile_completions_score_zero(task, monkeypatch):
@@ -48,7 +49,8 @@ def test_hung_crashing_and_hostile_completions_score_zero(task, monkeypatch):
     body = p.meta["canonical_solution"]
     bad = ["    while True:\n        pass\n", "    raise SystemExit(0)\n", "    import os\n    os._exit(0)\n",
            "    x = bytearray(8 * 1024 ** 3)\n", "    import os\n    os.kill(os.getppid(), 9)\n" + body,
-           "    import sys\n    sys.setrecursionlimit(10**6)\n    return has_close_elements(numbers, threshold)\n"]
+           "    import sys\n    sys.setrecursionlimit(10**6)\n"
+           "    return has_close_elements(numbers, threshold)\n"]
     graded = task.grade_many([(c, p) for c in bad] + [(body, p)])
     assert [ok for _, ok in graded] == [False] * len(bad) + [True]
     groups = [graded[:4], graded[3:]]

@@ -14,7 +14,7 @@ pytest.importorskip("math_verify")
 from shapedce.errors import UserError  # noqa: E402
 from shapedce.tasks import TASKS, get_task, render_chat  # noqa: E402
 
-ROWS = [  # the fields of MATH-500 (HuggingFaceH4/MATH-500): problem, solution, answer, subject, level, unique_id
+ROWS = [  # MATH-500's fields: problem, solution, answer, subject, level, unique_id
     {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "solution": "Add: $\\boxed{\\frac{3}{4}}$.",
      "answer": "\\frac{3}{4}", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
     {"problem": "Compute $7 \\cdot 6$.", "solution": "$7 \\cdot 6 = \\boxed{42}$.", "answer": "42",

@@ -13,7 +13,7 @@ from shapedce.errors import UserError  # noqa: E402
 from shapedce.tasks import LOGIC, TASKS, get_task, rg_datasets  # noqa: E402
 
 NO_REFERENCE = {"boxnet": "reasoning-gym gives no reference plan (answer None, no example in its metadata)",
-                "rush_hour": "reasoning-gym gives no reference move list (answer None, no example in its metadata)",
+                "rush_hour": "reasoning-gym gives no reference move list (answer None, none in its metadata)",
                 "composite": "composite mixes other datasets and needs their list in its config"}
 
 LENIENT = {"game_of_life_halting"}

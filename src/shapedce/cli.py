@@ -97,8 +97,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print("\n".join(f"rg-{name}" for name in rg_datasets()))
         return 0
     print("\n".join(task_lines({
-        "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg` lists them)",
-        "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), math-verify checked"})))
+        "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg`)",
+        "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), "
+                     "math-verify checked"})))
     return 0
 
 

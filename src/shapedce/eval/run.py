@@ -62,7 +62,8 @@ class EvalSettings:
             check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
         for k in self.ks() or ():
             if not 1 <= k <= self.samples:
-                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples")
+                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: "
+                                "Pass@k needs k <= samples")
         return self
 
     def ks(self) -> list[int] | None:
@@ -71,7 +72,8 @@ class EvalSettings:
         try:
             return [int(k) for k in self.pass_k.split(",") if k.strip()]
         except ValueError:
-            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}") from None
+            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; "
+                            f"got {self.pass_k!r}") from None
 
 
 def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig, bar) -> tuple:

@@ -71,7 +71,8 @@ class HumanEvalTask(Task):
     def problem(self, prompt: Prompt) -> dict:
         task_id = prompt.meta.get("task_id") or prompt.uid.removeprefix("humaneval:")
         if task_id not in self.problems():
-            raise UserError(f"humaneval needs the prompt's task_id (meta or uid 'humaneval:ID'); got {task_id!r}")
+            raise UserError(f"humaneval needs the prompt's task_id (meta or uid 'humaneval:ID'); "
+                            f"got {task_id!r}")
         return self.problems()[task_id]
 
     def extract(self, completion: str) -> str | None:

@@ -53,10 +53,12 @@ class FileTask(BoxedAnswers, Task):
             from datasets import load_dataset
 
             data = load_dataset(SUFFIXES[self.path.suffix], data_files=str(self.path), split="train")
-            q = self.question_field or next((f for f in ("problem", "question") if f in data.column_names), None)
+            names = data.column_names
+            q = self.question_field or next((f for f in ("problem", "question") if f in names), None)
             for field, label in ((q, "question"), (self.answer_field, "answer")):
                 if field not in data.column_names:
-                    raise UserError(f"task {self.name!r}: no {label} field {field!r} in {self.path}; its fields are "
+                    raise UserError(f"task {self.name!r}: no {label} field {field!r} in {self.path}; "
+                                    f"its fields are "
                                     f"{', '.join(data.column_names)} (choose with ?{label}=NAME)")
             out = []
             for i, row in enumerate(data):
@@ -71,7 +73,8 @@ class FileTask(BoxedAnswers, Task):
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         rows = self.rows()
         if split != "test":
-            raise UserError(f"task {self.name!r} is a test set (every row is a test prompt); got split {split!r}")
+            raise UserError(f"task {self.name!r} is a test set (every row is a test prompt); "
+                            f"got split {split!r}")
         if n > len(rows):
             raise UserError(f"n={n} is more prompts than {self.path} has rows ({len(rows)})")
         order = list(rows)

@@ -89,9 +89,9 @@ class RGTask(Task):
         try:
             return reasoning_gym.create_dataset(self.dataset, seed=seed, size=self.BLOCK, **self.config)
         except Exception as err:  # noqa: BLE001 - reasoning-gym validates configs with assert / ValueError
+            first = (str(err).strip().splitlines() or [""])[0]
             raise UserError(f"reasoning-gym cannot build {self.dataset!r} with config {self.config}: "
-                            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-                            ) from None
+                            f"{type(err).__name__}: {first}") from None
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         base = self.STREAM * (2 * seed + SPLITS.index(split))
@@ -100,7 +100,8 @@ class RGTask(Task):
             for start in range(base, base + self.STREAM, self.BLOCK):
                 for e in self.block(start):
                     answer = reference(e)
-                    entry = {"question": e["question"], "answer": e["answer"], "metadata": e.get("metadata", {})}
+                    entry = {"question": e["question"], "answer": e["answer"],
+                             "metadata": e.get("metadata", {})}
                     yield e["question"], f"Problem: {e['question']}\nSolution:\n", answer, {"entry": entry}
 
         return _take(self.name, split, n, candidates())
@@ -151,7 +152,8 @@ class MixtureTask(Task):
 
     def _part(self, prompt: Prompt) -> Task:
         if prompt.task not in self.parts:
-            raise UserError(f"task {self.name!r} scores prompts of {', '.join(self.parts)}; got one of {prompt.task!r}")
+            raise UserError(f"task {self.name!r} scores prompts of {', '.join(self.parts)}; "
+                            f"got one of {prompt.task!r}")
         return get_task(prompt.task)
 
     def score(self, answer: str | None, prompt: Prompt) -> float:

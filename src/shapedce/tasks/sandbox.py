@@ -116,8 +116,8 @@ def run(head=head, token=head.pop("token")):
             "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata",
             "sys._getframe", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
             "socket.sendto", "os.putenv", "sys.setprofile", "sys.settrace"}
-    paths = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.symlink", "os.link",
-             "os.truncate", "shutil.rmtree", "os.utime"}
+    paths = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
+             "os.link", "os.truncate", "shutil.rmtree", "os.utime"}
     write = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     def hook(event, args):
         if event in deny:
