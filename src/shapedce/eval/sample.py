@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from ..errors import UserError
+from ..errors import UserError, check, check_int, is_int, is_real
 
 Backend = Literal["auto", "torch", "vllm"]
 BACKENDS = ("auto", "torch", "vllm")
@@ -69,19 +69,12 @@ class SamplingConfig:
     """Sequences per forward pass (torch path). Changes speed and memory, never the samples."""
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise UserError(f"temperature must be a finite number >= 0 (0 = greedy); got {t!r}")
-        p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise UserError(f"top_p must be a number in (0, 1]; got {p!r}")
+        t, p, s = self.temperature, self.top_p, self.seed
+        check(is_real(t) and math.isfinite(t) and t >= 0, "temperature", "a finite number >= 0 (0 = greedy)", t)
+        check(is_real(p) and 0 < p <= 1, "top_p", "a number in (0, 1]", p)
         for name in ("max_new_tokens", "samples", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be an integer >= 1; got {value!r}")
-        s = self.seed
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
-            raise UserError(f"seed must be an integer in [0, 2**63); got {s!r}")
+            check_int(name, getattr(self, name), 1)
+        check(is_int(s) and 0 <= s < 2**63, "seed", "an integer in [0, 2**63)", s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
