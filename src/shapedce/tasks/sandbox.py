@@ -28,12 +28,13 @@ Enforced by the OS when we run as root (`guards()` says which hold here):
   read the Python installation (here /root is 0700), so a program importing anything else fails.
   The program can still read world-readable files, and use CPU/memory within its limits.
 Enforced in Python only (an audit hook a determined program could evade through a C extension
-already loaded): no fork/exec/spawn/subprocess, no signals (os.kill...), no sockets, no ctypes,
-no sys._getframe, no file opened for writing / removed / renamed / created outside its directory.
+already loaded): no fork/exec/spawn/subprocess, no signals (os.kill...), no sockets, no ctypes
+calls, no sys._getframe of the launcher's frame, no file opened for writing / removed / renamed /
+created outside its directory.
 Without root none of the `uid`/`netns`/`tmpfs` guards hold: wall/CPU/memory limits, the process
 group kill, the scrubbed environment and the audit hook remain. A program can fake a pass only by
-reading the token out of the launcher's memory, which the hook makes hard but not impossible:
-the sandbox protects the machine; a score is as honest as the model that wrote the program.
+reading the token out of the launcher's frame (e.g. walking `f_back` from its own frame, which no
+audit event covers): the sandbox protects the machine; a score is as honest as the program.
 """
 
 from __future__ import annotations
@@ -109,18 +110,21 @@ def run(head=head, token=head.pop("token")):
                 libc.mount(b"tmpfs", where, b"tmpfs", 0, b"size=16m,mode=1777")
         resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
         os.setgroups([]); os.setgid(head["uid"]); os.setuid(head["uid"])
+        del libc, ctypes
+        for m in ("ctypes", "_ctypes", "ctypes._endian"):  # re-importing needs files the uid cannot read
+            sys.modules.pop(m, None)
     root = os.path.realpath(d) + os.sep
     def inside(path):
         return isinstance(path, int) or os.path.realpath(os.path.join(d, os.fsdecode(path))).startswith(root)
     deny = {"os.fork", "os.forkpty", "os.exec", "os.spawn", "os.posix_spawn", "os.system", "subprocess.Popen",
             "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata",
-            "sys._getframe", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
+            "ctypes.call_function", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
             "socket.sendto", "os.putenv", "sys.setprofile", "sys.settrace"}
     paths = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
              "os.link", "os.truncate", "shutil.rmtree", "os.utime"}
     write = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     def hook(event, args):
-        if event in deny:
+        if event in deny or (event == "sys._getframe" and args[0].f_code is run.__code__):
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "open" and args[0] is not None and not inside(args[0]) and (
                 any(c in (args[1] or "") for c in "wax+") or (args[2] or 0) & write):
