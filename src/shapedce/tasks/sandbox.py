@@ -5,8 +5,8 @@
     run_many(programs, Limits(wall_s=10))         # in parallel (threads each waiting on one process)
     python -m shapedce.tasks.sandbox              # prints what this machine enforces (`guards()`)
 
-A program passes iff it runs to its end: the launcher then prints a random token the program never
-sees (it is read from a pipe into a closure before the program starts). Each program runs as
+A program passes iff it runs to its end: the launcher then prints a random token that is in no file,
+argument or variable of the program (it is read from a pipe into the launcher's frame first). Each program runs as
 `python -I -c LAUNCHER` in a fresh session (own process group) with cwd = its own temporary
 directory (mode 0700), stdin closed, and an environment holding only PATH, HOME=its directory,
 LANG and PYTHONHASHSEED=0: no variable of ours reaches it.
@@ -23,9 +23,10 @@ Enforced by the OS when we run as root (`guards()` says which hold here):
     SIGKILLed (a child that left the process group with setsid does not survive either).
   - `netns`: a new network namespace (loopback only, down): no network.
   - `tmpfs`: a private mount namespace with empty tmpfs over /tmp, /var/tmp and /dev/shm (the only
-    world-writable places), discarded at exit: nothing it writes outside its directory persists.
-  Modules are imported before the uid drop only if listed in PRELOAD: the new uid may be unable to
-  read the Python installation (here /root is 0700), so a program importing anything else fails.
+    world-writable places of a usual Linux), discarded at exit: nothing it writes outside its
+    directory persists.
+  Only the modules in PRELOAD are imported before the uid drop: the new uid may be unable to read
+  the Python installation (here /root is 0700), so importing any other module not loaded yet fails.
   The program can still read world-readable files, and use CPU/memory within its limits.
 Enforced in Python only (an audit hook a determined program could evade through a C extension
 already loaded): no fork/exec/spawn/subprocess, no signals (os.kill...), no sockets, no ctypes
