@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-import shapedce.tasks as tasks_module
+import shapedce.tasks.base as tasks_module
 from shapedce.data import builtin_corpus, is_heldout, is_reasoning_doc, problem_key
 from shapedce.tasks import (TASKS, ArithTask, Prompt, RGTask, canonical_number, get_task, get_tasks, register_task,
                             reward_fn, split_of)
@@ -62,6 +62,10 @@ def test_registry():
     one_line(excinfo, "families must be", "compare")
     for task in TASKS.values():
         assert task.description and repr(task)
+    knowledge = TASKS["knowledge"]
+    assert "pre-training" in knowledge.description and "pre-training" in type(knowledge).__doc__
+    for text in (knowledge.description, type(knowledge).__doc__):
+        assert "held out" not in text.lower() and "held-out" not in text.lower(), text
 
 
 def test_adding_a_task_is_one_line():
@@ -197,7 +201,7 @@ def test_math_boxed():
         assert task.normalize(same) == "1/2", same
     assert task.normalize("7.0") == "7" and task.normalize("2/0") == "2/0"
     assert task.normalize("\\sqrt{2}") == "\\sqrt{2}"
-    out: list[float] = []                          # math_verify's signal timeout needs the main thread
+    out: list[float] = []                          # verify_math works from threads (tests/test_tasks_math.py)
     thread = threading.Thread(target=lambda: out.append(task.reward("\\boxed{0.5}", half)))
     thread.start()
     thread.join()

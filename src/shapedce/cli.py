@@ -5,7 +5,8 @@
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
     shapedce rl --from runs/ce-mid --out runs/ce-rl --preset tiny [key=value ...] [--resume]
-    shapedce eval runs/ce-mid --tasks arith --samples 128 --temperature 0.7 --top-p 0.95
+    shapedce eval runs/ce-mid --tasks arith,humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,8,64
+    shapedce tasks [--rg]                                 # the registered tasks (--rg: all reasoning-gym)
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe] [--seeds N] [--out DIR]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
@@ -89,6 +90,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import rg_datasets, task_lines
+
+    if args.rg:
+        print("\n".join(f"rg-{name}" for name in rg_datasets()))
+        return 0
+    print("\n".join(task_lines({
+        "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg`)",
+        "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), "
+                     "math-verify checked"})))
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce.grid import check_grid, describe, load_grid
 
@@ -158,19 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
     e.add_argument("path", help="a run directory (uses its final/) or any Hugging Face model directory")
-    e.add_argument("--tasks", default="arith", help="comma-separated task names (see shapedce.tasks)")
+    e.add_argument("--tasks", default="arith", help="comma-separated task names (`shapedce tasks` lists them)")
     e.add_argument("--samples", type=int, default=128, help="samples per prompt, m (paper: 128)")
-    e.add_argument("--problems", type=int, default=100, help="held-out prompts per task")
+    e.add_argument("--problems", type=int, default=100, help="held-out prompts per task (at most the task's size)")
     e.add_argument("--temperature", type=float, default=0.7)
     e.add_argument("--top-p", type=float, default=0.95)
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
+    e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (bounds memory)")
     e.add_argument("--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)")
     e.add_argument("--text", default="", help="held-out text for perplexity / entropy (default: built-in)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default="", help="output directory (default PATH/eval)")
     e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("tasks", help="list the registered tasks, one line each")
+    t.add_argument("--rg", action="store_true", help="list every reasoning-gym dataset usable as rg-<name>")
+    t.set_defaults(func=cmd_tasks)
 
     g = sub.add_parser("reproduce", help="the paper's grid: configs x models x seeds through every stage, then the report")
     g.add_argument("--preset", default="tiny", help="smoke | tiny | small | paper (default tiny)")

@@ -20,8 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from ..data.problems import check_int
-from ..errors import UserError
+from ..errors import UserError, check_int
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -1,10 +1,14 @@
 """`shapedce eval`: Avg@m, Cons@m and Pass@k of any causal LM on verifiable tasks, plus text stats.
 
     shapedce eval runs/ce-mid --tasks arith --samples 16 --problems 100     # a run dir or any HF model dir
-    shapedce eval runs/ce-mid --tasks arith-add,rg-chain_sum --samples 128 --temperature 0.7 --top-p 0.95
+    shapedce eval PATH --tasks humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,2,4,8,16,32,64
+    shapedce --debug eval /tmp/x --tasks logic --samples 4 --problems 4     # CPU smoke, seconds
 
-For each task: `--problems` held-out test prompts, `--samples` (m) completions each, scored by
-the task's verifier. Reported per task and overall (prompts of all tasks pooled): Avg@m, Cons@m,
+For each task: `--problems` held-out test prompts (at most the task's size: humaneval has 164, a
+file its rows), `--samples` (m) completions each (paper: 128 at T=0.7, top-p 0.95), scored by
+the task's verifier. Memory stays bounded at any m: `--batch-size` sequences per forward pass, and
+CHUNK sequences per sampling call are graded and dropped before the next call. One progress bar
+counts samples over all tasks. Reported per task and overall (prompts of all tasks pooled): Avg@m, Cons@m,
 the unbiased Pass@k curve for k = 1, 2, 4, ..., m, and response lengths. On held-out text (the
 built-in validation sample, or `--text PATH`): perplexity, the token-entropy distribution and the
 share of high-entropy "forking" tokens. Writes OUT/results.json (schema below) and
@@ -20,20 +24,21 @@ TEXT = the dict of `shapedce.eval.text.text_stats`.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
-from ..data.tokenizer import check_special_tokens, load_tokenizer
-from ..tasks import get_tasks
+from ..errors import UserError, check_int
+from ..tasks import get_tasks, render_chat
+from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
-from .sample import SamplingConfig, sample
+from .sample import SamplingConfig, sample, vllm_available
+from .scoring import default_text_docs, grade_groups, length_stats, summary_of
 from .text import text_stats
-from ..errors import UserError
 
 SCHEMA_VERSION = 1
+CHUNK = 4096
+"""Sequences sampled per call before they are graded and dropped (only their lengths and grades are
+kept): with `batch_size` sequences per forward pass, this bounds memory at any --samples."""
 
 
 @dataclass(kw_only=True)
@@ -53,16 +58,12 @@ class EvalSettings:
     """Comma-separated k of the Pass@k curve; "" = 1, 2, 4, ..., samples."""
 
     def validate(self) -> "EvalSettings":
-        for key, ok, allowed in [
-            ("samples", self.samples >= 1, ">= 1"),
-            ("problems", self.problems >= 1, ">= 1"),
-            ("text_tokens", self.text_tokens >= 1, ">= 1"),
-        ]:
-            if not ok:
-                raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
+        for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
+            check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
         for k in self.ks() or ():
             if not 1 <= k <= self.samples:
-                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples")
+                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: "
+                                "Pass@k needs k <= samples")
         return self
 
     def ks(self) -> list[int] | None:
@@ -71,71 +72,46 @@ class EvalSettings:
         try:
             return [int(k) for k in self.pass_k.split(",") if k.strip()]
         except ValueError:
-            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}") from None
+            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; "
+                            f"got {self.pass_k!r}") from None
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory (its final/ model) or any Hugging Face model directory."""
-    path = Path(path)
-    for candidate in (path / "final", path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise UserError(f"{path} is not a model directory (no config.json in it or in {path / 'final'})")
-
-
-def load_model(path: Path, device: torch.device):
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = load_tokenizer(path)  # first: a bad tokenizer fails before any weights are read
-    check_special_tokens(tokenizer)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
-    return model.to(device).eval(), tokenizer
-
-
-def length_stats(lengths: list[int], finished: list[bool]) -> dict:
-    return {"mean": statistics.fmean(lengths), "median": statistics.median(lengths), "max": max(lengths),
-            "finished": sum(finished) / len(finished)}
-
-
-def score_task(task, completions, prompts, ks):
-    """(summary, groups of (normalised answer, correct), lengths, finished) of one task."""
-    groups = [[task.grade(c.text, prompt) for c in samples] for prompt, samples in zip(prompts, completions)]
-    lengths = [c.num_tokens for samples in completions for c in samples]
-    finished = [c.finished for samples in completions for c in samples]
-    summary = summarize(groups, ks)
-    summary["correct_per_prompt"] = [sum(ok for _, ok in g) for g in groups]
-    summary["response_length"] = length_stats(lengths, finished)
-    return summary, groups, lengths, finished
-
-
-def default_text_docs(n: int = 400) -> list[str]:
-    from ..data.corpus import builtin_corpus
-
-    return builtin_corpus("pretrain", n, seed=0, split="val")
+def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig, bar) -> tuple:
+    """Sample and grade one task, CHUNK sequences at a time: (summary, groups, lengths, finished)."""
+    n = settings.problems if task.size is None else min(settings.problems, task.size)
+    prompts = task.prompts("test", n, seed=settings.seed)
+    texts = [render_chat(p, tokenizer) for p in prompts]
+    step = len(prompts) if vllm_available() else max(1, CHUNK // settings.samples)
+    groups, lengths, finished = [], [], []
+    for i in range(0, len(prompts), step):
+        completions = sample(model, tokenizer, texts[i:i + step], cfg, progress=bar)
+        groups += grade_groups(task, completions, prompts[i:i + step])
+        lengths += [c.num_tokens for samples in completions for c in samples]
+        finished += [c.finished for samples in completions for c in samples]
+    return summary_of(groups, lengths, finished, settings.ks()), groups, lengths, finished
 
 
 def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, device: str = "auto") -> dict:
     """Run the evaluation, write results.json / results.md, return the results dict."""
+    from tqdm.auto import tqdm
+
     settings.validate()
     tasks = get_tasks(settings.tasks)
     model_dir = resolve_model_dir(path)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    model, tokenizer = load_model(model_dir, dev)
+    model, tokenizer = load_model(model_dir, pick_device(device))
     cfg = SamplingConfig(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
                          samples=settings.samples, seed=settings.seed, batch_size=settings.batch_size)
     results = {"schema_version": SCHEMA_VERSION, "model": str(model_dir), "settings": asdict(settings), "tasks": {}}
     pooled_groups, pooled_len, pooled_fin = [], [], []
-    for task in tasks:
-        prompts = task.prompts("test", settings.problems, seed=settings.seed)
-        completions = sample(model, tokenizer, [p.text for p in prompts], cfg, progress=True)
-        summary, groups, lengths, finished = score_task(task, completions, prompts, settings.ks())
-        results["tasks"][task.name] = summary
-        pooled_groups += groups
-        pooled_len += lengths
-        pooled_fin += finished
+    total = sum(settings.problems if t.size is None else min(settings.problems, t.size) for t in tasks)
+    with tqdm(total=total * settings.samples, desc="eval", unit="sample") as bar:
+        for task in tasks:
+            bar.set_postfix_str(task.name)
+            summary, groups, lengths, finished = run_task(task, model, tokenizer, settings, cfg, bar)
+            results["tasks"][task.name] = summary
+            pooled_groups += groups
+            pooled_len += lengths
+            pooled_fin += finished
     results["overall"] = summarize(pooled_groups, settings.ks())
     results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
     if settings.text:

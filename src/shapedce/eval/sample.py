@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from ..errors import UserError
+from ..errors import UserError, check, check_int, is_int, is_real
 
 Backend = Literal["auto", "torch", "vllm"]
 BACKENDS = ("auto", "torch", "vllm")
@@ -69,19 +69,12 @@ class SamplingConfig:
     """Sequences per forward pass (torch path). Changes speed and memory, never the samples."""
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise UserError(f"temperature must be a finite number >= 0 (0 = greedy); got {t!r}")
-        p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise UserError(f"top_p must be a number in (0, 1]; got {p!r}")
+        t, p, s = self.temperature, self.top_p, self.seed
+        check(is_real(t) and math.isfinite(t) and t >= 0, "temperature", "a finite number >= 0 (0 = greedy)", t)
+        check(is_real(p) and 0 < p <= 1, "top_p", "a number in (0, 1]", p)
         for name in ("max_new_tokens", "samples", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be an integer >= 1; got {value!r}")
-        s = self.seed
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
-            raise UserError(f"seed must be an integer in [0, 2**63); got {s!r}")
+            check_int(name, getattr(self, name), 1)
+        check(is_int(s) and 0 <= s < 2**63, "seed", "an integer in [0, 2**63)", s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,7 +250,7 @@ def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, c
 
 
 def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                  progress: bool) -> list[list[Completion]]:
+                  progress: Any) -> list[list[Completion]]:
     from tqdm.auto import tqdm
 
     encoded = _encode(tokenizer, prompts)
@@ -272,10 +265,10 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
     work = sorted(((p, s) for p in range(len(prompts)) for s in range(cfg.samples)),
                   key=lambda ps: (-len(encoded[ps[0]]), ps[0], ps[1]))
     results: list[list[Completion | None]] = [[None] * cfg.samples for _ in prompts]
-    remaining = [cfg.samples] * len(prompts)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
+    own_bar = isinstance(progress, bool)  # else a tqdm-like bar of the caller, counting samples
+    bar = tqdm(total=len(work), desc="sampling", unit="sample", disable=not progress) if own_bar else progress
     try:
         for start in range(0, len(work), cfg.batch_size):
             chunk = work[start:start + cfg.batch_size]
@@ -287,11 +280,10 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
             texts = tokenizer.batch_decode([ids for ids, _, _ in outs], skip_special_tokens=True)
             for (p, s), (ids, fin, ent), text in zip(chunk, outs, texts):
                 results[p][s] = Completion(text=text, token_ids=ids, num_tokens=len(ids), finished=fin, entropy=ent)
-                remaining[p] -= 1
-                if remaining[p] == 0:
-                    bar.update(1)
+            bar.update(len(chunk))
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
         model.train(was_training)
     return results  # type: ignore[return-value]
 
@@ -332,7 +324,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
         params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                  max_tokens=cfg.max_new_tokens, seed=seeds[i], stop_token_ids=stop,
                                  logprobs=VLLM_LOGPROBS, detokenize=False) for i in range(len(prompts))]
-        outputs = model.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress)
+        outputs = model.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress is True)
         results = []
         for request in outputs:
             row = []
@@ -343,6 +335,8 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
                                       num_tokens=len(ids), finished=out.finish_reason == "stop",
                                       entropy=sum(ents) / len(ents) if ents else float("nan")))
             results.append(row)
+        if not isinstance(progress, bool):
+            progress.update(len(prompts) * cfg.samples)
         return results
     finally:
         if tmp is not None:
@@ -354,7 +348,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
 
 
 def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig | None = None, *,
-           progress: bool = False, backend: Backend = "auto") -> list[list[Completion]]:
+           progress: Any = False, backend: Backend = "auto") -> list[list[Completion]]:
     """Sample `cfg.samples` completions per prompt: result[i] holds prompt i's, in sample order.
 
     backend: "torch" = our KV-cache loop; "vllm" = vLLM (needs vLLM and CUDA); "auto" = vLLM when

@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..eval.run import resolve_model_dir  # noqa: E402
+from ..eval.loading import resolve_model_dir  # noqa: E402
 from ..eval.text import HIST_EDGES  # noqa: E402
 from ..report.stats import t975  # noqa: E402
 from .compare import Reference, correlate, nearest_config, reference_runs  # noqa: E402

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..eval.run import default_text_docs, load_model, resolve_model_dir, score_task
+from ..eval.loading import load_model, resolve_model_dir
+from ..eval.scoring import default_text_docs, score_task
 from ..eval.sample import SamplingConfig, sample
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks

@@ -37,7 +37,8 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import nanstd
 
 from ..eval.metrics import summarize
-from ..eval.run import length_stats, load_model, resolve_model_dir
+from ..eval.loading import load_model, resolve_model_dir
+from ..eval.scoring import length_stats
 from ..eval.sample import SamplingConfig, sample
 from ..tasks import get_tasks, reward_fn
 from .checkpoint import write_model_dir

@@ -1,0 +1,52 @@
+"""Find and load the model to evaluate or train: a run directory's final/ or any HF model directory.
+
+    from shapedce.eval.loading import resolve_model_dir, load_model, pick_device
+    model, tokenizer = load_model(resolve_model_dir("runs/ce-mid"), pick_device("auto"))
+
+Used by `shapedce eval`, `shapedce rl` and `shapedce readiness`. Every failure the user can fix
+(no config.json, a bad tokenizer, weights that do not load, NaN/inf weights) is one UserError line.
+Weights are read by transformers from safetensors / the HF formats; nothing is unpickled here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.tokenizer import check_special_tokens, load_tokenizer
+from ..errors import UserError
+from ..models import check_finite_weights
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run directory (its final/ model) or any Hugging Face model directory."""
+    path = Path(path)
+    for candidate in (path / "final", path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise UserError(f"{path} is not a model directory (no config.json in it or in {path / 'final'})")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """"auto" = CUDA when available, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+
+
+def load_model(path: Path, device: torch.device):
+    """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)  # first: a bad tokenizer fails before any weights are read
+    check_special_tokens(tokenizer)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
+    check_finite_weights(model, path)
+    return model.to(device).eval(), tokenizer

