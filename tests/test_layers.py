@@ -17,12 +17,12 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "shapedce"
 
 LAYERS = [
     ["errors", "rundir"],  # imports nothing from the project
-    ["config", "loss.knobs"],  # typed configs (the loss knobs are a config section)
+    ["config", "loss.config"],  # typed configs (the loss knobs are a config section)
     ["data"],
     ["models"],
     ["loss"],
     ["hf"],
-    ["tasks", "sandbox"],
+    ["tasks"],
     ["eval"],
     ["train"],
     ["report"],  # reads run folders only

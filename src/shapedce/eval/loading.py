@@ -17,15 +17,9 @@ import torch
 from ..data.tokenizer import check_special_tokens, load_tokenizer
 from ..errors import UserError
 from ..models import check_finite_weights
+from ..rundir import resolve_model_dir
 
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory (its final/ model) or any Hugging Face model directory."""
-    path = Path(path)
-    for candidate in (path / "final", path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise UserError(f"{path} is not a model directory (no config.json in it or in {path / 'final'})")
+__all__ = ["load_model", "pick_device", "resolve_model_dir"]
 
 
 def pick_device(device: str = "auto") -> torch.device:

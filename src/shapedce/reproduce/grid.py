@@ -38,7 +38,7 @@ class GridConfig:
     or auto (beta set online towards a target entropy, `shapedce.loss.control`)."""
     auto_target_entropy: float = 0.0
     """Target entropy (nats per token) of the `auto` configuration; 0 = the setting's default
-    (`shapedce.loss.knobs.AUTO_TARGET_ENTROPY`, chosen for the tiny grid)."""
+    (`shapedce.loss.config.AUTO_TARGET_ENTROPY`, chosen for the tiny grid)."""
     models: str = "tiny"
     """Comma-separated model flavors of `shapedce models` (e.g. tiny,tiny-moe)."""
     seeds: int = 1
