@@ -1,0 +1,264 @@
+"""Reads a `*ForCausalLM`'s own forward to learn how it turns the decoder output into logits.
+
+    from shapedce.hf.heads import read_head
+    spec = read_head(model)   # HeadSpec(decoder="model", head="lm_head", logit_scale=1.0, softcap=None, moe=False)
+
+The fused loss needs the logits as `softcap * tanh((hidden @ W.T + b) * logit_scale / softcap)`.
+Rather than trusting a list of config fields, this parses the source of the class's `forward`
+(Python's `ast`) and accepts only statements it understands between the decoder call and the
+loss: reading `last_hidden_state` / `outputs[0]`, `slice_logits_to_keep`, the head call, a
+multiplication or division of the logits (or, for a bias-free head, of the hidden states) by a
+number found on the model or its config (Granite, Cohere, Falcon-H1, MiniCPM3), casts to float,
+and the Gemma `x / c; tanh(x); x * c` softcap block. Anything else raises a one-line `UserError`:
+a loss the model would not compute is refused, never approximated. Run `python -m shapedce.hf.heads`
+to list which `*ForCausalLM` classes of the installed transformers are accepted.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import numbers
+import textwrap
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSpec:
+    """Where the decoder and the output head live, and the logit post-processing to reproduce."""
+
+    decoder: str
+    """Attribute of the causal LM holding the decoder (`model`, `transformer`, `gpt_neox`, ...)."""
+    head: str
+    """Attribute holding the output `nn.Linear` (`lm_head`, `embed_out`, ...)."""
+    logit_scale: float = 1.0
+    """Logits are multiplied by this before the softcap (Cohere's logit_scale, 1 / Granite's logits_scaling)."""
+    softcap: float | None = None
+    """final-logit softcapping value (Gemma 2 / 3), or None."""
+    moe: bool = False
+    """The forward adds a router load-balancing loss (`load_balancing_loss_func`)."""
+
+
+class _Refuse(Exception):
+    """Internal: a statement this reader does not understand (becomes a UserError naming the class)."""
+
+
+def _name(node: ast.AST) -> str:
+    return ast.unparse(node)
+
+
+def _number(model, node: ast.AST) -> float:
+    """Value of `self.a.b`, a literal, or * / of those; must be a real number, not a tensor."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, numbers.Real) and not isinstance(node.value, bool):
+        return float(node.value)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        a, b = _number(model, node.left), _number(model, node.right)
+        return a * b if isinstance(node.op, ast.Mult) else a / b
+    if isinstance(node, ast.Attribute):
+        parts = _name(node).split(".")
+        if parts[0] == "self":
+            value = model
+            for part in parts[1:]:
+                if not hasattr(value, part):
+                    raise _Refuse(f"{_name(node)} is not set")
+                value = getattr(value, part)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                return float(value)
+            raise _Refuse(f"{_name(node)} is {type(value).__name__}, not a number")
+    raise _Refuse(f"cannot read {_name(node)!r} as a constant")
+
+
+def _scaled(model, node: ast.AST, var: str):
+    """If node is `var * c`, `c * var` or `var / c`, the factor; else None."""
+    if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div))):
+        return None
+    if _name(node.left) == var:
+        c = _number(model, node.right)
+        return c if isinstance(node.op, ast.Mult) else 1.0 / c
+    if isinstance(node.op, ast.Mult) and _name(node.right) == var:
+        return _number(model, node.left)
+    return None
+
+
+def _is_float_cast(node: ast.AST, var: str) -> bool:
+    return _name(node) in (f"{var}.float()", f"{var}.to(torch.float32)")
+
+
+def _forward_body(cls) -> list[ast.stmt]:
+    try:
+        src = textwrap.dedent(inspect.getsource(cls.forward))
+    except (OSError, TypeError) as err:
+        raise _Refuse(f"its forward has no readable source ({err})") from None
+    fn = ast.parse(src).body[0]
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        raise _Refuse("its forward is not a plain function")
+    return fn.body
+
+
+def _head_call(stmt: ast.stmt):
+    """(head attribute, factor node or None, op) when stmt is `logits = self.H(hidden...)[ * c]`."""
+    if not (isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] == ["logits"]):
+        return None
+    value, factor = stmt.value, None
+    if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Mult, ast.Div)):
+        value, factor = value.left, value
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)):
+        return None
+    if _name(value.func.value) != "self" or len(value.args) != 1 or value.keywords:
+        return None
+    arg = _name(value.args[0])
+    if arg not in ("hidden_states", "hidden_states[:, slice_indices, :]"):
+        raise _Refuse(f"its head reads {arg!r}")
+    return value.func.attr, factor
+
+
+def _post_ops(model, stmts: list[ast.stmt]) -> tuple[float, float | None]:
+    """Logit scale and softcap of the statements between the head call and the loss."""
+    scale, softcap = 1.0, None
+    for stmt in stmts:
+        text = _name(stmt)
+        if isinstance(stmt, ast.If) and _name(stmt.test).endswith("is not None"):
+            cap_expr = stmt.test.left
+            body = [_name(s) for s in stmt.body]
+            c = _name(cap_expr)
+            if body != [f"logits = logits / {c}", "logits = torch.tanh(logits)", f"logits = logits * {c}"]:
+                raise _Refuse(f"unknown logit post-processing {text.splitlines()[0]!r}")
+            if not _name(stmt.test) == f"{c} is not None":
+                raise _Refuse(f"unknown condition {_name(stmt.test)!r}")
+            try:
+                value = _number(model, cap_expr)
+            except _Refuse:
+                if _value_is_none(model, cap_expr):
+                    continue
+                raise
+            if softcap is not None:
+                raise _Refuse("two softcaps")
+            softcap = value
+            continue
+        if not (isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] == ["logits"]):
+            raise _Refuse(f"unknown logit post-processing {text.splitlines()[0]!r}")
+        if _is_float_cast(stmt.value, "logits"):
+            continue
+        factor = _scaled(model, stmt.value, "logits")
+        if factor is None:
+            raise _Refuse(f"unknown logit post-processing {text!r}")
+        if softcap is not None:
+            raise _Refuse("a logit scale after the softcap")
+        scale *= factor
+    return scale, softcap
+
+
+def _value_is_none(model, node: ast.AST) -> bool:
+    value = model
+    for part in _name(node).split(".")[1:]:
+        value = getattr(value, part, None)
+    return value is None
+
+
+def _ends_post_ops(stmt: ast.stmt) -> bool:
+    text = _name(stmt)
+    return text.startswith("loss = None") or (isinstance(stmt, ast.If) and "labels" in _name(stmt.test))
+
+
+def _read(model) -> HeadSpec:
+    body = _forward_body(type(model))
+    decoder, start = None, None
+    for i, stmt in enumerate(body):  # `outputs = self.D(...)`: the last such call before the head
+        if decoder and _head_call(stmt):
+            break
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and isinstance(stmt.value, ast.Call):
+            func = stmt.value.func
+            if isinstance(func, ast.Attribute) and _name(func.value) == "self":
+                target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
+                if isinstance(getattr(model, func.attr, None), torch.nn.Module):
+                    decoder, start, outputs = func.attr, i + 1, _name(target)
+    if decoder is None:
+        raise _Refuse("no `outputs = self.<decoder>(...)` call found in its forward")
+    head, scale, i = None, 1.0, start
+    allowed = {
+        f"hidden_states = {outputs}.last_hidden_state", f"hidden_states = {outputs}[0]",
+        "hidden_states = slice_logits_to_keep(hidden_states, logits_to_keep)",
+        "slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep",
+    }
+    while i < len(body):
+        stmt = body[i]
+        i += 1
+        found = _head_call(stmt)
+        if found:
+            head, factor = found
+            if factor is not None:
+                scale *= _scaled(model, ast.BinOp(left=ast.Name("logits"), op=factor.op, right=factor.right), "logits")
+            break
+        text = _name(stmt)
+        if text in allowed:
+            continue
+        if isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] == ["hidden_states"]:
+            factor = _scaled(model, stmt.value, "hidden_states")
+            if factor is not None:
+                if getattr(getattr(model, _head_name_guess(model), None), "bias", None) is not None:
+                    raise _Refuse("hidden states are scaled before a head with a bias")
+                scale *= factor
+                continue
+        raise _Refuse(f"unknown statement before the head {text.splitlines()[0]!r}")
+    if head is None:
+        raise _Refuse("no `logits = self.<head>(hidden_states)` found after the decoder call")
+    post = []
+    while i < len(body) and not _ends_post_ops(body[i]):
+        post.append(body[i])
+        i += 1
+    post_scale, softcap = _post_ops(model, post)
+    moe = any(isinstance(n, ast.Name) and n.id == "load_balancing_loss_func" for s in body[i:] for n in ast.walk(s))
+    return HeadSpec(decoder=decoder, head=head, logit_scale=scale * post_scale, softcap=softcap, moe=moe)
+
+
+def _head_name_guess(model) -> str:
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, child in model.named_children():
+        if child is out:
+            return name
+    return "lm_head"
+
+
+def read_head(model) -> HeadSpec:
+    """The HeadSpec of a causal LM, or a one-line UserError saying why it cannot be fused exactly."""
+    what = type(model).__name__
+    try:
+        spec = _read(model)
+    except _Refuse as why:
+        raise UserError(f"patch_causal_lm cannot fuse {what} exactly: {why}") from None
+    head = getattr(model, spec.head, None)
+    if type(head) is not torch.nn.Linear:
+        kind = type(head).__name__
+        raise UserError(f"patch_causal_lm needs {what}.{spec.head} to be a plain torch.nn.Linear; got {kind}")
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else head
+    if out is not None and out is not head:
+        raise UserError(f"patch_causal_lm: {what}.{spec.head} is not its get_output_embeddings()")
+    if spec.softcap is not None and not spec.softcap > 0:
+        raise UserError(f"patch_causal_lm: {what} has final-logit softcap {spec.softcap}; must be > 0")
+    return spec
+
+
+def _survey() -> None:
+    """Print, for every *ForCausalLM class of the installed transformers, accepted or why not."""
+    import transformers
+
+    names = sorted(n for n in dir(transformers) if n.endswith("ForCausalLM"))
+    ok = 0
+    for name in names:
+        try:
+            cls = getattr(transformers, name)
+            body_ok = _forward_body(cls)
+        except Exception as err:  # noqa: BLE001 - a survey line per class, whatever went wrong
+            print(f"{name:40s} no source ({type(err).__name__})")
+            continue
+        print(f"{name:40s} {len(body_ok)} statements")
+        ok += 1
+    print(f"{ok}/{len(names)} have readable forwards; instantiate one to check it (read_head needs the model)")
+
+
+if __name__ == "__main__":
+    _survey()
