@@ -19,6 +19,12 @@ Design (the shape of Liger-Kernel's fused linear cross-entropy, written anew):
 - reduction="none" cannot pre-reduce grad_W (each row has its own incoming gradient), so the
   forward only computes values and the backward recomputes the chunks with those scales.
 - With lambda_top = lambda_tail = 0 and no stats, no top-k is computed at all.
+- Logit transforms of some model families: z = softcap * tanh(s * (h W^T + b) / softcap)
+  (Gemma 2/3 final-logit softcapping), or z = s * (h W^T + b) without a cap (`logit_scale` s:
+  Cohere's logit_scale, Granite's 1 / logits_scaling). They are applied to each chunk right after
+  its GEMM; the chain rule dz/d(hW^T+b) = s * (1 - tanh^2) multiplies the chunk's gradient before
+  the backward GEMMs (s alone is folded into the row scale). With a softcap the factor 1 - tanh^2
+  is kept in a second chunk buffer: twice the chunk memory, still never [N, V].
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch import Tensor
 from .knobs import ShapedLoss, check_reduction
 from .reference import top_k
 from .rows import check_float, check_targets, compute_dtype, ground_truth_weight, negative_sum, stats_dict, stats_sums
-from ..errors import UserError
+from ..errors import UserError, check_int, check_real
 
 CHUNK_ELEMENTS = 1 << 23
 """Default chunk budget, in logits: C = CHUNK_ELEMENTS / V rows, rounded down to a power of two, at
@@ -94,8 +100,24 @@ def _chunk_rows(z: Tensor, x: Tensor, knobs: ShapedLoss, row_scale, want_grad: b
     return rows, sums
 
 
-def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, grad_b, want_stats, rows_out):
-    """Loop over row chunks: logits GEMM, row math, and (when grads are given) the two grad GEMMs."""
+def _transform(z: Tensor, logit_scale: float, softcap: float | None, dcap: Tensor | None) -> None:
+    """In place: z <- softcap * tanh(logit_scale * z / softcap), or z * logit_scale without a cap.
+
+    With a cap and `dcap` given, dcap <- 1 - tanh^2 (the cap's derivative, without logit_scale)."""
+    if softcap is None:
+        if logit_scale != 1.0:
+            z.mul_(logit_scale)
+        return
+    z.mul_(logit_scale / softcap).tanh_()
+    if dcap is not None:
+        torch.mul(z, z, out=dcap).neg_().add_(1.0)
+    z.mul_(softcap)
+
+
+def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, grad_b, want_stats, rows_out,
+                logit_scale=1.0, softcap=None):
+    """Loop over row chunks: logits GEMM, logit transform, row math, and (when grads are given) the
+    two grad GEMMs."""
     n, vocab = h.shape[0], weight.shape[0]
     cd = compute_dtype(h.dtype)
     want_grad = grad_h is not None or grad_w is not None or grad_b is not None
@@ -103,6 +125,7 @@ def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, 
     if n == 0:
         return stats
     buf = torch.empty(min(chunk, n), vocab, dtype=cd, device=h.device)  # reused: no fresh pages per chunk
+    dbuf = torch.empty_like(buf) if softcap is not None and want_grad else None
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
         c, hc = end - start, h[start:end]
@@ -112,8 +135,14 @@ def _run_chunks(h, weight, bias, x, knobs, chunk, *, row_scale, grad_h, grad_w, 
             torch.addmm(bias, hc, weight.t(), out=buf[:c])
         else:  # low precision GEMM, float32 softmax
             buf[:c].copy_(torch.nn.functional.linear(hc, weight, bias))
+        dcap = None if dbuf is None else dbuf[:c]
+        _transform(buf[:c], logit_scale, softcap, dcap)
         scale = row_scale[start:end] if isinstance(row_scale, Tensor) else row_scale
+        if logit_scale != 1.0:
+            scale = scale * logit_scale
         rows, sums = _chunk_rows(buf[:c], x[start:end], knobs, scale, want_grad, want_stats)
+        if dcap is not None:
+            buf[:c].mul_(dcap)
         if rows_out is not None:
             rows_out[start:end] = rows
         if sums is not None:
@@ -142,7 +171,7 @@ def _grad_buffers(h, weight, bias, needs, cd):
 
 class _FusedLinearShapedCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, knobs, reduction, chunk, want_stats):
+    def forward(ctx, hidden, weight, bias, targets, knobs, reduction, chunk, want_stats, cap):
         n_all = hidden.shape[0]
         valid = (targets != knobs.ignore_index).nonzero().squeeze(1)
         n = valid.numel()
@@ -155,8 +184,9 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         rows = torch.empty(n, dtype=cd, device=hidden.device)
         stats = _run_chunks(
             h, weight, bias, x, knobs, chunk, row_scale=scale, grad_h=grad_h, grad_w=grad_w, grad_b=grad_b,
-            want_stats=want_stats, rows_out=rows,
+            want_stats=want_stats, rows_out=rows, logit_scale=cap[0], softcap=cap[1],
         )
+        ctx.cap = cap
         ctx.knobs, ctx.reduction, ctx.chunk, ctx.n_all, ctx.dtypes = knobs, reduction, chunk, n_all, (hidden.dtype, weight.dtype)
         if reduction == "none":
             ctx.save_for_backward(h, weight, bias, x, valid)
@@ -176,7 +206,7 @@ class _FusedLinearShapedCE(torch.autograd.Function):
             row_scale = grad_loss.index_select(0, valid).to(compute_dtype(h.dtype))
             _run_chunks(
                 h, weight, bias, x, ctx.knobs, ctx.chunk, row_scale=row_scale, grad_h=grad_h, grad_w=grad_w,
-                grad_b=grad_b, want_stats=False, rows_out=None,
+                grad_b=grad_b, want_stats=False, rows_out=None, logit_scale=ctx.cap[0], softcap=ctx.cap[1],
             )
         else:
             grad_h, grad_w, grad_b, valid = ctx.saved_tensors
@@ -188,7 +218,7 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         grad_h = None if grad_h is None else grad_h.to(hid_dtype)
         grad_w = None if grad_w is None else grad_w.to(w_dtype)
         grad_b = None if grad_b is None else grad_b.to(w_dtype)
-        return grad_h, grad_w, grad_b, None, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None
 
 
 def fused_linear_shaped_cross_entropy(
@@ -205,14 +235,21 @@ def fused_linear_shaped_cross_entropy(
     reduction: str = "mean",
     return_stats: bool = False,
     chunk_size: int | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
 ):
-    """Reward-shaped loss of `hidden @ weight.T + bias` ([..., H] x [V, H]) against targets [...].
+    """Reward-shaped loss of the logits of `hidden @ weight.T + bias` ([..., H] x [V, H]) against targets [...].
 
-    Knobs, reduction and stats as in `shaped_cross_entropy`. `chunk_size` is the number of rows
+    The logits are z = softcap * tanh(logit_scale * (hidden @ weight.T + bias) / softcap), or
+    logit_scale * (hidden @ weight.T + bias) when softcap is None (both must be finite and > 0).
+    Knobs, reduction and stats as in `shaped_cross_entropy` on z. `chunk_size` is the number of rows
     whose [rows, V] logits are held at once (default: about 2**23 logits per chunk).
     """
     knobs = ShapedLoss(beta=beta, lambda_top=lambda_top, lambda_tail=lambda_tail, k=k, ignore_index=ignore_index)
     check_reduction(reduction)
+    check_real("logit_scale", logit_scale, 0.0, lo_open=True)
+    if softcap is not None:
+        check_real("softcap", softcap, 0.0, lo_open=True)
     check_float(hidden, "hidden")
     check_float(weight, "weight")
     if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
@@ -223,8 +260,8 @@ def fused_linear_shaped_cross_entropy(
     if bias is not None and tuple(bias.shape) != (vocab,):
         raise UserError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
     check_targets(targets, hidden.shape[:-1], vocab, ignore_index, "hidden")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise UserError(f"chunk_size must be an integer >= 1 or None; got {chunk_size!r}")
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, 1)
 
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):  # the GEMMs run in the autocast dtype, the softmax in float32
@@ -241,7 +278,9 @@ def fused_linear_shaped_cross_entropy(
     x = targets.reshape(-1)
     chunk = chunk_size or default_chunk_rows(h2.shape[0], vocab)
     with torch.autocast(device_type, enabled=False):
-        loss, stats = _FusedLinearShapedCE.apply(h2, weight, bias, x, knobs, reduction, chunk, return_stats)
+        loss, stats = _FusedLinearShapedCE.apply(
+            h2, weight, bias, x, knobs, reduction, chunk, return_stats, (float(logit_scale), None if softcap is None else float(softcap))
+        )
     if reduction == "none":
         loss = loss.reshape(targets.shape)
     if not return_stats:
