@@ -16,6 +16,7 @@ import transformers as tf
 
 from shapedce.errors import UserError
 from shapedce.hf import patch_causal_lm, read_head, set_shaped_loss, shift_labels_of
+from shapedce.hf.heads import module_at
 from shapedce.loss import ShapedLoss, shaped_cross_entropy
 
 V = 97
@@ -41,6 +42,9 @@ FAMILIES = {  # name: (config class, model class, config kwargs)
     "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, dict(DENSE, head_dim=8, final_logit_softcapping=1.5)),
     "granite": (tf.GraniteConfig, tf.GraniteForCausalLM, dict(DENSE, logits_scaling=0.4)),
     "cohere": (tf.CohereConfig, tf.CohereForCausalLM, dict(DENSE, logit_scale=2.5)),
+    "falcon-h1": (tf.FalconH1Config, tf.FalconH1ForCausalLM,  # hybrid attention + Mamba2, head * multiplier
+                  dict(DENSE, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8, mamba_chunk_size=4,
+                       mamba_n_groups=1, lm_head_multiplier=0.7)),
     "gpt-neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM,
                  dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
                       max_position_embeddings=64, initializer_range=0.2, tie_word_embeddings=False)),
@@ -52,6 +56,7 @@ SPECS = {  # what read_head must find (decoder, head, logit_scale, softcap, moe)
     "gemma2": ("model", "lm_head", 1.0, 1.5, False), "granite": ("model", "lm_head", 2.5, None, False),
     "cohere": ("model", "lm_head", 2.5, None, False), "gpt-neox": ("gpt_neox", "lm_head", 1.0, None, False),
     "gpt2": ("transformer", "lm_head", 1.0, None, False), "olmoe": ("model", "lm_head", 1.0, None, True),
+    "falcon-h1": ("model", "lm_head", 0.7, None, False),
 }
 
 
@@ -104,7 +109,7 @@ def test_patched_loss_and_every_gradient_match_the_loss_on_the_models_logits(nam
         assert (spec.decoder, spec.head, spec.logit_scale, spec.softcap, spec.moe) == SPECS[name]
     if spec.softcap is not None:  # the cap is active here: dropping it changes the loss
         assert logits.abs().max() > 0.5 * spec.softcap
-        raw = plain.lm_head(getattr(plain, spec.decoder)(input_ids=ids, attention_mask=mask).last_hidden_state)
+        raw = plain.lm_head(module_at(plain, spec.decoder)(input_ids=ids, attention_mask=mask).last_hidden_state)
         uncapped = shaped_cross_entropy(raw, shift_labels_of(labels, -100), **KNOBS.knobs())
         assert abs(uncapped.item() - want.item()) > 1e-3
 

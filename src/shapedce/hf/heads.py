@@ -32,7 +32,7 @@ class HeadSpec:
     """Where the decoder and the output head live, and the logit post-processing to reproduce."""
 
     decoder: str
-    """Attribute of the causal LM holding the decoder (`model`, `transformer`, `gpt_neox`, ...)."""
+    """Attribute path of the decoder (`model`, `transformer`, `gpt_neox`, `model.decoder`, ...)."""
     head: str
     """Attribute holding the output `nn.Linear` (`lm_head`, `embed_out`, ...)."""
     logit_scale: float = 1.0
@@ -68,6 +68,8 @@ def _number(model, node: ast.AST) -> float:
                 value = getattr(value, part)
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 return float(value)
+            if isinstance(value, _Stub):  # survey: a number we cannot see
+                return 1.0
             raise _Refuse(f"{_name(node)} is {type(value).__name__}, not a number")
     raise _Refuse(f"cannot read {_name(node)!r} as a constant")
 
@@ -101,11 +103,13 @@ def _forward_body(cls) -> list[ast.stmt]:
 
 def _head_call(stmt: ast.stmt):
     """(head attribute, factor node or None, op) when stmt is `logits = self.H(hidden...)[ * c]`."""
-    if not (isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] == ["logits"]):
+    if not (isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] in (["logits"], ["lm_logits"])):
         return None
     value, factor = stmt.value, None
     if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Mult, ast.Div)):
         value, factor = value.left, value
+    if isinstance(value, ast.Call) and _name(value.func).endswith(".float") and not value.args:
+        value = value.func.value  # a float32 cast: the fused loss computes in float32 (or float64) anyway
     if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)):
         return None
     if _name(value.func.value) != "self" or len(value.args) != 1 or value.keywords:
@@ -113,13 +117,14 @@ def _head_call(stmt: ast.stmt):
     arg = _name(value.args[0])
     if arg not in ("hidden_states", "hidden_states[:, slice_indices, :]"):
         raise _Refuse(f"its head reads {arg!r}")
-    return value.func.attr, factor
+    return value.func.attr, factor, _name(stmt.targets[0])
 
 
-def _post_ops(model, stmts: list[ast.stmt]) -> tuple[float, float | None]:
+def _post_ops(model, stmts: list[ast.stmt], var: str) -> tuple[float, float | None]:
     """Logit scale and softcap of the statements between the head call and the loss."""
     scale, softcap = 1.0, None
     for stmt in stmts:
+        stmt = ast.parse(_name(stmt).replace(var, "logits")).body[0] if var != "logits" else stmt
         text = _name(stmt)
         if isinstance(stmt, ast.If) and _name(stmt.test).endswith("is not None"):
             cap_expr = stmt.test.left
@@ -164,6 +169,13 @@ def _ends_post_ops(stmt: ast.stmt) -> bool:
     return text.startswith("loss = None") or (isinstance(stmt, ast.If) and "labels" in _name(stmt.test))
 
 
+def module_at(model, path):
+    """model.a.b for path ["a", "b"] (or a dotted string), None when missing."""
+    for part in path.split(".") if isinstance(path, str) else path:
+        model = getattr(model, part, None)
+    return model
+
+
 def _read(model) -> HeadSpec:
     body = _forward_body(type(model))
     decoder, start = None, None
@@ -172,16 +184,18 @@ def _read(model) -> HeadSpec:
             break
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and isinstance(stmt.value, ast.Call):
             func = stmt.value.func
-            if isinstance(func, ast.Attribute) and _name(func.value) == "self":
+            path = _name(func).split(".")
+            if path[0] == "self" and len(path) in (2, 3) and isinstance(module_at(model, path[1:]), torch.nn.Module):
                 target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
-                if isinstance(getattr(model, func.attr, None), torch.nn.Module):
-                    decoder, start, outputs = func.attr, i + 1, _name(target)
+                decoder, start, outputs = ".".join(path[1:]), i + 1, _name(target)
     if decoder is None:
         raise _Refuse("no `outputs = self.<decoder>(...)` call found in its forward")
     head, scale, i = None, 1.0, start
     allowed = {
         f"hidden_states = {outputs}.last_hidden_state", f"hidden_states = {outputs}[0]",
         "hidden_states = slice_logits_to_keep(hidden_states, logits_to_keep)",
+        f"hidden_states = slice_logits_to_keep({outputs}.last_hidden_state, logits_to_keep)",
+        f"hidden_states = slice_logits_to_keep({outputs}[0], logits_to_keep)",
         "slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep",
     }
     while i < len(body):
@@ -189,7 +203,7 @@ def _read(model) -> HeadSpec:
         i += 1
         found = _head_call(stmt)
         if found:
-            head, factor = found
+            head, factor, var = found
             if factor is not None:
                 scale *= _scaled(model, ast.BinOp(left=ast.Name("logits"), op=factor.op, right=factor.right), "logits")
             break
@@ -210,7 +224,7 @@ def _read(model) -> HeadSpec:
     while i < len(body) and not _ends_post_ops(body[i]):
         post.append(body[i])
         i += 1
-    post_scale, softcap = _post_ops(model, post)
+    post_scale, softcap = _post_ops(model, post, var)
     moe = any(isinstance(n, ast.Name) and n.id == "load_balancing_loss_func" for s in body[i:] for n in ast.walk(s))
     return HeadSpec(decoder=decoder, head=head, logit_scale=scale * post_scale, softcap=softcap, moe=moe)
 
@@ -242,22 +256,36 @@ def read_head(model) -> HeadSpec:
     return spec
 
 
+class _Stub(torch.nn.Module):
+    """Survey only: stands for any attribute of a model that was not built (modules, numbers)."""
+
+    def __getattr__(self, name):
+        return _Stub()
+
+
 def _survey() -> None:
-    """Print, for every *ForCausalLM class of the installed transformers, accepted or why not."""
+    """Print, for every *ForCausalLM class of the installed transformers, what read_head makes of its
+    forward without building the model (every attribute stands for a module or the number 1)."""
     import transformers
 
-    names = sorted(n for n in dir(transformers) if n.endswith("ForCausalLM"))
-    ok = 0
+    names = sorted(n for n in dir(transformers) if n.endswith("ForCausalLM") or n.endswith("LMHeadModel"))
+    accepted = []
     for name in names:
         try:
             cls = getattr(transformers, name)
-            body_ok = _forward_body(cls)
-        except Exception as err:  # noqa: BLE001 - a survey line per class, whatever went wrong
-            print(f"{name:40s} no source ({type(err).__name__})")
+            stub = _Stub()
+            stub.__class__ = type(name, (_Stub,), {"forward": cls.forward})
+            spec = _read(stub)
+        except _Refuse as why:
+            print(f"refused   {name}: {why}")
             continue
-        print(f"{name:40s} {len(body_ok)} statements")
-        ok += 1
-    print(f"{ok}/{len(names)} have readable forwards; instantiate one to check it (read_head needs the model)")
+        except Exception as err:  # noqa: BLE001 - one survey line per class, whatever went wrong
+            print(f"unread    {name}: {type(err).__name__}")
+            continue
+        accepted.append(name)
+        extra = " softcap" if spec.softcap is not None else ""
+        print(f"accepted  {name}: {spec.decoder}.{spec.head}{' moe' if spec.moe else ''}{extra}")
+    print(f"{len(accepted)}/{len(names)} accepted by the static reading")
 
 
 if __name__ == "__main__":

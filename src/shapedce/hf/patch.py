@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from ..errors import UserError
 from ..loss import ShapedLoss
-from .heads import HeadSpec, read_head
+from .heads import HeadSpec, module_at, read_head
 
 
 def as_shaped_loss(loss: ShapedLoss | str) -> ShapedLoss:
@@ -126,7 +126,7 @@ def _shaped_forward(
         kwargs["output_router_logits"] = default if router is None else router
     if fused_lm_head:
         kwargs["use_cache"] = False
-    outputs = getattr(self, spec.decoder)(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    outputs = module_at(self, spec.decoder)(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
     aux_loss = None
     if spec.moe and kwargs["output_router_logits"]:
