@@ -107,6 +107,8 @@ def test_patched_loss_and_every_gradient_match_the_loss_on_the_models_logits(nam
     spec = read_head(patched)
     if name in SPECS:
         assert (spec.decoder, spec.head, spec.logit_scale, spec.softcap, spec.moe) == SPECS[name]
+    if spec.moe:
+        assert spec.router[:2] == (4, 2) and module_at(patched, spec.router[2]) == 0.05
     if spec.softcap is not None:  # the cap is active here: dropping it changes the loss
         assert logits.abs().max() > 0.5 * spec.softcap
         raw = plain.lm_head(module_at(plain, spec.decoder)(input_ids=ids, attention_mask=mask).last_hidden_state)

@@ -41,6 +41,8 @@ class HeadSpec:
     """final-logit softcapping value (Gemma 2 / 3), or None."""
     moe: bool = False
     """The forward adds a router load-balancing loss (`load_balancing_loss_func`)."""
+    router: tuple[int, int, str] | None = None
+    """(num_experts, experts per token, attribute path of the coefficient) of that router loss."""
 
 
 class _Refuse(Exception):
@@ -225,8 +227,30 @@ def _read(model) -> HeadSpec:
         post.append(body[i])
         i += 1
     post_scale, softcap = _post_ops(model, post, var)
-    moe = any(isinstance(n, ast.Name) and n.id == "load_balancing_loss_func" for s in body[i:] for n in ast.walk(s))
-    return HeadSpec(decoder=decoder, head=head, logit_scale=scale * post_scale, softcap=softcap, moe=moe)
+    router = _router_terms(model, body[i:], outputs)
+    return HeadSpec(decoder=decoder, head=head, logit_scale=scale * post_scale, softcap=softcap, moe=router is not None,
+                    router=router)
+
+
+def _router_terms(model, stmts: list[ast.stmt], outputs: str):
+    """(num_experts, top_k, coefficient path) of `load_balancing_loss_func(outputs.router_logits, E, K, attention_mask)`
+    and `loss += C * aux_loss...` in the rest of the forward; None without a router loss."""
+    calls = [n for s in stmts for n in ast.walk(s) if isinstance(n, ast.Call) and _name(n.func) == "load_balancing_loss_func"]
+    if not calls:
+        return None
+    args = [_name(a) for a in calls[0].args]
+    if len(calls) > 1 or len(args) != 4 or calls[0].keywords or args[0] != f"{outputs}.router_logits" \
+            or args[3] != "attention_mask":
+        raise _Refuse(f"unknown router loss call {_name(calls[0])!r}")
+    coefs = [n.left for s in stmts for n in ast.walk(s) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
+             and "router_aux_loss_coef" in _name(n.left) and _name(n.right).startswith("aux_loss")]
+    if len(coefs) != 1:
+        raise _Refuse("no single `router_aux_loss_coef * aux_loss` term")
+    experts, top_k = (_number(model, a) for a in calls[0].args[1:3])
+    _number(model, coefs[0])
+    if not _name(coefs[0]).startswith("self."):
+        raise _Refuse(f"router loss coefficient {_name(coefs[0])!r} is not an attribute")
+    return int(experts), int(top_k), _name(coefs[0]).removeprefix("self.")
 
 
 def _head_name_guess(model) -> str:

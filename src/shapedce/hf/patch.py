@@ -78,10 +78,8 @@ def _load_balancing_loss_func(model):
 
 
 def _router_aux(self, outputs, attention_mask):
-    cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
-    experts = getattr(self, "num_experts", None) or getattr(cfg, "num_experts", None) or cfg.num_local_experts
-    top = getattr(self, "num_experts_per_tok", None) or cfg.num_experts_per_tok
-    return _load_balancing_loss_func(self)(outputs.router_logits, experts, top, attention_mask)
+    experts, top_k, _ = self._shaped_spec.router
+    return _load_balancing_loss_func(self)(outputs.router_logits, experts, top_k, attention_mask)
 
 
 def _fused_loss(self, hidden: Tensor, targets: Tensor, **kwargs):
@@ -141,7 +139,7 @@ def _shaped_forward(
         share = 1.0  # with num_items_in_batch this micro-batch is a part of a larger batch: weigh by tokens
         if num_items_in_batch is not None:
             share = (targets != knobs.ignore_index).sum().to(loss.device) / num_items_in_batch
-        loss = loss + self.router_aux_loss_coef * share * aux_loss.to(loss.device)
+        loss = loss + module_at(self, spec.router[2]) * share * aux_loss.to(loss.device)
     return ShapedCausalLMOutput(
         loss=loss, aux_loss=aux_loss, loss_stats=stats, hidden_states=getattr(outputs, "hidden_states", None),
         attentions=getattr(outputs, "attentions", None), router_logits=getattr(outputs, "router_logits", None),
@@ -155,7 +153,7 @@ def _trl_output(self, hidden, targets, aux_loss, num_items_in_batch):
     denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     loss = per_token.sum() / denominator
     if aux_loss is not None:
-        loss = loss + getattr(self, "router_aux_loss_coef", 0.0) * aux_loss.to(loss.device)
+        loss = loss + module_at(self, self._shaped_spec.router[2]) * aux_loss.to(loss.device)
     nan = torch.full_like(per_token, float("nan"))
     return ShapedCausalLMOutput(
         loss=loss, aux_loss=aux_loss, loss_stats=stats, log_probs=-per_token, label_mask=mask,
