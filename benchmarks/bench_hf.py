@@ -40,9 +40,17 @@ RUNS = ["trainer-ce", "compute_loss_func", "patched", "lora-ce", "lora-patched",
 
 
 def build(args):
-    cfg = tf.Qwen3Config(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=args.hidden // 4, intermediate_size=2 * args.hidden,
-                         max_position_embeddings=args.seq, tie_word_embeddings=False)
+    cfg = tf.Qwen3Config(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=args.hidden // 4,
+        intermediate_size=2 * args.hidden,
+        max_position_embeddings=args.seq,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     return tf.Qwen3ForCausalLM(cfg)
 
@@ -87,20 +95,32 @@ def run_one(name: str, args) -> dict:
     timer = Timer()
     with tempfile.TemporaryDirectory() as out:
         targs = tf.TrainingArguments(
-            output_dir=out, max_steps=args.steps + 1, per_device_train_batch_size=args.batch, learning_rate=1e-4,
-            use_cpu=not cuda, bf16=cuda, report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=1,
+            output_dir=out,
+            max_steps=args.steps + 1,
+            per_device_train_batch_size=args.batch,
+            learning_rate=1e-4,
+            use_cpu=not cuda,
+            bf16=cuda,
+            report_to=[],
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1,
             dataloader_num_workers=0,
         )
         loss_fn = compute_loss_func(KNOBS) if name == "compute_loss_func" else None
-        trainer = tf.Trainer(model=model, args=targs, train_dataset=data, compute_loss_func=loss_fn,
-                             callbacks=[timer])
+        trainer = tf.Trainer(
+            model=model, args=targs, train_dataset=data, compute_loss_func=loss_fn, callbacks=[timer]
+        )
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         trainer.train()
     step = statistics.median(timer.times[1:])
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_rss)
+    peak = (
+        (torch.cuda.max_memory_allocated() - base) / 2**20
+        if cuda
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_rss)
+    )
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"run": name, "tokens_s": args.batch * args.seq / step, "peak_mb": peak, "loss0": losses[0]}
 
@@ -131,18 +151,65 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="timed steps (one more runs first as warm-up)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--runs", default=",".join(RUNS))
+    p.add_argument("--rounds", type=int, default=1, help="repeat all runs, report medians")
     args = p.parse_args()
-    rows = [measure(name, args) for name in args.runs.split(",")]
+    names = args.runs.split(",")
+    rounds = [
+        [measure(name, args) for name in names] for _ in range(args.rounds)
+    ]  # interleaved: drift hits all
+    rows = [
+        {
+            "run": name,
+            **{key: statistics.median(r[i][key] for r in rounds) for key in ("tokens_s", "peak_mb")},
+            "loss0": rounds[0][i]["loss0"],
+        }
+        for i, name in enumerate(names)
+    ]
     base = rows[0]
     threads = args.threads or torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {threads} thread(s)"
-    print(f"\n{device}; Qwen3 2 layers, hidden {args.hidden}, vocab {args.vocab}; batch {args.batch} x {args.seq}; "
-          f"loss {KNOBS.knobs()}; ratios to {base['run']}")
+    print(
+        f"\n{device}; Qwen3 2 layers, hidden {args.hidden}, vocab {args.vocab}; "
+        f"batch {args.batch} x {args.seq}; "
+        f"loss {KNOBS.knobs()}; ratios to {base['run']}"
+    )
     print("| run | tokens/s | ratio | peak MB | ratio | first loss |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['run']} | {r['tokens_s']:.0f} | {r['tokens_s'] / base['tokens_s']:.2f} | {r['peak_mb']:.0f} | "
-              f"{r['peak_mb'] / base['peak_mb']:.2f} | {r['loss0']:.4f} |")
+        print(
+            f"| {r['run']} | {r['tokens_s']:.0f} | {r['tokens_s'] / base['tokens_s']:.2f} | "
+            f"{r['peak_mb']:.0f} | "
+            f"{r['peak_mb'] / base['peak_mb']:.2f} | {r['loss0']:.4f} |"
+        )
+    head_gradient_saving(args)
+
+
+def head_gradient_saving(args, reps: int = 7) -> None:
+    """The fused loss alone (forward + backward) with the head weight trainable or frozen, interleaved."""
+    from shapedce.loss import fused_linear_shaped_cross_entropy
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator().manual_seed(2)
+    n = args.batch * args.seq
+    h0 = torch.randn(n, args.hidden, generator=g).to(dev)
+    w0 = (torch.randn(args.vocab, args.hidden, generator=g) * 0.05).to(dev)
+    x = torch.randint(0, args.vocab, (n,), generator=g).to(dev)
+    times = {True: [], False: []}
+    for _ in range(reps):
+        for trainable in (True, False):
+            h, w = h0.clone().requires_grad_(True), w0.clone().requires_grad_(trainable)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fused_linear_shaped_cross_entropy(h, w, x, **KNOBS.knobs()).backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times[trainable].append(time.perf_counter() - t0)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"\nfused loss alone, {n} rows x vocab {args.vocab}, forward + backward (median of {reps}): "
+        f"head trainable {on * 1e3:.0f} ms, head frozen {off * 1e3:.0f} ms ({off / on:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

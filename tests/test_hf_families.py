@@ -21,9 +21,22 @@ from shapedce.loss import ShapedLoss, shaped_cross_entropy
 
 V = 97
 KNOBS = ShapedLoss(beta=-0.25, lambda_top=0.05, lambda_tail=-0.1, k=5)
-DENSE = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=48, max_position_embeddings=64, initializer_range=0.2)
-MOE = dict(num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.05, experts_implementation="eager")
+DENSE = dict(
+    vocab_size=V,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=64,
+    initializer_range=0.2,
+)
+MOE = dict(
+    num_experts_per_tok=2,
+    output_router_logits=True,
+    router_aux_loss_coef=0.05,
+    experts_implementation="eager",
+)
 
 FAMILIES = {  # name: (config class, model class, config kwargs)
     "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, dict(DENSE, tie_word_embeddings=True)),
@@ -35,27 +48,73 @@ FAMILIES = {  # name: (config class, model class, config kwargs)
     "phi-bias": (tf.PhiConfig, tf.PhiForCausalLM, DENSE),
     "olmo2": (tf.Olmo2Config, tf.Olmo2ForCausalLM, DENSE),
     "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM, dict(DENSE, **MOE, num_local_experts=4)),
-    "qwen3-moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM,
-                  dict(DENSE, **MOE, head_dim=8, num_experts=4, moe_intermediate_size=16, decoder_sparse_step=1)),
+    "qwen3-moe": (
+        tf.Qwen3MoeConfig,
+        tf.Qwen3MoeForCausalLM,
+        dict(DENSE, **MOE, head_dim=8, num_experts=4, moe_intermediate_size=16, decoder_sparse_step=1),
+    ),
     "olmoe": (tf.OlmoeConfig, tf.OlmoeForCausalLM, dict(DENSE, **MOE, num_experts=4)),
     "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, dict(DENSE, head_dim=8, final_logit_softcapping=1.5)),
-    "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, dict(DENSE, head_dim=8, final_logit_softcapping=1.5)),
+    "gemma3": (
+        tf.Gemma3TextConfig,
+        tf.Gemma3ForCausalLM,
+        dict(DENSE, head_dim=8, final_logit_softcapping=1.5),
+    ),
     "granite": (tf.GraniteConfig, tf.GraniteForCausalLM, dict(DENSE, logits_scaling=0.4)),
     "cohere": (tf.CohereConfig, tf.CohereForCausalLM, dict(DENSE, logit_scale=2.5)),
-    "falcon-h1": (tf.FalconH1Config, tf.FalconH1ForCausalLM,  # hybrid attention + Mamba2, head * multiplier
-                  dict(DENSE, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8, mamba_chunk_size=4,
-                       mamba_n_groups=1, lm_head_multiplier=0.7)),
-    "gpt-neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM,
-                 dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                      max_position_embeddings=64, initializer_range=0.2, tie_word_embeddings=False)),
-    "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,
-             dict(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=64, initializer_range=0.2,
-                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)),
+    "falcon-h1": (
+        tf.FalconH1Config,
+        tf.FalconH1ForCausalLM,  # hybrid attention + Mamba2, head * multiplier
+        dict(
+            DENSE,
+            mamba_d_ssm=32,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_d_state=8,
+            mamba_chunk_size=4,
+            mamba_n_groups=1,
+            lm_head_multiplier=0.7,
+        ),
+    ),
+    "gpt-neox": (
+        tf.GPTNeoXConfig,
+        tf.GPTNeoXForCausalLM,
+        dict(
+            vocab_size=V,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            initializer_range=0.2,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "gpt2": (
+        tf.GPT2Config,
+        tf.GPT2LMHeadModel,
+        dict(
+            vocab_size=V,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            initializer_range=0.2,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+    ),
 }
 SPECS = {  # what read_head must find (decoder, head, logit_scale, softcap, moe)
-    "gemma2": ("model", "lm_head", 1.0, 1.5, False), "granite": ("model", "lm_head", 2.5, None, False),
-    "cohere": ("model", "lm_head", 2.5, None, False), "gpt-neox": ("gpt_neox", "lm_head", 1.0, None, False),
-    "gpt2": ("transformer", "lm_head", 1.0, None, False), "olmoe": ("model", "lm_head", 1.0, None, True),
+    "gemma2": ("model", "lm_head", 1.0, 1.5, False),
+    "granite": ("model", "lm_head", 2.5, None, False),
+    "cohere": ("model", "lm_head", 2.5, None, False),
+    "gpt-neox": ("gpt_neox", "lm_head", 1.0, None, False),
+    "gpt2": ("transformer", "lm_head", 1.0, None, False),
+    "olmoe": ("model", "lm_head", 1.0, None, True),
     "falcon-h1": ("model", "lm_head", 0.7, None, False),
 }
 
@@ -111,7 +170,9 @@ def test_patched_loss_and_every_gradient_match_the_loss_on_the_models_logits(nam
         assert spec.router[:2] == (4, 2) and module_at(patched, spec.router[2]) == 0.05
     if spec.softcap is not None:  # the cap is active here: dropping it changes the loss
         assert logits.abs().max() > 0.5 * spec.softcap
-        raw = plain.lm_head(module_at(plain, spec.decoder)(input_ids=ids, attention_mask=mask).last_hidden_state)
+        raw = plain.lm_head(
+            module_at(plain, spec.decoder)(input_ids=ids, attention_mask=mask).last_hidden_state
+        )
         uncapped = shaped_cross_entropy(raw, shift_labels_of(labels, -100), **KNOBS.knobs())
         assert abs(uncapped.item() - want.item()) > 1e-3
 
@@ -148,7 +209,10 @@ class ScaledByTensor(tf.LlamaForCausalLM):
 
 @pytest.mark.parametrize(
     "cls, match",
-    [(ExtraLogitOp, "unknown logit post-processing 'logits = logits - logits.mean"), (ScaledByTensor, "not a number")],
+    [
+        (ExtraLogitOp, "unknown logit post-processing 'logits = logits - logits.mean"),
+        (ScaledByTensor, "not a number"),
+    ],
 )
 def test_unknown_logit_post_processing_is_refused_in_one_line(cls, match):
     model = cls(tf.LlamaConfig(**DENSE))

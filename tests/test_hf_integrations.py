@@ -20,9 +20,18 @@ WORDS = "the a cat dog sat ran on mat log what is two plus three four five yes n
 
 
 def tiny_llama(vocab: int, dtype=torch.float64, seed: int = 0):
-    cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128,
-                         initializer_range=0.2, tie_word_embeddings=False, pad_token_id=0)
+    cfg = tf.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+    )
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     return tf.LlamaForCausalLM(cfg).to(dtype)
@@ -76,9 +85,12 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     template = (
         "{% for m in messages %}{% if m['role'] == 'user' %}<user> {{ m['content'] }} "
-        "{% else %}<assistant> {% generation %}{{ m['content'] }} <eos>{% endgeneration %} {% endif %}{% endfor %}"
+        "{% else %}<assistant> {% generation %}{{ m['content'] }} <eos>{% endgeneration %} {% endif %}"
+        "{% endfor %}"
     )
-    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    fast = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     fast.chat_template = template
     return fast
 
@@ -86,8 +98,12 @@ def tiny_tokenizer():
 def sft_data(conversational: bool):
     from datasets import Dataset
 
-    pairs = [("what is two plus three", "five"), ("the cat sat on the", "mat yes"),
-             ("what is two plus two", "four"), ("a dog ran on a", "log no")]
+    pairs = [
+        ("what is two plus three", "five"),
+        ("the cat sat on the", "mat yes"),
+        ("what is two plus two", "four"),
+        ("a dog ran on a", "log no"),
+    ]
     if conversational:
         rows = [[{"role": "user", "content": p}, {"role": "assistant", "content": c}] for p, c in pairs]
         return Dataset.from_dict({"messages": rows})
@@ -100,12 +116,24 @@ def test_sft_trainer_with_the_patched_model_gives_the_shaped_loss_of_the_unpatch
     tok = tiny_tokenizer()
     plain = tiny_llama(len(tok), dtype=torch.float32)
     args = trl.SFTConfig(
-        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
-        report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=1,
-        completion_only_loss=mode == "completion_only", assistant_only_loss=mode == "assistant_only",
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        completion_only_loss=mode == "completion_only",
+        assistant_only_loss=mode == "assistant_only",
     )
-    trainer = trl.SFTTrainer(model=copy.deepcopy(plain), args=args, train_dataset=sft_data(mode == "assistant_only"),
-                             processing_class=tok)
+    trainer = trl.SFTTrainer(
+        model=copy.deepcopy(plain),
+        args=args,
+        train_dataset=sft_data(mode == "assistant_only"),
+        processing_class=tok,
+    )
     patch_causal_lm(trainer.model, KNOBS)  # after the trainer: it installs its own cross-entropy head
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     labels = inputs["labels"]
@@ -117,7 +145,9 @@ def test_sft_trainer_with_the_patched_model_gives_the_shaped_loss_of_the_unpatch
     got.backward()
     want.backward()
     for key, p in plain.named_parameters():
-        torch.testing.assert_close(dict(trainer.model.named_parameters())[key].grad, p.grad, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(
+            dict(trainer.model.named_parameters())[key].grad, p.grad, rtol=1e-3, atol=1e-6
+        )
     trainer.model.zero_grad()
     trainer.train()
     assert trainer.state.log_history[0]["loss"] > 0

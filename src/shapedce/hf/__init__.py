@@ -32,8 +32,14 @@ from .patch import (
 )
 
 __all__ = [
-    "HeadSpec", "ShapedCausalLMOutput", "as_shaped_loss", "compute_loss_func", "patch_causal_lm", "read_head",
-    "set_shaped_loss", "shift_labels_of",
+    "HeadSpec",
+    "ShapedCausalLMOutput",
+    "as_shaped_loss",
+    "compute_loss_func",
+    "patch_causal_lm",
+    "read_head",
+    "set_shaped_loss",
+    "shift_labels_of",
 ]
 
 

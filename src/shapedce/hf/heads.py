@@ -1,7 +1,7 @@
 """Reads a `*ForCausalLM`'s own forward to learn how it turns the decoder output into logits.
 
     from shapedce.hf.heads import read_head
-    spec = read_head(model)   # HeadSpec(decoder="model", head="lm_head", logit_scale=1.0, softcap=None, moe=False)
+    spec = read_head(model)   # HeadSpec(decoder="model", head="lm_head", logit_scale=1.0, softcap=None, ...)
 
 The fused loss needs the logits as `softcap * tanh((hidden @ W.T + b) * logit_scale / softcap)`.
 Rather than trusting a list of config fields, this parses the source of the class's `forward`
@@ -10,8 +10,10 @@ loss: reading `last_hidden_state` / `outputs[0]`, `slice_logits_to_keep`, the he
 multiplication or division of the logits (or, for a bias-free head, of the hidden states) by a
 number found on the model or its config (Granite, Cohere, Falcon-H1, MiniCPM3), casts to float,
 and the Gemma `x / c; tanh(x); x * c` softcap block. Anything else raises a one-line `UserError`:
-a loss the model would not compute is refused, never approximated. Run `python -m shapedce.hf.heads`
-to list which `*ForCausalLM` classes of the installed transformers are accepted.
+a loss the model would not compute is refused, never approximated. To list which `*ForCausalLM`
+classes of the installed transformers pass this reading (without building them):
+
+    PYTHONPATH=src python -c "import shapedce.hf.heads as h; h._survey()"  
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class HeadSpec:
     head: str
     """Attribute holding the output `nn.Linear` (`lm_head`, `embed_out`, ...)."""
     logit_scale: float = 1.0
-    """Logits are multiplied by this before the softcap (Cohere's logit_scale, 1 / Granite's logits_scaling)."""
+    """Logits are multiplied by this before the softcap (Cohere's logit_scale, 1 / Granite's
+    logits_scaling)."""
     softcap: float | None = None
     """final-logit softcapping value (Gemma 2 / 3), or None."""
     moe: bool = False
@@ -55,7 +58,11 @@ def _name(node: ast.AST) -> str:
 
 def _number(model, node: ast.AST) -> float:
     """Value of `self.a.b`, a literal, or * / of those; must be a real number, not a tensor."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, numbers.Real) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, numbers.Real)
+        and not isinstance(node.value, bool)
+    ):
         return float(node.value)
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
         a, b = _number(model, node.left), _number(model, node.right)
@@ -187,14 +194,19 @@ def _read(model) -> HeadSpec:
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and isinstance(stmt.value, ast.Call):
             func = stmt.value.func
             path = _name(func).split(".")
-            if path[0] == "self" and len(path) in (2, 3) and isinstance(module_at(model, path[1:]), torch.nn.Module):
+            if (
+                path[0] == "self"
+                and len(path) in (2, 3)
+                and isinstance(module_at(model, path[1:]), torch.nn.Module)
+            ):
                 target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
                 decoder, start, outputs = ".".join(path[1:]), i + 1, _name(target)
     if decoder is None:
         raise _Refuse("no `outputs = self.<decoder>(...)` call found in its forward")
     head, scale, i = None, 1.0, start
     allowed = {
-        f"hidden_states = {outputs}.last_hidden_state", f"hidden_states = {outputs}[0]",
+        f"hidden_states = {outputs}.last_hidden_state",
+        f"hidden_states = {outputs}[0]",
         "hidden_states = slice_logits_to_keep(hidden_states, logits_to_keep)",
         f"hidden_states = slice_logits_to_keep({outputs}.last_hidden_state, logits_to_keep)",
         f"hidden_states = slice_logits_to_keep({outputs}[0], logits_to_keep)",
@@ -207,7 +219,9 @@ def _read(model) -> HeadSpec:
         if found:
             head, factor, var = found
             if factor is not None:
-                scale *= _scaled(model, ast.BinOp(left=ast.Name("logits"), op=factor.op, right=factor.right), "logits")
+                scale *= _scaled(
+                    model, ast.BinOp(left=ast.Name("logits"), op=factor.op, right=factor.right), "logits"
+                )
             break
         text = _name(stmt)
         if text in allowed:
@@ -228,22 +242,46 @@ def _read(model) -> HeadSpec:
         i += 1
     post_scale, softcap = _post_ops(model, post, var)
     router = _router_terms(model, body[i:], outputs)
-    return HeadSpec(decoder=decoder, head=head, logit_scale=scale * post_scale, softcap=softcap, moe=router is not None,
-                    router=router)
+    return HeadSpec(
+        decoder=decoder,
+        head=head,
+        logit_scale=scale * post_scale,
+        softcap=softcap,
+        moe=router is not None,
+        router=router,
+    )
 
 
 def _router_terms(model, stmts: list[ast.stmt], outputs: str):
-    """(num_experts, top_k, coefficient path) of `load_balancing_loss_func(outputs.router_logits, E, K, attention_mask)`
+    """(num_experts, top_k, coefficient path) of
+    `load_balancing_loss_func(outputs.router_logits, E, K, attention_mask)`
     and `loss += C * aux_loss...` in the rest of the forward; None without a router loss."""
-    calls = [n for s in stmts for n in ast.walk(s) if isinstance(n, ast.Call) and _name(n.func) == "load_balancing_loss_func"]
+    calls = [
+        n
+        for s in stmts
+        for n in ast.walk(s)
+        if isinstance(n, ast.Call) and _name(n.func) == "load_balancing_loss_func"
+    ]
     if not calls:
         return None
     args = [_name(a) for a in calls[0].args]
-    if len(calls) > 1 or len(args) != 4 or calls[0].keywords or args[0] != f"{outputs}.router_logits" \
-            or args[3] != "attention_mask":
+    if (
+        len(calls) > 1
+        or len(args) != 4
+        or calls[0].keywords
+        or args[0] != f"{outputs}.router_logits"
+        or args[3] != "attention_mask"
+    ):
         raise _Refuse(f"unknown router loss call {_name(calls[0])!r}")
-    coefs = [n.left for s in stmts for n in ast.walk(s) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
-             and "router_aux_loss_coef" in _name(n.left) and _name(n.right).startswith("aux_loss")]
+    coefs = [
+        n.left
+        for s in stmts
+        for n in ast.walk(s)
+        if isinstance(n, ast.BinOp)
+        and isinstance(n.op, ast.Mult)
+        and "router_aux_loss_coef" in _name(n.left)
+        and _name(n.right).startswith("aux_loss")
+    ]
     if len(coefs) != 1:
         raise _Refuse("no single `router_aux_loss_coef * aux_loss` term")
     experts, top_k = (_number(model, a) for a in calls[0].args[1:3])
@@ -312,5 +350,3 @@ def _survey() -> None:
     print(f"{len(accepted)}/{len(names)} accepted by the static reading")
 
 
-if __name__ == "__main__":
-    _survey()

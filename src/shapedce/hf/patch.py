@@ -92,17 +92,35 @@ def _fused_loss(self, hidden: Tensor, targets: Tensor, **kwargs):
         shape["softcap"] = spec.softcap
     hidden = hidden.to(head.weight.device)
     return self._shaped_loss.fused(
-        hidden, head.weight, targets.to(hidden.device), bias=head.bias, chunk_size=self._shaped_chunk_size,
-        **shape, **kwargs,
+        hidden,
+        head.weight,
+        targets.to(hidden.device),
+        bias=head.bias,
+        chunk_size=self._shaped_chunk_size,
+        **shape,
+        **kwargs,
     )
 
 
 def _shaped_forward(
-    self, input_ids=None, attention_mask=None, *args, labels=None, shift_labels=None, num_items_in_batch=None,
-    skip_logits=None, return_loss_stats=None, fused_lm_head=False, **kwargs,
+    self,
+    input_ids=None,
+    attention_mask=None,
+    *args,
+    labels=None,
+    shift_labels=None,
+    num_items_in_batch=None,
+    skip_logits=None,
+    return_loss_stats=None,
+    fused_lm_head=False,
+    **kwargs,
 ):
     knobs: ShapedLoss = self._shaped_loss
-    targets = shift_labels if shift_labels is not None or labels is None else shift_labels_of(labels, knobs.ignore_index)
+    targets = (
+        shift_labels
+        if shift_labels is not None or labels is None
+        else shift_labels_of(labels, knobs.ignore_index)
+    )
     reduction = "mean" if num_items_in_batch is None else "sum"
     if skip_logits is None:
         skip_logits = targets is not None
@@ -141,8 +159,12 @@ def _shaped_forward(
             share = (targets != knobs.ignore_index).sum().to(loss.device) / num_items_in_batch
         loss = loss + module_at(self, spec.router[2]) * share * aux_loss.to(loss.device)
     return ShapedCausalLMOutput(
-        loss=loss, aux_loss=aux_loss, loss_stats=stats, hidden_states=getattr(outputs, "hidden_states", None),
-        attentions=getattr(outputs, "attentions", None), router_logits=getattr(outputs, "router_logits", None),
+        loss=loss,
+        aux_loss=aux_loss,
+        loss_stats=stats,
+        hidden_states=getattr(outputs, "hidden_states", None),
+        attentions=getattr(outputs, "attentions", None),
+        router_logits=getattr(outputs, "router_logits", None),
     )
 
 
@@ -156,7 +178,11 @@ def _trl_output(self, hidden, targets, aux_loss, num_items_in_batch):
         loss = loss + module_at(self, self._shaped_spec.router[2]) * aux_loss.to(loss.device)
     nan = torch.full_like(per_token, float("nan"))
     return ShapedCausalLMOutput(
-        loss=loss, aux_loss=aux_loss, loss_stats=stats, log_probs=-per_token, label_mask=mask,
+        loss=loss,
+        aux_loss=aux_loss,
+        loss_stats=stats,
+        log_probs=-per_token,
+        label_mask=mask,
         entropy=(stats["entropy"].to(per_token.dtype) * mask).detach(),
         is_top1=torch.where(mask, nan, torch.zeros_like(per_token)),
     )
@@ -178,7 +204,9 @@ def _original_forward(model):
     return forward
 
 
-def patch_causal_lm(model, shaped_loss: ShapedLoss | str, *, return_stats: bool = False, chunk_size: int | None = None):
+def patch_causal_lm(
+    model, shaped_loss: ShapedLoss | str, *, return_stats: bool = False, chunk_size: int | None = None
+):
     """Make `model(…, labels=…)` use the fused shaped loss; returns the same model.
 
     With `return_stats=True` each loss-path output carries `loss_stats` (ce, entropy,
@@ -204,6 +232,8 @@ def set_shaped_loss(model, shaped_loss: ShapedLoss | str):
     """Change the knobs of an already patched model (e.g. beta each step); the forward stays as it is."""
     lm = _causal_lm_of(model)
     if getattr(getattr(lm, "forward", None), "__func__", None) is not _shaped_forward:
-        raise UserError(f"set_shaped_loss needs a model patched by patch_causal_lm; got {type(model).__name__}")
+        raise UserError(
+            f"set_shaped_loss needs a model patched by patch_causal_lm; got {type(model).__name__}"
+        )
     lm._shaped_loss = as_shaped_loss(shaped_loss)
     return model
