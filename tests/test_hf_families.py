@@ -229,6 +229,15 @@ def test_a_lora_wrapped_head_is_refused():
         patch_causal_lm(model, KNOBS)
 
 
+def test_a_head_wrapped_after_patching_is_refused_at_the_next_call():
+    peft = pytest.importorskip("peft")
+    model = patch_causal_lm(build("qwen3"), KNOBS)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["lm_head"]))
+    ids, labels, mask = batch()
+    with pytest.raises(UserError, match="lm_head is now a peft.tuners.lora.*patch after wrapping"):
+        model(input_ids=ids, attention_mask=mask, labels=labels)
+
+
 def test_set_shaped_loss_changes_the_knobs_not_the_forward():
     ids, labels, mask = batch()
     model = patch_causal_lm(build("qwen3"), KNOBS)

@@ -85,6 +85,9 @@ def _router_aux(self, outputs, attention_mask):
 def _fused_loss(self, hidden: Tensor, targets: Tensor, **kwargs):
     spec: HeadSpec = self._shaped_spec
     head = getattr(self, spec.head)
+    if type(head) is not torch.nn.Linear:  # e.g. LoRA put on the head after patching: its delta would be lost
+        kind = f"{type(head).__module__}.{type(head).__name__}"
+        raise UserError(f"{type(self).__name__}.{spec.head} is now a {kind}; patch after wrapping the model")
     shape = {}
     if spec.logit_scale != 1.0:
         shape["logit_scale"] = spec.logit_scale
