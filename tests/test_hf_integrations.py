@@ -153,6 +153,23 @@ def test_sft_trainer_with_the_patched_model_gives_the_shaped_loss_of_the_unpatch
     assert trainer.state.log_history[0]["loss"] > 0
 
 
+def test_patching_before_the_sft_trainer_is_refused_not_trained_with_cross_entropy(tmp_path):
+    """SFTTrainer wraps the forward with TRL's cross-entropy head; that head must not run silently."""
+    trl = pytest.importorskip("trl")
+    from shapedce.errors import UserError
+
+    tok = tiny_tokenizer()
+    args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                         report_to=[], completion_only_loss=True)
+    model = patch_causal_lm(tiny_llama(len(tok), dtype=torch.float32), KNOBS)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=sft_data(False), processing_class=tok)
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with pytest.raises(UserError, match="build the SFTTrainer first"):
+        trainer.compute_loss(trainer.model, dict(inputs))
+    patch_causal_lm(trainer.model, KNOBS)  # the documented order works on the same trainer
+    assert torch.isfinite(trainer.compute_loss(trainer.model, dict(inputs)))
+
+
 def test_torch_compile_of_a_patched_model_gives_the_same_loss_and_gradients():
     """backend="aot_eager": inductor's C++ compile is too slow for 2 shared CPU cores; same graphs."""
     eager = patch_causal_lm(tiny_llama(61, dtype=torch.float32), KNOBS)

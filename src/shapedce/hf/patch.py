@@ -207,6 +207,18 @@ def _original_forward(model):
     return forward
 
 
+def _guarded_output_embeddings(self):
+    """get_output_embeddings, refusing TRL's cross-entropy head when it wrapped this patched model: that
+    head would call it and train with cross-entropy, silently skipping the shaped loss."""
+    caller = sys._getframe(1).f_code
+    if caller.co_name == "_fused_forward" and "trl" in caller.co_filename:
+        raise UserError(
+            "TRL's fused cross-entropy head wrapped a model patched by patch_causal_lm; "
+            "build the SFTTrainer first, then call patch_causal_lm(trainer.model, ...)"
+        )
+    return type(self).get_output_embeddings(self)
+
+
 def patch_causal_lm(
     model, shaped_loss: ShapedLoss | str, *, return_stats: bool = False, chunk_size: int | None = None
 ):
@@ -228,6 +240,8 @@ def patch_causal_lm(
     lm._shaped_return_stats = return_stats
     lm._shaped_chunk_size = chunk_size
     lm.forward = types.MethodType(_shaped_forward, lm)
+    if hasattr(type(lm), "get_output_embeddings"):
+        lm.get_output_embeddings = types.MethodType(_guarded_output_embeddings, lm)
     return model
 
 
