@@ -76,6 +76,12 @@ FAMILIES = {  # name: (config class, model class, config kwargs)
             lm_head_multiplier=0.7,
         ),
     ),
+    "minicpm3": (  # hidden states / logits_scaling before the head
+        tf.MiniCPM3Config,
+        tf.MiniCPM3ForCausalLM,
+        dict(DENSE, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+             qk_rope_head_dim=8, v_head_dim=8, dim_model_base=64),
+    ),
     "gpt-neox": (
         tf.GPTNeoXConfig,
         tf.GPTNeoXForCausalLM,
@@ -116,6 +122,7 @@ SPECS = {  # what read_head must find (decoder, head, logit_scale, softcap, moe)
     "gpt2": ("transformer", "lm_head", 1.0, None, False),
     "olmoe": ("model", "lm_head", 1.0, None, True),
     "falcon-h1": ("model", "lm_head", 0.7, None, False),
+    "minicpm3": ("model", "lm_head", 2.0, None, False),
 }
 
 
@@ -207,15 +214,29 @@ class ScaledByTensor(tf.LlamaForCausalLM):
         return tf.modeling_outputs.CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
+class ScaledHiddenBiasedHead(tf.LlamaForCausalLM):
+    """Scaling the hidden states is a logit scale only without a head bias."""
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        hidden_states = hidden_states / self.config.rms_norm_eps
+        logits = self.lm_head(hidden_states)
+        loss = None
+        return tf.modeling_outputs.CausalLMOutputWithPast(loss=loss, logits=logits)
+
+
 @pytest.mark.parametrize(
     "cls, match",
     [
         (ExtraLogitOp, "unknown logit post-processing 'logits = logits - logits.mean"),
         (ScaledByTensor, "not a number"),
+        (ScaledHiddenBiasedHead, "hidden states are scaled before a head with a bias"),
     ],
 )
 def test_unknown_logit_post_processing_is_refused_in_one_line(cls, match):
     model = cls(tf.LlamaConfig(**DENSE))
+    model.lm_head = torch.nn.Linear(32, V, bias=True)
     model.temperature = torch.nn.Parameter(torch.tensor(2.0))
     with pytest.raises(UserError, match=match) as err:
         patch_causal_lm(model, KNOBS)
