@@ -226,12 +226,25 @@ class ScaledHiddenBiasedHead(tf.LlamaForCausalLM):
         return tf.modeling_outputs.CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
+class InputsChangedFirst(tf.LlamaForCausalLM):
+    """Work done before the decoder call would be skipped by the patched forward."""
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        input_ids = input_ids.flip(-1)
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        logits = self.lm_head(hidden_states)
+        loss = None
+        return tf.modeling_outputs.CausalLMOutputWithPast(loss=loss, logits=logits)
+
+
 @pytest.mark.parametrize(
     "cls, match",
     [
         (ExtraLogitOp, "unknown logit post-processing 'logits = logits - logits.mean"),
         (ScaledByTensor, "not a number"),
         (ScaledHiddenBiasedHead, "hidden states are scaled before a head with a bias"),
+        (InputsChangedFirst, "unknown statement before the decoder call 'input_ids = input_ids.flip"),
     ],
 )
 def test_unknown_logit_post_processing_is_refused_in_one_line(cls, match):

@@ -111,7 +111,7 @@ def _forward_body(cls) -> list[ast.stmt]:
 
 
 def _head_call(stmt: ast.stmt):
-    """(head attribute, factor node or None, op) when stmt is `logits = self.H(hidden...)[ * c]`."""
+    """(head attribute, factor node or None, variable) when stmt is `logits = self.H(hidden...)[ * c]`."""
     if not (isinstance(stmt, ast.Assign) and [_name(t) for t in stmt.targets] in (["logits"], ["lm_logits"])):
         return None
     value, factor = stmt.value, None
@@ -135,7 +135,7 @@ def _post_ops(model, stmts: list[ast.stmt], var: str) -> tuple[float, float | No
     for stmt in stmts:
         stmt = ast.parse(_name(stmt).replace(var, "logits")).body[0] if var != "logits" else stmt
         text = _name(stmt)
-        if isinstance(stmt, ast.If) and _name(stmt.test).endswith("is not None"):
+        if isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare) and not stmt.orelse:
             cap_expr = stmt.test.left
             body = [_name(s) for s in stmt.body]
             c = _name(cap_expr)
@@ -178,6 +178,23 @@ def _ends_post_ops(stmt: ast.stmt) -> bool:
     return text.startswith("loss = None") or (isinstance(stmt, ast.If) and "labels" in _name(stmt.test))
 
 
+_FLAGS = ("output_router_logits", "return_dict", "output_attentions", "output_hidden_states", "use_cache")
+
+
+def _check_prelude(stmts: list[ast.stmt]) -> None:
+    """Before the decoder call only flag defaults may happen (`x = x if x is not None else self.config.x`):
+    anything done to the inputs there would be skipped by the patched forward."""
+    for stmt in stmts:
+        text = _name(stmt)
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # the docstring
+        if any(text == f"{f} = {f} if {f} is not None else self.config.{f}" for f in _FLAGS):
+            continue
+        if text == "if labels is not None:\n    use_cache = False":
+            continue
+        raise _Refuse(f"unknown statement before the decoder call {text.splitlines()[0]!r}")
+
+
 def module_at(model, path):
     """model.a.b for path ["a", "b"] (or a dotted string), None when missing."""
     for part in path.split(".") if isinstance(path, str) else path:
@@ -203,6 +220,7 @@ def _read(model) -> HeadSpec:
                 decoder, start, outputs = ".".join(path[1:]), i + 1, _name(target)
     if decoder is None:
         raise _Refuse("no `outputs = self.<decoder>(...)` call found in its forward")
+    _check_prelude(body[: start - 1])
     head, scale, i = None, 1.0, start
     allowed = {
         f"hidden_states = {outputs}.last_hidden_state",
