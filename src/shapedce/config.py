@@ -23,8 +23,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .loss import SETTINGS as LOSS_SETTINGS
-from .loss import ShapedLoss
+from .loss.config import SETTINGS as LOSS_SETTINGS
+from .loss.config import LossConfig
 from .errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -129,7 +129,7 @@ class RunConfig:
     """"pretrain" or "midtrain" (set by the command)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: ShapedLoss = field(default_factory=ShapedLoss)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
@@ -237,7 +237,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             kwargs[name] = _coerce(value, typ, key)
     try:
         return cls(**kwargs)
-    except ValueError as err:  # e.g. ShapedLoss's own checks: name the full key
+    except ValueError as err:  # e.g. LossConfig's own checks: name the full key
         message = str(err)
         if prefix and message.split(" ", 1)[0] in names:
             raise UserError(prefix + message) from None

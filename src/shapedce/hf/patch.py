@@ -24,16 +24,20 @@ from torch import Tensor
 from transformers.utils import ModelOutput
 
 from ..errors import UserError
-from ..loss import ShapedLoss
+from ..loss import LossConfig, ShapedLoss
 from .heads import HeadSpec, module_at, read_head
 
 
-def as_shaped_loss(loss: ShapedLoss | str) -> ShapedLoss:
+def as_shaped_loss(loss: LossConfig | str) -> ShapedLoss:
+    """A callable `ShapedLoss` from a setting name, a `ShapedLoss`, or a plain `LossConfig` (a run
+    config's `loss:` section)."""
     if isinstance(loss, ShapedLoss):
         return loss
+    if isinstance(loss, LossConfig):
+        return ShapedLoss(**loss.settings())
     if isinstance(loss, str):
         return ShapedLoss.named(loss)
-    raise UserError(f"shaped_loss must be a ShapedLoss or a setting name; got {type(loss).__name__}")
+    raise UserError(f"shaped_loss must be a ShapedLoss, a LossConfig or a setting name; got {type(loss).__name__}")
 
 
 def shift_labels_of(labels: Tensor, ignore_index: int) -> Tensor:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from ..config import RunConfig, build_config, load_run_config
-from ..hf import patch_causal_lm
+from ..hf import patch_causal_lm, set_shaped_loss
 from ..loss import EntropyController
 from ..models import build_model, check_finite_weights, flavor_config, set_rope_theta
 from ..rundir import FINAL, StageDir, prepare_out
@@ -244,8 +244,8 @@ class LMTrainer:
         """One optimizer step over the step's micro-batches (rank r takes the r-th block). Returns
         (per-micro-batch stats, grad norm, lr, finite); a non-finite step is not applied."""
         cfg, d = self.cfg, self.d
-        if self.control is not None:
-            patch_causal_lm(self.model, self.control.loss(), return_stats=True)
+        if self.control is not None:  # beta=auto: this step's beta, set on the patched model's loss
+            set_shaped_loss(self.model, self.control.loss())
         items = cfg.train.global_batch_tokens // d.world  # DDP / FSDP average over ranks: see train.dist
         parts = []
         for j in range(cfg.grad_accum):
