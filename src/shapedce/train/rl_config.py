@@ -36,10 +36,12 @@ class RLConfig:
     micro_batch: int = 16
     """Completions per forward/backward; prompts_per_step * group_size must divide by micro_batch * mini_batches."""
     mini_batches: int = 1
-    """Optimizer steps per generation batch. 1 = fully on-policy (ratio = 1, nothing clips); > 1 makes
-    the later mini-batches off-policy, where clip-higher acts."""
+    """Optimizer steps per generation batch (DAPO: 512 / 32 = 16). 1 = fully on-policy (ratio = 1,
+    nothing clips); > 1 makes the later mini-batches off-policy, where clip-higher acts."""
+    rollout_batch: int = 64
+    """Sequences per forward pass of the rollout sampler; changes speed and memory, never the samples."""
     steps: int = 100
-    """Optimizer steps (TRL's max_steps)."""
+    """Optimizer steps (mini_batches of them per generation batch)."""
     lr: float = 3e-5
     """Constant learning rate after warm-up (paper: 1e-6 at 4B; tiny models need ~1e-5..1e-4)."""
     warmup_steps: int = 0
@@ -71,7 +73,7 @@ class RLConfig:
     eval_seed: int = 0
     """Seed of the held-out prompts and of the counter-based sampling noise (fixed across the run)."""
     save_steps: int = 50
-    """TRL checkpoint every this many steps (for --resume)."""
+    """Checkpoint (for --resume) at the end of the generation batch that reaches a multiple of this."""
     save_total_limit: int = 2
     seed: int = 0
     """Seed of the trainer (data order, sampling)."""
@@ -85,6 +87,7 @@ class RLConfig:
             ("group_size", self.group_size >= 2, ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
             ("micro_batch", self.micro_batch >= 1, ">= 1"),
             ("mini_batches", self.mini_batches >= 1, ">= 1"),
+            ("rollout_batch", self.rollout_batch >= 1, ">= 1"),
             ("steps", self.steps >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
@@ -113,8 +116,8 @@ class RLConfig:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
             raise UserError(
                 f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) must divide by "
-                f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}), as TRL's "
-                f"generation batch must; micro_batch values that fit: {', '.join(map(str, fits))}")
+                f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}); "
+                f"micro_batch values that fit: {', '.join(map(str, fits))}")
         from ..tasks import get_tasks
 
         get_tasks(self.task)  # unknown task -> one-line ValueError
