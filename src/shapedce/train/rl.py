@@ -16,7 +16,8 @@ How our GRPO departs from textbook GRPO (Shao et al. 2024), as the paper runs it
     the batch holds `prompts_per_step` groups, at most `max_sampling_rounds` rounds, then a
     one-line error (`shapedce.train.rl_rollout`);
   - binary verifier reward (1 iff the task's verifier says exactly correct, `shapedce.tasks`);
-  - truncated completions (no EOS within `max_completion_length`) are masked out of the loss;
+  - truncated completions (no EOS within `max_completion_length`) are masked out of the loss
+    (`mask_truncated`);
   - lr: AdamW, linear warm-up over `warmup_steps` ((s + 1) / (warmup_steps + 1)), then constant.
 Advantage A_i = (r_i - mean_group(r)) / (std_group(r) + 1e-4), std with Bessel's correction.
 
@@ -85,10 +86,10 @@ def heldout_eval(model, tokenizer, cfg: RLConfig) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- one generation batch
 
-def _rows(batch: Batch) -> list[tuple[list[int], list[int], float, bool]]:
+def _rows(batch: Batch, mask_truncated: bool = True) -> list[tuple[list[int], list[int], float, bool]]:
     """(prompt ids, completion ids, advantage, in the loss) per completion, in batch order."""
     adv = group_advantages(torch.tensor([g.rewards for g in batch.groups], dtype=torch.float64))
-    return [(g.prompt_ids, c, float(adv[i, s]), f) for i, g in enumerate(batch.groups)
+    return [(g.prompt_ids, c, float(adv[i, s]), f or not mask_truncated) for i, g in enumerate(batch.groups)
             for s, (c, f) in enumerate(zip(g.completion_ids, g.finished))]
 
 
@@ -104,7 +105,7 @@ def train_on_batch(module, optimizer, batch: Batch, cfg: RLConfig, d: dist_.Dist
 
     Mini-batch m is rows [m R/M, (m+1) R/M) of the batch; rank r trains the r-th contiguous part of
     it, in micro-batches of `cfg.micro_batch`. pi_old: the log-probs before the first step."""
-    rows = _rows(batch)
+    rows = _rows(batch, cfg.mask_truncated)
     M, W = cfg.mini_batches, d.world
     per_mini, per_rank = len(rows) // M, len(rows) // (M * W)
     mine = [rows[m * per_mini + d.rank * per_rank:m * per_mini + (d.rank + 1) * per_rank] for m in range(M)]

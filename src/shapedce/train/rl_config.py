@@ -58,6 +58,8 @@ class RLConfig:
     top_p: float = 1.0
     max_completion_length: int = 64
     """Response length cap in tokens (paper: 8192, then 16384); truncated responses are masked out."""
+    mask_truncated: bool = True
+    """Leave completions that hit max_completion_length (no EOS) out of the loss (DAPO's overlong filter)."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal and sample new prompts until the batch is full."""
     max_sampling_rounds: int = 8
