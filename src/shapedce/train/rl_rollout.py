@@ -88,6 +88,8 @@ class Group:
     finished: list[bool]
     rewards: list[float]
     entropy: list[float]
+    owner: int = 0
+    """The rank that sampled it."""
 
 
 @dataclass(slots=True)
@@ -123,7 +125,8 @@ def _round(model, tokenizer, prompts: list[Any], reward: Callable[[Any, str], fl
         for j, ids, comps in zip(mine, encoded, outs):
             index, draw = picks[j]
             local[j] = Group(index, draw, list(ids), [c.token_ids for c in comps], [c.finished for c in comps],
-                             [float(reward(prompts[index], c.text)) for c in comps], [c.entropy for c in comps])
+                             [float(reward(prompts[index], c.text)) for c in comps], [c.entropy for c in comps],
+                             d.rank)
     merged: dict[int, Group] = {}
     for part in gather_objects(d, local):
         merged.update(part)
