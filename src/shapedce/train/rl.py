@@ -207,6 +207,10 @@ def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = 
     dist_.init(d, device)
     try:
         return _run(cfg, Path(from_dir), Path(out), resume, d, device, reward, prompts)
+    except UserError:
+        if d.on and not d.main:  # every rank fails alike (shared decisions); rank 0 alone prints the line
+            raise SystemExit(2) from None
+        raise
     finally:
         dist_.teardown(d)
 
