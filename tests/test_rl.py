@@ -53,10 +53,25 @@ def parity_reward(prompt, text: str) -> float:
 
 
 def toy_config(**kw) -> RLConfig:
-    base = dict(task="arith-add", train_prompts=len(PROMPTS), prompts_per_step=4, group_size=4, micro_batch=4,
-                mini_batches=2, steps=4, lr=1e-2, max_completion_length=8, max_sampling_rounds=8, eval_every=0,
-                eval_problems=2, eval_samples=2, eval_max_new_tokens=8, save_steps=2, mask_truncated=False,
-                device="cpu")
+    base = dict(
+        task="arith-add",
+        train_prompts=len(PROMPTS),
+        prompts_per_step=4,
+        group_size=4,
+        micro_batch=4,
+        mini_batches=2,
+        steps=4,
+        lr=1e-2,
+        max_completion_length=8,
+        max_sampling_rounds=8,
+        eval_every=0,
+        eval_problems=2,
+        eval_samples=2,
+        eval_max_new_tokens=8,
+        save_steps=2,
+        mask_truncated=False,
+        device="cpu",
+    )
     return RLConfig(**{**base, **kw}).validate()
 
 
@@ -75,6 +90,7 @@ def load(model_dir):
 
 # ----------------------------------------------------------------------------- the loop
 
+
 def test_toy_run_two_steps_per_batch_clips_on_the_second(model_dir, tmp_path):
     out = tmp_path / "run"
     run_rl(toy_config(), model_dir, out, reward=parity_reward, prompts=PROMPTS)
@@ -88,8 +104,15 @@ def test_toy_run_two_steps_per_batch_clips_on_the_second(model_dir, tmp_path):
     assert any(r["clip_frac"] > 0 for r in second), second  # after one update at lr 1e-2 the ratio moved
     val = read_rows(out, "val")
     assert [r["step"] for r in val] == [0, 4]
-    assert set(val[0]) >= {"avg_at_k", "cons_at_k", "pass_at_k", "pass_at_k_curve", "k", "problems",
-                           "response_length"}
+    assert set(val[0]) >= {
+        "avg_at_k",
+        "cons_at_k",
+        "pass_at_k",
+        "pass_at_k_curve",
+        "k",
+        "problems",
+        "response_length",
+    }
 
 
 def test_trained_batch_stats_and_all_rounds_means(model_dir):
@@ -116,7 +139,9 @@ def test_refill_prompts_never_repeat_within_a_step(model_dir):
     with pytest.raises(UserError, match="train_prompts"):
         stream.take(11, set())
     model, tok = load(model_dir)
-    batch = collect_batch(model, tok, PROMPTS, parity_reward, PromptStream(len(PROMPTS), 1), toy_config(), Dist())
+    batch = collect_batch(
+        model, tok, PROMPTS, parity_reward, PromptStream(len(PROMPTS), 1), toy_config(), Dist()
+    )
     assert len({g.index for g in batch.groups}) == 4 and len({g.draw for g in batch.groups}) == 4
 
 
@@ -165,13 +190,17 @@ def test_non_finite_base_model_is_refused(model_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- CLI, presets
 
-@pytest.mark.parametrize("args, message", [
-    (["--from", "MISSING"], "is not a model directory"),
-    (["group_size=1"], "group_size must be >= 2"),
-    (["micro_batch=3"], "micro_batch values that fit: 1, 2, 4, 8"),
-    (["task=nope"], "unknown task 'nope'"),
-    (["--resume"], "no RL run config"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--from", "MISSING"], "is not a model directory"),
+        (["group_size=1"], "group_size must be >= 2"),
+        (["micro_batch=3"], "micro_batch values that fit: 1, 2, 4, 8"),
+        (["task=nope"], "unknown task 'nope'"),
+        (["--resume"], "no RL run config"),
+    ],
+)
 def test_bad_inputs_fail_with_one_line(model_dir, tmp_path, capsys, args, message):
     argv = ["rl", "--from", str(model_dir), "--out", str(tmp_path / "run"), "--preset", "smoke"]
     if args[0] == "--from":
@@ -191,8 +220,19 @@ def test_smoke_preset_writes_every_field_and_resumes(model_dir, tmp_path):
     train = read_rows(out)
     assert [r["step"] for r in train] == [1, 2] and [r["step"] for r in read_rows(out, "val")] == [0, 2]
     for r in train:
-        for key in ("reward", "reward_all_rounds", "frac_truncated", "frac_groups_dropped", "entropy",
-                    "response_length", "clip_frac", "clip_frac_low", "clip_frac_high", "loss", "lr"):
+        for key in (
+            "reward",
+            "reward_all_rounds",
+            "frac_truncated",
+            "frac_groups_dropped",
+            "entropy",
+            "response_length",
+            "clip_frac",
+            "clip_frac_low",
+            "clip_frac_high",
+            "loss",
+            "lr",
+        ):
             assert isinstance(r[key], float) and math.isfinite(r[key]), key
     run_rl(load_rl_config("smoke", ["steps=3"]), model_dir, out, resume=True)
     assert [r["step"] for r in read_rows(out)] == [1, 2, 3]
@@ -206,5 +246,28 @@ def test_presets_load_and_paper_matches_spec():
         load_rl_config(name)
     p = load_rl_config("paper")
     assert (p.prompts_per_step, p.group_size, p.temperature, p.lr, p.warmup_steps) == (128, 16, 1.0, 1e-6, 0)
-    assert (p.epsilon_low, p.epsilon_high, p.max_completion_length, p.dynamic_sampling) == (0.2, 0.28, 8192, True)
+    assert (p.epsilon_low, p.epsilon_high, p.max_completion_length, p.dynamic_sampling) == (
+        0.2,
+        0.28,
+        8192,
+        True,
+    )
     assert p.mini_batches >= 2 and load_rl_config("long").mini_batches >= 2  # the clip acts
+
+
+def test_rl_needs_no_trl_and_samples_do_not_depend_on_the_split(model_dir):
+    import subprocess
+    import sys
+
+    from shapedce.eval.sample import SamplingConfig, sample
+
+    code = "import sys; sys.modules['trl'] = None; import shapedce.train.rl, shapedce.cli"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    model, tok = load(model_dir)
+    cfg = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=6, samples=3, seed=7)
+    texts = [p.text for p in PROMPTS[:4]]
+    whole = sample(model, tok, texts, cfg, backend="torch", prompt_keys=[10, 11, 12, 13])
+    parts = [sample(model, tok, texts[i::2], cfg, backend="torch", prompt_keys=[10 + i, 12 + i]) for i in (0, 1)]
+    ids = lambda res: [[c.token_ids for c in group] for group in res]  # noqa: E731
+    assert ids(whole)[0::2] == ids(parts[0]) and ids(whole)[1::2] == ids(parts[1])
+    assert ids(whole) != ids(sample(model, tok, texts, cfg, backend="torch"))  # keys 0..3: other noise

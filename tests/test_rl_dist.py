@@ -18,7 +18,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+RENDEZVOUS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+)
 
 
 def _worker(mode: str, out: Path, model_dir: Path) -> None:
@@ -46,8 +54,11 @@ def _worker(mode: str, out: Path, model_dir: Path) -> None:
     groups = [[g.index, g.draw, g.owner, g.rewards, g.completion_ids] for g in batch.groups]
     same = dist_.gather_objects(d, groups)
     if d.main:
-        (out / "collect.json").write_text(json.dumps({"groups": groups, "stats": batch.stats,
-                                                      "ranks_agree": all(x == same[0] for x in same)}))
+        (out / "collect.json").write_text(
+            json.dumps(
+                {"groups": groups, "stats": batch.stats, "ranks_agree": all(x == same[0] for x in same)}
+            )
+        )
     dist_.teardown(d)
 
 
@@ -55,8 +66,19 @@ def _launch(nproc: int, mode: str, out: Path, model_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS and not k.startswith("TORCHELASTIC")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     script = [str(Path(__file__).resolve()), mode, str(out), str(model_dir)]
-    cmd = [sys.executable, *script] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *script]
+    cmd = (
+        [sys.executable, *script]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            *script,
+        ]
+    )
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -82,8 +104,15 @@ def test_two_processes_give_the_one_process_run(model_dir, tmp_path):
     a, b = _rows(one), _rows(two)
     assert [(r["split"], r["step"]) for r in a] == [(r["split"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
-        for key in ("reward", "reward_all_rounds", "sampling_rounds", "frac_groups_dropped", "response_length",
-                    "avg_at_k", "pass_at_k"):
+        for key in (
+            "reward",
+            "reward_all_rounds",
+            "sampling_rounds",
+            "frac_groups_dropped",
+            "response_length",
+            "avg_at_k",
+            "pass_at_k",
+        ):
             assert ra.get(key) == rb.get(key), (key, ra["step"])
         for key in ("loss", "clip_frac_low", "clip_frac_high", "grad_norm", "entropy"):
             if key in ra:

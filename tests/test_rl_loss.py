@@ -54,8 +54,12 @@ def test_token_level_not_sequence_mean():
     whole; a per-sequence mean would weigh row 1's tokens 3/2 as much and give another number."""
     logp, old, adv, mask = hand_batch()
     whole, _ = clipped_loss(logp, old, adv, mask, 0.2, 0.28, num_tokens=5)
-    parts = [clipped_loss(logp[i:i + 1], old[i:i + 1], adv[i:i + 1], mask[i:i + 1], 0.2, 0.28, num_tokens=5)[0]
-             for i in range(2)]
+    parts = [
+        clipped_loss(
+            logp[i : i + 1], old[i : i + 1], adv[i : i + 1], mask[i : i + 1], 0.2, 0.28, num_tokens=5
+        )[0]
+        for i in range(2)
+    ]
     assert float(sum(parts)) == pytest.approx(float(whole), abs=1e-7)
     seq_mean = -((1 + 1.28 + 0.5) / 3 + (-1 - 0.8) / 2) / 2
     assert abs(float(whole) - seq_mean) > 0.05
@@ -63,7 +67,9 @@ def test_token_level_not_sequence_mean():
 
 def test_on_policy_ratio_is_one_and_nothing_clips():
     logp = torch.randn(3, 4, requires_grad=True)
-    loss, stats = clipped_loss(logp, logp.detach(), torch.tensor([2.0, -1.0, 0.5]), torch.ones(3, 4), 0.2, 0.28, 12)
+    loss, stats = clipped_loss(
+        logp, logp.detach(), torch.tensor([2.0, -1.0, 0.5]), torch.ones(3, 4), 0.2, 0.28, 12
+    )
     assert stats["clipped_low"] == stats["clipped_high"] == 0
     loss.backward()  # gradient of -(1/N) sum A * logp: the plain policy gradient
     assert torch.allclose(logp.grad, -torch.tensor([2.0, -1.0, 0.5])[:, None].expand(3, 4) / 12)
@@ -87,7 +93,7 @@ def test_token_logps_match_unpadded_forward():
     with torch.no_grad():
         logp, mask = token_logps(model, prompts, comps, pad=0, temperature=0.7)
         for i, (p, c) in enumerate(zip(prompts, comps)):
-            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1].float() / 0.7
+            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1 : -1].float() / 0.7
             ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c)[:, None]).squeeze(-1)
-            assert torch.allclose(logp[i, :len(c)], ref, atol=1e-5)
+            assert torch.allclose(logp[i, : len(c)], ref, atol=1e-5)
             assert mask[i].tolist() == [1.0] * len(c) + [0.0] * (3 - len(c))

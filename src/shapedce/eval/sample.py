@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from ..errors import UserError
+from ..errors import UserError, is_int
 
 Backend = Literal["auto", "torch", "vllm"]
 BACKENDS = ("auto", "torch", "vllm")
@@ -281,7 +281,8 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
             chunk = work[start:start + cfg.batch_size]
             distinct = list(dict.fromkeys(p for p, _ in chunk))
             row_of = {p: i for i, p in enumerate(distinct)}
-            keys = torch.tensor([(row_of[p], keys_of[p], s) for p, s in chunk], dtype=torch.long, device=device)
+            keys = torch.tensor([(row_of[p], keys_of[p], s) for p, s in chunk], dtype=torch.long,
+                                device=device)
             outs = _decode_batch(model, [encoded[p] for p in distinct], keys, cfg, eos, tokenizer.pad_token_id,
                                  cache_arg, extra)
             texts = tokenizer.batch_decode([ids for ids, _, _ in outs], skip_special_tokens=True)
@@ -327,7 +328,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
     try:
         encoded = _encode(tokenizer, prompts)
         stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
-        index = torch.tensor(keys_of, dtype=torch.long)  # per-prompt 31-bit seeds, hashed as on the torch path
+        index = torch.tensor(keys_of, dtype=torch.long)  # per-prompt 31-bit seeds, hashed as torch's
         seeds = [k & 0x7FFFFFFF for k in _row_keys(cfg.seed, index, torch.zeros_like(index)).tolist()]
         params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                  max_tokens=cfg.max_new_tokens, seed=seeds[i], stop_token_ids=stop,
@@ -379,7 +380,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig |
             raise UserError(f"prompts must hold strings; prompts[{i}] is {type(prompt).__name__}")
     if prompt_keys is None:
         prompt_keys = list(range(len(prompts)))
-    if len(prompt_keys) != len(prompts) or not all(isinstance(k, int) and 0 <= k < 2**62 for k in prompt_keys):
+    if len(prompt_keys) != len(prompts) or not all(is_int(k) and 0 <= k < 2**62 for k in prompt_keys):
         raise UserError("prompt_keys must hold one integer in [0, 2**62) per prompt")
     if getattr(tokenizer, "pad_token_id", None) is None:
         raise UserError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")

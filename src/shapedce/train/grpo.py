@@ -39,8 +39,9 @@ def informative(rewards: torch.Tensor) -> torch.Tensor:
     return (rewards.max(1).values - rewards.min(1).values).abs() > 1e-6
 
 
-def token_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad: int,
-                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logps(
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad: int, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(o_t | q, o_<t) [rows, T], completion mask [rows, T]) of each (prompt, completion) pair,
     left-padded prompts and right-padded completions in one forward; logits divided by `temperature`
     (the policy that sampled). Position ids follow the attention mask, as the sampler's do."""
@@ -50,20 +51,31 @@ def token_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[in
     ids = torch.full((rows, pw + cw), pad, dtype=torch.long)
     att = torch.zeros((rows, pw + cw), dtype=torch.long)
     for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        ids[i, pw - len(p):pw] = torch.tensor(p, dtype=torch.long)
-        ids[i, pw:pw + len(c)] = torch.tensor(c, dtype=torch.long)
-        att[i, pw - len(p):pw + len(c)] = 1
+        ids[i, pw - len(p) : pw] = torch.tensor(p, dtype=torch.long)
+        ids[i, pw : pw + len(c)] = torch.tensor(c, dtype=torch.long)
+        att[i, pw - len(p) : pw + len(c)] = 1
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
-    extra = {"logits_to_keep": cw + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    logits = model(input_ids=ids, attention_mask=att, position_ids=pos, **extra).logits[:, -cw - 1:-1].float()
+    extra = (
+        {"logits_to_keep": cw + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    )
+    logits = (
+        model(input_ids=ids, attention_mask=att, position_ids=pos, **extra).logits[:, -cw - 1 : -1].float()
+    )
     target = ids[:, pw:]
     logp = torch.log_softmax(logits / temperature, -1).gather(-1, target[..., None]).squeeze(-1)
     return logp, att[:, pw:].float()
 
 
-def clipped_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                 eps_low: float, eps_high: float, num_tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+def clipped_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+    num_tokens: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """SPEC section 3's loss over these rows, divided by `num_tokens` (the mini-batch's count over all
     processes). adv: [rows]; mask: [rows, T] (0 for padding and masked-out completions).
     Returns (loss, sums: tokens, clipped_low, clipped_high) — sums over these rows, to be added up."""
@@ -74,5 +86,9 @@ def clipped_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, 
     with torch.no_grad():
         low = ((a < 0) & (rho < 1 - eps_low)).float() * mask
         high = ((a > 0) & (rho > 1 + eps_high)).float() * mask
-        stats = {"tokens": float(mask.sum()), "clipped_low": float(low.sum()), "clipped_high": float(high.sum())}
+        stats = {
+            "tokens": float(mask.sum()),
+            "clipped_low": float(low.sum()),
+            "clipped_high": float(high.sum()),
+        }
     return loss, stats

@@ -66,12 +66,18 @@ OPTIM = "optimizer.pt"
 
 # ----------------------------------------------------------------------------- evaluation
 
+
 @torch.no_grad()
 def heldout_eval(model, tokenizer, cfg: RLConfig) -> dict[str, Any]:
     """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` TEST prompts per task, fixed seeds."""
     k = cfg.eval_samples
-    scfg = SamplingConfig(temperature=cfg.eval_temperature, top_p=1.0, max_new_tokens=cfg.eval_max_new_tokens,
-                          samples=k, seed=cfg.eval_seed)
+    scfg = SamplingConfig(
+        temperature=cfg.eval_temperature,
+        top_p=1.0,
+        max_new_tokens=cfg.eval_max_new_tokens,
+        samples=k,
+        seed=cfg.eval_seed,
+    )
     groups, lengths, finished = [], [], []
     for task in get_tasks(cfg.task):
         prompts = task.prompts("test", cfg.eval_problems, seed=cfg.eval_seed)
@@ -79,18 +85,28 @@ def heldout_eval(model, tokenizer, cfg: RLConfig) -> dict[str, Any]:
         _, g, lens, fin = score_task(task, completions, prompts, [k])
         groups, lengths, finished = groups + g, lengths + lens, finished + fin
     s = summarize(groups)
-    return {"avg_at_k": s["avg_at_m"], "cons_at_k": s["cons_at_m"], "pass_at_k": s["pass_at_k"][str(k)],
-            "pass_at_k_curve": s["pass_at_k"], "k": k, "problems": s["prompts"],
-            "response_length": sum(lengths) / len(lengths)}
+    return {
+        "avg_at_k": s["avg_at_m"],
+        "cons_at_k": s["cons_at_m"],
+        "pass_at_k": s["pass_at_k"][str(k)],
+        "pass_at_k_curve": s["pass_at_k"],
+        "k": k,
+        "problems": s["prompts"],
+        "response_length": sum(lengths) / len(lengths),
+    }
 
 
 # ----------------------------------------------------------------------------- one generation batch
 
+
 def _rows(batch: Batch, mask_truncated: bool = True) -> list[tuple[list[int], list[int], float, bool]]:
     """(prompt ids, completion ids, advantage, in the loss) per completion, in batch order."""
     adv = group_advantages(torch.tensor([g.rewards for g in batch.groups], dtype=torch.float64))
-    return [(g.prompt_ids, c, float(adv[i, s]), f or not mask_truncated) for i, g in enumerate(batch.groups)
-            for s, (c, f) in enumerate(zip(g.completion_ids, g.finished))]
+    return [
+        (g.prompt_ids, c, float(adv[i, s]), f or not mask_truncated)
+        for i, g in enumerate(batch.groups)
+        for s, (c, f) in enumerate(zip(g.completion_ids, g.finished))
+    ]
 
 
 def _logps(module, rows, pad: int, temperature: float, amp: bool):
@@ -98,8 +114,16 @@ def _logps(module, rows, pad: int, temperature: float, amp: bool):
         return token_logps(module, [r[0] for r in rows], [r[1] for r in rows], pad, temperature)
 
 
-def train_on_batch(module, optimizer, batch: Batch, cfg: RLConfig, d: dist_.Dist, pad: int,
-                   lrs: list[float], amp: bool = False) -> list[dict[str, float]]:
+def train_on_batch(
+    module,
+    optimizer,
+    batch: Batch,
+    cfg: RLConfig,
+    d: dist_.Dist,
+    pad: int,
+    lrs: list[float],
+    amp: bool = False,
+) -> list[dict[str, float]]:
     """One optimizer step per mini-batch, at the learning rates `lrs` (len(lrs) <= cfg.mini_batches
     steps: a run's last batch may stop early); one stats dict per step.
 
@@ -108,9 +132,9 @@ def train_on_batch(module, optimizer, batch: Batch, cfg: RLConfig, d: dist_.Dist
     rows = _rows(batch, cfg.mask_truncated)
     M, W = cfg.mini_batches, d.world
     per_mini, per_rank = len(rows) // M, len(rows) // (M * W)
-    mine = [rows[m * per_mini + d.rank * per_rank:m * per_mini + (d.rank + 1) * per_rank] for m in range(M)]
+    mine = [rows[m * per_mini + d.rank * per_rank : m * per_mini + (d.rank + 1) * per_rank] for m in range(M)]
     micro = cfg.micro_batch
-    chunks = [[part[i:i + micro] for i in range(0, per_rank, micro)] for part in mine]
+    chunks = [[part[i : i + micro] for i in range(0, per_rank, micro)] for part in mine]
     old = None
     if M > 1:  # pi_old = the sampling policy, frozen before the first update
         with torch.no_grad():
@@ -119,7 +143,7 @@ def train_on_batch(module, optimizer, batch: Batch, cfg: RLConfig, d: dist_.Dist
     for m, lr in enumerate(lrs[:M]):
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens = sum(len(r[1]) for r in rows[m * per_mini:(m + 1) * per_mini] if r[3])
+        tokens = sum(len(r[1]) for r in rows[m * per_mini : (m + 1) * per_mini] if r[3])
         sums = {"loss": 0.0, "tokens": 0.0, "clipped_low": 0.0, "clipped_high": 0.0}
         for i, c in enumerate(chunks[m]):
             with dist_.grad_sync(module, i == len(chunks[m]) - 1):
@@ -135,14 +159,25 @@ def train_on_batch(module, optimizer, batch: Batch, cfg: RLConfig, d: dist_.Dist
         grad_norm = dist_.clip_grad_norm(module, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_sum, n, low, high = dist_.all_sum(d, [sums["loss"], sums["tokens"], sums["clipped_low"],
-                                                   sums["clipped_high"]])
-        out.append({"loss": loss_sum, "clip_frac_low": low / max(n, 1.0), "clip_frac_high": high / max(n, 1.0),
-                    "clip_frac": (low + high) / max(n, 1.0), "grad_norm": grad_norm, "trained_tokens": n, "lr": lr})
+        loss_sum, n, low, high = dist_.all_sum(
+            d, [sums["loss"], sums["tokens"], sums["clipped_low"], sums["clipped_high"]]
+        )
+        out.append(
+            {
+                "loss": loss_sum,
+                "clip_frac_low": low / max(n, 1.0),
+                "clip_frac_high": high / max(n, 1.0),
+                "clip_frac": (low + high) / max(n, 1.0),
+                "grad_norm": grad_norm,
+                "trained_tokens": n,
+                "lr": lr,
+            }
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def _save(out: Path, step: int, model, tokenizer, optimizer, state: dict[str, Any], cfg: RLConfig) -> Path:
     """OUT/checkpoints/checkpoint-STEP, written to a temporary sibling and renamed into place."""
@@ -157,14 +192,18 @@ def _save(out: Path, step: int, model, tokenizer, optimizer, state: dict[str, An
     cfg.save(tmp / "config.yaml")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    for old in _checkpoints(root)[:-cfg.save_total_limit]:
+    for old in _checkpoints(root)[: -cfg.save_total_limit]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def _checkpoints(root: Path) -> list[Path]:
-    found = [p for p in root.glob(f"{CKPT}*") if p.is_dir() and p.name[len(CKPT):].isdigit()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name[len(CKPT):]))
+    found = (
+        [p for p in root.glob(f"{CKPT}*") if p.is_dir() and p.name[len(CKPT) :].isdigit()]
+        if root.is_dir()
+        else []
+    )
+    return sorted(found, key=lambda p: int(p.name[len(CKPT) :]))
 
 
 def _load_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -179,19 +218,31 @@ def _load_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- run
 
+
 def _reward(prompt, text: str) -> float:
     return get_task(prompt.task).reward(text, prompt)
 
 
 def train_prompts(cfg: RLConfig) -> list:
     tasks = get_tasks(cfg.task)
-    return [p for i, t in enumerate(tasks)
-            for p in t.prompts("train", cfg.train_prompts // len(tasks) + (i < cfg.train_prompts % len(tasks)),
-                               seed=cfg.seed)]
+    return [
+        p
+        for i, t in enumerate(tasks)
+        for p in t.prompts(
+            "train", cfg.train_prompts // len(tasks) + (i < cfg.train_prompts % len(tasks)), seed=cfg.seed
+        )
+    ]
 
 
-def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = False, *,
-           reward=_reward, prompts: list | None = None) -> Path:
+def run_rl(
+    cfg: RLConfig,
+    from_dir: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    *,
+    reward=_reward,
+    prompts: list | None = None,
+) -> Path:
     """GRPO from the model in FROM (a run dir's final/ or any HF model dir) into OUT; returns OUT/final.
     Under torchrun every rank calls this. `reward` / `prompts` replace the task's (tests)."""
     cfg.validate()
@@ -201,8 +252,10 @@ def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = 
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     rows = cfg.prompts_per_step * cfg.group_size
     if rows % (cfg.mini_batches * d.world * cfg.micro_batch):
-        raise UserError(f"prompts_per_step * group_size ({rows}) must divide by mini_batches * world size * "
-                        f"micro_batch ({cfg.mini_batches} * {d.world} * {cfg.micro_batch}); lower micro_batch")
+        raise UserError(
+            f"prompts_per_step * group_size ({rows}) must divide by mini_batches * world size * "
+            f"micro_batch ({cfg.mini_batches} * {d.world} * {cfg.micro_batch}); lower micro_batch"
+        )
     device = dist_.device_for(d, device)
     dist_.init(d, device)
     try:
@@ -215,7 +268,9 @@ def run_rl(cfg: RLConfig, from_dir: str | Path, out: str | Path, resume: bool = 
         dist_.teardown(d)
 
 
-def _run(cfg: RLConfig, from_dir: Path, out: Path, resume: bool, d: dist_.Dist, device, reward, prompts) -> Path:
+def _run(
+    cfg: RLConfig, from_dir: Path, out: Path, resume: bool, d: dist_.Dist, device, reward, prompts
+) -> Path:
     model_dir = resolve_model_dir(from_dir)
     ckpts = _checkpoints(out / "checkpoints")
     if resume and not ckpts:
@@ -255,16 +310,22 @@ def _run(cfg: RLConfig, from_dir: Path, out: Path, resume: bool, d: dist_.Dist, 
             evaluate(0)
         while step < cfg.steps:
             batch = collect_batch(model, tokenizer, prompts, reward, stream, cfg, d)
-            gen_tokens = sum(len(p.prompt_ids) * cfg.group_size + sum(map(len, p.completion_ids)) for p in batch.groups)
+            gen_tokens = sum(
+                len(p.prompt_ids) * cfg.group_size + sum(map(len, p.completion_ids)) for p in batch.groups
+            )
             start, tokens = step, tokens + gen_tokens
-            lrs = [cfg.lr * min(1.0, (s + 1) / (cfg.warmup_steps + 1))
-                   for s in range(step, min(step + cfg.mini_batches, cfg.steps))]
+            lrs = [
+                cfg.lr * min(1.0, (s + 1) / (cfg.warmup_steps + 1))
+                for s in range(step, min(step + cfg.mini_batches, cfg.steps))
+            ]
             for i, st in enumerate(train_on_batch(module, optimizer, batch, cfg, d, pad, lrs, amp)):
                 step += 1
                 if log is not None:
                     log.write("rl", step, tokens, "train", {**batch.stats, **st, "mini_batch": i})
             if d.main and (step // cfg.save_steps > start // cfg.save_steps or step == cfg.steps):
-                _save(out, step, model, tokenizer, optimizer, {"tokens": tokens, "stream": stream.state()}, cfg)
+                _save(
+                    out, step, model, tokenizer, optimizer, {"tokens": tokens, "stream": stream.state()}, cfg
+                )
             if step == cfg.steps or (cfg.eval_every and step // cfg.eval_every > start // cfg.eval_every):
                 evaluate(step)
             dist_.barrier(d)

@@ -59,8 +59,10 @@ class PromptStream:
     def take(self, n: int, used: set[int]) -> list[tuple[int, int]]:
         """n (prompt index, draw number) pairs, none in `used` (which they join)."""
         if len(used) + n > self.size:
-            raise UserError(f"train_prompts ({self.size}) is too small: this step needs more than {self.size} "
-                            f"distinct prompts (dynamic sampling refills); raise train_prompts")
+            raise UserError(
+                f"train_prompts ({self.size}) is too small: this step needs more than {self.size} "
+                f"distinct prompts (dynamic sampling refills); raise train_prompts"
+            )
         out = []
         while len(out) < n:
             if self.pos == self.size:
@@ -111,30 +113,57 @@ def _summary(groups: list[Group], suffix: str = "") -> dict[str, float]:
     return {k + suffix: v for k, v in out.items()}
 
 
-def _round(model, tokenizer, prompts: list[Any], reward: Callable[[Any, str], float],
-           picks: list[tuple[int, int]], cfg, d: Dist) -> list[Group]:
+def _round(
+    model,
+    tokenizer,
+    prompts: list[Any],
+    reward: Callable[[Any, str], float],
+    picks: list[tuple[int, int]],
+    cfg,
+    d: Dist,
+) -> list[Group]:
     """Sample this rank's share of `picks` (whole groups), score it, and share every group with every rank."""
     mine = [j for j in range(len(picks)) if j % d.world == d.rank]
     local: dict[int, Group] = {}
     if mine:
-        scfg = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_completion_length,
-                              samples=cfg.group_size, seed=cfg.seed + 1, batch_size=cfg.rollout_batch)
+        scfg = SamplingConfig(
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_completion_length,
+            samples=cfg.group_size,
+            seed=cfg.seed + 1,
+            batch_size=cfg.rollout_batch,
+        )
         texts = [prompts[picks[j][0]].text for j in mine]
         outs = sample(model, tokenizer, texts, scfg, backend="torch", prompt_keys=[picks[j][1] for j in mine])
         encoded = tokenizer(texts)["input_ids"]
         for j, ids, comps in zip(mine, encoded, outs):
             index, draw = picks[j]
-            local[j] = Group(index, draw, list(ids), [c.token_ids for c in comps], [c.finished for c in comps],
-                             [float(reward(prompts[index], c.text)) for c in comps], [c.entropy for c in comps],
-                             d.rank)
+            local[j] = Group(
+                index,
+                draw,
+                list(ids),
+                [c.token_ids for c in comps],
+                [c.finished for c in comps],
+                [float(reward(prompts[index], c.text)) for c in comps],
+                [c.entropy for c in comps],
+                d.rank,
+            )
     merged: dict[int, Group] = {}
     for part in gather_objects(d, local):
         merged.update(part)
     return [merged[j] for j in range(len(picks))]
 
 
-def collect_batch(model, tokenizer, prompts: list[Any], reward: Callable[[Any, str], float], stream: PromptStream,
-                  cfg, d: Dist) -> Batch:
+def collect_batch(
+    model,
+    tokenizer,
+    prompts: list[Any],
+    reward: Callable[[Any, str], float],
+    stream: PromptStream,
+    cfg,
+    d: Dist,
+) -> Batch:
     """One generation batch of `cfg.prompts_per_step` groups, dynamic sampling as `cfg` says.
 
     `prompts[i].text` is what the model continues; `reward(prompts[i], completion_text)` scores it."""
@@ -155,12 +184,18 @@ def collect_batch(model, tokenizer, prompts: list[Any], reward: Callable[[Any, s
         if rounds >= cfg.max_sampling_rounds:
             mean = sum(r for g in seen for r in g.rewards) / (len(seen) * cfg.group_size)
             raise DynamicSamplingError(
-                f"dynamic sampling: after {rounds} rounds only {len(kept)} of {want} groups had non-equal rewards "
+                f"dynamic sampling: after {rounds} rounds only {len(kept)} of {want} groups had "
+                f"non-equal rewards "
                 f"(mean reward {mean:.3f}); pick a task at the edge of the model's competence, raise "
-                f"max_sampling_rounds, or set dynamic_sampling=false")
+                f"max_sampling_rounds, or set dynamic_sampling=false"
+            )
         need, rate = want - len(kept), len(kept) / len(seen)
         n = want if rate == 0 else min(want, max(need, math.ceil(need / rate)))
     batch = kept[:want]
-    stats = {**_summary(batch), **_summary(seen, "_all_rounds"),
-             "frac_groups_dropped": 1.0 - len(kept) / len(seen), "sampling_rounds": float(rounds)}
+    stats = {
+        **_summary(batch),
+        **_summary(seen, "_all_rounds"),
+        "frac_groups_dropped": 1.0 - len(kept) / len(seen),
+        "sampling_rounds": float(rounds),
+    }
     return Batch(batch, stats)
