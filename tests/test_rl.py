@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,7 @@ def test_trained_batch_stats_and_all_rounds_means(model_dir):
     assert s["reward"] == pytest.approx(sum(rewards) / 16)
     assert s["response_length"] == pytest.approx(sum(lengths) / 16)
     assert s["frac_truncated"] == pytest.approx(sum(not f for g in kept for f in g.finished) / 16)
+    assert s["frac_reward_zero_std"] == pytest.approx(s["frac_groups_dropped"])
     assert s["reward_all_rounds"] < s["reward"]  # the dropped all-zero groups pull the all-rounds mean down
 
 
@@ -271,3 +273,12 @@ def test_rl_needs_no_trl_and_samples_do_not_depend_on_the_split(model_dir):
     ids = lambda res: [[c.token_ids for c in group] for group in res]  # noqa: E731
     assert ids(whole)[0::2] == ids(parts[0]) and ids(whole)[1::2] == ids(parts[1])
     assert ids(whole) != ids(sample(model, tok, texts, cfg, backend="torch"))  # keys 0..3: other noise
+
+
+def test_checkpoint_without_json_state_is_refused(model_dir, tmp_path):
+    """E.g. a TRL-era checkpoint-N: no rl_state.json, so no exact resume; one line, nothing unpickled."""
+    out = tmp_path / "run"
+    shutil.copytree(model_dir, out / "checkpoints" / "checkpoint-3")
+    toy_config().save(out / "config.yaml")
+    with pytest.raises(UserError, match="has no rl_state.json"):
+        run_rl(toy_config(), model_dir, out, resume=True, reward=parity_reward, prompts=PROMPTS)

@@ -28,7 +28,8 @@ checkpoints and final/. A checkpoint resumes at any world size that divides the 
 
 Outputs in OUT/: config.yaml, metrics.jsonl (stage "rl"; train rows per optimizer step: the trained
 batch's reward, response_length, frac_truncated, entropy, and the same over all sampling rounds
-(`*_all_rounds`), frac_groups_dropped, sampling_rounds, loss, clip_frac, clip_frac_low,
+(`*_all_rounds`), frac_groups_dropped, frac_reward_zero_std (all-equal groups seen, also with
+dynamic sampling off), sampling_rounds, loss, clip_frac, clip_frac_low,
 clip_frac_high, lr, grad_norm; val rows: held-out avg_at_k, cons_at_k, pass_at_k through
 `shapedce.eval.run.score_task` on the task's TEST split with fixed seeds), checkpoints/checkpoint-N
 (weights as safetensors, optimizer.pt read with weights_only=True, rl_state.json), final/.
@@ -208,6 +209,9 @@ def _checkpoints(root: Path) -> list[Path]:
 
 def _load_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(rl_state.json, optimizer state) of a checkpoint; never unpickles code (weights_only=True)."""
+    if not (ckpt / STATE_JSON).is_file():
+        raise UserError(f"{ckpt} has no {STATE_JSON} (written by the earlier TRL-based trainer?); "
+                        "it cannot be resumed: start the stage again")
     try:
         state = json.loads((ckpt / STATE_JSON).read_text())
         optim = torch.load(ckpt / OPTIM, map_location="cpu", weights_only=True)
@@ -278,9 +282,9 @@ def _run(
     if not resume and (out / "config.yaml").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     source = ckpts[-1] if resume else model_dir
+    state, optim_state = _load_state(source) if resume else ({"step": 0, "tokens": 0, "stream": None}, None)
     model, tokenizer = load_model(source, torch.device("cpu"))
     check_finite_weights(model, source)
-    state, optim_state = _load_state(source) if resume else ({"step": 0, "tokens": 0, "stream": None}, None)
     model.to(device).train()
     module = dist_.wrap(model, d, "ddp", device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -168,16 +168,15 @@ def collect_batch(
 
     `prompts[i].text` is what the model continues; `reward(prompts[i], completion_text)` scores it."""
     want, used = cfg.prompts_per_step, set()
-    kept, seen, rounds = [], [], 0
+    kept, seen, rounds, flat = [], [], 0, 0
     n = want
     while True:
         rounds += 1
         groups = _round(model, tokenizer, prompts, reward, stream.take(n, used), cfg, d)
         seen += groups
-        if cfg.dynamic_sampling:
-            keep = informative(torch.tensor([g.rewards for g in groups], dtype=torch.float64)).tolist()
-        else:
-            keep = [True] * len(groups)
+        signal = informative(torch.tensor([g.rewards for g in groups], dtype=torch.float64)).tolist()
+        flat += signal.count(False)
+        keep = signal if cfg.dynamic_sampling else [True] * len(groups)
         kept += [g for g, k in zip(groups, keep) if k]
         if len(kept) >= want:
             break
@@ -196,6 +195,7 @@ def collect_batch(
         **_summary(batch),
         **_summary(seen, "_all_rounds"),
         "frac_groups_dropped": 1.0 - len(kept) / len(seen),
+        "frac_reward_zero_std": flat / len(seen),
         "sampling_rounds": float(rounds),
     }
     return Batch(batch, stats)
