@@ -282,3 +282,17 @@ def test_checkpoint_without_json_state_is_refused(model_dir, tmp_path):
     toy_config().save(out / "config.yaml")
     with pytest.raises(UserError, match="has no rl_state.json"):
         run_rl(toy_config(), model_dir, out, resume=True, reward=parity_reward, prompts=PROMPTS)
+
+
+def test_vllm_backend_is_guarded_in_one_line(model_dir, tmp_path, capsys):
+    from shapedce.eval.sample import vllm_available
+
+    if vllm_available():
+        pytest.skip("vLLM and CUDA are present: the guard does not fire")
+    argv = ["rl", "--from", str(model_dir), "--out", str(tmp_path / "r"), "--preset", "smoke", "rollout_backend=vllm"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "rollout_backend=vllm needs vLLM" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UserError, match="rollout_backend must be one of torch, vllm"):
+        load_rl_config("smoke", ["rollout_backend=sglang"])

@@ -251,6 +251,10 @@ def run_rl(
     Under torchrun every rank calls this. `reward` / `prompts` replace the task's (tests)."""
     cfg.validate()
     d = dist_.detect()
+    if cfg.rollout_backend == "vllm":
+        from .rl_vllm import check_vllm
+
+        check_vllm()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA device is available")
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -301,6 +305,13 @@ def _run(
         (out / "from.txt").write_text(str(model_dir) + "\n")
         log = MetricsLog(out, truncate_after=step if resume else None)
     amp, pad = device.type == "cuda", tokenizer.pad_token_id
+    vllm = None
+    if cfg.rollout_backend == "vllm":
+        from .rl_vllm import VLLMRollout
+
+        vllm = VLLMRollout(source, cfg.vllm_gpu_memory, cfg.seed, d.on)
+        if resume:
+            vllm.push(model)
 
     def evaluate(at: int) -> None:
         if d.main:
@@ -313,7 +324,8 @@ def _run(
         if not resume:
             evaluate(0)
         while step < cfg.steps:
-            batch = collect_batch(model, tokenizer, prompts, reward, stream, cfg, d)
+            sampler = model if vllm is None else vllm.engine
+            batch = collect_batch(sampler, tokenizer, prompts, reward, stream, cfg, d)
             gen_tokens = sum(
                 len(p.prompt_ids) * cfg.group_size + sum(map(len, p.completion_ids)) for p in batch.groups
             )
@@ -326,6 +338,8 @@ def _run(
                 step += 1
                 if log is not None:
                     log.write("rl", step, tokens, "train", {**batch.stats, **st, "mini_batch": i})
+            if vllm is not None:
+                vllm.push(model)
             if d.main and (step // cfg.save_steps > start // cfg.save_steps or step == cfg.steps):
                 _save(
                     out, step, model, tokenizer, optimizer, {"tokens": tokens, "stream": stream.state()}, cfg

@@ -26,7 +26,8 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 @dataclass(kw_only=True, slots=True)
 class RLConfig:
     task: str = "arith"
-    """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary verifier reward."""
+    """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary
+    verifier reward."""
     train_prompts: int = 2000
     """Distinct prompts drawn from the task's TRAIN split for the RL dataset."""
     prompts_per_step: int = 8
@@ -34,7 +35,8 @@ class RLConfig:
     group_size: int = 8
     """Completions sampled per prompt, G (paper: 16). Must be >= 2."""
     micro_batch: int = 16
-    """Completions per forward/backward; prompts_per_step * group_size must divide by micro_batch * mini_batches."""
+    """Completions per forward/backward; prompts_per_step * group_size must divide by
+    micro_batch * mini_batches (* world size under torchrun)."""
     mini_batches: int = 1
     """Optimizer steps per generation batch (DAPO: 512 / 32 = 16). 1 = fully on-policy (ratio = 1,
     nothing clips); > 1 makes the later mini-batches off-policy, where clip-higher acts."""
@@ -65,7 +67,8 @@ class RLConfig:
     max_sampling_rounds: int = 8
     """Generation rounds per step before dynamic sampling gives up with an error."""
     eval_every: int = 25
-    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end); 0 = start and end only."""
+    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end);
+    0 = start and end only."""
     eval_problems: int = 100
     """Held-out TEST-split prompts of the evaluation."""
     eval_samples: int = 16
@@ -79,6 +82,11 @@ class RLConfig:
     save_total_limit: int = 2
     seed: int = 0
     """Seed of the trainer (data order, sampling)."""
+    rollout_backend: str = "torch"
+    """Rollout sampler: "torch" (our KV-cache sampler, counter-based noise) or "vllm" (a colocated vLLM
+    engine per GPU, `shapedce.train.rl_vllm`; needs vLLM and CUDA, not run here)."""
+    vllm_gpu_memory: float = 0.3
+    """Fraction of each GPU's memory the colocated vLLM engine may take (rollout_backend=vllm)."""
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
 
@@ -86,7 +94,8 @@ class RLConfig:
         checks = [
             ("train_prompts", self.train_prompts >= 1, ">= 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
-            ("group_size", self.group_size >= 2, ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
+            ("group_size", self.group_size >= 2,
+             ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
             ("micro_batch", self.micro_batch >= 1, ">= 1"),
             ("mini_batches", self.mini_batches >= 1, ">= 1"),
             ("rollout_batch", self.rollout_batch >= 1, ">= 1"),
@@ -111,13 +120,16 @@ class RLConfig:
             ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+            ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),
+            ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]
         check_ranges(self, checks)
         rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
         if rows % per:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
             raise UserError(
-                f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) must divide by "
+                f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) "
+                f"must divide by "
                 f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}); "
                 f"micro_batch values that fit: {', '.join(map(str, fits))}")
         from ..tasks import get_tasks

@@ -135,7 +135,8 @@ def _round(
             batch_size=cfg.rollout_batch,
         )
         texts = [prompts[picks[j][0]].text for j in mine]
-        outs = sample(model, tokenizer, texts, scfg, backend="torch", prompt_keys=[picks[j][1] for j in mine])
+        keys = [picks[j][1] for j in mine]
+        outs = sample(model, tokenizer, texts, scfg, backend=cfg.rollout_backend, prompt_keys=keys)
         encoded = tokenizer(texts)["input_ids"]
         for j, ids, comps in zip(mine, encoded, outs):
             index, draw = picks[j]
