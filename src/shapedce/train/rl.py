@@ -24,7 +24,9 @@ Advantage A_i = (r_i - mean_group(r)) / (std_group(r) + 1e-4), std with Bessel's
 Distributed (torchrun, gloo on CPU / nccl on GPU, DDP): rollouts are split by whole groups; every
 rank then holds the whole batch and trains on its share of each mini-batch (contiguous rows), so
 the update equals the one-process update. Rank 0 alone writes metrics, evaluation rows,
-checkpoints and final/. A checkpoint resumes at any world size that divides the batch.
+checkpoints and final/. A checkpoint holds no per-rank state (resume tested on one process).
+Rollouts: our KV-cache sampler, or a colocated vLLM engine per GPU (`rollout_backend=vllm`,
+`shapedce.train.rl_vllm`, not run here).
 
 Outputs in OUT/: config.yaml, metrics.jsonl (stage "rl"; train rows per optimizer step: the trained
 batch's reward, response_length, frac_truncated, entropy, and the same over all sampling rounds
