@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,8 @@ def run_rl(
     try:
         return _run(cfg, Path(from_dir), Path(out), resume, d, device, reward, prompts)
     except UserError:
-        if d.on and not d.main:  # every rank fails alike (shared decisions); rank 0 alone prints the line
+        if d.on and not d.main:  # every rank fails alike (shared decisions); rank 0 alone prints the line,
+            time.sleep(3)  # and exits first, so torchrun does not stop it before it has printed
             raise SystemExit(2) from None
         raise
     finally:
