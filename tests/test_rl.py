@@ -116,6 +116,16 @@ def test_toy_run_two_steps_per_batch_clips_on_the_second(model_dir, tmp_path):
     }
 
 
+
+def test_seeded_run_raises_a_toy_reward(model_dir, tmp_path):
+    """Reward 1 when an "e" appears in the first 6 characters: ~0.2 at the start; 16 on-policy steps
+    at lr 3e-3 should at least double it (measured: 0.22 -> 0.80 over the first / last 4 steps)."""
+    out = tmp_path / "run"
+    cfg = toy_config(mini_batches=1, micro_batch=16, steps=16, lr=3e-3, save_steps=1000, eval_problems=1)
+    run_rl(cfg, model_dir, out, reward=lambda p, t: float("e" in t[:6]), prompts=PROMPTS)
+    rewards = [r["reward_all_rounds"] for r in read_rows(out)]
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2, rewards
+
 def test_trained_batch_stats_and_all_rounds_means(model_dir):
     model, tok = load(model_dir)
     cfg = toy_config()
