@@ -1,6 +1,7 @@
 """Data-parallel RL on CPU (gloo): two processes launched by torch.distributed.run against one
 process with the same seeds: the same groups kept, the same losses, clip fractions and final
-weights; and a filter outcome where every kept group comes from rank 0 (refills, no hang).
+weights, also across a 2-process checkpoint and resume; a filter outcome where every kept group
+comes from rank 0 (refills, no hang); the round cap printing one line under torchrun.
 
     python -m pytest tests/test_rl_dist.py -q
     python tests/test_rl_dist.py run OUT MODEL_DIR        # the worker (one process, or under torchrun)
@@ -36,9 +37,9 @@ def _worker(mode: str, out: Path, model_dir: Path) -> None:
     from shapedce.train.rl import run_rl
     from shapedce.train.rl_rollout import PromptStream, collect_batch
 
-    cfg = toy_config(steps=4, mini_batches=2, micro_batch=2)
-    if mode == "run":
-        run_rl(cfg, model_dir, out, reward=parity_reward, prompts=PROMPTS)
+    cfg = toy_config(steps=2 if mode == "half" else 4, mini_batches=2, micro_batch=2)
+    if mode in ("run", "half", "resume"):  # "half" stops after the first batch; "resume" continues it
+        run_rl(cfg, model_dir, out, resume=mode == "resume", reward=parity_reward, prompts=PROMPTS)
         return
     # "collect": informative only for prompts at stream positions 0, 4, 8, ...: sampled by rank 0 alone
     d = dist_.detect()
@@ -95,13 +96,31 @@ def _rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_give_the_one_process_run(model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_process(model_dir, tmp_path_factory) -> Path:
+    one = tmp_path_factory.mktemp("one")
+    _launch(1, "run", one, model_dir)  # the worker writes OUT/run
+    return one
+
+
+def test_two_processes_give_the_one_process_run(model_dir, one_process, tmp_path):
+    _launch(2, "run", tmp_path, model_dir)
+    _assert_same_run(one_process, tmp_path)
+
+
+def test_two_processes_resume_into_the_one_process_run(model_dir, one_process, tmp_path):
+    _launch(2, "half", tmp_path, model_dir)
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "rl_state.json").is_file()
+    _launch(2, "resume", tmp_path, model_dir)
+    _assert_same_run(one_process, tmp_path, train_only=True)  # the stopped run evaluated at its end
+
+
+def _assert_same_run(one: Path, two: Path, train_only: bool = False) -> None:
     from test_rl import load
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    _launch(1, "run", one, model_dir)  # the worker writes OUT/run
-    _launch(2, "run", two, model_dir)
     a, b = _rows(one), _rows(two)
+    if train_only:
+        a, b = ([r for r in rows if r["split"] == "train"] for rows in (a, b))
     assert [(r["split"], r["step"]) for r in a] == [(r["split"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
         for key in (
@@ -147,4 +166,4 @@ def test_round_cap_under_torchrun_prints_one_line(model_dir, tmp_path):
 
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
-    _worker(mode, out / "run" if mode == "run" else out, Path(sys.argv[3]))
+    _worker(mode, out if mode == "collect" else out / "run", Path(sys.argv[3]))
