@@ -116,7 +116,6 @@ def test_toy_run_two_steps_per_batch_clips_on_the_second(model_dir, tmp_path):
     }
 
 
-
 def test_seeded_run_raises_a_toy_reward(model_dir, tmp_path):
     """Reward 1 when an "e" appears in the first 6 characters: ~0.2 at the start; 16 on-policy steps
     at lr 3e-3 should at least double it (measured: 0.22 -> 0.80 over the first / last 4 steps)."""
@@ -125,6 +124,7 @@ def test_seeded_run_raises_a_toy_reward(model_dir, tmp_path):
     run_rl(cfg, model_dir, out, reward=lambda p, t: float("e" in t[:6]), prompts=PROMPTS)
     rewards = [r["reward_all_rounds"] for r in read_rows(out)]
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2, rewards
+
 
 def test_trained_batch_stats_and_all_rounds_means(model_dir):
     model, tok = load(model_dir)
@@ -279,7 +279,9 @@ def test_rl_needs_no_trl_and_samples_do_not_depend_on_the_split(model_dir):
     cfg = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=6, samples=3, seed=7)
     texts = [p.text for p in PROMPTS[:4]]
     whole = sample(model, tok, texts, cfg, backend="torch", prompt_keys=[10, 11, 12, 13])
-    parts = [sample(model, tok, texts[i::2], cfg, backend="torch", prompt_keys=[10 + i, 12 + i]) for i in (0, 1)]
+    parts = [
+        sample(model, tok, texts[i::2], cfg, backend="torch", prompt_keys=[10 + i, 12 + i]) for i in (0, 1)
+    ]
     ids = lambda res: [[c.token_ids for c in group] for group in res]  # noqa: E731
     assert ids(whole)[0::2] == ids(parts[0]) and ids(whole)[1::2] == ids(parts[1])
     assert ids(whole) != ids(sample(model, tok, texts, cfg, backend="torch"))  # keys 0..3: other noise
@@ -299,7 +301,16 @@ def test_vllm_backend_is_guarded_in_one_line(model_dir, tmp_path, capsys):
 
     if vllm_available():
         pytest.skip("vLLM and CUDA are present: the guard does not fire")
-    argv = ["rl", "--from", str(model_dir), "--out", str(tmp_path / "r"), "--preset", "smoke", "rollout_backend=vllm"]
+    argv = [
+        "rl",
+        "--from",
+        str(model_dir),
+        "--out",
+        str(tmp_path / "r"),
+        "--preset",
+        "smoke",
+        "rollout_backend=vllm",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "rollout_backend=vllm needs vLLM" in err and len(err.splitlines()) == 1

@@ -154,15 +154,35 @@ def test_uneven_filter_outcome_refills_and_agrees(model_dir, tmp_path):
     assert b["stats"] == pytest.approx(a["stats"], rel=1e-6)  # entropy: float noise of batch composition
 
 
-
 def test_round_cap_under_torchrun_prints_one_line(model_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS and not k.startswith("TORCHELASTIC")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-           "shapedce", "rl", "--from", str(model_dir), "--out", str(tmp_path / "r"), "--preset", "smoke",
-           "dynamic_sampling=true", "max_sampling_rounds=1"]
-    proc = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("shapedce rl: error")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "shapedce",
+        "rl",
+        "--from",
+        str(model_dir),
+        "--out",
+        str(tmp_path / "r"),
+        "--preset",
+        "smoke",
+        "dynamic_sampling=true",
+        "max_sampling_rounds=1",
+    ]
+    proc = subprocess.run(
+        cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    ours = [
+        line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("shapedce rl: error")
+    ]
     assert proc.returncode != 0 and len(ours) == 1 and "after 1 rounds only 0 of 2 groups" in ours[0]
+
 
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])

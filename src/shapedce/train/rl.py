@@ -213,8 +213,10 @@ def _checkpoints(root: Path) -> list[Path]:
 def _load_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(rl_state.json, optimizer state) of a checkpoint; never unpickles code (weights_only=True)."""
     if not (ckpt / STATE_JSON).is_file():
-        raise UserError(f"{ckpt} has no {STATE_JSON} (written by the earlier TRL-based trainer?); "
-                        "it cannot be resumed: start the stage again")
+        raise UserError(
+            f"{ckpt} has no {STATE_JSON} (written by the earlier TRL-based trainer?); "
+            "it cannot be resumed: start the stage again"
+        )
     try:
         state = json.loads((ckpt / STATE_JSON).read_text())
         optim = torch.load(ckpt / OPTIM, map_location="cpu", weights_only=True)

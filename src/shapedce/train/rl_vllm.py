@@ -28,8 +28,10 @@ from ..eval.sample import vllm_available
 def check_vllm() -> None:
     """One-line UserError unless vLLM is importable and CUDA is available."""
     if not vllm_available():
-        raise UserError("rollout_backend=vllm needs vLLM installed and a CUDA device (pip install vllm); "
-                        "use rollout_backend=torch")
+        raise UserError(
+            "rollout_backend=vllm needs vLLM installed and a CUDA device (pip install vllm); "
+            "use rollout_backend=torch"
+        )
 
 
 class VLLMRollout:
@@ -40,8 +42,13 @@ class VLLMRollout:
         from vllm import LLM
 
         kwargs = {"distributed_executor_backend": "external_launcher"} if distributed else {}
-        self.engine = LLM(model=str(model_dir), gpu_memory_utilization=gpu_memory, seed=seed,
-                          max_num_batched_tokens=4096, **kwargs)
+        self.engine = LLM(
+            model=str(model_dir),
+            gpu_memory_utilization=gpu_memory,
+            seed=seed,
+            max_num_batched_tokens=4096,
+            **kwargs,
+        )
 
     @torch.no_grad()
     def push(self, model: torch.nn.Module) -> None:
