@@ -23,7 +23,8 @@ Advantage A_i = (r_i - mean_group(r)) / (std_group(r) + 1e-4), std with Bessel's
 
 Distributed (torchrun, gloo on CPU / nccl on GPU, DDP): rollouts are split by whole groups; every
 rank then holds the whole batch and trains on its share of each mini-batch (contiguous rows), so
-the update equals the one-process update. Rank 0 alone writes metrics, evaluation rows,
+the update equals the one-process update. The held-out evaluation is split over the ranks
+(same samples as one process). Rank 0 alone writes metrics, evaluation rows,
 checkpoints and final/. A checkpoint holds no per-rank state (resume tested on one process).
 Rollouts: our KV-cache sampler, or a colocated vLLM engine per GPU (`rollout_backend=vllm`,
 `shapedce.train.rl_vllm`, not run here).
@@ -72,8 +73,10 @@ OPTIM = "optimizer.pt"
 
 
 @torch.no_grad()
-def heldout_eval(model, tokenizer, cfg: RLConfig) -> dict[str, Any]:
-    """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` TEST prompts per task, fixed seeds."""
+def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = dist_.Dist()) -> dict[str, Any]:
+    """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` TEST prompts per task, fixed seeds.
+    Under torchrun rank r samples prompts r, r + world, ... (keyed by their index, so the samples are
+    the one-process ones) and every rank gets the whole result."""
     k = cfg.eval_samples
     scfg = SamplingConfig(
         temperature=cfg.eval_temperature,
@@ -82,12 +85,21 @@ def heldout_eval(model, tokenizer, cfg: RLConfig) -> dict[str, Any]:
         samples=k,
         seed=cfg.eval_seed,
     )
-    groups, lengths, finished = [], [], []
+    groups, lengths = [], []
     for task in get_tasks(cfg.task):
         prompts = task.prompts("test", cfg.eval_problems, seed=cfg.eval_seed)
-        completions = sample(model, tokenizer, [p.text for p in prompts], scfg, backend="torch")
-        _, g, lens, fin = score_task(task, completions, prompts, [k])
-        groups, lengths, finished = groups + g, lengths + lens, finished + fin
+        mine = list(range(d.rank, len(prompts), d.world))
+        local: dict[int, tuple] = {}
+        if mine:
+            texts = [prompts[i].text for i in mine]
+            completions = sample(model, tokenizer, texts, scfg, backend="torch", prompt_keys=mine)
+            _, g, _, _ = score_task(task, completions, [prompts[i] for i in mine], [k])
+            local = {i: (g[j], [c.num_tokens for c in completions[j]]) for j, i in enumerate(mine)}
+        merged: dict[int, tuple] = {}
+        for part in dist_.gather_objects(d, local):
+            merged.update(part)
+        groups += [merged[i][0] for i in range(len(prompts))]
+        lengths += [n for i in range(len(prompts)) for n in merged[i][1]]
     s = summarize(groups)
     return {
         "avg_at_k": s["avg_at_m"],
@@ -320,11 +332,11 @@ def _run(
             vllm.push(model)
 
     def evaluate(at: int) -> None:
-        if d.main:
-            model.eval()
-            log.write("rl", at, tokens, "val", heldout_eval(model, tokenizer, cfg))
-            model.train()
-        dist_.barrier(d)
+        model.eval()
+        row = heldout_eval(model, tokenizer, cfg, d)
+        model.train()
+        if log is not None:
+            log.write("rl", at, tokens, "val", row)
 
     try:
         if not resume:
