@@ -25,7 +25,7 @@ Distributed (torchrun, gloo on CPU / nccl on GPU, DDP): rollouts are split by wh
 rank then holds the whole batch and trains on its share of each mini-batch (contiguous rows), so
 the update equals the one-process update. The held-out evaluation is split over the ranks
 (same samples as one process). Rank 0 alone writes metrics, evaluation rows,
-checkpoints and final/. A checkpoint holds no per-rank state (resume tested on one process).
+checkpoints and final/. A checkpoint holds no per-rank state (resume tested on 1 and 2 processes).
 Rollouts: our KV-cache sampler, or a colocated vLLM engine per GPU (`rollout_backend=vllm`,
 `shapedce.train.rl_vllm`, not run here).
 
