@@ -250,7 +250,7 @@ def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, c
 
 
 def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                  progress: Any) -> list[list[Completion]]:
+                  progress: Any, keys_of: list[int]) -> list[list[Completion]]:
     from tqdm.auto import tqdm
 
     encoded = _encode(tokenizer, prompts)
@@ -274,7 +274,8 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
             chunk = work[start:start + cfg.batch_size]
             distinct = list(dict.fromkeys(p for p, _ in chunk))
             row_of = {p: i for i, p in enumerate(distinct)}
-            keys = torch.tensor([(row_of[p], p, s) for p, s in chunk], dtype=torch.long, device=device)
+            keys = torch.tensor([(row_of[p], keys_of[p], s) for p, s in chunk], dtype=torch.long,
+                                device=device)
             outs = _decode_batch(model, [encoded[p] for p in distinct], keys, cfg, eos, tokenizer.pad_token_id,
                                  cache_arg, extra)
             texts = tokenizer.batch_decode([ids for ids, _, _ in outs], skip_special_tokens=True)
@@ -297,7 +298,7 @@ def vllm_available() -> bool:
 
 
 def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                 progress: bool) -> list[list[Completion]]:
+                 progress: bool, keys_of: list[int]) -> list[list[Completion]]:
     """Sample with vLLM's `LLM.generate` (`SamplingParams(n=m, temperature, top_p, max_tokens, seed)`).
 
     NOT TESTED: the development machine has neither vLLM nor CUDA; written against vLLM's documented
@@ -319,7 +320,7 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
     try:
         encoded = _encode(tokenizer, prompts)
         stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
-        index = torch.arange(len(prompts))  # per-prompt 31-bit seeds, hashed as on the torch path
+        index = torch.tensor(keys_of, dtype=torch.long)  # per-prompt 31-bit seeds, hashed as torch's
         seeds = [k & 0x7FFFFFFF for k in _row_keys(cfg.seed, index, torch.zeros_like(index)).tolist()]
         params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                  max_tokens=cfg.max_new_tokens, seed=seeds[i], stop_token_ids=stop,
@@ -348,8 +349,13 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
 
 
 def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig | None = None, *,
-           progress: Any = False, backend: Backend = "auto") -> list[list[Completion]]:
+           progress: Any = False, backend: Backend = "auto",
+           prompt_keys: list[int] | None = None) -> list[list[Completion]]:
     """Sample `cfg.samples` completions per prompt: result[i] holds prompt i's, in sample order.
+
+    prompt_keys: the counter key of each prompt (default: its index in `prompts`); prompt i's samples
+    depend only on (seed, prompt_keys[i], sample index), so a caller that splits one prompt list over
+    several calls or processes gets the same samples by passing each prompt's global index.
 
     backend: "torch" = our KV-cache loop; "vllm" = vLLM (needs vLLM and CUDA); "auto" = vLLM when
     `vllm_available()` (or when `model` is already a `vllm.LLM`), else torch.
@@ -366,16 +372,20 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig |
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
             raise UserError(f"prompts must hold strings; prompts[{i}] is {type(prompt).__name__}")
+    if prompt_keys is None:
+        prompt_keys = list(range(len(prompts)))
+    if len(prompt_keys) != len(prompts) or not all(is_int(k) and 0 <= k < 2**62 for k in prompt_keys):
+        raise UserError("prompt_keys must hold one integer in [0, 2**62) per prompt")
     if getattr(tokenizer, "pad_token_id", None) is None:
         raise UserError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
     is_llm = type(model).__module__.startswith("vllm")
     if backend == "vllm" or (backend == "auto" and (is_llm or vllm_available())):
         if not vllm_available():
             raise UserError("backend='vllm' needs vLLM installed and a CUDA device; use backend='torch'")
-        return _sample_vllm(model, tokenizer, list(prompts), cfg, progress)
+        return _sample_vllm(model, tokenizer, list(prompts), cfg, progress, list(prompt_keys))
     if is_llm:
         raise UserError("backend='torch' needs a Hugging Face model, not a vllm.LLM")
-    return _sample_torch(model, tokenizer, list(prompts), cfg, progress)
+    return _sample_torch(model, tokenizer, list(prompts), cfg, progress, list(prompt_keys))
 
 
 def _demo() -> None:

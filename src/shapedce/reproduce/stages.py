@@ -67,7 +67,7 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
         train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out, "step_*"))
     elif stage == "midtrain":
         run_midtrain(run.stage_dir("pretrain"), out, grid.overrides("midtrain"), resume=_resume_or_restart(out, "step_*"))
-    elif stage == "rl":  # TRL names its checkpoints checkpoint-N
+    elif stage == "rl":  # RL checkpoints are named checkpoint-N
         run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=_resume_or_restart(out, "checkpoint-*"))
     else:
         raise UserError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")

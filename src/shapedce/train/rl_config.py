@@ -26,7 +26,8 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 @dataclass(kw_only=True, slots=True)
 class RLConfig:
     task: str = "arith"
-    """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary verifier reward."""
+    """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary
+    verifier reward."""
     train_prompts: int = 2000
     """Distinct prompts drawn from the task's TRAIN split for the RL dataset."""
     prompts_per_step: int = 8
@@ -34,12 +35,15 @@ class RLConfig:
     group_size: int = 8
     """Completions sampled per prompt, G (paper: 16). Must be >= 2."""
     micro_batch: int = 16
-    """Completions per forward/backward; prompts_per_step * group_size must divide by micro_batch * mini_batches."""
+    """Completions per forward/backward; prompts_per_step * group_size must divide by
+    micro_batch * mini_batches (* world size under torchrun)."""
     mini_batches: int = 1
-    """Optimizer steps per generation batch. 1 = fully on-policy (ratio = 1, nothing clips); > 1 makes
-    the later mini-batches off-policy, where clip-higher acts."""
+    """Optimizer steps per generation batch (DAPO: 512 / 32 = 16). 1 = fully on-policy (ratio = 1,
+    nothing clips); > 1 makes the later mini-batches off-policy, where clip-higher acts."""
+    rollout_batch: int = 64
+    """Sequences per forward pass of the rollout sampler; changes speed and memory, never the samples."""
     steps: int = 100
-    """Optimizer steps (TRL's max_steps)."""
+    """Optimizer steps (mini_batches of them per generation batch)."""
     lr: float = 3e-5
     """Constant learning rate after warm-up (paper: 1e-6 at 4B; tiny models need ~1e-5..1e-4)."""
     warmup_steps: int = 0
@@ -56,12 +60,15 @@ class RLConfig:
     top_p: float = 1.0
     max_completion_length: int = 64
     """Response length cap in tokens (paper: 8192, then 16384); truncated responses are masked out."""
+    mask_truncated: bool = True
+    """Leave completions that hit max_completion_length (no EOS) out of the loss (DAPO's overlong filter)."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal and sample new prompts until the batch is full."""
     max_sampling_rounds: int = 8
     """Generation rounds per step before dynamic sampling gives up with an error."""
     eval_every: int = 25
-    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end); 0 = start and end only."""
+    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end);
+    0 = start and end only."""
     eval_problems: int = 100
     """Held-out TEST-split prompts of the evaluation."""
     eval_samples: int = 16
@@ -71,10 +78,15 @@ class RLConfig:
     eval_seed: int = 0
     """Seed of the held-out prompts and of the counter-based sampling noise (fixed across the run)."""
     save_steps: int = 50
-    """TRL checkpoint every this many steps (for --resume)."""
+    """Checkpoint (for --resume) at the end of the generation batch that reaches a multiple of this."""
     save_total_limit: int = 2
     seed: int = 0
     """Seed of the trainer (data order, sampling)."""
+    rollout_backend: str = "torch"
+    """Rollout sampler: "torch" (our KV-cache sampler, counter-based noise) or "vllm" (a colocated vLLM
+    engine per GPU, `shapedce.train.rl_vllm`; needs vLLM and CUDA, not run here)."""
+    vllm_gpu_memory: float = 0.3
+    """Fraction of each GPU's memory the colocated vLLM engine may take (rollout_backend=vllm)."""
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
 
@@ -82,9 +94,11 @@ class RLConfig:
         checks = [
             ("train_prompts", self.train_prompts >= 1, ">= 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
-            ("group_size", self.group_size >= 2, ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
+            ("group_size", self.group_size >= 2,
+             ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
             ("micro_batch", self.micro_batch >= 1, ">= 1"),
             ("mini_batches", self.mini_batches >= 1, ">= 1"),
+            ("rollout_batch", self.rollout_batch >= 1, ">= 1"),
             ("steps", self.steps >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
@@ -106,15 +120,18 @@ class RLConfig:
             ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+            ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),
+            ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]
         check_ranges(self, checks)
         rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
         if rows % per:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]
             raise UserError(
-                f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) must divide by "
-                f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}), as TRL's "
-                f"generation batch must; micro_batch values that fit: {', '.join(map(str, fits))}")
+                f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) "
+                f"must divide by "
+                f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}); "
+                f"micro_batch values that fit: {', '.join(map(str, fits))}")
         from ..tasks import get_tasks
 
         get_tasks(self.task)  # unknown task -> one-line ValueError
