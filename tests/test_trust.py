@@ -266,3 +266,36 @@ def test_workers_stop_when_the_scheduler_is_killed(tmp_path):
         os.kill(child, signal.SIGKILL)
         pytest.fail("the worker outlived its parent")
     assert flag.exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "rl", "readiness"])
+def test_every_stage_refuses_a_non_finite_model(run3, tmp_path, capsys, command):
+    model = tmp_path / "nan-model"
+    shutil.copytree(run3 / "final", model)
+    _fill(model / "model.safetensors")
+    args = {"eval": ["eval", model, "--tasks", "arith-compare", "--samples", "2", "--problems", "2",
+                     "--out", tmp_path / "e"],
+            "rl": ["rl", "--from", model, "--out", tmp_path / "r", "--preset", "smoke"],
+            "readiness": ["readiness", model, "--out", tmp_path / "d"]}[command]
+    fails(capsys, *args, needle="non-finite")
+
+
+@pytest.mark.parametrize("command", ["eval", "rl", "readiness"])
+def test_bad_out_of_every_command_is_one_line(run3, tmp_path, capsys, command):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    args = {"eval": ["eval", run3, "--tasks", "arith-compare", "--samples", "2", "--problems", "2", "--out", target],
+            "rl": ["rl", "--from", run3, "--out", target, "--preset", "smoke"],
+            "readiness": ["readiness", run3, "--out", target]}[command]
+    fails(capsys, *args, needle="is an existing file")
+
+
+def test_rl_folder_without_checkpoint_starts_again(run3, tmp_path, capsys):
+    out = tmp_path / "rl"
+    out.mkdir()
+    (out / "config.yaml").write_text("task: arith\n")  # an earlier start that saved nothing
+    (out / "metrics.jsonl").write_text('{"stage": "rl", "step": 1, "split": "train"}\n')
+    assert main(["rl", "--from", str(run3), "--out", str(out), "--preset", "smoke", "steps=1",
+                 "dynamic_sampling=false", "eval_every=0"]) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1] and (out / "final" / "config.json").is_file()

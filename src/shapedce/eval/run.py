@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError, check_int
+from ..rundir import prepare_out
 from ..tasks import get_tasks, render_chat
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
@@ -98,6 +99,7 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
     settings.validate()
     tasks = get_tasks(settings.tasks)
     model_dir = resolve_model_dir(path)
+    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
     model, tokenizer = load_model(model_dir, pick_device(device))
     cfg = SamplingConfig(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
                          samples=settings.samples, seed=settings.seed, batch_size=settings.batch_size)
@@ -122,8 +124,6 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
         docs = default_text_docs()
     results["text"] = text_stats(model, tokenizer, docs, max_tokens=settings.text_tokens)
 
-    out = Path(out) if out else Path(path) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))
     return results

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..eval.loading import resolve_model_dir  # noqa: E402
 from ..eval.text import HIST_EDGES  # noqa: E402
+from ..rundir import prepare_out  # noqa: E402
 from ..report.stats import t975  # noqa: E402
 from .compare import Reference, correlate, nearest_config, reference_runs  # noqa: E402
 from .signals import COVERAGE_KS, ReadinessSettings, compute_signals, flatten  # noqa: E402
@@ -164,6 +165,7 @@ def run_readiness(path: str | Path, out: str | Path, settings: ReadinessSettings
     """Compute, compare and write the report; returns OUT/readiness.md."""
     out = Path(out)
     settings.validate()
+    prepare_out(out)  # a bad --out fails now, not after the models are scored
     model_dir = str(resolve_model_dir(path))  # a bad PATH fails before any reference model is scored
     refs: list[Reference] = []
     task = settings.tasks.split(",")[0].strip()
@@ -174,7 +176,6 @@ def run_readiness(path: str | Path, out: str | Path, settings: ReadinessSettings
     same = [r.signals for r in refs if r.signals["model"] == model_dir]  # a reference model itself: reuse
     signals = same[0] if same else compute_signals(path, settings)
     corr = correlate(refs, task) if refs else []
-    out.mkdir(parents=True, exist_ok=True)
     figs = draw(signals, refs, task, corr, out)
     (out / "readiness.json").write_text(json.dumps({"signals": signals, "task": task, "correlations": corr,
                                                    "references": [{"model": r.model, "config": r.config, "seed": r.seed,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from ..eval.loading import load_model, resolve_model_dir
 from ..eval.scoring import score_task
 from ..eval.sample import SamplingConfig, sample
 from ..models import check_finite_weights
+from ..rundir import FINAL, StageDir, prepare_out
 from ..tasks import get_task, get_tasks
 from . import dist as dist_
 from .checkpoint import write_model_dir
@@ -64,7 +66,6 @@ from .rl_config import RLConfig
 from .rl_rollout import Batch, DynamicSamplingError, PromptStream, collect_batch
 
 __all__ = ["DynamicSamplingError", "run_rl", "train_on_batch", "heldout_eval"]
-FINAL = "final"
 CKPT = "checkpoint-"
 STATE_JSON = "rl_state.json"
 OPTIM = "optimizer.pt"
@@ -299,11 +300,19 @@ def _run(
     cfg: RLConfig, from_dir: Path, out: Path, resume: bool, d: dist_.Dist, device, reward, prompts
 ) -> Path:
     model_dir = resolve_model_dir(from_dir)
-    ckpts = _checkpoints(out / "checkpoints")
-    if resume and not ckpts:
-        raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-    if not resume and (out / "config.yaml").exists():
+    stage = StageDir(out)
+    ckpts = _checkpoints(stage.checkpoints)
+    if not resume and (ckpts or stage.finished()):
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not ckpts:  # stopped before its first checkpoint: a folder is never stuck
+        if d.main:
+            print(f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
+                  file=sys.stderr)
+        resume = False
+    if d.main:
+        prepare_out(out)
+        if not resume and stage.metrics.exists():  # rows of an earlier start that saved no checkpoint
+            stage.metrics.unlink()
     source = ckpts[-1] if resume else model_dir
     state, optim_state = _load_state(source) if resume else ({"step": 0, "tokens": 0, "stream": None}, None)
     model, tokenizer = load_model(source, torch.device("cpu"))
