@@ -80,8 +80,8 @@ def midtrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
             runs = grid.select(model, config)
             means, errs = [], []
             for stage in STAGE_ORDER:
-                vals = [r.evals[stage]["tasks"][task]["avg_at_m"] for r in runs
-                        if task in r.evals.get(stage, {}).get("tasks", {})]
+                vals = [v for v in (r.evals.get(stage, {}).get("tasks", {}).get(task, {}).get("avg_at_m") for r in runs)
+                        if isinstance(v, (int, float))]
                 means.append(statistics.fmean(vals) if vals else 0.0)
                 errs.append((max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0)
             xs = [s + (i - (len(grid.configs) - 1) / 2) * width for s in range(len(STAGE_ORDER))]
@@ -112,11 +112,11 @@ def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(STAGE_ORDER), figsize=(13, 3.8), sharey=True)
     for ax, stage in zip(axes, STAGE_ORDER):
         for config in grid.configs:
-            curves = [r.evals[stage]["tasks"][task]["pass_at_k"] for r in grid.select(model, config)
-                      if task in r.evals.get(stage, {}).get("tasks", {})]
+            curves = [c for c in (r.evals.get(stage, {}).get("tasks", {}).get(task, {}).get("pass_at_k")
+                                  for r in grid.select(model, config)) if isinstance(c, dict) and c]
             if not curves:
                 continue
-            ks = sorted(curves[0], key=int)
+            ks = sorted((k for k in curves[0] if k.isdigit() and all(k in c for c in curves)), key=int)
             ax.plot([int(k) for k in ks], [statistics.fmean(c[k] for c in curves) for k in ks], marker="o",
                     markersize=3, label=config)
         ax.set_xscale("log", base=2)
