@@ -121,13 +121,18 @@ class Check:
 def direction(metric: str, a: str, b: str, diffs: list[float], expect: int, **kw) -> Check:
     if expect not in (1, -1):
         raise UserError(f"a direction check's expect must be +1 or -1; got {expect!r}")
-    return _prepare(Check(metric, a, b, "direction", [float(d) for d in diffs], expect, **kw))
+    return _prepare(Check(metric, a, b, "direction", _clean(diffs), expect, **kw))
 
 
 def parity(metric: str, a: str, b: str, diffs: list[float], margin: float, upper_only: bool = False, **kw) -> Check:
     if not margin > 0:
         raise UserError(f"a parity margin must be > 0; got {margin!r}")
-    return _prepare(Check(metric, a, b, "parity", [float(d) for d in diffs], int(upper_only), margin, **kw))
+    return _prepare(Check(metric, a, b, "parity", _clean(diffs), int(upper_only), margin, **kw))
+
+
+def _clean(diffs: list[float]) -> list[float]:
+    """Floats; a difference within 1e-12 of 0 (rounding of equal values, e.g. 0.3 - 0.1 vs 0.4 - 0.2) is 0."""
+    return [0.0 if abs(float(d)) < 1e-12 else float(d) for d in diffs]
 
 
 def _prepare(c: Check) -> Check:
