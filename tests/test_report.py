@@ -24,24 +24,48 @@ from shapedce.report.verdicts import judged_findings, passk_k, verdicts_json
 
 # --- a fixture grid written by hand ---------------------------------------------------------------
 
+
 def _eval(avg: float, entropy: float, ppl: float, m: int = 8, prompts: int = 40) -> dict:
     correct = round(avg * m * prompts)
     counts = [m] * (correct // m) + ([correct % m] if correct % m else [])
     counts += [0] * (prompts - len(counts))
-    curve = {str(k): sum(1.0 - math.prod(1 - k / i for i in range(m - c + 1, m + 1)) if m - c >= k else 1.0
-                         for c in counts) / prompts for k in (1, 2, 4, 8)}
-    task = {"prompts": prompts, "samples": m, "avg_at_m": sum(counts) / (m * prompts), "cons_at_m": avg,
-            "pass_at_k": curve, "correct_per_prompt": counts, "response_length": {"mean": 50.0}}
-    return {"schema_version": 1, "tasks": {"arith-compare": task, "knowledge": dict(task, correct_per_prompt=None)},
-            "text": {"ppl": ppl, "entropy_mean": entropy, "tail_mass": 0.01}}
+    curve = {
+        str(k): sum(
+            1.0 - math.prod(1 - k / i for i in range(m - c + 1, m + 1)) if m - c >= k else 1.0 for c in counts
+        )
+        / prompts
+        for k in (1, 2, 4, 8)
+    }
+    task = {
+        "prompts": prompts,
+        "samples": m,
+        "avg_at_m": sum(counts) / (m * prompts),
+        "cons_at_m": avg,
+        "pass_at_k": curve,
+        "correct_per_prompt": counts,
+        "response_length": {"mean": 50.0},
+    }
+    return {
+        "schema_version": 1,
+        "tasks": {"arith-compare": task, "knowledge": dict(task, correct_per_prompt=None)},
+        "text": {"ppl": ppl, "entropy_mean": entropy, "tail_mass": 0.01},
+    }
 
 
 def make_grid(root, spec: dict[str, list[dict]], models=("tiny",), moe=("tiny-moe",)):
     """spec: config -> per seed {ppl, entropy, mid_avg, rl_avg, rl_h: (start, end), length: (start, end)}."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "grid.yaml").write_text(yaml.safe_dump({"configs": ",".join(spec), "models": ",".join(models),
-                                                    "seeds": len(next(iter(spec.values()))), "eval_samples": 8,
-                                                    "eval_tasks": "knowledge,arith-compare"}))
+    (root / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "configs": ",".join(spec),
+                "models": ",".join(models),
+                "seeds": len(next(iter(spec.values()))),
+                "eval_samples": 8,
+                "eval_tasks": "knowledge,arith-compare",
+            }
+        )
+    )
     for model in models:
         for config, seeds in spec.items():
             for seed, v in enumerate(seeds):
@@ -55,17 +79,45 @@ def make_grid(root, spec: dict[str, list[dict]], models=("tiny",), moe=("tiny-mo
                     if stage == "rl":
                         for step in range(1, 9):
                             f = (step - 1) / 7
-                            rows.append({"stage": "rl", "step": step, "tokens": step, "split": "train",
-                                         "reward": 0.1 * f, "entropy": v["rl_h"][0] + f * (v["rl_h"][1] - v["rl_h"][0]),
-                                         "response_length": v["length"][0] + f * (v["length"][1] - v["length"][0])})
-                        rows.append({"stage": "rl", "step": 8, "tokens": 8, "split": "val", "avg_at_k": v["rl_avg"],
-                                     "cons_at_k": v["rl_avg"], "pass_at_k": v["rl_avg"]})
+                            rows.append(
+                                {
+                                    "stage": "rl",
+                                    "step": step,
+                                    "tokens": step,
+                                    "split": "train",
+                                    "reward": 0.1 * f,
+                                    "entropy": v["rl_h"][0] + f * (v["rl_h"][1] - v["rl_h"][0]),
+                                    "response_length": v["length"][0] + f * (v["length"][1] - v["length"][0]),
+                                }
+                            )
+                        rows.append(
+                            {
+                                "stage": "rl",
+                                "step": 8,
+                                "tokens": 8,
+                                "split": "val",
+                                "avg_at_k": v["rl_avg"],
+                                "cons_at_k": v["rl_avg"],
+                                "pass_at_k": v["rl_avg"],
+                            }
+                        )
                     else:
-                        rows += [{"stage": stage, "step": s, "tokens": 100 * s, "split": "val",
-                                  "ppl": v["ppl"] + 0.1 / s, "entropy": v["entropy"]} for s in (1, 2, 3)]
+                        rows += [
+                            {
+                                "stage": stage,
+                                "step": s,
+                                "tokens": 100 * s,
+                                "split": "val",
+                                "ppl": v["ppl"] + 0.1 / s,
+                                "entropy": v["entropy"],
+                            }
+                            for s in (1, 2, 3)
+                        ]
                     (run / stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
                     avg = v["rl_avg"] if stage == "rl" else v.get("mid_avg", 0.1)
-                    (run / stage / "eval" / "results.json").write_text(json.dumps(_eval(avg, v["entropy"], v["ppl"])))
+                    (run / stage / "eval" / "results.json").write_text(
+                        json.dumps(_eval(avg, v["entropy"], v["ppl"]))
+                    )
                 (run / "timings.json").write_text(json.dumps({"pretrain": 60.0, "rl": 30.0}))
     return root
 
@@ -77,9 +129,19 @@ def paper_like(n_seeds: int, noise: float = 0.001, seed: int = 0):
     def cfg(ppl, h, mid_avg, rl_avg, rl_h, length):
         def e(scale=1.0):
             return float(rng.normal(0.0, noise * scale))
-        return [dict(ppl=ppl + e(), entropy=h + e(), mid_avg=mid_avg + e(4), rl_avg=rl_avg + e(4),
-                     rl_h=(rl_h[0] + e(), rl_h[1] + e()), length=(length[0] + 100 * e(), length[1] + 100 * e()))
-                for _ in range(n_seeds)]
+
+        return [
+            dict(
+                ppl=ppl + e(),
+                entropy=h + e(),
+                mid_avg=mid_avg + e(4),
+                rl_avg=rl_avg + e(4),
+                rl_h=(rl_h[0] + e(), rl_h[1] + e()),
+                length=(length[0] + 100 * e(), length[1] + 100 * e()),
+            )
+            for _ in range(n_seeds)
+        ]
+
     return {
         "ce": cfg(2.00, 1.00, 0.10, 0.300, (1.0, 0.8), (60, 58)),
         "precision": cfg(2.02, 0.90, 0.10, 0.400, (0.9, 0.75), (60, 59)),
@@ -96,14 +158,20 @@ def _by(grid) -> dict[str, object]:
 def test_findings_on_paper_like_numbers_hold(tmp_path):
     by = _by(load_grid_dir(make_grid(tmp_path / "g", paper_like(3))))
     assert {k: f.verdict for k, f in by.items()} == dict.fromkeys(by, HELD)
-    assert len(by) == 6 and len(by["rl_precision_tail"].checks) == 8  # level and RL gain, Avg and Pass, 2 configs
+    assert (
+        len(by) == 6 and len(by["rl_precision_tail"].checks) == 8
+    )  # level and RL gain, Avg and Pass, 2 configs
 
 
 def test_findings_on_contrary_numbers_do_not_hold(tmp_path):
     spec = paper_like(3)
-    spec["precision"] = [dict(v, entropy=v["entropy"] + 0.2, rl_avg=v["rl_avg"] - 0.2, ppl=v["ppl"] * 1.3)
-                         for v in spec["precision"]]
-    spec["diversity"] = [dict(v, length=(60 + i, 70 + i), mid_avg=0.3 + i / 1000) for i, v in enumerate(spec["diversity"])]
+    spec["precision"] = [
+        dict(v, entropy=v["entropy"] + 0.2, rl_avg=v["rl_avg"] - 0.2, ppl=v["ppl"] * 1.3)
+        for v in spec["precision"]
+    ]
+    spec["diversity"] = [
+        dict(v, length=(60 + i, 70 + i), mid_avg=0.3 + i / 1000) for i, v in enumerate(spec["diversity"])
+    ]
     by = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))
     for key in ("ppl_parity", "entropy_order", "rl_precision_tail", "rl_length", "passk_entropy"):
         assert by[key].verdict == NOT_HELD, key
@@ -146,11 +214,28 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
     grid = load_grid_dir(make_grid(tmp_path / "g", paper_like(3), models=("tiny", "tiny-moe")))
     doc = json.loads(json.dumps(verdicts_json(grid, judged_findings(grid))))
     assert doc["seeds"] == 3 and [f["id"] for f in doc["findings"]][-1] == "tiny-moe:moe_gains"
-    keys = {"metric", "a", "b", "kind", "test", "estimate", "ci", "p", "p_adjusted", "margin", "mde", "seeds_needed",
-            "verdict"}
+    keys = {
+        "metric",
+        "a",
+        "b",
+        "kind",
+        "test",
+        "estimate",
+        "ci",
+        "p",
+        "p_adjusted",
+        "margin",
+        "mde",
+        "seeds_needed",
+        "verdict",
+    }
     direction = []
     for f in doc["findings"]:
-        assert set(f) >= {"id", "claim", "verdict", "checks"} and f["verdict"] in (HELD, NOT_HELD, INCONCLUSIVE)
+        assert set(f) >= {"id", "claim", "verdict", "checks"} and f["verdict"] in (
+            HELD,
+            NOT_HELD,
+            INCONCLUSIVE,
+        )
         for c in f["checks"]:
             assert set(c) == keys and c["kind"] in ("direction", "parity") and c["mde"] >= 0
             assert c["ci"][0] <= c["estimate"] <= c["ci"][1]
@@ -161,7 +246,9 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
     # Holm over all direction checks of both models: the largest adjusted p is the largest p (or 1)
     assert len(direction) == 2 * 13 + 4
     assert all(c["p_adjusted"] >= c["p"] for c in direction)
-    assert min(c["p_adjusted"] for c in direction) == pytest.approx(min(1.0, len(direction) * min(c["p"] for c in direction)))
+    assert min(c["p_adjusted"] for c in direction) == pytest.approx(
+        min(1.0, len(direction) * min(c["p"] for c in direction))
+    )
 
 
 def test_report_renders_from_fixture_metrics(tmp_path, capsys):
@@ -191,7 +278,9 @@ def test_knowledge_is_called_recall_never_held_out(tmp_path):
 
 def test_unfinished_stages_are_not_tested(tmp_path):
     root = make_grid(tmp_path / "g", paper_like(3))
-    (root / "runs" / "tiny" / "precision" / "s0" / "pretrain" / "final" / "config.json").unlink()  # still training
+    (
+        root / "runs" / "tiny" / "precision" / "s0" / "pretrain" / "final" / "config.json"
+    ).unlink()  # still training
     entropy = _by(load_grid_dir(root))["entropy_order"]
     assert [c.verdict for c in entropy.checks] == [NOT_TESTED, HELD] and entropy.verdict == NOT_TESTED
     assert entropy.checks[0].n == 2
@@ -209,12 +298,15 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert "holds no runs yet" in err()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("configs: ce,precision\nmodels: [tiny,\n", "not valid YAML"),        # cut inside a flow list
-    ("configs: ce,precision\nmodels: tiny\n", "lacks eval_tasks, eval_samples"),  # cut after a line
-    ("", "holds NoneType"),
-    ("configs: ce\nmodels: tiny\neval_tasks: knowledge\neval_samples: x\n", "eval_samples must be"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("configs: ce,precision\nmodels: [tiny,\n", "not valid YAML"),  # cut inside a flow list
+        ("configs: ce,precision\nmodels: tiny\n", "lacks eval_tasks, eval_samples"),  # cut after a line
+        ("", "holds NoneType"),
+        ("configs: ce\nmodels: tiny\neval_tasks: knowledge\neval_samples: x\n", "eval_samples must be"),
+    ],
+)
 def test_a_truncated_grid_yaml_is_a_one_line_error(tmp_path, capsys, text, message):
     root = make_grid(tmp_path / "g", paper_like(1))
     (root / "grid.yaml").write_text(text)
@@ -223,8 +315,15 @@ def test_a_truncated_grid_yaml_is_a_one_line_error(tmp_path, capsys, text, messa
     assert message in out and out.count("\n") == 1, out
 
 
-@pytest.mark.parametrize("content, message", [("[]", "holds list"), ("{\"tasks\": [1]}", "holds dict"),
-                                               ("{\"tas", "not valid JSON"), ("{\"tasks\": {\"k\": 3}}", "must be an object")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", "holds list"),
+        ('{"tasks": [1]}', "holds dict"),
+        ('{"tas', "not valid JSON"),
+        ('{"tasks": {"k": 3}}', "must be an object"),
+    ],
+)
 def test_a_broken_results_json_is_a_one_line_error(tmp_path, capsys, content, message):
     root = make_grid(tmp_path / "g", paper_like(1))
     (root / "runs" / "tiny" / "tail" / "s0" / "rl" / "eval" / "results.json").write_text(content)
@@ -237,14 +336,20 @@ def test_report_has_an_auto_row_when_the_grid_runs_auto(tmp_path):
     spec = paper_like(3)
     spec["auto"] = [dict(v, entropy=0.85) for v in spec["ce"]]
     text = write_report(make_grid(tmp_path / "g", spec)).read_text()
-    assert sum(line.startswith("| auto | 3 |") for line in text.splitlines()) == 3  # after pretrain, midtrain, rl
-    assert "| auto vs ce: final validation log-perplexity" in text  # every configuration's perplexity is judged
+    assert (
+        sum(line.startswith("| auto | 3 |") for line in text.splitlines()) == 3
+    )  # after pretrain, midtrain, rl
+    assert (
+        "| auto vs ce: final validation log-perplexity" in text
+    )  # every configuration's perplexity is judged
 
 
 def test_report_package_imports_no_torch():
-    code = ("import sys, shapedce.report, shapedce.report.render, shapedce.report.verdicts; "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]")
+    code = (
+        "import sys, shapedce.report, shapedce.report.render, shapedce.report.verdicts; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -13,8 +13,19 @@ import pytest
 
 from shapedce.errors import UserError
 from shapedce.report import tdist
-from shapedce.report.stats import (HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED, combine, decide, direction, holm,
-                                   judge, mean_ci, parity)
+from shapedce.report.stats import (
+    HELD,
+    INCONCLUSIVE,
+    NOT_HELD,
+    NOT_TESTED,
+    combine,
+    decide,
+    direction,
+    holm,
+    judge,
+    mean_ci,
+    parity,
+)
 
 # --- the t distribution ----------------------------------------------------------------------------
 
@@ -30,7 +41,7 @@ def test_t_quantiles_match_the_table(df, q):
 
 def test_t_cdf_closed_forms_and_symmetry():
     for t in (-2.0, 0.3, 5.0):
-        assert tdist.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-14)     # Cauchy
+        assert tdist.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-14)  # Cauchy
         assert tdist.t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-14)
         assert tdist.t_cdf(-t, 7) == pytest.approx(1 - tdist.t_cdf(t, 7), abs=1e-14)
     assert tdist.t_cdf(0.0, 5) == 0.5 and tdist.t_ppf(0.025, 3) == pytest.approx(-3.182, abs=6e-4)
@@ -52,6 +63,7 @@ def test_t_matches_scipy_when_installed():
 
 
 # --- Holm, MDE --------------------------------------------------------------------------------------
+
 
 def test_holm_on_hand_made_pvalues():
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
@@ -78,16 +90,20 @@ def test_power_at_the_mde_is_80_percent_by_simulation():
 
 # --- verdict rules on hand-made numbers -----------------------------------------------------------
 
+
 def _one(check):
     return judge([check])[0]
 
 
-@pytest.mark.parametrize("diffs, expect, verdict", [
-    ([0.10, 0.11, 0.09], 1, HELD),          # clearly above, 3 seeds
-    ([0.10, 0.11, 0.09], -1, NOT_HELD),     # claimed below, clearly above
-    ([0.10, -0.06, 0.02], 1, INCONCLUSIVE),  # interval straddles 0
-    ([-0.10, -0.12, -0.11], -1, HELD),
-])
+@pytest.mark.parametrize(
+    "diffs, expect, verdict",
+    [
+        ([0.10, 0.11, 0.09], 1, HELD),  # clearly above, 3 seeds
+        ([0.10, 0.11, 0.09], -1, NOT_HELD),  # claimed below, clearly above
+        ([0.10, -0.06, 0.02], 1, INCONCLUSIVE),  # interval straddles 0
+        ([-0.10, -0.12, -0.11], -1, HELD),
+    ],
+)
 def test_direction_rules(diffs, expect, verdict):
     c = _one(direction("m", "a", "b", diffs, expect))
     assert c.verdict == verdict and c.ci[0] < c.estimate < c.ci[1] and c.p_adjusted == pytest.approx(c.p)
@@ -97,9 +113,12 @@ def test_direction_rules(diffs, expect, verdict):
 def test_holm_turns_a_lone_significant_check_inconclusive_among_many():
     lone = direction("m", "a", "b", [0.10, 0.13, 0.11], 1)
     t = (0.34 / 3) / (math.sqrt(7 / 3) / 100 / math.sqrt(3))  # mean / (sd / sqrt 3); sd^2 = 7/3 1e-4
-    assert _one(lone).verdict == HELD and lone.p == pytest.approx(1 - t / math.sqrt(2 + t * t))  # df 2: 0.0060
-    many = [direction("m", "a", "b", [0.10, 0.13, 0.11], 1)] + [direction("m", "a", "b", [0.1, -0.1, 0.05], 1)
-                                                              for _ in range(11)]
+    assert _one(lone).verdict == HELD and lone.p == pytest.approx(
+        1 - t / math.sqrt(2 + t * t)
+    )  # df 2: 0.0060
+    many = [direction("m", "a", "b", [0.10, 0.13, 0.11], 1)] + [
+        direction("m", "a", "b", [0.1, -0.1, 0.05], 1) for _ in range(11)
+    ]
     judge(many)
     assert many[0].verdict == INCONCLUSIVE and many[0].p_adjusted == pytest.approx(12 * many[0].p)
     # the MDE is at level 0.05/12: larger than alone
@@ -137,11 +156,16 @@ def test_seeds_needed_reaches_the_observed_difference():
     c = _one(direction("m", "a", "b", [0.02, 0.05, -0.01], 1))
     sd = float(np.std([0.02, 0.05, -0.01], ddof=1))
     n = c.seeds_needed
-    assert tdist.power_direction(c.estimate, sd, n, 0.05) >= 0.8 > tdist.power_direction(c.estimate, sd, n - 1, 0.05)
+    assert (
+        tdist.power_direction(c.estimate, sd, n, 0.05)
+        >= 0.8
+        > tdist.power_direction(c.estimate, sd, n - 1, 0.05)
+    )
     assert mean_ci([1.0, 2.0, 3.0])[1] == pytest.approx(4.303 / math.sqrt(3), abs=1e-3)
 
 
 # --- simulations under the null: 3 seeds, normal noise ---------------------------------------------
+
 
 def _rates(verdicts: list[str]) -> dict[str, float]:
     return {v: verdicts.count(v) / len(verdicts) for v in (HELD, NOT_HELD, INCONCLUSIVE)}
@@ -154,8 +178,12 @@ def _mc(p: float, n: int) -> float:
 
 def test_direction_checks_err_at_their_nominal_rate_under_the_null():
     rng, reps = np.random.default_rng(2), 4000
-    rates = _rates([decide([direction("m", "a", "b", list(x), 1)])[0].verdict
-                    for x in rng.normal(0.0, 1.0, size=(reps, 3))])
+    rates = _rates(
+        [
+            decide([direction("m", "a", "b", list(x), 1)])[0].verdict
+            for x in rng.normal(0.0, 1.0, size=(reps, 3))
+        ]
+    )
     # a true difference of 0: each wrong call ("held" or "did not hold") at 2.5%, two-sided 5%
     assert rates[HELD] == pytest.approx(0.025, abs=_mc(0.025, reps))
     assert rates[NOT_HELD] == pytest.approx(0.025, abs=_mc(0.025, reps))
@@ -176,15 +204,23 @@ def test_holm_keeps_the_family_error_at_5_percent_over_12_null_checks():
 def test_parity_checks_err_at_their_nominal_rate_on_the_margin(upper_only):
     rng, reps, margin = np.random.default_rng(4), 4000, 1.0
     # the worst case for both wrong calls: a true difference exactly on the margin
-    rates = _rates([decide([parity("m", "a", "b", list(x), margin=margin, upper_only=upper_only)])[0].verdict
-                    for x in rng.normal(margin, 1.0, size=(reps, 3))])
-    assert rates[HELD] <= 0.05 + _mc(0.05, reps)       # parity wrongly claimed
-    assert rates[NOT_HELD] <= 0.05 + _mc(0.05, reps)   # parity wrongly rejected (the truth is not beyond)
+    rates = _rates(
+        [
+            decide([parity("m", "a", "b", list(x), margin=margin, upper_only=upper_only)])[0].verdict
+            for x in rng.normal(margin, 1.0, size=(reps, 3))
+        ]
+    )
+    assert rates[HELD] <= 0.05 + _mc(0.05, reps)  # parity wrongly claimed
+    assert rates[NOT_HELD] <= 0.05 + _mc(0.05, reps)  # parity wrongly rejected (the truth is not beyond)
     assert rates[NOT_HELD] == pytest.approx(0.05, abs=_mc(0.05, reps))  # exact at the boundary
 
 
 def test_one_seed_grids_are_never_called_under_any_truth():
     rng = np.random.default_rng(5)
     for x in rng.normal(5.0, 0.01, size=(50, 1)):
-        assert {c.verdict for c in decide([direction("m", "a", "b", list(x), 1),
-                                           parity("m", "a", "b", list(x), margin=0.1)])} == {NOT_TESTED}
+        assert {
+            c.verdict
+            for c in decide(
+                [direction("m", "a", "b", list(x), 1), parity("m", "a", "b", list(x), margin=0.1)]
+            )
+        } == {NOT_TESTED}

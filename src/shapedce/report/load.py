@@ -38,7 +38,7 @@ class RunRecord:
     """stage -> RUN/<stage>/eval/results.json."""
     timings: dict[str, float] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
-    """Training stages whose final/ model exists; `last` reads only these (a partial curve is not a result)."""
+    """Training stages whose final/ model exists; `last` reads only these (a partial curve is no result)."""
     moe: bool = False
     """A finished stage's final/config.json names experts (num_experts > 0)."""
 
@@ -89,7 +89,9 @@ class GridRecord:
                 continue
             if task in self.eval_tasks:
                 return task
-        return next((t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None)
+        return next(
+            (t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None
+        )
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -113,11 +115,15 @@ def _read_object(path: Path, needs: str | None = None) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not valid JSON ({str(err).splitlines()[0]}); rerun that stage or delete the file")
+        raise UserError(
+            f"{path} is not valid JSON ({str(err).splitlines()[0]}); rerun that stage or delete the file"
+        )
     if not isinstance(data, dict) or (needs is not None and not isinstance(data.get(needs), dict)):
         what = f"a JSON object with a {needs!r} object" if needs else "a JSON object"
-        raise UserError(f"{path} holds {type(data).__name__} {str(data)[:40]!r}, not {what}; rerun that stage "
-                        "or delete the file")
+        raise UserError(
+            f"{path} holds {type(data).__name__} {str(data)[:40]!r}, not {what}; rerun that stage "
+            "or delete the file"
+        )
     return data
 
 
@@ -131,7 +137,9 @@ def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
         results = _read_object(seed_dir / stage / "eval" / "results.json", needs="tasks")
         if results is not None:
             if not all(isinstance(t, dict) for t in results["tasks"].values()):
-                raise UserError(f"{seed_dir / stage / 'eval' / 'results.json'}: every task entry must be an object")
+                raise UserError(
+                    f"{seed_dir / stage / 'eval' / 'results.json'}: every task entry must be an object"
+                )
             run.evals[stage] = results
         config = _read_object(seed_dir / stage / "final" / "config.json") if stage in run.finished else None
         run.moe = run.moe or bool((config or {}).get("num_experts"))
@@ -149,21 +157,33 @@ def load_grid_dir(root: str | Path) -> GridRecord:
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"{root}/grid.yaml is not valid YAML{at} (truncated?); rerun `shapedce reproduce` to rewrite it")
+        raise UserError(
+            f"{root}/grid.yaml is not valid YAML{at} (truncated?); rerun `shapedce reproduce` to rewrite it"
+        )
     if not isinstance(settings, dict):
-        raise UserError(f"{root}/grid.yaml holds {type(settings).__name__}, not the grid's settings (truncated?)")
+        raise UserError(
+            f"{root}/grid.yaml holds {type(settings).__name__}, not the grid's settings (truncated?)"
+        )
     missing = [k for k in GRID_KEYS if not str(settings.get(k) or "").strip()]
     if missing:
-        raise UserError(f"{root}/grid.yaml lacks {', '.join(missing)} (truncated?); rerun `shapedce reproduce` to rewrite it")
+        raise UserError(
+            f"{root}/grid.yaml lacks {', '.join(missing)} (truncated?); rerun `shapedce reproduce` to rewrite"
+        )
     if not str(settings["eval_samples"]).isdigit() or int(settings["eval_samples"]) < 1:
-        raise UserError(f"{root}/grid.yaml: eval_samples must be an integer >= 1; got {settings['eval_samples']!r}")
+        raise UserError(
+            f"{root}/grid.yaml: eval_samples must be an integer >= 1; got {settings['eval_samples']!r}"
+        )
     models = [m for m in str(settings.get("models", "")).split(",") if m]
     configs = [c for c in str(settings.get("configs", "")).split(",") if c]
     runs = []
     for model in models:
         for config in configs:
             cdir = root / "runs" / model / config
-            seeds = [d for d in cdir.glob("s[0-9]*") if d.is_dir() and d.name[1:].isdigit()] if cdir.is_dir() else []
+            seeds = (
+                [d for d in cdir.glob("s[0-9]*") if d.is_dir() and d.name[1:].isdigit()]
+                if cdir.is_dir()
+                else []
+            )
             runs += [load_run(model, config, d) for d in sorted(seeds, key=lambda p: int(p.name[1:]))]
     if not runs:
         raise UserError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")

@@ -22,6 +22,10 @@ from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
 from .verdicts import PASSK_MARGIN, PPL_MARGIN, Finding, judged_findings, passk_k, task_result, verdicts_json
 
 STAGES = ("pretrain", "midtrain", "rl")
+KNOWLEDGE_NOTE = (
+    " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "
+    "pre-training, not held out; the other tasks are held out)"
+)
 
 
 def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -42,8 +46,11 @@ def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
     task, m = grid.rl_task, int(grid.settings["eval_samples"])
     k = passk_k(m)
     others = [t for t in grid.eval_tasks if t != task]
-    head = (f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | " + "".join(f"{t} Avg@{m} | " for t in others)
-            + "PPL | entropy | tail mass | response length |")
+    head = (
+        f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | "
+        + "".join(f"{t} Avg@{m} | " for t in others)
+        + "PPL | entropy | tail mass | response length |"
+    )
     lines = [head, "|---|" + "---:|" * (8 + len(others))]
     for config in grid.configs:
         runs = [r for r in grid.select(model, config) if stage in r.evals]
@@ -55,10 +62,17 @@ def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
                 values = [_get(r.evals[stage], "text", *keys) for r in runs]
             return _cell([v for v in values if v is not None], fmt)
 
-        cells = [str(len(runs)), cell("avg_at_m"), cell("cons_at_m"), cell("pass_at_k", str(k)),
-                 *[cell("avg_at_m", t=t) for t in others], cell("ppl", source="text"),
-                 cell("entropy_mean", source="text"), cell("tail_mass", source="text", fmt="{:.4f}"),
-                 cell("response_length", "mean", fmt="{:.1f}")]
+        cells = [
+            str(len(runs)),
+            cell("avg_at_m"),
+            cell("cons_at_m"),
+            cell("pass_at_k", str(k)),
+            *[cell("avg_at_m", t=t) for t in others],
+            cell("ppl", source="text"),
+            cell("entropy_mean", source="text"),
+            cell("tail_mass", source="text", fmt="{:.4f}"),
+            cell("response_length", "mean", fmt="{:.1f}"),
+        ]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
     return lines
 
@@ -73,17 +87,26 @@ def _p(x: float | None) -> str:
 
 def check_row(c: Check) -> str:
     level = "90%" if c.kind == "parity" else "95%"
-    ci = "-" if c.ci is None else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] ({level if c.p is not None else 'indicative'})"
+    ci = (
+        "-"
+        if c.ci is None
+        else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] ({level if c.p is not None else 'indicative'})"
+    )
     margin = "-" if c.margin is None else ("< " if c.expect else "± ") + f"{c.margin:.3f}"
     seeds = "-" if c.p is None else str(c.seeds_needed) if c.seeds_needed is not None else "never / > 10000"
-    return (f"| {c.a} vs {c.b}: {c.metric} | {_num(c.a_mean, '{:.3f}')} | {_num(c.b_mean, '{:.3f}')} | "
-            f"{_num(c.estimate)} | {ci} | {_p(c.p)} / {_p(c.p_adjusted)} | {margin} | {_num(c.mde, '{:.3f}')} | "
-            f"{seeds} | {c.verdict} |")
+    return (
+        f"| {c.a} vs {c.b}: {c.metric} | {_num(c.a_mean, '{:.3f}')} | {_num(c.b_mean, '{:.3f}')} | "
+        f"{_num(c.estimate)} | {ci} | {_p(c.p)} / {_p(c.p_adjusted)} | {margin} | {_num(c.mde, '{:.3f}')} | "
+        f"{seeds} | {c.verdict} |"
+    )
 
 
 def verdict_lines(found: list[Finding]) -> list[str]:
-    lines = ["| finding / check (a vs b) | a | b | a - b | interval | p / Holm p | margin | MDE | seeds needed | "
-             "verdict |", "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
+    lines = [
+        "| finding / check (a vs b) | a | b | a - b | interval | p / Holm p | margin | MDE | seeds needed | "
+        "verdict |",
+        "|---|---:|---:|---:|---|---|---|---:|---:|---|",
+    ]
     for f in found:
         lines.append(f"| **{f.claim}** | | | | | | | | | **{f.verdict}** |")
         lines += [check_row(c) for c in f.checks]
@@ -94,39 +117,53 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
     """The report's preamble: how every finding is judged (SPEC section 6)."""
     seeds = len({r.seed for r in grid.runs})
     n_dir = sum(c.kind == "direction" and c.p is not None for f in found for c in f.checks)
-    lines = ["## How the findings are judged", "",
-             f"Every check compares two configurations paired by seed (same init, data order, evaluation prompts) "
-             f"on the per-seed difference d = a - b. This grid has {seeds} seed(s).", "",
-             f"- **Direction** (\"a above b\"): mean d, its 95% t-interval over seeds, and the two-sided paired "
-             f"t-test; the p-values of all {n_dir} direction checks of this report are Holm-adjusted together. "
-             f"held: adjusted p < {ALPHA} with the claimed sign; did_not_hold: adjusted p < {ALPHA} with the other "
-             "sign; else inconclusive. The interval shown is unadjusted.",
-             f"- **Parity** (\"about the same\", \"not above\"): equivalence by two one-sided tests at 5%, i.e. "
-             "the 90% t-interval of d. held: the interval lies inside the margin; did_not_hold: it lies entirely "
-             "beyond it; else inconclusive. Parity checks are not Holm-adjusted (a finding held only when all its "
-             "parity checks held). Margins: perplexity within 5%, judged on log-perplexity, "
-             f"|d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the entropy gaps the reward knobs "
-             "are meant to open (the paper: 1.8 vs 2.4 nats at 4B). \"Higher entropy does not raise Pass@k\" is "
-             f"non-superiority, d < {PASSK_MARGIN} (a lower Pass@k also satisfies it): a raise under 1 point is "
-             "below the smallest RL effect the paper reports as real (1-2 points of Avg@128).",
-             "- **RL findings** are judged on the level after RL and on the RL gain (after RL minus after midtrain, "
-             "minus ce's gain), each a check; response length on diversity's relative change minus ce's.",
-             f"- **MDE**: the true difference the check's test detects with 80% power, from the measured seed "
-             f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir)} (Holm's first step, so detected "
-             "whatever the other checks show), for parity checks the smallest margin the test would establish "
-             "at a true d of 0. **Seeds needed**: seeds at which the same test reaches a verdict on the observed "
-             "difference with 80% power (at the same spread).",
-             f"- With fewer than {MIN_SEEDS} seeds nothing is judged: every check is not_tested and its numbers "
-             "are indicative only (with one seed, an interval over evaluation prompts covers evaluation noise, "
-             "not seed-to-seed variation).",
-             "- A finding held when all its checks held, did_not_hold when any did not hold, not_tested when any "
-             "check lacked the runs or seeds, else inconclusive. Every check is in `verdicts.json` beside this file."]
+    lines = [
+        "## How the findings are judged",
+        "",
+        f"Every check compares two configurations paired by seed (same init, data order, evaluation prompts) "
+        f"on the per-seed difference d = a - b. This grid has {seeds} seed(s).",
+        "",
+        f'- **Direction** ("a above b"): mean d, its 95% t-interval over seeds, and the two-sided paired '
+        f"t-test; the p-values of all {n_dir} direction checks of this report are Holm-adjusted together. "
+        f"held: adjusted p < {ALPHA} with the claimed sign; did_not_hold: adjusted p < {ALPHA} with the "
+        "other "
+        "sign; else inconclusive. The interval shown is unadjusted.",
+        f'- **Parity** ("about the same", "not above"): equivalence by two one-sided tests at 5%, i.e. '
+        "the 90% t-interval of d. held: the interval lies inside the margin; did_not_hold: it lies entirely "
+        "beyond it; else inconclusive. Parity checks are not Holm-adjusted (a finding held only when all its "
+        "parity checks held). Margins: perplexity within 5%, judged on log-perplexity, "
+        f"|d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the entropy gaps the reward "
+        "knobs "
+        'are meant to open (the paper: 1.8 vs 2.4 nats at 4B). "Higher entropy does not raise Pass@k" is '
+        f"non-superiority, d < {PASSK_MARGIN} (a lower Pass@k also satisfies it): a raise under 1 point is "
+        "below the smallest RL effect the paper reports as real (1-2 points of Avg@128).",
+        "- **RL findings** are judged on the level after RL and on the RL gain (after RL minus after "
+        "midtrain, "
+        "minus ce's gain), each a check; response length on diversity's relative change minus ce's.",
+        f"- **MDE**: the true difference the check's test detects with 80% power, from the measured seed "
+        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir)} (Holm's first step, so detected "
+        "whatever the other checks show), for parity checks the smallest margin the test would establish "
+        "at a true d of 0. **Seeds needed**: seeds at which the same test reaches a verdict on the observed "
+        "difference with 80% power (at the same spread).",
+        f"- With fewer than {MIN_SEEDS} seeds nothing is judged: every check is not_tested and its numbers "
+        "are indicative only (with one seed, an interval over evaluation prompts covers evaluation noise, "
+        "not seed-to-seed variation).",
+        "- A finding held when all its checks held, did_not_hold when any did not hold, not_tested when any "
+        "check lacked the runs or seeds, else inconclusive. Every check is in `verdicts.json` beside this "
+        "file.",
+    ]
     if seeds < MIN_SEEDS:
-        lines += ["", f"**This grid has {seeds} seed(s) (< {MIN_SEEDS}): no finding is tested; the numbers below "
-                  "are indicative only.**"]
+        lines += [
+            "",
+            f"**This grid has {seeds} seed(s) (< {MIN_SEEDS}): no finding is tested; the numbers below "
+            "are indicative only.**",
+        ]
     if grid.rl_task == "knowledge":
-        lines += ["", "The RL task here is `knowledge`: recall of facts the pre-training corpus states word for "
-                  "word. Its evaluation facts were seen in pre-training (not held out): it measures memory."]
+        lines += [
+            "",
+            "The RL task here is `knowledge`: recall of facts the pre-training corpus states word for "
+            "word. Its evaluation facts were seen in pre-training (not held out): it measures memory.",
+        ]
     return lines
 
 
@@ -137,16 +174,22 @@ def _settings_lines(grid: GridRecord) -> list[str]:
     for run in grid.runs:
         for stage, t in run.timings.items():
             secs[stage] = secs.get(stage, 0.0) + t
-    lines = [f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
-             f"{', '.join(map(str, seeds))} ({len(grid.runs)} runs)",
-             f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
-             f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` {s.get('rl_overrides', '')}",
-             f"- evaluation after every stage: {s.get('eval_tasks')}, {s.get('eval_problems')} prompts x "
-             f"{s.get('eval_samples')} samples, T={s.get('eval_temperature')}, top-p={s.get('eval_top_p')} (knowledge "
-             "asks facts the pre-training corpus states, not held out; the other tasks are held out); "
-             f"text statistics on {s.get('eval_text_tokens')} held-out tokens (tail mass: probability outside the top 100)"]
+    lines = [
+        f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
+        f"{', '.join(map(str, seeds))} ({len(grid.runs)} runs)",
+        f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
+        f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` "
+        f"{s.get('rl_overrides', '')}",
+        f"- evaluation after every stage: {s.get('eval_tasks')}, {s.get('eval_problems')} prompts x "
+        f"{s.get('eval_samples')} samples, T={s.get('eval_temperature')}, top-p={s.get('eval_top_p')}"
+        f"{KNOWLEDGE_NOTE if 'knowledge' in grid.eval_tasks else ''}; "
+        f"text statistics on {s.get('eval_text_tokens')} held-out tokens (tail mass: probability outside "
+        "the top 100)",
+    ]
     if secs:
-        lines.append("- wall time summed over runs: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items()))
+        lines.append(
+            "- wall time summed over runs: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items())
+        )
     return lines
 
 
@@ -155,17 +198,29 @@ def write_report(root: str | Path) -> Path:
     root = Path(root)
     grid = load_grid_dir(root)
     found = judged_findings(grid)
-    lines = ["# shapedce reproduce: report", "", f"Directory `{root}`. Regenerate with `shapedce report {root}`.", "",
-             *_settings_lines(grid), "", *design_lines(grid, found), "",
-             "Summary tables: means over seeds (± the 95% t half-width)."]
+    lines = [
+        "# shapedce reproduce: report",
+        "",
+        f"Directory `{root}`. Regenerate with `shapedce report {root}`.",
+        "",
+        *_settings_lines(grid),
+        "",
+        *design_lines(grid, found),
+        "",
+        "Summary tables: means over seeds (± the 95% t half-width).",
+    ]
     for model in grid.models:
         figs = draw_all(grid, model, root)
         lines += ["", f"## {model} ({'MoE' if grid.is_moe(model) else 'dense'})", ""]
         lines += [f"![{name}]({path.name})" for name, path in figs.items()]
         for stage in STAGES:
             lines += ["", f"### After {stage}", "", *summary_table(grid, model, stage)]
-        lines += ["", f"### Findings of the paper, checked on {model}", "",
-                  *verdict_lines([f for f in found if f.model == model])]
+        lines += [
+            "",
+            f"### Findings of the paper, checked on {model}",
+            "",
+            *verdict_lines([f for f in found if f.model == model]),
+        ]
     (root / "verdicts.json").write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
     path = root / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -82,7 +82,7 @@ class Check:
     """"direction" or "parity"."""
     diffs: list[float]
     expect: int = 0
-    """direction: +1 claims a > b, -1 a < b. parity: 0 two-sided margin, +1 "not above" (upper margin only)."""
+    """direction: +1 claims a > b, -1 a < b. parity: 0 two-sided margin, +1 "not above" (upper margin)."""
     margin: float | None = None
     a_mean: float | None = None
     b_mean: float | None = None
@@ -112,10 +112,21 @@ class Check:
         return self.estimate - half, self.estimate + half
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "a": self.a, "b": self.b, "kind": self.kind, "test": self.test,
-                "estimate": self.estimate, "ci": list(self.ci) if self.ci else None, "p": self.p,
-                "p_adjusted": self.p_adjusted, "margin": self.margin, "mde": self.mde,
-                "seeds_needed": self.seeds_needed, "verdict": self.verdict}
+        return {
+            "metric": self.metric,
+            "a": self.a,
+            "b": self.b,
+            "kind": self.kind,
+            "test": self.test,
+            "estimate": self.estimate,
+            "ci": list(self.ci) if self.ci else None,
+            "p": self.p,
+            "p_adjusted": self.p_adjusted,
+            "margin": self.margin,
+            "mde": self.mde,
+            "seeds_needed": self.seeds_needed,
+            "verdict": self.verdict,
+        }
 
 
 def direction(metric: str, a: str, b: str, diffs: list[float], expect: int, **kw) -> Check:
@@ -124,7 +135,9 @@ def direction(metric: str, a: str, b: str, diffs: list[float], expect: int, **kw
     return _prepare(Check(metric, a, b, "direction", _clean(diffs), expect, **kw))
 
 
-def parity(metric: str, a: str, b: str, diffs: list[float], margin: float, upper_only: bool = False, **kw) -> Check:
+def parity(
+    metric: str, a: str, b: str, diffs: list[float], margin: float, upper_only: bool = False, **kw
+) -> Check:
     if not margin > 0:
         raise UserError(f"a parity margin must be > 0; got {margin!r}")
     return _prepare(Check(metric, a, b, "parity", _clean(diffs), int(upper_only), margin, **kw))
@@ -158,14 +171,26 @@ def _prepare(c: Check) -> Check:
         c.test = f"paired t-test over {c.n} seeds, two-sided, Holm-adjusted"
     else:
         c.ci = c._t_interval(0.90)
-        upper = 0.0 if (se == 0 and c.estimate < c.margin) else 1.0 if se == 0 else \
-            tdist.t_cdf((c.estimate - c.margin) / se, c.n - 1)
-        lower = 0.0 if (se == 0 and c.estimate > -c.margin) else 1.0 if se == 0 else \
-            tdist.t_sf((c.estimate + c.margin) / se, c.n - 1)
+        upper = (
+            0.0
+            if (se == 0 and c.estimate < c.margin)
+            else 1.0
+            if se == 0
+            else tdist.t_cdf((c.estimate - c.margin) / se, c.n - 1)
+        )
+        lower = (
+            0.0
+            if (se == 0 and c.estimate > -c.margin)
+            else 1.0
+            if se == 0
+            else tdist.t_sf((c.estimate + c.margin) / se, c.n - 1)
+        )
         c.p = upper if c.expect else max(upper, lower)
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
-        c.test = (f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: 90% t-interval "
-                  f"vs margin {side}")
+        c.test = (
+            f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: 90% t-interval "
+            f"vs margin {side}"
+        )
     return c
 
 

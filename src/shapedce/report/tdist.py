@@ -10,8 +10,8 @@ Stegun 26.7.3-4), the quantile is a bisection on it. Power integrates over the s
 deviation: with U = s / sigma = sqrt(V / df), V chi-square with df degrees of freedom, and
 lam = delta sqrt(n) / sigma the standardised true difference,
   two-sided test at level alpha    P = E_U[Phi(lam - c U) + Phi(-lam - c U)], c = t_ppf(1 - alpha/2)
-  TOST inside (-m, m), level alpha P = E_U[max(0, Phi(M - c U - lam) - Phi(-M + c U - lam))], M = m sqrt(n) / sigma,
-                                   c = t_ppf(1 - alpha)
+  TOST inside (-m, m), level alpha P = E_U[max(0, Phi(M - c U - lam) - Phi(-M + c U - lam))],
+                                   M = m sqrt(n) / sigma, c = t_ppf(1 - alpha)
   one-sided against a bound m      P = E_U[Phi(|lam| - M - c U)]
 E_U is a weighted sum over a fine grid of U (density proportional to u^(df-1) exp(-df u^2 / 2)).
 No scipy: it is not a dependency of shapedce.
@@ -119,7 +119,9 @@ def power_direction(delta: float, sd: float, n: int, alpha: float) -> float:
     return float(w @ (norm_cdf(lam - c * u) + norm_cdf(-lam - c * u)))
 
 
-def power_parity(delta: float, margin: float, sd: float, n: int, alpha: float = 0.05, upper_only: bool = False) -> float:
+def power_parity(
+    delta: float, margin: float, sd: float, n: int, alpha: float = 0.05, upper_only: bool = False
+) -> float:
     """Power of TOST (90% interval inside (-margin, margin)) at true difference delta; with upper_only
     the non-superiority test (the interval's upper end below margin)."""
     if sd <= 0:

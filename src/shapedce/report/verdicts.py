@@ -36,7 +36,7 @@ from .stats import ALPHA, MIN_SEEDS, Check, combine, direction, judge, parity, t
 PPL_MARGIN = math.log(1.05)
 """Parity margin on final log-perplexity (nats per token): |log(PPL_a / PPL_ce)| < log 1.05, perplexities
 within 5%. 0.049 nats is an order of magnitude below the entropy gaps the reward knobs are meant to open
-(the paper's 1.8 vs 2.4 nats at 4B), so 'about the same' perplexity with 'different entropy' is a sharp claim."""
+(the paper's 1.8 vs 2.4 nats at 4B): 'about the same' perplexity with 'different entropy' is a sharp claim."""
 PASSK_MARGIN = 0.01
 """Non-superiority margin on Pass@k (a fraction): a raise below 1 point is smaller than the smallest RL
 effect the paper reports as real (1-2 points of Avg@128), so it does not count as 'higher'."""
@@ -85,7 +85,9 @@ def task_label(task: str | None) -> str:
 Value = Callable[[RunRecord], "float | None"]
 
 
-def _pairs(grid: GridRecord, model: str, a: str, b: str, fn: Value) -> list[tuple[RunRecord, RunRecord, float, float]]:
+def _pairs(
+    grid: GridRecord, model: str, a: str, b: str, fn: Value
+) -> list[tuple[RunRecord, RunRecord, float, float]]:
     """Seed-paired (run a, run b, fn(a), fn(b)) for seeds where both have a value."""
     rb = {r.seed: r for r in grid.select(model, b)}
     out = []
@@ -99,7 +101,11 @@ def _pairs(grid: GridRecord, model: str, a: str, b: str, fn: Value) -> list[tupl
 
 def _check(kind: str, metric: str, a: str, b: str, pairs, **kw) -> Check:
     diffs = [x - y for _, _, x, y in pairs]
-    means = dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs)) if pairs else {}
+    means = (
+        dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs))
+        if pairs
+        else {}
+    )
     return (direction if kind == "direction" else parity)(metric, a, b, diffs, **means, **kw)
 
 
@@ -148,14 +154,21 @@ def accuracy_checks(grid: GridRecord, model: str, a: str, b: str, metric: str, e
     kw_level, kw_gain = {}, {}
     if len(level) == 1:
         ra, rb = level[0][:2]
-        kw_level["prompt_ci"] = _prompt_ci([acc.prompts(ra, "rl", metric), acc.prompts(rb, "rl", metric)], [1, -1])
+        kw_level["prompt_ci"] = _prompt_ci(
+            [acc.prompts(ra, "rl", metric), acc.prompts(rb, "rl", metric)], [1, -1]
+        )
     if len(gain) == 1:
         ra, rb = gain[0][:2]
-        kw_gain["prompt_ci"] = _prompt_ci([acc.prompts(r, s, metric) for r in (ra, rb) for s in ("rl", "midtrain")],
-                                          [1, -1, -1, 1])
+        kw_gain["prompt_ci"] = _prompt_ci(
+            [acc.prompts(r, s, metric) for r in (ra, rb) for s in ("rl", "midtrain")], [1, -1, -1, 1]
+        )
     name = acc.name(metric)
-    return [_check("direction", f"{name} after RL", a, b, level, expect=expect, **kw_level),
-            _check("direction", f"{name} RL gain (after RL - after midtrain)", a, b, gain, expect=expect, **kw_gain)]
+    return [
+        _check("direction", f"{name} after RL", a, b, level, expect=expect, **kw_level),
+        _check(
+            "direction", f"{name} RL gain (after RL - after midtrain)", a, b, gain, expect=expect, **kw_gain
+        ),
+    ]
 
 
 def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
@@ -163,25 +176,60 @@ def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
         v = r.last("pretrain", "val", "ppl")
         return math.log(v) if v is not None and v > 0 else None
 
-    checks = [_check("parity", "final validation log-perplexity (nats)", c, "ce", _pairs(grid, model, c, "ce", logppl),
-                     margin=PPL_MARGIN) for c in grid.configs if c != "ce"]
-    return Finding(f"{model}:ppl_parity", model, "Pre-training perplexity converges to about the same value for "
-                   "every configuration", checks)
+    checks = [
+        _check(
+            "parity",
+            "final validation log-perplexity (nats)",
+            c,
+            "ce",
+            _pairs(grid, model, c, "ce", logppl),
+            margin=PPL_MARGIN,
+        )
+        for c in grid.configs
+        if c != "ce"
+    ]
+    return Finding(
+        f"{model}:ppl_parity",
+        model,
+        "Pre-training perplexity converges to about the same value for every configuration",
+        checks,
+    )
 
 
 def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
-    checks = [_check("direction", "final validation entropy (nats)", c, "ce",
-                     _pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")), expect=e)
-              for c, e in (("precision", -1), ("diversity", 1))]
-    return Finding(f"{model}:entropy_order", model, "Pre-training entropy is ordered precision (beta=-0.25) < ce < "
-                   "diversity (beta=0.5)", checks)
+    checks = [
+        _check(
+            "direction",
+            "final validation entropy (nats)",
+            c,
+            "ce",
+            _pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")),
+            expect=e,
+        )
+        for c, e in (("precision", -1), ("diversity", 1))
+    ]
+    return Finding(
+        f"{model}:entropy_order",
+        model,
+        "Pre-training entropy is ordered precision (beta=-0.25) < ce < diversity (beta=0.5)",
+        checks,
+    )
 
 
 def rl_precision_tail(grid: GridRecord, model: str) -> Finding:
-    checks = [c for cfg in ("precision", "tail") for metric in ("avg", "pass")
-              for c in accuracy_checks(grid, model, cfg, "ce", metric, 1)]
-    return Finding(f"{model}:rl_precision_tail", model, "RL: precision (beta=-0.25) and tail suppression give higher "
-                   f"Avg@m and Pass@k than ce on {task_label(grid.rl_task)}", checks)
+    checks = [
+        c
+        for cfg in ("precision", "tail")
+        for metric in ("avg", "pass")
+        for c in accuracy_checks(grid, model, cfg, "ce", metric, 1)
+    ]
+    return Finding(
+        f"{model}:rl_precision_tail",
+        model,
+        "After RL, precision (beta=-0.25) and tail suppression give "
+        f"higher Avg@m and Pass@k than ce on {task_label(grid.rl_task)}",
+        checks,
+    )
 
 
 def _rl_rows(r: RunRecord) -> list[dict] | None:
@@ -198,12 +246,30 @@ def rl_diversity_entropy(grid: GridRecord, model: str) -> Finding:
         e = None if rows is None else window_mean(rows, "entropy", first=False)
         return None if s is None or e is None or s <= 0 else (s - e) / s
 
-    checks = [_check("direction", "RL policy entropy, first quarter of steps", "diversity", "ce",
-                     _pairs(grid, model, "diversity", "ce", start), expect=1),
-              _check("direction", "relative RL entropy drop, first to last quarter", "diversity", "ce",
-                     _pairs(grid, model, "diversity", "ce", drop), expect=1)]
-    return Finding(f"{model}:rl_diversity_entropy", model, "diversity (beta=0.5) starts RL with higher entropy, which "
-                   "collapses faster than ce's", checks)
+    checks = [
+        _check(
+            "direction",
+            "RL policy entropy, first quarter of steps",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", start),
+            expect=1,
+        ),
+        _check(
+            "direction",
+            "relative RL entropy drop, first to last quarter",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", drop),
+            expect=1,
+        ),
+    ]
+    return Finding(
+        f"{model}:rl_diversity_entropy",
+        model,
+        "diversity (beta=0.5) starts RL with higher entropy, which collapses faster than ce's",
+        checks,
+    )
 
 
 def rl_length(grid: GridRecord, model: str) -> Finding:
@@ -213,10 +279,22 @@ def rl_length(grid: GridRecord, model: str) -> Finding:
         e = None if rows is None else window_mean(rows, "response_length", False)
         return None if s is None or e is None or s <= 0 else (e - s) / s
 
-    checks = [_check("direction", "relative change of response length over RL, first to last quarter", "diversity",
-                     "ce", _pairs(grid, model, "diversity", "ce", change), expect=-1)]
-    return Finding(f"{model}:rl_length", model, "With diversity's entropy collapse its response length shrinks over RL, "
-                   "more than ce's", checks)
+    checks = [
+        _check(
+            "direction",
+            "relative change of response length over RL, first to last quarter",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", change),
+            expect=-1,
+        )
+    ]
+    return Finding(
+        f"{model}:rl_length",
+        model,
+        "With diversity's entropy collapse its response length shrinks over RL, more than ce's",
+        checks,
+    )
 
 
 def passk_entropy(grid: GridRecord, model: str) -> Finding:
@@ -227,24 +305,43 @@ def passk_entropy(grid: GridRecord, model: str) -> Finding:
         kw = {}
         if len(pairs) == 1:
             kw["prompt_ci"] = _prompt_ci([acc.prompts(r, stage, "pass") for r in pairs[0][:2]], [1, -1])
-        checks.append(_check("parity", f"{acc.name('pass')} after {stage}", "diversity", "ce", pairs,
-                             margin=PASSK_MARGIN, upper_only=True, **kw))
-    return Finding(f"{model}:passk_entropy", model, "Higher global entropy (diversity) does not give higher Pass@k "
-                   "than ce", checks)
+        checks.append(
+            _check(
+                "parity",
+                f"{acc.name('pass')} after {stage.replace('rl', 'RL')}",
+                "diversity",
+                "ce",
+                pairs,
+                margin=PASSK_MARGIN,
+                upper_only=True,
+                **kw,
+            )
+        )
+    return Finding(
+        f"{model}:passk_entropy",
+        model,
+        "Higher global entropy (diversity) does not give higher Pass@k than ce",
+        checks,
+    )
 
 
 def moe_gains(grid: GridRecord, dense: str, moe: str) -> Finding:
     acc = _Acc(grid)
     checks = []
     for cfg in ("precision", "tail"):
-        for label, fn in ((f"Avg@{acc.m} after RL", lambda r: acc.value(r, "rl", "avg")),
-                          (f"Avg@{acc.m} RL gain", lambda r: acc.gain(r, "avg"))):
-            per = {m: {ra.seed: x - y for ra, _, x, y in _pairs(grid, m, cfg, "ce", fn)} for m in (dense, moe)}
+        for label, fn in (
+            (f"Avg@{acc.m} after RL", lambda r: acc.value(r, "rl", "avg")),
+            (f"Avg@{acc.m} RL gain", lambda r: acc.gain(r, "avg")),
+        ):
+            per = {
+                m: {ra.seed: x - y for ra, _, x, y in _pairs(grid, m, cfg, "ce", fn)} for m in (dense, moe)
+            }
             seeds = sorted(set(per[dense]) & set(per[moe]))
             pairs = [(None, None, per[moe][s], per[dense][s]) for s in seeds]
-            checks.append(_check("direction", f"{cfg} - ce, {label}", moe, dense, pairs,
-                                 expect=1))
-    return Finding(f"{moe}:moe_gains", moe, "RL gains over ce are larger on the MoE model than on the dense one", checks)
+            checks.append(_check("direction", f"{cfg} - ce, {label}", moe, dense, pairs, expect=1))
+    return Finding(
+        f"{moe}:moe_gains", moe, "RL gains over ce are larger on the MoE model than on the dense one", checks
+    )
 
 
 def judged_findings(grid: GridRecord) -> list[Finding]:
@@ -254,8 +351,17 @@ def judged_findings(grid: GridRecord) -> list[Finding]:
     moe = next((m for m in grid.models if grid.is_moe(m)), None)
     found = []
     for model in grid.models:
-        found += [f(grid, model) for f in (pretrain_ppl, pretrain_entropy, rl_precision_tail, rl_diversity_entropy,
-                                           rl_length, passk_entropy)]
+        found += [
+            f(grid, model)
+            for f in (
+                pretrain_ppl,
+                pretrain_entropy,
+                rl_precision_tail,
+                rl_diversity_entropy,
+                rl_length,
+                passk_entropy,
+            )
+        ]
         if model == moe and dense is not None:
             found.append(moe_gains(grid, dense, moe))
     judge([c for f in found for c in f.checks])
@@ -264,7 +370,22 @@ def judged_findings(grid: GridRecord) -> list[Finding]:
 
 def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
     """The OUT/verdicts.json document."""
-    return {"schema_version": SCHEMA_VERSION, "seeds": len({r.seed for r in grid.runs}), "correction": "holm",
-            "alpha": ALPHA, "min_seeds": MIN_SEEDS, "ppl_margin": PPL_MARGIN, "passk_margin": PASSK_MARGIN,
-            "findings": [{"id": f.id, "model": f.model, "claim": f.claim, "verdict": f.verdict,
-                          "checks": [c.as_dict() for c in f.checks]} for f in found]}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "seeds": len({r.seed for r in grid.runs}),
+        "correction": "holm",
+        "alpha": ALPHA,
+        "min_seeds": MIN_SEEDS,
+        "ppl_margin": PPL_MARGIN,
+        "passk_margin": PASSK_MARGIN,
+        "findings": [
+            {
+                "id": f.id,
+                "model": f.model,
+                "claim": f.claim,
+                "verdict": f.verdict,
+                "checks": [c.as_dict() for c in f.checks],
+            }
+            for f in found
+        ],
+    }
