@@ -152,6 +152,15 @@ def test_fewer_than_three_seeds_are_not_tested():
     assert combine([HELD, INCONCLUSIVE]) == INCONCLUSIVE and combine([HELD, HELD]) == HELD
 
 
+def test_identical_differences_on_every_seed():
+    zero = _one(direction("m", "a", "b", [0.0, 0.0, 0.0], 1))  # e.g. every configuration scores 0
+    assert zero.verdict == INCONCLUSIVE and zero.p == 1.0 and zero.mde == 0.0 and zero.seeds_needed is None
+    same = _one(direction("m", "a", "b", [0.2, 0.2, 0.2], -1))
+    assert same.verdict == NOT_HELD and same.seeds_needed == 3
+    flat = _one(parity("m", "a", "b", [0.0, 0.0, 0.0], margin=0.01, upper_only=True))
+    assert flat.verdict == HELD and flat.ci == (0.0, 0.0) and flat.seeds_needed == 3
+
+
 def test_seeds_needed_reaches_the_observed_difference():
     c = _one(direction("m", "a", "b", [0.02, 0.05, -0.01], 1))
     sd = float(np.std([0.02, 0.05, -0.01], ddof=1))

@@ -222,12 +222,16 @@ def judge(checks: list[Check]) -> list[Check]:
             c.mde, c.seeds_needed = None, None
             continue
         sd, upper_only = c.sd, bool(c.expect)
+        if sd == 0:  # identical differences on every seed: any n >= MIN_SEEDS decides, or nothing does
+            c.mde = 0.0
+            c.seeds_needed = c.n if c.verdict in (HELD, NOT_HELD) else None
+            continue
         if c.kind == "direction":
             c.mde = tdist.mde_direction(sd, c.n, level)
-            c.seeds_needed = tdist.seeds_direction(c.estimate, sd, level) if sd > 0 else c.n
+            c.seeds_needed = tdist.seeds_direction(c.estimate, sd, level)
         else:
             c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only)
-            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only) if sd > 0 else c.n
+            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only)
     return checks
 
 
