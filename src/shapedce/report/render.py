@@ -207,6 +207,10 @@ def write_report(root: str | Path) -> Path:
         "",
         *design_lines(grid, found),
         "",
+        "## Verdicts",
+        "",
+        *[f"- {f.model}: {f.claim}: **{f.verdict}**" for f in found],
+        "",
         "Summary tables: means over seeds (± the 95% t half-width).",
     ]
     for model in grid.models:
