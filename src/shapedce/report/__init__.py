@@ -1,7 +1,11 @@
-"""The report of a `shapedce reproduce` directory, from its metrics files alone.
+"""The report of a `shapedce reproduce` directory, from its files alone (no torch is imported here).
 
-load.py (read the files), stats.py (intervals, directional verdicts), verdicts.py (SPEC section 5
-findings), plots.py (matplotlib figures), render.py (report.md; `shapedce report DIR`).
+load.py (read the files), tdist.py (Student t, power, MDE), stats.py (seed-paired checks, Holm,
+verdict rules), verdicts.py (SPEC section 5 findings as checks; verdicts.json), plots.py (matplotlib
+figures), render.py (report.md; `shapedce report DIR`).
+
+    from shapedce.report import write_report
+    write_report("runs/reproduce")          # runs/reproduce/report.md, verdicts.json and PNGs
 """
 
 from .render import write_report

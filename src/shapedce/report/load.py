@@ -1,5 +1,6 @@
 """Read a `shapedce reproduce` directory back from its files: grid.yaml, and per run metrics.jsonl of
-every stage, the eval results.json after every stage, and timings.json. Nothing is recomputed.
+every stage, the eval results.json after every stage, and timings.json. Nothing is recomputed, and
+nothing here imports torch (the report runs where only the files are).
 
     from shapedce.report.load import load_grid_dir
     grid = load_grid_dir("runs/reproduce")
@@ -16,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from ..train.metrics import read_metrics
 from ..errors import UserError
 
 TRAIN_STAGES = ("pretrain", "midtrain", "rl")
+GRID_KEYS = ("configs", "models", "eval_tasks", "eval_samples")
+"""grid.yaml keys the report needs (every `shapedce reproduce` writes them)."""
 
 
 @dataclass
@@ -36,7 +38,9 @@ class RunRecord:
     """stage -> RUN/<stage>/eval/results.json."""
     timings: dict[str, float] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
-    """Training stages whose final/ model exists; `last` reads only these (a partial curve is not a result)."""
+    """Training stages whose final/ model exists; `last` reads only these (a partial curve is no result)."""
+    moe: bool = False
+    """A finished stage's final/config.json names experts (num_experts > 0)."""
 
     def stage_metrics(self, stage: str, split: str) -> list[dict]:
         return [r for r in self.metrics.get(stage, []) if r.get("split") == split]
@@ -66,6 +70,10 @@ class GridRecord:
         """Runs of one (model, config), ordered by seed."""
         return sorted((r for r in self.runs if r.model == model and r.config == config), key=lambda r: r.seed)
 
+    def is_moe(self, model: str) -> bool:
+        """Whether any run of `model` saved a mixture-of-experts config."""
+        return any(r.moe for r in self.runs if r.model == model)
+
     @property
     def eval_tasks(self) -> list[str]:
         return [t.strip() for t in str(self.settings.get("eval_tasks", "")).split(",") if t.strip()]
@@ -81,14 +89,42 @@ class GridRecord:
                 continue
             if task in self.eval_tasks:
                 return task
-        return next((t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None)
+        return next(
+            (t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None
+        )
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a torn line (a run killed mid-write) or a non-object line is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read_object(path: Path, needs: str | None = None) -> dict | None:
+    """The JSON object in PATH, None when the file is absent; a one-line UserError when it is not a JSON
+    object (holding the key `needs` as an object, when given)."""
+    if not path.is_file():
         return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{path} is not valid JSON ({str(err).splitlines()[0]}); rerun that stage or delete the file"
+        )
+    if not isinstance(data, dict) or (needs is not None and not isinstance(data.get(needs), dict)):
+        what = f"a JSON object with a {needs!r} object" if needs else "a JSON object"
+        raise UserError(
+            f"{path} holds {type(data).__name__} {str(data)[:40]!r}, not {what}; rerun that stage "
+            "or delete the file"
+        )
+    return data
 
 
 def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
@@ -98,10 +134,16 @@ def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
             run.finished.add(stage)
         if (seed_dir / stage / "metrics.jsonl").is_file():
             run.metrics[stage] = read_metrics(seed_dir / stage / "metrics.jsonl")
-        results = _read_json(seed_dir / stage / "eval" / "results.json")
+        results = _read_object(seed_dir / stage / "eval" / "results.json", needs="tasks")
         if results is not None:
+            if not all(isinstance(t, dict) for t in results["tasks"].values()):
+                raise UserError(
+                    f"{seed_dir / stage / 'eval' / 'results.json'}: every task entry must be an object"
+                )
             run.evals[stage] = results
-    run.timings = _read_json(seed_dir / "timings.json") or {}
+        config = _read_object(seed_dir / stage / "final" / "config.json") if stage in run.finished else None
+        run.moe = run.moe or bool((config or {}).get("num_experts"))
+    run.timings = _read_object(seed_dir / "timings.json") or {}
     return run
 
 
@@ -110,15 +152,39 @@ def load_grid_dir(root: str | Path) -> GridRecord:
     root = Path(root)
     if not (root / "grid.yaml").is_file():
         raise UserError(f"{root} is not a reproduce directory (no grid.yaml in it)")
-    settings = yaml.safe_load((root / "grid.yaml").read_text()) or {}
+    try:
+        settings = yaml.safe_load((root / "grid.yaml").read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(
+            f"{root}/grid.yaml is not valid YAML{at} (truncated?); rerun `shapedce reproduce` to rewrite it"
+        )
+    if not isinstance(settings, dict):
+        raise UserError(
+            f"{root}/grid.yaml holds {type(settings).__name__}, not the grid's settings (truncated?)"
+        )
+    missing = [k for k in GRID_KEYS if not str(settings.get(k) or "").strip()]
+    if missing:
+        raise UserError(
+            f"{root}/grid.yaml lacks {', '.join(missing)} (truncated?); rerun `shapedce reproduce` to rewrite"
+        )
+    if not str(settings["eval_samples"]).isdigit() or int(settings["eval_samples"]) < 1:
+        raise UserError(
+            f"{root}/grid.yaml: eval_samples must be an integer >= 1; got {settings['eval_samples']!r}"
+        )
     models = [m for m in str(settings.get("models", "")).split(",") if m]
     configs = [c for c in str(settings.get("configs", "")).split(",") if c]
     runs = []
     for model in models:
         for config in configs:
             cdir = root / "runs" / model / config
-            seeds = sorted(cdir.glob("s[0-9]*"), key=lambda p: int(p.name[1:])) if cdir.is_dir() else []
-            runs += [load_run(model, config, d) for d in seeds if d.name[1:].isdigit()]
+            seeds = (
+                [d for d in cdir.glob("s[0-9]*") if d.is_dir() and d.name[1:].isdigit()]
+                if cdir.is_dir()
+                else []
+            )
+            runs += [load_run(model, config, d) for d in sorted(seeds, key=lambda p: int(p.name[1:]))]
     if not runs:
         raise UserError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")
     return GridRecord(root, settings, runs)

@@ -6,8 +6,8 @@
 
 Lines are the mean over seeds; the band spans the seeds' min..max when there are several.
 Figures: pretrain (val perplexity and entropy against tokens), midtrain (Avg@m of every evaluated
-task, e.g. knowledge and reasoning, after each stage), rl (train reward, held-out Avg@k / Cons@k / Pass@k, entropy, response
-length against step), passk (Pass@k against k after each stage).
+task, e.g. knowledge and reasoning, after each stage), rl (train reward, evaluation Avg@k / Cons@k / Pass@k,
+entropy, response length against step), passk (Pass@k against k after each stage).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ def _series(runs: list[RunRecord], stage: str, split: str, key: str, x: str = "s
             if key in row and row[key] is not None:
                 by_x[float(row[x])].append(float(row[key]))
     xs = sorted(by_x)
-    return (xs, [statistics.fmean(by_x[v]) for v in xs], [min(by_x[v]) for v in xs], [max(by_x[v]) for v in xs])
+    return (
+        xs,
+        [statistics.fmean(by_x[v]) for v in xs],
+        [min(by_x[v]) for v in xs],
+        [max(by_x[v]) for v in xs],
+    )
 
 
 def _line(ax, runs, stage, split, key, label, x="step"):
@@ -80,8 +85,13 @@ def midtrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
             runs = grid.select(model, config)
             means, errs = [], []
             for stage in STAGE_ORDER:
-                vals = [r.evals[stage]["tasks"][task]["avg_at_m"] for r in runs
-                        if task in r.evals.get(stage, {}).get("tasks", {})]
+                vals = [
+                    v
+                    for v in (
+                        r.evals.get(stage, {}).get("tasks", {}).get(task, {}).get("avg_at_m") for r in runs
+                    )
+                    if isinstance(v, (int, float))
+                ]
                 means.append(statistics.fmean(vals) if vals else 0.0)
                 errs.append((max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0)
             xs = [s + (i - (len(grid.configs) - 1) / 2) * width for s in range(len(STAGE_ORDER))]
@@ -93,9 +103,14 @@ def midtrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
 
 
 def rl_figure(grid: GridRecord, model: str, path: Path) -> Path:
-    panels = [("train", "reward", "train reward"), ("val", "avg_at_k", "held-out Avg@k"),
-              ("val", "cons_at_k", "held-out Cons@k"), ("val", "pass_at_k", "held-out Pass@k"),
-              ("train", "entropy", "policy entropy (nats)"), ("train", "response_length", "response length (tokens)")]
+    panels = [
+        ("train", "reward", "train reward"),
+        ("val", "avg_at_k", "held-out Avg@k"),
+        ("val", "cons_at_k", "held-out Cons@k"),
+        ("val", "pass_at_k", "held-out Pass@k"),
+        ("train", "entropy", "policy entropy (nats)"),
+        ("train", "response_length", "response length (tokens)"),
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     axes = list(axes.flat)
     for config in grid.configs:
@@ -112,13 +127,24 @@ def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(STAGE_ORDER), figsize=(13, 3.8), sharey=True)
     for ax, stage in zip(axes, STAGE_ORDER):
         for config in grid.configs:
-            curves = [r.evals[stage]["tasks"][task]["pass_at_k"] for r in grid.select(model, config)
-                      if task in r.evals.get(stage, {}).get("tasks", {})]
+            curves = [
+                c
+                for c in (
+                    r.evals.get(stage, {}).get("tasks", {}).get(task, {}).get("pass_at_k")
+                    for r in grid.select(model, config)
+                )
+                if isinstance(c, dict) and c
+            ]
             if not curves:
                 continue
-            ks = sorted(curves[0], key=int)
-            ax.plot([int(k) for k in ks], [statistics.fmean(c[k] for c in curves) for k in ks], marker="o",
-                    markersize=3, label=config)
+            ks = sorted((k for k in curves[0] if k.isdigit() and all(k in c for c in curves)), key=int)
+            ax.plot(
+                [int(k) for k in ks],
+                [statistics.fmean(c[k] for c in curves) for k in ks],
+                marker="o",
+                markersize=3,
+                label=config,
+            )
         ax.set_xscale("log", base=2)
         ax.set(title=f"{model}: {task} Pass@k after {stage}", xlabel="k")
     axes[0].set_ylabel("Pass@k")

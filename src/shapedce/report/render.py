@@ -1,25 +1,31 @@
-"""`shapedce report DIR`: DIR/report.md and its PNG figures, from the grid's metrics files alone.
+"""`shapedce report DIR`: DIR/report.md, DIR/verdicts.json and the PNG figures, from the grid's files alone.
 
     shapedce report runs/reproduce          # also run at the end of `shapedce reproduce`
     from shapedce.report import write_report; write_report("runs/reproduce")
 
-Sections: the grid's settings; per model the figures, a summary table per stage (mean and 95%
-interval over seeds of Avg@m, Cons@m, Pass@k on the RL task, Avg@m of the other tasks, held-out
-perplexity, entropy and tail mass), and the verdict on each finding of SPEC section 5 with the
-numbers it rests on. Dense and MoE models get their own sections.
+Sections: the grid's settings and the statistical design (`design_lines`); per model the figures, a
+summary table per stage (mean and 95% interval over seeds of Avg@m, Cons@m, Pass@k on the RL task,
+Avg@m of the other tasks, perplexity, entropy and tail mass on held-out text), and every finding of
+SPEC section 5 with its checks: estimate, interval, p and Holm-adjusted p, margin, MDE, seeds needed,
+verdict. Dense and MoE models get their own sections. verdicts.json holds the same checks (schema in
+`verdicts.verdicts_json`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from ..models import FLAVORS
-from .load import GridRecord, RunRecord, load_grid_dir
+from .load import GridRecord, load_grid_dir
 from .plots import draw_all
-from .stats import mean_ci
-from .verdicts import findings, passk_k, task_result
+from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
+from .verdicts import PASSK_MARGIN, PPL_MARGIN, Finding, judged_findings, passk_k, task_result, verdicts_json
 
 STAGES = ("pretrain", "midtrain", "rl")
+KNOWLEDGE_NOTE = (
+    " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "
+    "pre-training, not held out; the other tasks are held out)"
+)
 
 
 def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -29,38 +35,135 @@ def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
     return fmt.format(mean) + ("" if half is None else " ± " + fmt.format(half))
 
 
+def _get(data: dict | None, *keys: str) -> float | None:
+    """data[k1][k2]... when every step is there and the end is a number, else None."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return float(data) if isinstance(data, (int, float)) and not isinstance(data, bool) else None
+
+
 def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
-    task, m = grid.rl_task, grid.settings.get("eval_samples", 1)
-    k = passk_k(int(m))
+    task, m = grid.rl_task, int(grid.settings["eval_samples"])
+    k = passk_k(m)
     others = [t for t in grid.eval_tasks if t != task]
-    head = (f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | " + "".join(f"{t} Avg@{m} | " for t in others)
-            + "PPL | entropy | tail mass | response length |")
+    head = (
+        f"| config | seeds | {task} Avg@{m} | Cons@{m} | Pass@{k} | "
+        + "".join(f"{t} Avg@{m} | " for t in others)
+        + "PPL | entropy | tail mass | response length |"
+    )
     lines = [head, "|---|" + "---:|" * (8 + len(others))]
     for config in grid.configs:
         runs = [r for r in grid.select(model, config) if stage in r.evals]
 
-        def col(fn) -> list[float]:
-            return [v for v in (fn(r) for r in runs) if v is not None]
+        def cell(*keys: str, fmt: str = "{:.3f}", source: str = "task", t: str | None = task) -> str:
+            if source == "task":
+                values = [_get(task_result(r, stage, t), *keys) for r in runs]
+            else:
+                values = [_get(r.evals[stage], "text", *keys) for r in runs]
+            return _cell([v for v in values if v is not None], fmt)
 
-        def reasoning(key: str, r: RunRecord):
-            res = task_result(r, stage, task)
-            return None if res is None else (res["pass_at_k"].get(str(k)) if key == "pass" else res[key])
-
-        cells = [str(len(runs)), _cell(col(lambda r: reasoning("avg_at_m", r))), _cell(col(lambda r: reasoning("cons_at_m", r))),
-                 _cell(col(lambda r: reasoning("pass", r))),
-                 *[_cell(col(lambda r, t=t: (task_result(r, stage, t) or {}).get("avg_at_m"))) for t in others],
-                 _cell(col(lambda r: r.evals[stage]["text"]["ppl"])), _cell(col(lambda r: r.evals[stage]["text"]["entropy_mean"])),
-                 _cell(col(lambda r: r.evals[stage]["text"]["tail_mass"]), "{:.4f}"),
-                 _cell(col(lambda r: (task_result(r, stage, task) or {}).get("response_length", {}).get("mean")), "{:.1f}")]
+        cells = [
+            str(len(runs)),
+            cell("avg_at_m"),
+            cell("cons_at_m"),
+            cell("pass_at_k", str(k)),
+            *[cell("avg_at_m", t=t) for t in others],
+            cell("ppl", source="text"),
+            cell("entropy_mean", source="text"),
+            cell("tail_mass", source="text", fmt="{:.4f}"),
+            cell("response_length", "mean", fmt="{:.1f}"),
+        ]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
     return lines
 
 
-def verdict_lines(grid: GridRecord, model: str, dense: str | None, moe: str | None) -> list[str]:
-    lines = ["| finding | verdict | numbers (a vs b, difference d = a - b) |", "|---|---|---|"]
-    for f in findings(grid, model, dense, moe):
-        evidence = "; ".join(f"{c.claim} [{c.verdict}]: {c.evidence()}" for c in f.checks) or f.note
-        lines.append(f"| {f.title} | **{f.verdict}** | {evidence} |")
+def _num(x: float | None, fmt: str = "{:+.3f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2g}" if x >= 0.001 else "<0.001"
+
+
+def check_row(c: Check) -> str:
+    level = "90%" if c.kind == "parity" else "95%"
+    ci = (
+        "-"
+        if c.ci is None
+        else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] ({level if c.p is not None else 'indicative'})"
+    )
+    margin = "-" if c.margin is None else ("< " if c.expect else "± ") + f"{c.margin:.3f}"
+    seeds = "-" if c.p is None else str(c.seeds_needed) if c.seeds_needed is not None else "never / > 10000"
+    return (
+        f"| {c.a} vs {c.b}: {c.metric} | {_num(c.a_mean, '{:.3f}')} | {_num(c.b_mean, '{:.3f}')} | "
+        f"{_num(c.estimate)} | {ci} | {_p(c.p)} / {_p(c.p_adjusted)} | {margin} | {_num(c.mde, '{:.3f}')} | "
+        f"{seeds} | {c.verdict} |"
+    )
+
+
+def verdict_lines(found: list[Finding]) -> list[str]:
+    lines = [
+        "| finding / check (a vs b) | a | b | a - b | interval | p / Holm p | margin | MDE | seeds needed | "
+        "verdict |",
+        "|---|---:|---:|---:|---|---|---|---:|---:|---|",
+    ]
+    for f in found:
+        lines.append(f"| **{f.claim}** | | | | | | | | | **{f.verdict}** |")
+        lines += [check_row(c) for c in f.checks]
+    return lines
+
+
+def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
+    """The report's preamble: how every finding is judged (SPEC section 6)."""
+    seeds = len({r.seed for r in grid.runs})
+    n_dir = sum(c.kind == "direction" and c.p is not None for f in found for c in f.checks)
+    lines = [
+        "## How the findings are judged",
+        "",
+        f"Every check compares two configurations paired by seed (same init, data order, evaluation prompts) "
+        f"on the per-seed difference d = a - b. This grid has {seeds} seed(s).",
+        "",
+        f'- **Direction** ("a above b"): mean d, its 95% t-interval over seeds, and the two-sided paired '
+        f"t-test; the p-values of all {n_dir} direction checks of this report are Holm-adjusted together. "
+        f"held: adjusted p < {ALPHA} with the claimed sign; did_not_hold: adjusted p < {ALPHA} with the "
+        "other "
+        "sign; else inconclusive. The interval shown is unadjusted.",
+        f'- **Parity** ("about the same", "not above"): equivalence by two one-sided tests at 5%, i.e. '
+        "the 90% t-interval of d. held: the interval lies inside the margin; did_not_hold: it lies entirely "
+        "beyond it; else inconclusive. Parity checks are not Holm-adjusted (a finding held only when all its "
+        "parity checks held). Margins: perplexity within 5%, judged on log-perplexity, "
+        f"|d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the entropy gaps the reward "
+        "knobs "
+        'are meant to open (the paper: 1.8 vs 2.4 nats at 4B). "Higher entropy does not raise Pass@k" is '
+        f"non-superiority, d < {PASSK_MARGIN} (a lower Pass@k also satisfies it): a raise under 1 point is "
+        "below the smallest RL effect the paper reports as real (1-2 points of Avg@128).",
+        "- **RL findings** are judged on the level after RL and on the RL gain (after RL minus after "
+        "midtrain, "
+        "minus ce's gain), each a check; response length on diversity's relative change minus ce's.",
+        f"- **MDE**: the true difference the check's test detects with 80% power, from the measured seed "
+        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir)} (Holm's first step, so detected "
+        "whatever the other checks show), for parity checks the smallest margin the test would establish "
+        "at a true d of 0. **Seeds needed**: seeds at which the same test reaches a verdict on the observed "
+        "difference with 80% power (at the same spread).",
+        f"- With fewer than {MIN_SEEDS} seeds nothing is judged: every check is not_tested and its numbers "
+        "are indicative only (with one seed, an interval over evaluation prompts covers evaluation noise, "
+        "not seed-to-seed variation).",
+        "- A finding held when all its checks held, did_not_hold when any did not hold, not_tested when any "
+        "check lacked the runs or seeds, else inconclusive. Every check is in `verdicts.json` beside this "
+        "file.",
+    ]
+    if seeds < MIN_SEEDS:
+        lines += [
+            "",
+            f"**This grid has {seeds} seed(s) (< {MIN_SEEDS}): no finding is tested; the numbers below "
+            "are indicative only.**",
+        ]
+    if grid.rl_task == "knowledge":
+        lines += [
+            "",
+            "The RL task here is `knowledge`: recall of facts the pre-training corpus states word for "
+            "word. Its evaluation facts were seen in pre-training (not held out): it measures memory.",
+        ]
     return lines
 
 
@@ -71,40 +174,58 @@ def _settings_lines(grid: GridRecord) -> list[str]:
     for run in grid.runs:
         for stage, t in run.timings.items():
             secs[stage] = secs.get(stage, 0.0) + t
-    lines = [f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
-             f"{', '.join(map(str, seeds))} ({len(grid.runs)} runs)",
-             f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
-             f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` {s.get('rl_overrides', '')}",
-             f"- evaluation after every stage: {s.get('eval_tasks')}, {s.get('eval_problems')} held-out prompts x "
-             f"{s.get('eval_samples')} samples, T={s.get('eval_temperature')}, top-p={s.get('eval_top_p')}; "
-             f"text statistics on {s.get('eval_text_tokens')} held-out tokens (tail mass: probability outside the top 100)"]
+    lines = [
+        f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
+        f"{', '.join(map(str, seeds))} ({len(grid.runs)} runs)",
+        f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
+        f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` "
+        f"{s.get('rl_overrides', '')}",
+        f"- evaluation after every stage: {s.get('eval_tasks')}, {s.get('eval_problems')} prompts x "
+        f"{s.get('eval_samples')} samples, T={s.get('eval_temperature')}, top-p={s.get('eval_top_p')}"
+        f"{KNOWLEDGE_NOTE if 'knowledge' in grid.eval_tasks else ''}; "
+        f"text statistics on {s.get('eval_text_tokens')} held-out tokens (tail mass: probability outside "
+        "the top 100)",
+    ]
     if secs:
-        lines.append("- wall time summed over runs: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items()))
+        lines.append(
+            "- wall time summed over runs: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items())
+        )
     return lines
 
 
 def write_report(root: str | Path) -> Path:
-    """Render ROOT/report.md and ROOT/<figure>-<model>.png; returns the report's path."""
+    """Render ROOT/report.md, ROOT/verdicts.json and ROOT/<figure>-<model>.png; returns the report's path."""
     root = Path(root)
     grid = load_grid_dir(root)
-    kinds = {m: ("MoE" if getattr(FLAVORS.get(m), "num_experts", None) else "dense") for m in grid.models}
-    dense = next((m for m in grid.models if kinds[m] == "dense"), None)
-    moe = next((m for m in grid.models if kinds[m] == "MoE"), None)
-    both = dense is not None and moe is not None
-    lines = ["# shapedce reproduce: report", "", f"Directory `{root}`. Regenerate with `shapedce report {root}`.", "",
-             *_settings_lines(grid), "",
-             "Verdicts: with several seeds a finding's check is judged on the 95% t-interval of the seed-paired "
-             "difference; with one seed, accuracy checks use a 95% interval over the evaluation's prompts (paired, "
-             "same prompts and sampling noise), which covers evaluation noise but not seed-to-seed variation, and "
-             "the others a stated threshold. Numbers are means over seeds (± the 95% half-width)."]
+    found = judged_findings(grid)
+    lines = [
+        "# shapedce reproduce: report",
+        "",
+        f"Directory `{root}`. Regenerate with `shapedce report {root}`.",
+        "",
+        *_settings_lines(grid),
+        "",
+        *design_lines(grid, found),
+        "",
+        "## Verdicts",
+        "",
+        *[f"- {f.model}: {f.claim}: **{f.verdict}**" for f in found],
+        "",
+        "Summary tables: means over seeds (± the 95% t half-width).",
+    ]
     for model in grid.models:
         figs = draw_all(grid, model, root)
-        lines += ["", f"## {model} ({kinds[model]})", ""]
+        lines += ["", f"## {model} ({'MoE' if grid.is_moe(model) else 'dense'})", ""]
         lines += [f"![{name}]({path.name})" for name, path in figs.items()]
         for stage in STAGES:
             lines += ["", f"### After {stage}", "", *summary_table(grid, model, stage)]
-        lines += ["", f"### Findings of the paper, checked on {model}", "",
-                  *verdict_lines(grid, model, dense if both and model == moe else None, moe if both and model == moe else None)]
+        lines += [
+            "",
+            f"### Findings of the paper, checked on {model}",
+            "",
+            *verdict_lines([f for f in found if f.model == model]),
+        ]
+    (root / "verdicts.json").write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
     path = root / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

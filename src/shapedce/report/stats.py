@@ -1,37 +1,46 @@
-"""Small statistics for the report: means with 95% t-intervals over seeds, and directional verdicts.
+"""The report's statistics: seed-paired checks, their verdicts, Holm's adjustment, MDEs (SPEC section 6).
 
-    from shapedce.report.stats import mean_ci, compare
-    mean_ci([0.51, 0.55, 0.49])                  # (0.5167, half-width of the 95% t-interval)
-    compare("precision < ce", a=[0.54], b=[0.56], expect=-1, tolerance=0.01).verdict
+    from shapedce.report.stats import direction, parity, judge, decide
+    checks = [direction("Avg@8 after RL", "precision", "ce", diffs=[0.02, 0.05, 0.01], expect=+1),
+              parity("log PPL", "tail", "ce", diffs=[0.01, -0.02, 0.00], margin=0.0488)]
+    judge(checks)          # Holm over the direction checks, every verdict, MDE and seeds needed
+    decide(checks)         # the same without MDE and seeds needed (fast: simulations)
+    checks[0].verdict      # "held" | "did_not_hold" | "inconclusive" | "not_tested"
 
-A claim "a > b" (expect=+1) or "a < b" (expect=-1) is judged on the paired differences d = a - b
-(seed i of a against seed i of b):
-  >= 2 seeds  95% t-interval of mean(d): held if it excludes 0 on the claimed side, did not hold
-              if it excludes 0 on the other side, else inconclusive.
-  1 seed      with `prompt_se` (the standard error of d over the evaluation's prompts, paired):
-              the same rule with the interval d +- 1.96 se; this only covers evaluation noise.
-              Without it: held / did not hold only when |d| exceeds `tolerance`, else inconclusive.
-A claim "a is not above b" (`compare_not_above`) did not hold when a > b on that rule, held when
-mean(d) <= 0, and is inconclusive when a is above b but not beyond the noise.
+A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both configurations).
+  direction ("a above b", expect=+1; "a below b", expect=-1): mean(d), its 95% t-interval and the
+      two-sided one-sample t-test p-value; p is Holm-adjusted over every direction check given to
+      `judge` (one report). held when p_adjusted < 0.05 and mean(d) has the claimed sign, did_not_hold
+      when p_adjusted < 0.05 with the other sign, else inconclusive.
+  parity ("about the same": |true d| < margin; upper_only, "not above": true d < margin): the 90%
+      t-interval (two one-sided tests at 5%). held when it lies inside the margin, did_not_hold when it
+      lies entirely beyond it, else inconclusive. p is the equivalence test's p-value; parity checks
+      are not Holm-adjusted ("held" needs every one of a finding's parity checks: an intersection-union
+      test, level 5% without correction).
+  fewer than MIN_SEEDS pairs: not_tested; the mean is shown, with the t-interval over the seeds there
+      are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
+MDE: the true difference detected with 80% power by the test this check faces, using the measured
+spread of d: for direction checks at level 0.05 / (number of direction checks), the level Holm's first
+step uses, so an effect this size is detected whatever the other checks show; for parity checks the
+smallest margin the equivalence test would establish at a true difference of 0. seeds_needed: seeds at
+which the same test reaches its verdict on the observed difference with 80% power (None: never, or
+> tdist.MAX_SEEDS).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
 from ..errors import UserError
+from . import tdist
+from .tdist import t975
 
-HELD, NOT_HELD, INCONCLUSIVE, NOT_RUN = "held", "did not hold", "inconclusive at this scale", "not run"
-
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]
-"""Two-sided 95% Student t quantiles for 1..30 degrees of freedom (beyond: 1.96)."""
-
-
-def t975(df: int) -> float:
-    return T975[df - 1] if 1 <= df <= len(T975) else 1.96
+HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED = "held", "did_not_hold", "inconclusive", "not_tested"
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED)
+ALPHA = 0.05
+MIN_SEEDS = 3
 
 
 def mean_ci(values: list[float]) -> tuple[float, float | None]:
@@ -51,68 +60,186 @@ def paired_se(a: list[float], b: list[float]) -> float:
     return statistics.stdev(x - y for x, y in zip(a, b)) / math.sqrt(len(a))
 
 
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 @dataclass
-class Comparison:
-    claim: str
-    a: list[float]
-    b: list[float]
-    diff: float
-    interval: tuple[float, float] | None
-    basis: str
-    verdict: str
+class Check:
+    """One seed-paired comparison; `judge` fills the fields after `margin`."""
 
-    def evidence(self, fmt: str = "{:.3f}") -> str:
-        if not self.a or not self.b:
-            return self.basis
-        f = fmt.format
-        text = f"{f(statistics.fmean(self.a))} vs {f(statistics.fmean(self.b))} (d = {f(self.diff)}"
-        if self.interval is not None:
-            text += f", 95% CI [{f(self.interval[0])}, {f(self.interval[1])}]"
-        return text + f"; {self.basis})"
+    metric: str
+    a: str
+    b: str
+    kind: str
+    """"direction" or "parity"."""
+    diffs: list[float]
+    expect: int = 0
+    """direction: +1 claims a > b, -1 a < b. parity: 0 two-sided margin, +1 "not above" (upper margin)."""
+    margin: float | None = None
+    a_mean: float | None = None
+    b_mean: float | None = None
+    prompt_ci: tuple[float, float] | None = None
+    """1 seed: an interval over evaluation prompts, shown as indicative, never judged."""
+    fmt: str = "{:.3f}"
+    test: str = ""
+    estimate: float | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    p_adjusted: float | None = None
+    mde: float | None = None
+    seeds_needed: int | None = None
+    verdict: str = NOT_TESTED
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.diffs) if self.n >= 2 else math.nan
+
+    def _t_interval(self, level: float) -> tuple[float, float]:
+        half = tdist.t_ppf(0.5 + level / 2, self.n - 1) * self.sd / math.sqrt(self.n)
+        return self.estimate - half, self.estimate + half
+
+    def as_dict(self) -> dict:
+        return {
+            "metric": self.metric,
+            "a": self.a,
+            "b": self.b,
+            "kind": self.kind,
+            "test": self.test,
+            "estimate": self.estimate,
+            "ci": list(self.ci) if self.ci else None,
+            "p": self.p,
+            "p_adjusted": self.p_adjusted,
+            "margin": self.margin,
+            "mde": self.mde,
+            "seeds_needed": self.seeds_needed,
+            "verdict": self.verdict,
+        }
 
 
-def _interval(a: list[float], b: list[float], prompt_se: float | None) -> tuple[float, tuple[float, float] | None, str]:
-    n = min(len(a), len(b))
-    diffs = [x - y for x, y in zip(a[:n], b[:n])]
-    mean, half = mean_ci(diffs)
-    if half is not None:
-        return mean, (mean - half, mean + half), f"{n} seeds"
-    if prompt_se is not None:
-        return mean, (mean - 1.96 * prompt_se, mean + 1.96 * prompt_se), "1 seed, interval over prompts"
-    return mean, None, "1 seed, no interval"
-
-
-def compare(claim: str, a: list[float], b: list[float], *, expect: int, tolerance: float,
-            prompt_se: float | None = None) -> Comparison:
-    """Judge "a > b" (expect=+1) or "a < b" (expect=-1); see the module docstring."""
+def direction(metric: str, a: str, b: str, diffs: list[float], expect: int, **kw) -> Check:
     if expect not in (1, -1):
-        raise UserError(f"expect must be +1 or -1; got {expect!r}")
-    if not a or not b:
-        return Comparison(claim, a, b, math.nan, None, "missing runs", NOT_RUN)
-    d, interval, basis = _interval(a, b, prompt_se)
-    if interval is not None:
-        lo, hi = sorted(expect * x for x in interval)
-        verdict = HELD if lo > 0 else NOT_HELD if hi < 0 else INCONCLUSIVE
-    else:
-        verdict = HELD if expect * d > tolerance else NOT_HELD if expect * d < -tolerance else INCONCLUSIVE
-        basis += f", threshold abs(d) > {tolerance:.3g}"
-    return Comparison(claim, a, b, d, interval, basis, verdict)
+        raise UserError(f"a direction check's expect must be +1 or -1; got {expect!r}")
+    return _prepare(Check(metric, a, b, "direction", _clean(diffs), expect, **kw))
 
 
-def compare_not_above(claim: str, a: list[float], b: list[float], *, tolerance: float,
-                      prompt_se: float | None = None) -> Comparison:
-    """Judge "a is not above b": did not hold if a > b beyond the noise, held if mean(a - b) <= 0."""
-    c = compare(claim, a, b, expect=1, tolerance=tolerance, prompt_se=prompt_se)
-    if c.verdict == NOT_RUN:
+def parity(
+    metric: str, a: str, b: str, diffs: list[float], margin: float, upper_only: bool = False, **kw
+) -> Check:
+    if not margin > 0:
+        raise UserError(f"a parity margin must be > 0; got {margin!r}")
+    return _prepare(Check(metric, a, b, "parity", _clean(diffs), int(upper_only), margin, **kw))
+
+
+def _clean(diffs: list[float]) -> list[float]:
+    """Floats; a difference within 1e-12 of 0 (rounding of equal values, e.g. 0.3 - 0.1 vs 0.4 - 0.2) is 0."""
+    return [0.0 if abs(float(d)) < 1e-12 else float(d) for d in diffs]
+
+
+def _prepare(c: Check) -> Check:
+    """Estimate, interval and unadjusted p from the differences (the verdict waits for `judge`)."""
+    c.estimate = statistics.fmean(c.diffs) if c.diffs else None
+    if c.n == 0:
+        c.test = "not tested: no seed with both configurations finished"
         return c
-    c.verdict = NOT_HELD if c.verdict == HELD else HELD if c.diff <= 0 else INCONCLUSIVE
+    if c.n < MIN_SEEDS:
+        if c.n >= 2:
+            c.ci = c._t_interval(0.95)
+            c.test = f"not tested: {c.n} seeds (< {MIN_SEEDS}); 95% t-interval over seeds, indicative only"
+        elif c.prompt_ci is not None:
+            c.ci = c.prompt_ci
+            c.test = "not tested: 1 seed; 95% interval over evaluation prompts (not seeds), indicative only"
+        else:
+            c.test = "not tested: 1 seed, no interval"
+        return c
+    se = c.sd / math.sqrt(c.n)
+    if c.kind == "direction":
+        c.ci = c._t_interval(0.95)
+        c.p = 1.0 if c.estimate == 0 else 0.0 if se == 0 else 2 * tdist.t_sf(abs(c.estimate) / se, c.n - 1)
+        c.test = f"paired t-test over {c.n} seeds, two-sided, Holm-adjusted"
+    else:
+        c.ci = c._t_interval(0.90)
+        upper = (
+            0.0
+            if (se == 0 and c.estimate < c.margin)
+            else 1.0
+            if se == 0
+            else tdist.t_cdf((c.estimate - c.margin) / se, c.n - 1)
+        )
+        lower = (
+            0.0
+            if (se == 0 and c.estimate > -c.margin)
+            else 1.0
+            if se == 0
+            else tdist.t_sf((c.estimate + c.margin) / se, c.n - 1)
+        )
+        c.p = upper if c.expect else max(upper, lower)
+        side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
+        c.test = (
+            f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: 90% t-interval "
+            f"vs margin {side}"
+        )
     return c
 
 
+def decide(checks: list[Check]) -> list[Check]:
+    """Holm-adjust the direction checks' p-values together and set every check's verdict."""
+    directional = [c for c in checks if c.p is not None and c.kind == "direction"]
+    for c, p_adj in zip(directional, holm([c.p for c in directional])):
+        c.p_adjusted = p_adj
+    for c in checks:
+        if c.p is None:
+            c.verdict, c.p_adjusted = NOT_TESTED, None
+        elif c.kind == "direction":
+            sign = 1 if c.estimate > 0 else -1
+            c.verdict = INCONCLUSIVE if c.p_adjusted >= ALPHA else HELD if sign == c.expect else NOT_HELD
+        else:
+            lo, hi = c.ci
+            inside = hi < c.margin and (c.expect or lo > -c.margin)
+            outside = lo > c.margin or (not c.expect and hi < -c.margin)
+            c.verdict = HELD if inside else NOT_HELD if outside else INCONCLUSIVE
+    return checks
+
+
+def judge(checks: list[Check]) -> list[Check]:
+    """`decide`, then every tested check's MDE and seeds needed (see the module docstring)."""
+    decide(checks)
+    level = ALPHA / max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
+    for c in checks:
+        if c.p is None:
+            c.mde, c.seeds_needed = None, None
+            continue
+        sd, upper_only = c.sd, bool(c.expect)
+        if sd == 0:  # identical differences on every seed: any n >= MIN_SEEDS decides, or nothing does
+            c.mde = 0.0
+            c.seeds_needed = c.n if c.verdict in (HELD, NOT_HELD) else None
+            continue
+        if c.kind == "direction":
+            c.mde = tdist.mde_direction(sd, c.n, level)
+            c.seeds_needed = tdist.seeds_direction(c.estimate, sd, level)
+        else:
+            c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only)
+            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only)
+    return checks
+
+
 def combine(verdicts: list[str]) -> str:
-    """All sub-claims held -> held; any did not hold -> did not hold; any not run -> not run; else inconclusive."""
-    if not verdicts or NOT_RUN in verdicts:
-        return NOT_RUN
+    """A finding from its checks: any not_tested -> not_tested; else any did_not_hold -> did_not_hold;
+    all held -> held; else inconclusive."""
+    if not verdicts or NOT_TESTED in verdicts:
+        return NOT_TESTED
     if NOT_HELD in verdicts:
         return NOT_HELD
     return HELD if all(v == HELD for v in verdicts) else INCONCLUSIVE

@@ -1,54 +1,64 @@
-"""The paper's findings (SPEC section 5) checked against a grid's own numbers, one model at a time.
+"""The paper's findings (SPEC section 5) as seed-paired checks on a grid's own numbers (SPEC section 6).
 
-    from shapedce.report.verdicts import findings
-    for f in findings(grid_record, "tiny"):
-        print(f.title, f.verdict, [c.evidence() for c in f.checks])
+    from shapedce.report.verdicts import judged_findings, verdicts_json
+    found = judged_findings(grid_record)          # every model's findings, Holm over all direction checks
+    for f in found: print(f.model, f.claim, f.verdict, [c.verdict for c in f.checks])
+    verdicts_json(grid_record, found)             # the OUT/verdicts.json document (schema_version 1)
 
-Every finding is split into directional checks judged by `shapedce.report.stats` (intervals over
-seeds; with one seed an interval over the evaluation's prompts for accuracy metrics, else a stated
-threshold). A finding held when all its checks held, did not hold when any did not, and is
-"inconclusive at this scale" otherwise; "not run" when the grid lacks the runs it needs.
+Checks per model (a - b per seed; the rules are in `shapedce.report.stats`):
+  ppl_parity         every configuration vs ce: final validation log-perplexity, parity within
+                     PPL_MARGIN nats (a perplexity ratio within 5%).
+  entropy_order      precision < ce and diversity > ce: final validation entropy (direction).
+  rl_precision_tail  precision > ce and tail > ce on Avg@m and Pass@k of the RL task: the level after
+                     RL, and the RL gain (after RL minus after midtrain, minus ce's) (direction).
+  rl_diversity_entropy  diversity > ce: RL policy entropy over the first quarter of steps, and its
+                     relative drop from the first to the last quarter (direction).
+  rl_length          diversity's relative change of response length over RL minus ce's < 0 (direction).
+  passk_entropy      diversity's Pass@k not above ce's after midtrain and after RL: non-superiority
+                     within PASSK_MARGIN (parity).
+  moe_gains          (with a dense and an MoE model) precision/tail minus ce on the MoE model minus the
+                     same on the dense one > 0, level after RL and RL gain (direction).
+A finding is held when all its checks held, did_not_hold when any did not hold, not_tested when any
+was not tested, else inconclusive.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..eval.metrics import pass_at_k
 from .load import GridRecord, RunRecord
-from .stats import HELD, NOT_HELD, NOT_RUN, Comparison, combine, compare, compare_not_above, paired_se
+from .stats import ALPHA, MIN_SEEDS, Check, combine, direction, judge, parity, t975
 
-PPL_MARGIN = 0.05
-"""'About the same perplexity': every configuration within 5% of CE's."""
-ENTROPY_TOL = 0.01
-"""One-seed threshold on entropy differences, relative to CE's entropy."""
-LENGTH_TOL = 0.02
-"""One-seed threshold on the relative change of response length over RL."""
-PASSK_TOL = 0.01
-"""One-seed threshold on Pass@k differences when no per-prompt counts exist."""
+PPL_MARGIN = math.log(1.05)
+"""Parity margin on final log-perplexity (nats per token): |log(PPL_a / PPL_ce)| < log 1.05, perplexities
+within 5%. 0.049 nats is an order of magnitude below the entropy gaps the reward knobs are meant to open
+(the paper's 1.8 vs 2.4 nats at 4B): 'about the same' perplexity with 'different entropy' is a sharp claim."""
+PASSK_MARGIN = 0.01
+"""Non-superiority margin on Pass@k (a fraction): a raise below 1 point is smaller than the smallest RL
+effect the paper reports as real (1-2 points of Avg@128), so it does not count as 'higher'."""
+SCHEMA_VERSION = 1
 
 
 @dataclass
 class Finding:
-    title: str
-    checks: list[Comparison] = field(default_factory=list)
+    id: str
+    model: str
+    claim: str
+    checks: list[Check] = field(default_factory=list)
     note: str = ""
-    verdict: str = NOT_RUN
 
-
-def _pairs(grid: GridRecord, model: str, a: str, b: str, fn: Callable[[RunRecord], float | None]):
-    """Seed-paired values of fn on configs a and b of `model` (seeds where both have a value)."""
-    ra = {r.seed: r for r in grid.select(model, a)}
-    rb = {r.seed: r for r in grid.select(model, b)}
-    seeds = [s for s in sorted(set(ra) & set(rb)) if fn(ra[s]) is not None and fn(rb[s]) is not None]
-    return [fn(ra[s]) for s in seeds], [fn(rb[s]) for s in seeds], [(ra[s], rb[s]) for s in seeds]
+    @property
+    def verdict(self) -> str:
+        return combine([c.verdict for c in self.checks])
 
 
 def window_mean(rows: list[dict], key: str, first: bool) -> float | None:
     """Mean of `key` over the first (or last) quarter of the rows, at least one row."""
-    values = [float(r[key]) for r in rows if key in r]
+    values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     if not values:
         return None
     w = max(1, len(values) // 4)
@@ -67,134 +77,315 @@ def passk_k(samples: int) -> int:
     return k
 
 
-def _per_prompt(result: dict, metric: str, k: int) -> list[float] | None:
-    counts, m = result.get("correct_per_prompt"), result["samples"]
-    if counts is None:
-        return None
-    return [c / m if metric == "avg" else pass_at_k(m, c, k) for c in counts]
+def task_label(task: str | None) -> str:
+    """How the report names a task: `knowledge` is recall of facts the pre-training corpus states."""
+    return "knowledge (recall of facts seen in pre-training)" if task == "knowledge" else str(task)
 
 
-def accuracy_check(grid: GridRecord, model: str, a: str, b: str, stage: str, metric: str, expect: int | None) -> Comparison:
-    """a vs b on the reasoning task after `stage`: Avg@m (metric "avg") or Pass@k (metric "pass")."""
-    task = grid.rl_task
-    m = int(grid.settings.get("eval_samples", 1))
-    k = passk_k(m)
-
-    def value(run: RunRecord) -> float | None:
-        r = task_result(run, stage, task)
-        return None if r is None else (r["avg_at_m"] if metric == "avg" else r["pass_at_k"].get(str(k)))
-
-    va, vb, runs = _pairs(grid, model, a, b, value)
-    se = None
-    if len(runs) == 1:
-        pa, pb = (_per_prompt(task_result(r, stage, task), metric, k) for r in runs[0])
-        se = paired_se(pa, pb) if pa and pb and len(pa) == len(pb) and len(pa) >= 2 else None
-    name = f"Avg@{m}" if metric == "avg" else f"Pass@{k}"
-    claim = f"{a} {'>' if expect == 1 else '<' if expect == -1 else 'not above'} {b}: {name} after {stage}"
-    if expect is None:
-        return compare_not_above(claim, va, vb, tolerance=PASSK_TOL, prompt_se=se)
-    return compare(claim, va, vb, expect=expect, tolerance=PASSK_TOL, prompt_se=se)
+Value = Callable[[RunRecord], "float | None"]
 
 
-def _finding(title: str, checks: list[Comparison], note: str = "") -> Finding:
-    return Finding(title, checks, note, combine([c.verdict for c in checks]))
-
-
-def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
-    title = "Pre-training perplexity converges to about the same value for every configuration"
-    checks = []
-    for config in grid.configs:
-        if config == "ce":
-            continue
-        va, vb, _ = _pairs(grid, model, config, "ce", lambda r: r.last("pretrain", "val", "ppl"))
-        c = compare(f"{config} vs ce: final val PPL", va, vb, expect=1, tolerance=0.0)
-        if c.verdict != NOT_RUN:
-            rel = abs(c.diff) / statistics.fmean(vb)
-            c.verdict = HELD if rel <= PPL_MARGIN else NOT_HELD
-            c.basis = f"abs(d) = {rel:.1%} of CE's, margin {PPL_MARGIN:.0%}"
-        checks.append(c)
-    return _finding(title, checks or [compare("no configuration besides ce", [], [], expect=1, tolerance=0)])
-
-
-def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
-    title = "Pre-training entropy is ordered precision (beta=-0.25) < ce < diversity (beta=0.5)"
-    checks = []
-    for config, expect in (("precision", -1), ("diversity", 1)):
-        va, vb, _ = _pairs(grid, model, config, "ce", lambda r: r.last("pretrain", "val", "entropy"))
-        tol = ENTROPY_TOL * statistics.fmean(vb) if vb else 0.0
-        checks.append(compare(f"{config} {'<' if expect < 0 else '>'} ce: final val entropy", va, vb, expect=expect, tolerance=tol))
-    return _finding(title, checks)
-
-
-def rl_precision_tail(grid: GridRecord, model: str) -> Finding:
-    title = "After RL, precision (beta=-0.25) and tail suppression give higher Avg@m and Pass@k than ce"
-    checks = [accuracy_check(grid, model, c, "ce", "rl", metric, 1) for c in ("precision", "tail") for metric in ("avg", "pass")]
-    return _finding(title, checks)
-
-
-def rl_diversity_entropy(grid: GridRecord, model: str) -> Finding:
-    title = "diversity (beta=0.5) starts RL with higher entropy, which collapses faster than ce's"
-
-    def start(r):
-        return window_mean(r.stage_metrics("rl", "train"), "entropy", first=True) if "rl" in r.finished else None
-
-    def drop(r):
-        s, e = start(r), window_mean(r.stage_metrics("rl", "train"), "entropy", first=False)
-        return None if s is None or e is None or s <= 0 else (s - e) / s
-
-    va, vb, _ = _pairs(grid, model, "diversity", "ce", start)
-    tol = ENTROPY_TOL * statistics.fmean(vb) if vb else 0.0
-    checks = [compare("diversity > ce: RL entropy, first quarter of steps", va, vb, expect=1, tolerance=tol)]
-    va, vb, _ = _pairs(grid, model, "diversity", "ce", drop)
-    checks.append(compare("diversity > ce: relative entropy drop, first to last quarter", va, vb, expect=1, tolerance=ENTROPY_TOL))
-    return _finding(title, checks)
-
-
-def rl_length(grid: GridRecord, model: str) -> Finding:
-    title = "With diversity's entropy collapse, its response length shrinks over RL"
-
-    def change(r):
-        if "rl" not in r.finished:
-            return None
-        rows = r.stage_metrics("rl", "train")
-        s, e = window_mean(rows, "response_length", True), window_mean(rows, "response_length", False)
-        return None if s is None or e is None or s <= 0 else (e - s) / s
-
-    runs = [r for r in grid.select(model, "diversity") if change(r) is not None]
-    va = [change(r) for r in runs]
-    return _finding(title, [compare("diversity: relative change of response length, first to last quarter < 0",
-                                    va, [0.0] * len(va), expect=-1, tolerance=LENGTH_TOL)])
-
-
-def moe_gains(grid: GridRecord, dense: str | None, moe: str | None) -> Finding:
-    title = "RL gains over ce are larger on the MoE model than on the dense one"
-    if dense is None or moe is None:
-        return Finding(title, note="needs a dense and an MoE model (--models tiny,tiny-moe)")
-    checks = []
-    for config in ("precision", "tail"):
-        gains = {}
-        for model in (dense, moe):
-            va, vb, runs = _pairs(grid, model, config, "ce", lambda r: (task_result(r, "rl", grid.rl_task) or {}).get("avg_at_m"))
-            gains[model] = {a_run.seed: x - y for (a_run, _), x, y in zip(runs, va, vb)}
-        seeds = sorted(set(gains[dense]) & set(gains[moe]))
-        checks.append(compare(f"{config} - ce Avg@m after RL: {moe} > {dense}", [gains[moe][s] for s in seeds],
-                              [gains[dense][s] for s in seeds], expect=1, tolerance=PASSK_TOL))
-    return _finding(title, checks)
-
-
-def passk_entropy(grid: GridRecord, model: str) -> Finding:
-    title = "Higher global entropy (diversity) does not give higher Pass@k than ce"
-    checks = [accuracy_check(grid, model, "diversity", "ce", stage, "pass", None) for stage in ("midtrain", "rl")]
-    return _finding(title, checks)
-
-
-def findings(grid: GridRecord, model: str, dense: str | None = None, moe: str | None = None) -> list[Finding]:
-    """The SPEC section 5 findings for `model` (the MoE comparison once, given a dense and an MoE model)."""
-    out = [pretrain_ppl(grid, model), pretrain_entropy(grid, model), rl_precision_tail(grid, model),
-           rl_diversity_entropy(grid, model), rl_length(grid, model), passk_entropy(grid, model)]
-    if dense is not None or moe is not None:
-        out.append(moe_gains(grid, dense, moe))
+def _pairs(
+    grid: GridRecord, model: str, a: str, b: str, fn: Value
+) -> list[tuple[RunRecord, RunRecord, float, float]]:
+    """Seed-paired (run a, run b, fn(a), fn(b)) for seeds where both have a value."""
+    rb = {r.seed: r for r in grid.select(model, b)}
+    out = []
+    for ra in grid.select(model, a):
+        if ra.seed in rb:
+            va, vb = fn(ra), fn(rb[ra.seed])
+            if va is not None and vb is not None:
+                out.append((ra, rb[ra.seed], va, vb))
     return out
 
 
-__all__ = ["Finding", "findings", "HELD", "NOT_HELD", "NOT_RUN"]
+def _check(kind: str, metric: str, a: str, b: str, pairs, **kw) -> Check:
+    diffs = [x - y for _, _, x, y in pairs]
+    means = (
+        dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs))
+        if pairs
+        else {}
+    )
+    return (direction if kind == "direction" else parity)(metric, a, b, diffs, **means, **kw)
+
+
+class _Acc:
+    """Accuracy of the grid's RL task: Avg@m ("avg") or Pass@k ("pass") after a stage, and per prompt."""
+
+    def __init__(self, grid: GridRecord):
+        self.task, self.m = grid.rl_task, int(grid.settings["eval_samples"])
+        self.k = passk_k(self.m)
+
+    def name(self, metric: str) -> str:
+        return f"Avg@{self.m}" if metric == "avg" else f"Pass@{self.k}"
+
+    def value(self, run: RunRecord, stage: str, metric: str) -> float | None:
+        r = task_result(run, stage, self.task) or {}
+        v = r.get("avg_at_m") if metric == "avg" else (r.get("pass_at_k") or {}).get(str(self.k))
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def gain(self, run: RunRecord, metric: str) -> float | None:
+        after, before = self.value(run, "rl", metric), self.value(run, "midtrain", metric)
+        return None if after is None or before is None else after - before
+
+    def prompts(self, run: RunRecord, stage: str, metric: str) -> list[float] | None:
+        r = task_result(run, stage, self.task) or {}
+        counts, m = r.get("correct_per_prompt"), r.get("samples")
+        if not isinstance(counts, list) or not isinstance(m, int) or self.k > m:
+            return None
+        return [c / m if metric == "avg" else pass_at_k(m, c, self.k) for c in counts]
+
+
+def _prompt_ci(per_prompt: list[list[float] | None], signs: list[int]) -> tuple[float, float] | None:
+    """95% t-interval over prompts of sum(sign * value) per prompt (one seed: evaluation noise only)."""
+    if any(p is None for p in per_prompt) or len({len(p) for p in per_prompt}) != 1 or len(per_prompt[0]) < 2:
+        return None
+    d = [sum(s * p[i] for s, p in zip(signs, per_prompt)) for i in range(len(per_prompt[0]))]
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    half = t975(len(d) - 1) * sd / math.sqrt(len(d))
+    return mean - half, mean + half
+
+
+def accuracy_checks(grid: GridRecord, model: str, a: str, b: str, metric: str, expect: int) -> list[Check]:
+    """a vs b on the RL task: the level after RL and the RL gain, each a direction check."""
+    acc = _Acc(grid)
+    level = _pairs(grid, model, a, b, lambda r: acc.value(r, "rl", metric))
+    gain = _pairs(grid, model, a, b, lambda r: acc.gain(r, metric))
+    kw_level, kw_gain = {}, {}
+    if len(level) == 1:
+        ra, rb = level[0][:2]
+        kw_level["prompt_ci"] = _prompt_ci(
+            [acc.prompts(ra, "rl", metric), acc.prompts(rb, "rl", metric)], [1, -1]
+        )
+    if len(gain) == 1:
+        ra, rb = gain[0][:2]
+        kw_gain["prompt_ci"] = _prompt_ci(
+            [acc.prompts(r, s, metric) for r in (ra, rb) for s in ("rl", "midtrain")], [1, -1, -1, 1]
+        )
+    name = acc.name(metric)
+    return [
+        _check("direction", f"{name} after RL", a, b, level, expect=expect, **kw_level),
+        _check(
+            "direction", f"{name} RL gain (after RL - after midtrain)", a, b, gain, expect=expect, **kw_gain
+        ),
+    ]
+
+
+def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
+    def logppl(r: RunRecord):
+        v = r.last("pretrain", "val", "ppl")
+        return math.log(v) if v is not None and v > 0 else None
+
+    checks = [
+        _check(
+            "parity",
+            "final validation log-perplexity (nats)",
+            c,
+            "ce",
+            _pairs(grid, model, c, "ce", logppl),
+            margin=PPL_MARGIN,
+        )
+        for c in grid.configs
+        if c != "ce"
+    ]
+    return Finding(
+        f"{model}:ppl_parity",
+        model,
+        "Pre-training perplexity converges to about the same value for every configuration",
+        checks,
+    )
+
+
+def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
+    checks = [
+        _check(
+            "direction",
+            "final validation entropy (nats)",
+            c,
+            "ce",
+            _pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")),
+            expect=e,
+        )
+        for c, e in (("precision", -1), ("diversity", 1))
+    ]
+    return Finding(
+        f"{model}:entropy_order",
+        model,
+        "Pre-training entropy is ordered precision (beta=-0.25) < ce < diversity (beta=0.5)",
+        checks,
+    )
+
+
+def rl_precision_tail(grid: GridRecord, model: str) -> Finding:
+    checks = [
+        c
+        for cfg in ("precision", "tail")
+        for metric in ("avg", "pass")
+        for c in accuracy_checks(grid, model, cfg, "ce", metric, 1)
+    ]
+    return Finding(
+        f"{model}:rl_precision_tail",
+        model,
+        "After RL, precision (beta=-0.25) and tail suppression give "
+        f"higher Avg@m and Pass@k than ce on {task_label(grid.rl_task)}",
+        checks,
+    )
+
+
+def _rl_rows(r: RunRecord) -> list[dict] | None:
+    return r.stage_metrics("rl", "train") if "rl" in r.finished else None
+
+
+def rl_diversity_entropy(grid: GridRecord, model: str) -> Finding:
+    def start(r):
+        rows = _rl_rows(r)
+        return None if rows is None else window_mean(rows, "entropy", first=True)
+
+    def drop(r):
+        s, rows = start(r), _rl_rows(r)
+        e = None if rows is None else window_mean(rows, "entropy", first=False)
+        return None if s is None or e is None or s <= 0 else (s - e) / s
+
+    checks = [
+        _check(
+            "direction",
+            "RL policy entropy, first quarter of steps",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", start),
+            expect=1,
+        ),
+        _check(
+            "direction",
+            "relative RL entropy drop, first to last quarter",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", drop),
+            expect=1,
+        ),
+    ]
+    return Finding(
+        f"{model}:rl_diversity_entropy",
+        model,
+        "diversity (beta=0.5) starts RL with higher entropy, which collapses faster than ce's",
+        checks,
+    )
+
+
+def rl_length(grid: GridRecord, model: str) -> Finding:
+    def change(r):
+        rows = _rl_rows(r)
+        s = None if rows is None else window_mean(rows, "response_length", True)
+        e = None if rows is None else window_mean(rows, "response_length", False)
+        return None if s is None or e is None or s <= 0 else (e - s) / s
+
+    checks = [
+        _check(
+            "direction",
+            "relative change of response length over RL, first to last quarter",
+            "diversity",
+            "ce",
+            _pairs(grid, model, "diversity", "ce", change),
+            expect=-1,
+        )
+    ]
+    return Finding(
+        f"{model}:rl_length",
+        model,
+        "With diversity's entropy collapse its response length shrinks over RL, more than ce's",
+        checks,
+    )
+
+
+def passk_entropy(grid: GridRecord, model: str) -> Finding:
+    acc = _Acc(grid)
+    checks = []
+    for stage in ("midtrain", "rl"):
+        pairs = _pairs(grid, model, "diversity", "ce", lambda r, s=stage: acc.value(r, s, "pass"))
+        kw = {}
+        if len(pairs) == 1:
+            kw["prompt_ci"] = _prompt_ci([acc.prompts(r, stage, "pass") for r in pairs[0][:2]], [1, -1])
+        checks.append(
+            _check(
+                "parity",
+                f"{acc.name('pass')} after {stage.replace('rl', 'RL')}",
+                "diversity",
+                "ce",
+                pairs,
+                margin=PASSK_MARGIN,
+                upper_only=True,
+                **kw,
+            )
+        )
+    return Finding(
+        f"{model}:passk_entropy",
+        model,
+        "Higher global entropy (diversity) does not give higher Pass@k than ce",
+        checks,
+    )
+
+
+def moe_gains(grid: GridRecord, dense: str, moe: str) -> Finding:
+    acc = _Acc(grid)
+    checks = []
+    for cfg in ("precision", "tail"):
+        for label, fn in (
+            (f"Avg@{acc.m} after RL", lambda r: acc.value(r, "rl", "avg")),
+            (f"Avg@{acc.m} RL gain", lambda r: acc.gain(r, "avg")),
+        ):
+            per = {
+                m: {ra.seed: x - y for ra, _, x, y in _pairs(grid, m, cfg, "ce", fn)} for m in (dense, moe)
+            }
+            seeds = sorted(set(per[dense]) & set(per[moe]))
+            pairs = [(None, None, per[moe][s], per[dense][s]) for s in seeds]
+            checks.append(_check("direction", f"{cfg} - ce, {label}", moe, dense, pairs, expect=1))
+    return Finding(
+        f"{moe}:moe_gains", moe, "RL gains over ce are larger on the MoE model than on the dense one", checks
+    )
+
+
+def judged_findings(grid: GridRecord) -> list[Finding]:
+    """Every model's findings (the MoE comparison once, with the first dense and first MoE model), with
+    Holm's adjustment over all their direction checks together."""
+    dense = next((m for m in grid.models if not grid.is_moe(m)), None)
+    moe = next((m for m in grid.models if grid.is_moe(m)), None)
+    found = []
+    for model in grid.models:
+        found += [
+            f(grid, model)
+            for f in (
+                pretrain_ppl,
+                pretrain_entropy,
+                rl_precision_tail,
+                rl_diversity_entropy,
+                rl_length,
+                passk_entropy,
+            )
+        ]
+        if model == moe and dense is not None:
+            found.append(moe_gains(grid, dense, moe))
+    judge([c for f in found for c in f.checks])
+    return found
+
+
+def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
+    """The OUT/verdicts.json document."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "seeds": len({r.seed for r in grid.runs}),
+        "correction": "holm",
+        "alpha": ALPHA,
+        "min_seeds": MIN_SEEDS,
+        "ppl_margin": PPL_MARGIN,
+        "passk_margin": PASSK_MARGIN,
+        "findings": [
+            {
+                "id": f.id,
+                "model": f.model,
+                "claim": f.claim,
+                "verdict": f.verdict,
+                "checks": [c.as_dict() for c in f.checks],
+            }
+            for f in found
+        ],
+    }

@@ -1,0 +1,235 @@
+"""The report's statistics: the t distribution, Holm, the verdict rules on hand-made numbers, MDEs, and
+simulations under the null showing each claim type errs at most at its nominal rate.
+
+    PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 python -m pytest -q tests/test_report_stats.py
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shapedce.errors import UserError
+from shapedce.report import tdist
+from shapedce.report.stats import (
+    HELD,
+    INCONCLUSIVE,
+    NOT_HELD,
+    NOT_TESTED,
+    combine,
+    decide,
+    direction,
+    holm,
+    judge,
+    mean_ci,
+    parity,
+)
+
+# --- the t distribution ----------------------------------------------------------------------------
+
+# two-sided 95% quantiles from printed tables (3 decimals) and two values of the CDF in closed form
+TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 20: 2.086, 30: 2.042, 120: 1.980}
+
+
+@pytest.mark.parametrize("df, q", TABLE.items())
+def test_t_quantiles_match_the_table(df, q):
+    assert tdist.t975(df) == pytest.approx(q, abs=6e-4)
+    assert tdist.t_cdf(tdist.t975(df), df) == pytest.approx(0.975, abs=1e-12)
+
+
+def test_t_cdf_closed_forms_and_symmetry():
+    for t in (-2.0, 0.3, 5.0):
+        assert tdist.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-14)  # Cauchy
+        assert tdist.t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-14)
+        assert tdist.t_cdf(-t, 7) == pytest.approx(1 - tdist.t_cdf(t, 7), abs=1e-14)
+    assert tdist.t_cdf(0.0, 5) == 0.5 and tdist.t_ppf(0.025, 3) == pytest.approx(-3.182, abs=6e-4)
+    # large df tends to the normal
+    assert tdist.t_cdf(1.96, 100_000) == pytest.approx(0.9750021, abs=1e-5)
+    with pytest.raises(UserError):
+        tdist.t_cdf(1.0, 0)
+
+
+def test_t_matches_scipy_when_installed():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 6, 31):
+        for t in (-4.0, -0.5, 0.7, 2.5, 12.0):
+            assert tdist.t_cdf(t, df) == pytest.approx(stats.t.cdf(t, df), abs=1e-12)
+        assert tdist.t_ppf(0.9, df) == pytest.approx(stats.t.ppf(0.9, df), rel=1e-9)
+        d = tdist.mde_direction(1.0, df + 1, 0.05)  # power at the MDE from scipy's noncentral t
+        c, nc = stats.t.ppf(0.975, df), d * math.sqrt(df + 1)
+        assert stats.nct.sf(c, df, nc) + stats.nct.cdf(-c, df, nc) == pytest.approx(0.8, abs=1e-4)
+
+
+# --- Holm, MDE --------------------------------------------------------------------------------------
+
+
+def test_holm_on_hand_made_pvalues():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+def test_mde_against_known_values():
+    # one-sample / paired t, two-sided 5%, 80% power: d = 1 needs n = 9.94 (Cohen's tables), so n = 10
+    assert tdist.seeds_direction(1.0, 1.0, 0.05) == 10
+    assert 0.98 < tdist.mde_direction(1.0, 10, 0.05) < 1.0
+    # many seeds: (z_0.975 + z_0.8) sd / sqrt(n) = 2.8016 sd / sqrt(n)
+    assert tdist.mde_direction(2.0, 10_000, 0.05) * 100 / 2 == pytest.approx(1.95996 + 0.84162, abs=2e-3)
+    assert tdist.mde_direction(3.0, 5, 0.05) == pytest.approx(3 * tdist.mde_direction(1.0, 5, 0.05), rel=1e-5)
+
+
+def test_power_at_the_mde_is_80_percent_by_simulation():
+    rng = np.random.default_rng(1)
+    d = tdist.mde_direction(1.0, 3, 0.05)
+    x = rng.normal(d, 1.0, size=(40_000, 3))
+    t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(3))
+    assert np.mean(np.abs(t) > tdist.t975(2)) == pytest.approx(0.8, abs=0.01)
+
+
+# --- verdict rules on hand-made numbers -----------------------------------------------------------
+
+
+def _one(check):
+    return judge([check])[0]
+
+
+@pytest.mark.parametrize(
+    "diffs, expect, verdict",
+    [
+        ([0.10, 0.11, 0.09], 1, HELD),  # clearly above, 3 seeds
+        ([0.10, 0.11, 0.09], -1, NOT_HELD),  # claimed below, clearly above
+        ([0.10, -0.06, 0.02], 1, INCONCLUSIVE),  # interval straddles 0
+        ([-0.10, -0.12, -0.11], -1, HELD),
+    ],
+)
+def test_direction_rules(diffs, expect, verdict):
+    c = _one(direction("m", "a", "b", diffs, expect))
+    assert c.verdict == verdict and c.ci[0] < c.estimate < c.ci[1] and c.p_adjusted == pytest.approx(c.p)
+    assert c.mde > 0 and (c.seeds_needed is None or c.seeds_needed >= 3)
+
+
+def test_holm_turns_a_lone_significant_check_inconclusive_among_many():
+    lone = direction("m", "a", "b", [0.10, 0.13, 0.11], 1)
+    t = (0.34 / 3) / (math.sqrt(7 / 3) / 100 / math.sqrt(3))  # mean / (sd / sqrt 3); sd^2 = 7/3 1e-4
+    assert _one(lone).verdict == HELD and lone.p == pytest.approx(
+        1 - t / math.sqrt(2 + t * t)
+    )  # df 2: 0.0060
+    many = [direction("m", "a", "b", [0.10, 0.13, 0.11], 1)] + [
+        direction("m", "a", "b", [0.1, -0.1, 0.05], 1) for _ in range(11)
+    ]
+    judge(many)
+    assert many[0].verdict == INCONCLUSIVE and many[0].p_adjusted == pytest.approx(12 * many[0].p)
+    # the MDE is at level 0.05/12: larger than alone
+    assert many[0].mde > lone.mde
+
+
+def test_parity_rules():
+    inside = _one(parity("m", "a", "b", [0.01, -0.01, 0.00], margin=0.05))
+    assert inside.verdict == HELD and -0.05 < inside.ci[0] and inside.ci[1] < 0.05 and inside.p < 0.05
+    near_zero_but_noisy = _one(parity("m", "a", "b", [0.06, -0.06, 0.00], margin=0.05))
+    assert near_zero_but_noisy.verdict == INCONCLUSIVE  # a difference near 0 is not enough
+    outside = _one(parity("m", "a", "b", [0.20, 0.21, 0.19], margin=0.05))
+    assert outside.verdict == NOT_HELD and outside.p > 0.5
+    below = _one(parity("m", "a", "b", [-0.20, -0.21, -0.19], margin=0.05))
+    assert below.verdict == NOT_HELD
+    # "not above": a much lower value holds, a higher one does not
+    assert _one(parity("m", "a", "b", [-0.20, -0.21, -0.19], margin=0.05, upper_only=True)).verdict == HELD
+    assert _one(parity("m", "a", "b", [0.20, 0.21, 0.19], margin=0.05, upper_only=True)).verdict == NOT_HELD
+    assert inside.p_adjusted is None and inside.mde > 0 and inside.seeds_needed == 3
+
+
+def test_fewer_than_three_seeds_are_not_tested():
+    for diffs in ([0.5], [0.5, 0.6], []):
+        for c in (direction("m", "a", "b", diffs, 1), parity("m", "a", "b", diffs, margin=0.1)):
+            judge([c])
+            assert c.verdict == NOT_TESTED and c.p is None and c.mde is None and c.seeds_needed is None
+            assert "not tested" in c.test
+    one = judge([direction("m", "a", "b", [0.5], 1, prompt_ci=(0.4, 0.6))])[0]
+    assert one.ci == (0.4, 0.6) and "prompts" in one.test and one.verdict == NOT_TESTED
+    assert combine([HELD, NOT_TESTED]) == NOT_TESTED and combine([HELD, NOT_HELD]) == NOT_HELD
+    assert combine([HELD, INCONCLUSIVE]) == INCONCLUSIVE and combine([HELD, HELD]) == HELD
+
+
+def test_identical_differences_on_every_seed():
+    zero = _one(direction("m", "a", "b", [0.0, 0.0, 0.0], 1))  # e.g. every configuration scores 0
+    assert zero.verdict == INCONCLUSIVE and zero.p == 1.0 and zero.mde == 0.0 and zero.seeds_needed is None
+    same = _one(direction("m", "a", "b", [0.2, 0.2, 0.2], -1))
+    assert same.verdict == NOT_HELD and same.seeds_needed == 3
+    flat = _one(parity("m", "a", "b", [0.0, 0.0, 0.0], margin=0.01, upper_only=True))
+    assert flat.verdict == HELD and flat.ci == (0.0, 0.0) and flat.seeds_needed == 3
+
+
+def test_seeds_needed_reaches_the_observed_difference():
+    c = _one(direction("m", "a", "b", [0.02, 0.05, -0.01], 1))
+    sd = float(np.std([0.02, 0.05, -0.01], ddof=1))
+    n = c.seeds_needed
+    assert (
+        tdist.power_direction(c.estimate, sd, n, 0.05)
+        >= 0.8
+        > tdist.power_direction(c.estimate, sd, n - 1, 0.05)
+    )
+    assert mean_ci([1.0, 2.0, 3.0])[1] == pytest.approx(4.303 / math.sqrt(3), abs=1e-3)
+
+
+# --- simulations under the null: 3 seeds, normal noise ---------------------------------------------
+
+
+def _rates(verdicts: list[str]) -> dict[str, float]:
+    return {v: verdicts.count(v) / len(verdicts) for v in (HELD, NOT_HELD, INCONCLUSIVE)}
+
+
+def _mc(p: float, n: int) -> float:
+    """Three Monte-Carlo standard errors of a rate p over n repetitions."""
+    return 3 * math.sqrt(p * (1 - p) / n)
+
+
+def test_direction_checks_err_at_their_nominal_rate_under_the_null():
+    rng, reps = np.random.default_rng(2), 4000
+    rates = _rates(
+        [
+            decide([direction("m", "a", "b", list(x), 1)])[0].verdict
+            for x in rng.normal(0.0, 1.0, size=(reps, 3))
+        ]
+    )
+    # a true difference of 0: each wrong call ("held" or "did not hold") at 2.5%, two-sided 5%
+    assert rates[HELD] == pytest.approx(0.025, abs=_mc(0.025, reps))
+    assert rates[NOT_HELD] == pytest.approx(0.025, abs=_mc(0.025, reps))
+
+
+def test_holm_keeps_the_family_error_at_5_percent_over_12_null_checks():
+    rng, reps = np.random.default_rng(3), 1500
+    wrong = 0
+    for x in rng.normal(0.0, 1.0, size=(reps, 12, 3)):
+        checks = decide([direction("m", "a", "b", list(d), 1 if i % 2 else -1) for i, d in enumerate(x)])
+        wrong += any(c.verdict != INCONCLUSIVE for c in checks)
+    assert wrong / reps <= 0.05 + _mc(0.05, reps)
+    # without the adjustment about 1 - 0.95^12 = 46% of such reports would call something
+    assert wrong / reps < 0.2
+
+
+@pytest.mark.parametrize("upper_only", [False, True])
+def test_parity_checks_err_at_their_nominal_rate_on_the_margin(upper_only):
+    rng, reps, margin = np.random.default_rng(4), 4000, 1.0
+    # the worst case for both wrong calls: a true difference exactly on the margin
+    rates = _rates(
+        [
+            decide([parity("m", "a", "b", list(x), margin=margin, upper_only=upper_only)])[0].verdict
+            for x in rng.normal(margin, 1.0, size=(reps, 3))
+        ]
+    )
+    assert rates[HELD] <= 0.05 + _mc(0.05, reps)  # parity wrongly claimed
+    assert rates[NOT_HELD] <= 0.05 + _mc(0.05, reps)  # parity wrongly rejected (the truth is not beyond)
+    assert rates[NOT_HELD] == pytest.approx(0.05, abs=_mc(0.05, reps))  # exact at the boundary
+
+
+def test_one_seed_grids_are_never_called_under_any_truth():
+    rng = np.random.default_rng(5)
+    for x in rng.normal(5.0, 0.01, size=(50, 1)):
+        assert {
+            c.verdict
+            for c in decide(
+                [direction("m", "a", "b", list(x), 1), parity("m", "a", "b", list(x), margin=0.1)]
+            )
+        } == {NOT_TESTED}
