@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 
 from .errors import UserError
+from .rundir import StageDir
 from .loss import PRESETS
 
 
@@ -48,7 +49,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .train.lm import train_lm
 
     if args.resume:
-        cfg = load_run_config(Path(args.out) / "config.yaml", args.overrides)
+        cfg = load_run_config(StageDir(args.out).config, args.overrides)
     else:
         cfg = load_config(args.preset, args.overrides)
     final = train_lm(cfg, Path(args.out), resume=args.resume)
@@ -69,7 +70,7 @@ def cmd_rl(args: argparse.Namespace) -> int:
     from .train.rl_config import load_rl_config, load_rl_run_config
 
     if args.resume:
-        cfg = load_rl_run_config(Path(args.out) / "config.yaml", args.overrides)
+        cfg = load_rl_run_config(StageDir(args.out).config, args.overrides)
     else:
         cfg = load_rl_config(args.preset, args.overrides)
     final = run_rl(cfg, Path(args.from_dir), Path(args.out), resume=args.resume)

@@ -39,6 +39,7 @@ TRAIN_STAGES = ("pretrain", "midtrain", "rl")
 FINAL = "final"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+RESULTS = "results.json"
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -126,7 +127,7 @@ class StageDir:
 
     @property
     def results(self) -> Path:
-        return self.eval_dir / "results.json"
+        return self.eval_dir / RESULTS
 
     @property
     def error_log(self) -> Path:

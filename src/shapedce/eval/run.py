@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError, check_int
-from ..rundir import prepare_out
+from ..rundir import RESULTS, prepare_out
 from ..tasks import get_tasks, render_chat
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
@@ -124,7 +124,7 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
         docs = default_text_docs()
     results["text"] = text_stats(model, tokenizer, docs, max_tokens=settings.text_tokens)
 
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / RESULTS).write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))
     return results
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from ..report.load import GridRecord, RunRecord, load_grid_dir
 from .signals import ReadinessSettings, compute_signals, flatten
 from ..errors import UserError
+from ..rundir import RunDir
 
 STAGE = "midtrain"
 CACHE_FILE = "readiness.json"
@@ -83,10 +84,11 @@ def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Pat
         raise UserError(f"--tasks must include the reference grid's RL task {task!r}; got {settings.tasks!r}")
     refs = []
     for run in grid.runs:
-        model_dir = run.dir / STAGE / "final"
-        if not (model_dir / "config.json").is_file():
+        files = RunDir(run.dir).stage(STAGE)
+        if not files.finished():
             continue
-        where = (cache_dir / run.model / run.config / f"s{run.seed}") if cache_dir else run.dir / STAGE
+        model_dir = files.final
+        where = (cache_dir / run.model / run.config / f"s{run.seed}") if cache_dir else files.path
         log(f"readiness: reference {run.model}/{run.config}/s{run.seed}")
         refs.append(Reference(run.model, run.config, run.seed, cached_signals(model_dir, where / CACHE_FILE, settings),
                               *rl_gain(run, task)))

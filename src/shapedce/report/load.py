@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..rundir import TRAIN_STAGES, GridDir, RunDir
 
-TRAIN_STAGES = ("pretrain", "midtrain", "rl")
 GRID_KEYS = ("configs", "models", "eval_tasks", "eval_samples")
 """grid.yaml keys the report needs (every `shapedce reproduce` writes them)."""
 
@@ -84,7 +84,7 @@ class GridRecord:
         (read from a run's rl/config.yaml), else the first evaluated task other than knowledge."""
         for run in self.runs:
             try:
-                task = (yaml.safe_load((run.dir / "rl" / "config.yaml").read_text()) or {}).get("task")
+                task = (yaml.safe_load((RunDir(run.dir).stage("rl").config).read_text()) or {}).get("task")
             except (OSError, yaml.YAMLError):
                 continue
             if task in self.eval_tasks:
@@ -92,19 +92,6 @@ class GridRecord:
         return next(
             (t for t in self.eval_tasks if t != "knowledge"), self.eval_tasks[0] if self.eval_tasks else None
         )
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl; a torn line (a run killed mid-write) or a non-object line is skipped."""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _read_object(path: Path, needs: str | None = None) -> dict | None:
@@ -129,31 +116,32 @@ def _read_object(path: Path, needs: str | None = None) -> dict | None:
 
 def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
     run = RunRecord(model, config, int(seed_dir.name[1:]), seed_dir)
+    layout = RunDir(seed_dir)
     for stage in TRAIN_STAGES:
-        if (seed_dir / stage / "final" / "config.json").is_file():
+        files = layout.stage(stage)
+        if files.finished():
             run.finished.add(stage)
-        if (seed_dir / stage / "metrics.jsonl").is_file():
-            run.metrics[stage] = read_metrics(seed_dir / stage / "metrics.jsonl")
-        results = _read_object(seed_dir / stage / "eval" / "results.json", needs="tasks")
+        if files.metrics.is_file():
+            run.metrics[stage] = files.rows()
+        results = _read_object(files.results, needs="tasks")
         if results is not None:
             if not all(isinstance(t, dict) for t in results["tasks"].values()):
-                raise UserError(
-                    f"{seed_dir / stage / 'eval' / 'results.json'}: every task entry must be an object"
-                )
+                raise UserError(f"{files.results}: every task entry must be an object")
             run.evals[stage] = results
-        config = _read_object(seed_dir / stage / "final" / "config.json") if stage in run.finished else None
+        config = _read_object(files.final / "config.json") if stage in run.finished else None
         run.moe = run.moe or bool((config or {}).get("num_experts"))
-    run.timings = _read_object(seed_dir / "timings.json") or {}
+    run.timings = _read_object(layout.timings) or {}
     return run
 
 
 def load_grid_dir(root: str | Path) -> GridRecord:
     """The grid in ROOT (runs in the order of grid.yaml's configs and models, then seed)."""
     root = Path(root)
-    if not (root / "grid.yaml").is_file():
+    layout = GridDir(root)
+    if not layout.grid_file.is_file():
         raise UserError(f"{root} is not a reproduce directory (no grid.yaml in it)")
     try:
-        settings = yaml.safe_load((root / "grid.yaml").read_text())
+        settings = yaml.safe_load(layout.grid_file.read_text())
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
@@ -178,13 +166,7 @@ def load_grid_dir(root: str | Path) -> GridRecord:
     runs = []
     for model in models:
         for config in configs:
-            cdir = root / "runs" / model / config
-            seeds = (
-                [d for d in cdir.glob("s[0-9]*") if d.is_dir() and d.name[1:].isdigit()]
-                if cdir.is_dir()
-                else []
-            )
-            runs += [load_run(model, config, d) for d in sorted(seeds, key=lambda p: int(p.name[1:]))]
+            runs += [load_run(model, config, r.path) for r in layout.seed_dirs(model, config)]
     if not runs:
         raise UserError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")
     return GridRecord(root, settings, runs)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..rundir import TRAIN_STAGES, GridDir
 from .load import GridRecord, load_grid_dir
 from .plots import draw_all
 from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
 from .verdicts import PASSK_MARGIN, PPL_MARGIN, Finding, judged_findings, passk_k, task_result, verdicts_json
 
-STAGES = ("pretrain", "midtrain", "rl")
 KNOWLEDGE_NOTE = (
     " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "
     "pre-training, not held out; the other tasks are held out)"
@@ -217,7 +217,7 @@ def write_report(root: str | Path) -> Path:
         figs = draw_all(grid, model, root)
         lines += ["", f"## {model} ({'MoE' if grid.is_moe(model) else 'dense'})", ""]
         lines += [f"![{name}]({path.name})" for name, path in figs.items()]
-        for stage in STAGES:
+        for stage in TRAIN_STAGES:
             lines += ["", f"### After {stage}", "", *summary_table(grid, model, stage)]
         lines += [
             "",
@@ -225,7 +225,8 @@ def write_report(root: str | Path) -> Path:
             "",
             *verdict_lines([f for f in found if f.model == model]),
         ]
-    (root / "verdicts.json").write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
-    path = root / "report.md"
+    layout = GridDir(root)
+    layout.verdicts.write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
+    path = layout.report
     path.write_text("\n".join(lines) + "\n")
     return path

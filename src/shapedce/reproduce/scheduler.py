@@ -47,7 +47,7 @@ def resolve_jobs(requested: int, runs: int) -> int:
 
 
 def _check_same_grid(grid: GridConfig, root: Path) -> None:
-    path = root / "grid.yaml"
+    path = GridDir(root).grid_file
     if not path.is_file():
         return
     old = load_grid_file(path).to_dict()

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..rundir import STAGES, FolderLock, StageDir
+from ..rundir import STAGES, FolderLock, GridDir, StageDir
 from .grid import GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
 from ..errors import UserError
 
@@ -75,7 +75,7 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
 
 def run_all(grid: GridConfig, run: Run) -> None:
     """Every unfinished stage of `run`, in order; wall times to RUN/timings.json."""
-    timings_path = run.dir / "timings.json"
+    timings_path = run.files.timings
     run.dir.mkdir(parents=True, exist_ok=True)
     while (stage := run.next_stage()) is not None:
         t0 = time.perf_counter()
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
         root = Path(args.root)
-        grid = load_grid_file(root / "grid.yaml")
+        grid = load_grid_file(GridDir(root).grid_file)
         runs = {r.name: r for r in plan(grid, root)}
         if args.run not in runs:
             raise UserError(f"run {args.run!r} is not in the grid of {root}; runs: {', '.join(runs)}")

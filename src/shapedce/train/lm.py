@@ -409,8 +409,8 @@ def run_midtrain(from_dir: Path, out: Path, overrides: list[str] = (), *, resume
     """`shapedce midtrain`: derive the config from FROM/config.yaml and train from FROM/final."""
     from_dir = Path(from_dir)
     if resume:
-        return train_lm(load_run_config(Path(out) / "config.yaml", overrides), out, resume=True, init_from=from_dir / FINAL)
+        return train_lm(load_run_config(StageDir(out).config, overrides), out, resume=True, init_from=from_dir / FINAL)
     if not (from_dir / FINAL / "config.json").is_file():
         raise UserError(f"--from {from_dir}: no finished run there (expected {from_dir / FINAL}/config.json)")
-    cfg = midtrain_config(load_run_config(from_dir / "config.yaml"), from_dir, overrides)
+    cfg = midtrain_config(load_run_config(StageDir(from_dir).config), from_dir, overrides)
     return train_lm(cfg, out, init_from=from_dir / FINAL)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..rundir import StageDir
 from ..loss import MAX_STAT_NAMES, STAT_NAMES
 
 
@@ -71,7 +72,7 @@ class MetricsLog:
     """Appends rows to RUN/metrics.jsonl; on resume, first drops rows past the checkpoint step."""
 
     def __init__(self, run_dir: Path, truncate_after: int | None = None):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = StageDir(run_dir).metrics
         if truncate_after is not None and self.path.exists():
             keep = [r for r in read_metrics(self.path) if r["step"] <= truncate_after]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))

@@ -56,7 +56,7 @@ from ..eval.loading import load_model, resolve_model_dir
 from ..eval.scoring import score_task
 from ..eval.sample import SamplingConfig, sample
 from ..models import check_finite_weights
-from ..rundir import FINAL, StageDir, prepare_out
+from ..rundir import CONFIG, FINAL, StageDir, prepare_out
 from ..tasks import get_task, get_tasks
 from . import dist as dist_
 from .checkpoint import write_model_dir
@@ -199,7 +199,7 @@ def train_on_batch(
 
 def _save(out: Path, step: int, model, tokenizer, optimizer, state: dict[str, Any], cfg: RLConfig) -> Path:
     """OUT/checkpoints/checkpoint-STEP, written to a temporary sibling and renamed into place."""
-    root = out / "checkpoints"
+    root = StageDir(out).checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / f"{CKPT}{step}", root / f".tmp-{CKPT}{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -207,7 +207,7 @@ def _save(out: Path, step: int, model, tokenizer, optimizer, state: dict[str, An
     tokenizer.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIM)
     (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=1))
-    cfg.save(tmp / "config.yaml")
+    cfg.save(tmp / CONFIG)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in _checkpoints(root)[: -cfg.save_total_limit]:
@@ -329,7 +329,7 @@ def _run(
     log = None
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        cfg.save(StageDir(out).config)
         (out / "from.txt").write_text(str(model_dir) + "\n")
         log = MetricsLog(out, truncate_after=step if resume else None)
     amp, pad = device.type == "cuda", tokenizer.pad_token_id
