@@ -46,11 +46,19 @@ def sync(device: torch.device) -> None:
 def run_generate(model, tok, prompts, cfg: SamplingConfig, device) -> int:
     enc = tok(prompts, padding=True, return_tensors="pt").to(device)
     with torch.inference_mode():
-        out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                             max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.samples,
-                             pad_token_id=tok.pad_token_id, eos_token_id=None)
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=0,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.samples,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=None,
+        )
     sync(device)
-    return out[:, enc["input_ids"].shape[1]:].numel()  # no EOS, so nothing is padding (pad may be sampled)
+    return out[:, enc["input_ids"].shape[1] :].numel()  # no EOS, so nothing is padding (pad may be sampled)
 
 
 def run_ours(model, tok, prompts, cfg: SamplingConfig, device) -> int:
@@ -62,11 +70,21 @@ def run_ours(model, tok, prompts, cfg: SamplingConfig, device) -> int:
 def bench_flavor(flavor: str, tok, prompts, args, device) -> dict[str, float]:
     model = build_model(flavor, seed=0).to(device).eval()
     handle = suppress_token(model, tok.eos_token_id)
-    cfg = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.new_tokens,
-                         samples=args.samples, batch_size=args.batch_size)
+    cfg = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.new_tokens,
+        samples=args.samples,
+        batch_size=args.batch_size,
+    )
     providers = {"generate": run_generate, "ours": run_ours}
-    short = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=4, samples=cfg.samples,
-                           batch_size=cfg.batch_size)
+    short = SamplingConfig(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=4,
+        samples=cfg.samples,
+        batch_size=cfg.batch_size,
+    )
     for fn in providers.values():  # warm-up
         fn(model, tok, prompts, short, device)
     rates: dict[str, list[float]] = {name: [] for name in providers}
@@ -99,15 +117,21 @@ def main() -> None:
     tok = train_tokenizer(builtin_corpus("pretrain", 1000), vocab_size=2048)  # fits every CPU flavor
     prompts = [p.query for p in heldout_problems("add", n=args.prompts, seed=0)]
     lengths = [len(tok(p)["input_ids"]) for p in prompts]
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {len(prompts)} prompts "
-          f"({min(lengths)}-{max(lengths)} tokens) x {args.samples} samples x {args.new_tokens} new tokens, "
-          f"T={args.temperature}, top_p={args.top_p}, median of {args.rounds} rounds\n")
-    rows = ["| flavor | sequences | new tokens | generate tok/s | ours tok/s | ours / generate |",
-            "|---|---:|---:|---:|---:|---:|"]
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, {len(prompts)} prompts "
+        f"({min(lengths)}-{max(lengths)} tokens) x {args.samples} samples x {args.new_tokens} new tokens, "
+        f"T={args.temperature}, top_p={args.top_p}, median of {args.rounds} rounds\n"
+    )
+    rows = [
+        "| flavor | sequences | new tokens | generate tok/s | ours tok/s | ours / generate |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for flavor in args.flavors.split(","):
         r = bench_flavor(flavor, tok, prompts, args, device)
-        rows.append(f"| {flavor} | {len(prompts) * args.samples} | {args.new_tokens} | {r['generate']:,.0f} | "
-                    f"{r['ours']:,.0f} | {r['ours'] / r['generate']:.2f} |")
+        rows.append(
+            f"| {flavor} | {len(prompts) * args.samples} | {args.new_tokens} | {r['generate']:,.0f} | "
+            f"{r['ours']:,.0f} | {r['ours'] / r['generate']:.2f} |"
+        )
     print("\n".join(rows))
 
 

@@ -73,8 +73,10 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     names = list(PRESETS)
-    print(f"tokens/s of forward + backward + AdamW ({device}, {torch.get_num_threads()} threads, "
-          f"micro-batch {args.micro_batch}, median of {args.rounds} rounds x {args.steps} steps)\n")
+    print(
+        f"tokens/s of forward + backward + AdamW ({device}, {torch.get_num_threads()} threads, "
+        f"micro-batch {args.micro_batch}, median of {args.rounds} rounds x {args.steps} steps)\n"
+    )
     print("| flavor | seq | " + " | ".join(names) + " | " + " | ".join(f"{n}/ce" for n in names[1:]) + " |")
     print("|---|---:|" + "---:|" * (2 * len(names) - 1))
     for flavor in args.flavors.split(","):

@@ -29,10 +29,14 @@ def reference_rows(logits, targets, *, beta=0.0, lambda_top=0.0, lambda_tail=0.0
         w = torch.ones_like(pi_x)
     else:
         limit = math.e if beta == -1 else 1.0
-        w = torch.where(one_minus == 0, torch.full_like(pi_x, limit), pi_x ** (1 - one_minus.clamp_min(1e-300) ** beta))
+        w = torch.where(
+            one_minus == 0, torch.full_like(pi_x, limit), pi_x ** (1 - one_minus.clamp_min(1e-300) ** beta)
+        )
     kth = torch.topk(z.detach(), min(k, vocab), -1).values[:, -1:]
     in_top = z.detach() >= kth
-    lam = torch.where(in_top, torch.tensor(lambda_top, dtype=z.dtype), torch.tensor(lambda_tail, dtype=z.dtype))
+    lam = torch.where(
+        in_top, torch.tensor(lambda_top, dtype=z.dtype), torch.tensor(lambda_tail, dtype=z.dtype)
+    )
     lam = lam.scatter(1, x[:, None], 0.0)
     rows = -(w * log_pi.gather(1, x[:, None]).squeeze(1) + (lam * pi).sum(-1))
     return torch.where(valid, rows, 0.0), valid
@@ -50,12 +54,25 @@ def tiny_qwen3(moe: bool = False, vocab: int = 97, seed: int = 0):
 
     torch.manual_seed(seed)
     common = dict(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=8, max_position_embeddings=64, tie_word_embeddings=False,
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     if moe:
-        cfg = Qwen3MoeConfig(**common, moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
-                             output_router_logits=True, router_aux_loss_coef=0.01, decoder_sparse_step=1)
+        cfg = Qwen3MoeConfig(
+            **common,
+            moe_intermediate_size=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            output_router_logits=True,
+            router_aux_loss_coef=0.01,
+            decoder_sparse_step=1,
+        )
         model = Qwen3MoeForCausalLM(cfg)
     else:
         model = Qwen3ForCausalLM(Qwen3Config(**common, intermediate_size=64))

@@ -88,8 +88,12 @@ def test_controller_never_leaves_its_bounds(seed):
     rng = random.Random(seed)
     hostile = [0.0, -5.0, 1e30, -1e30, math.inf, -math.inf, math.nan, 1e-300, 7.6]
     for _ in range(20):
-        control = EntropyController(target=10 ** rng.uniform(-3, 2), beta_max=rng.uniform(-0.99, 5),
-                                    beta_lr=10 ** rng.uniform(-3, 1), entropy_ema=rng.uniform(1e-3, 1.0))
+        control = EntropyController(
+            target=10 ** rng.uniform(-3, 2),
+            beta_max=rng.uniform(-0.99, 5),
+            beta_lr=10 ** rng.uniform(-3, 1),
+            entropy_ema=rng.uniform(1e-3, 1.0),
+        )
         for _ in range(200):
             h = rng.choice(hostile) if rng.random() < 0.3 else rng.uniform(0, 20)
             beta = control.update(h)
@@ -101,7 +105,7 @@ def test_controller_never_leaves_its_bounds(seed):
 def test_controller_direction_and_state_round_trip():
     low, high = EntropyController(target=1.0), EntropyController(target=1.0)
     for _ in range(5):
-        low.update(2.0)   # entropy above target -> sharpen: beta down
+        low.update(2.0)  # entropy above target -> sharpen: beta down
         high.update(0.5)  # entropy below target -> flatten: beta up
     assert low.beta < 0 < high.beta
     copy = EntropyController(target=1.0)
@@ -110,15 +114,18 @@ def test_controller_direction_and_state_round_trip():
     assert [low.update(h) for h in feed] == [copy.update(h) for h in feed]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["loss.beta=auto"], "loss.target_entropy must be > 0"),
-    (["loss=auto", "loss.target_entropy=-1"], "loss.target_entropy must be a finite number >= 0"),
-    (["loss.target_entropy=2"], "loss.target_entropy is used only with beta=auto"),
-    (["loss=auto", "loss.beta_max=-1"], "loss.beta_max must be a finite number > -1"),
-    (["loss=auto", "loss.beta_lr=0"], "loss.beta_lr must be a finite number > 0"),
-    (["loss=auto", "loss.entropy_ema=1.5"], "loss.entropy_ema must be in (0, 1]"),
-    (["loss.beta=sharp"], "loss.beta must be a number >= -1 or 'auto'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["loss.beta=auto"], "loss.target_entropy must be > 0"),
+        (["loss=auto", "loss.target_entropy=-1"], "loss.target_entropy must be a finite number >= 0"),
+        (["loss.target_entropy=2"], "loss.target_entropy is used only with beta=auto"),
+        (["loss=auto", "loss.beta_max=-1"], "loss.beta_max must be a finite number > -1"),
+        (["loss=auto", "loss.beta_lr=0"], "loss.beta_lr must be a finite number > 0"),
+        (["loss=auto", "loss.entropy_ema=1.5"], "loss.entropy_ema must be in (0, 1]"),
+        (["loss.beta=sharp"], "loss.beta must be a number >= -1 or 'auto'"),
+    ],
+)
 def test_bad_controller_settings_fail_with_one_line(overrides, message):
     with pytest.raises(ValueError) as err:
         load_config("smoke", overrides)
@@ -143,8 +150,18 @@ def test_auto_beta_resumes_exactly_in_train_lm(tmp_path):
     common = ["loss=auto", "loss.target_entropy=4.0", "loss.beta_lr=0.2", "train.ckpt_every=3"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["pretrain", "--preset", "smoke", "--out", str(straight), *common]) == 0
-    cmd = [sys.executable, "-m", "shapedce", "pretrain", "--preset", "smoke", "--out", str(killed), *common,
-           "train.steps=500"]  # the lr schedule is flat after warm-up, so 500 and 6 steps agree up to step 6
+    cmd = [
+        sys.executable,
+        "-m",
+        "shapedce",
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        str(killed),
+        *common,
+        "train.steps=500",
+    ]  # the lr schedule is flat after warm-up, so 500 and 6 steps agree up to step 6
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "step_0000003").is_dir():
@@ -155,7 +172,9 @@ def test_auto_beta_resumes_exactly_in_train_lm(tmp_path):
     assert main(["pretrain", "--out", str(killed), "--resume", "train.steps=6"]) == 0
 
     def rows(run):
-        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run / "metrics.jsonl")]
+        return [
+            {k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run / "metrics.jsonl")
+        ]
 
     assert rows(killed) == rows(straight)
     betas = [r["beta"] for r in rows(straight) if r["split"] == "train"]

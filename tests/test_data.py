@@ -1,6 +1,6 @@
 """shapedce.data: tokenizer, built-in corpora, held-out problems, user files, memmap cache, packing.
 
-    python -m pytest tests/test_data.py -q        # CPU, ~5 s
+python -m pytest tests/test_data.py -q        # CPU, ~5 s
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def tok():
 
 
 # ----------------------------------------------------------------------------- tokenizer
+
 
 def test_round_trip_and_specials(tok):
     assert len(tok) == VOCAB
@@ -126,6 +127,7 @@ def test_tokenizer_bad_input(tok, tmp_path):
 
 # ----------------------------------------------------------------------------- corpora
 
+
 def test_corpora_deterministic_by_seed():
     for name in CORPORA:
         docs = builtin_corpus(name, 120, seed=3)
@@ -154,10 +156,12 @@ def test_problems_are_correct():
     for family in PROBLEM_FAMILIES:
         for _ in range(40):
             p = generate_problem(family, rng)
-            assert p.solution.endswith(f"The answer is {p.answer}.") and extract_answer(p.solution) == p.answer
+            assert (
+                p.solution.endswith(f"The answer is {p.answer}.") and extract_answer(p.solution) == p.answer
+            )
             nums = [int(n) for n in re.findall(r"\d+", p.prompt)]
             if family in ("add", "sub", "mul", "chain"):
-                assert int(p.answer) == eval(p.prompt[len("What is "):-1])  # noqa: S307 - digits and + - * only
+                assert int(p.answer) == eval(p.prompt[len("What is ") : -1])  # noqa: S307 - digits and + - * only
             elif family == "linear":
                 a, b, c = nums
                 x = int(p.answer)
@@ -171,7 +175,7 @@ def test_problems_are_correct():
 
 def test_heldout_disjoint_from_corpora():
     docs = builtin_corpus("pretrain", 600) + builtin_corpus("midtrain", 600)
-    prompts = [d.split("\n", 1)[0][len("Problem: "):] for d in docs if is_reasoning_doc(d)]
+    prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in docs if is_reasoning_doc(d)]
     assert len(prompts) > 500 and not any(is_heldout(p) for p in prompts)
     corpus_keys = {problem_key(p) for p in prompts}
     for family in PROBLEM_FAMILIES:
@@ -202,15 +206,24 @@ def test_knowledge_probes_are_stated_in_pretrain():
 
 # ----------------------------------------------------------------------------- user files
 
+
 def test_read_texts_formats(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    (tmp_path / "a.txt").write_text("first doc\nsecond line\n\nsecond doc\n\n\n\nthird doc ü\n", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(["j1", "j2"])))
+    (tmp_path / "a.txt").write_text(
+        "first doc\nsecond line\n\nsecond doc\n\n\n\nthird doc ü\n", encoding="utf-8"
+    )
+    (tmp_path / "b.jsonl").write_text(
+        "\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(["j1", "j2"]))
+    )
     pq.write_table(pa.table({"body": ["p1", "p2", "p3"]}), tmp_path / "c.parquet")
     cache = str(tmp_path / "hf")
-    assert read_texts(tmp_path / "a.txt", cache_dir=cache) == ["first doc\nsecond line", "second doc", "third doc ü"]
+    assert read_texts(tmp_path / "a.txt", cache_dir=cache) == [
+        "first doc\nsecond line",
+        "second doc",
+        "third doc ü",
+    ]
     assert read_texts(tmp_path / "b.jsonl", cache_dir=cache) == ["j1", "j2"]
     assert read_texts(tmp_path / "c.parquet", text_field="body", cache_dir=cache) == ["p1", "p2", "p3"]
     (tmp_path / "d").mkdir()
@@ -244,6 +257,7 @@ def test_read_texts_bad_input(tmp_path):
 
 
 # ----------------------------------------------------------------------------- memmap and packing
+
 
 def test_memmap_cached_once(tok, tmp_path):
     docs = builtin_corpus("pretrain", 50)

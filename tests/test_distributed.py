@@ -28,7 +28,9 @@ from shapedce.train.dist import RENDEZVOUS, Dist, detect
 from shapedce.train.dist_checkpoint import is_sharded_checkpoint
 from shapedce.train.metrics import read_metrics
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc to find a worker to kill")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses /proc to find a worker to kill"
+)
 
 SMOKE = ("pretrain", "--preset", "smoke")
 MOE = "model.flavor=tiny-moe"
@@ -41,8 +43,17 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(nproc: int, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "shapedce", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "shapedce",
+        *map(str, args),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
 
 
@@ -69,7 +80,13 @@ def _assert_same_curve(run: Path, reference: Path, rel: float = 1e-4) -> None:
         assert g.keys() == w.keys()
         for key, value in w.items():
             if isinstance(value, float) and key != "tokens_per_s":
-                assert math.isclose(g[key], value, rel_tol=rel, abs_tol=1e-7), (g["split"], g["step"], key, g[key], value)
+                assert math.isclose(g[key], value, rel_tol=rel, abs_tol=1e-7), (
+                    g["split"],
+                    g["step"],
+                    key,
+                    g[key],
+                    value,
+                )
 
 
 def _assert_same_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
@@ -103,7 +120,9 @@ def test_two_processes_give_the_one_process_curve_and_final_model(runs):
     assert len([r for r in read_metrics(two / "metrics.jsonl") if r["split"] == "train"]) == 6
     _assert_same_weights(two / "final", one / "final")  # final/ is a plain save_pretrained directory
     ckpts = sorted((two / "checkpoints").iterdir())
-    assert [c.name for c in ckpts] == ["step_0000003", "step_0000006"] and all(map(is_sharded_checkpoint, ckpts))
+    assert [c.name for c in ckpts] == ["step_0000003", "step_0000006"] and all(
+        map(is_sharded_checkpoint, ckpts)
+    )
     assert sorted(p.name for p in (ckpts[0] / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
 
@@ -153,7 +172,13 @@ def test_killed_rank_then_resume_gives_the_same_moe_fsdp_curve(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ bad input
-TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+TORCHRUN_ENV = {
+    "RANK": "0",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "0",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29999",
+}
 
 
 def _cli_error(monkeypatch, capsys, env: dict[str, str], *args: str) -> str:
@@ -168,7 +193,9 @@ def _cli_error(monkeypatch, capsys, env: dict[str, str], *args: str) -> str:
 
 
 def test_world_size_that_does_not_divide_the_global_batch(monkeypatch, capsys, tmp_path):
-    err = _cli_error(monkeypatch, capsys, {**TORCHRUN_ENV, "WORLD_SIZE": "3"}, *SMOKE, "--out", tmp_path / "r")
+    err = _cli_error(
+        monkeypatch, capsys, {**TORCHRUN_ENV, "WORLD_SIZE": "3"}, *SMOKE, "--out", tmp_path / "r"
+    )
     assert "world size 3" in err and "train.global_batch_tokens" in err and "256 / (4 * 32) = 2" in err
     assert not (tmp_path / "r").exists()
 

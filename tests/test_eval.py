@@ -1,6 +1,6 @@
 """`shapedce eval` end to end on a tiny checkpoint, and its bad input.
 
-    python -m pytest tests/test_eval.py -q       # CPU, ~2 min (trains a smoke model once)
+python -m pytest tests/test_eval.py -q       # CPU, ~2 min (trains a smoke model once)
 """
 
 from __future__ import annotations
@@ -21,8 +21,20 @@ def run_dir(tmp_path_factory):
 
 
 def test_eval_writes_results_and_prints_the_table(run_dir, capsys):
-    args = ["eval", str(run_dir), "--tasks", "arith-add,rg-chain_sum", "--samples", "4", "--problems", "3",
-            "--max-new-tokens", "16", "--temperature", "1.0"]
+    args = [
+        "eval",
+        str(run_dir),
+        "--tasks",
+        "arith-add,rg-chain_sum",
+        "--samples",
+        "4",
+        "--problems",
+        "3",
+        "--max-new-tokens",
+        "16",
+        "--temperature",
+        "1.0",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| arith-add |" in printed and "Avg@4" in printed and "Pass@4" in printed and "PPL" in printed
@@ -36,7 +48,11 @@ def test_eval_writes_results_and_prints_the_table(run_dir, capsys):
     assert overall["pass_at_k"]["1"] == pytest.approx(overall["avg_at_m"])
     assert 1 <= overall["response_length"]["max"] <= 16
     text = results["text"]
-    assert text["ppl"] > 1 and 0 <= text["forking_share"] <= 1 and sum(text["entropy_hist"]["counts"]) == text["tokens"]
+    assert (
+        text["ppl"] > 1
+        and 0 <= text["forking_share"] <= 1
+        and sum(text["entropy_hist"]["counts"]) == text["tokens"]
+    )
     assert (run_dir / "eval" / "results.md").read_text().startswith("Model:")
 
 
@@ -51,7 +67,16 @@ def test_unknown_task_lists_the_tasks(run_dir, capsys):
 
 
 def test_k_above_samples_and_zero_samples(run_dir, capsys):
-    fails(capsys, "eval", run_dir, "--samples", "4", "--pass-k", "1,8", needle="--pass-k 8 is outside [1, --samples=4]")
+    fails(
+        capsys,
+        "eval",
+        run_dir,
+        "--samples",
+        "4",
+        "--pass-k",
+        "1,8",
+        needle="--pass-k 8 is outside [1, --samples=4]",
+    )
     fails(capsys, "eval", run_dir, "--samples", "0", needle="--samples must be an integer >= 1")
 
 
@@ -74,8 +99,24 @@ def test_eval_on_code_logic_and_a_user_file(run_dir, tmp_path, capsys):
 
     spec = write_math500(tmp_path / "my.jsonl")
     out = tmp_path / "out"
-    args = ["eval", str(run_dir), "--tasks", f"humaneval,logic,{spec}", "--samples", "4", "--problems", "4",
-            "--max-new-tokens", "24", "--pass-k", "1,2,4", "--batch-size", "8", "--out", str(out)]
+    args = [
+        "eval",
+        str(run_dir),
+        "--tasks",
+        f"humaneval,logic,{spec}",
+        "--samples",
+        "4",
+        "--problems",
+        "4",
+        "--max-new-tokens",
+        "24",
+        "--pass-k",
+        "1,2,4",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| humaneval | 4 |" in printed and "| logic | 4 |" in printed and f"| {spec} | 3 |" in printed
@@ -97,7 +138,7 @@ def test_model_with_nan_weights_is_refused_in_one_line(run_dir, tmp_path, capsys
     tensors[name][0, 0] = float("nan")
     save_file(tensors, str(weights), metadata={"format": "pt"})
     assert main(["eval", str(model), "--samples", "2", "--problems", "1"]) == 2
-    err = capsys.readouterr().err        # transformers' "Loading weights" bar may precede the error
+    err = capsys.readouterr().err  # transformers' "Loading weights" bar may precede the error
     assert "Traceback" not in err and "IndexError" not in err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("shapedce eval:")]
     assert len(lines) == 1 and "non-finite values" in lines[0] and name in lines[0], err

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_qwen3
 
+from conftest import tiny_qwen3
 from shapedce.hf import compute_loss_func, patch_causal_lm, shift_labels_of
 from shapedce.loss import ShapedLoss, shaped_cross_entropy
 
@@ -106,8 +106,15 @@ def test_transformers_trainer_runs_with_compute_loss_func(tmp_path):
     model = tiny_qwen3()
     before = [p.detach().clone() for p in model.parameters()]
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2,
-        use_cpu=True, report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, compute_loss_func=compute_loss_func("tail"))
     trainer.train()

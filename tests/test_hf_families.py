@@ -79,8 +79,16 @@ FAMILIES = {  # name: (config class, model class, config kwargs)
     "minicpm3": (  # hidden states / logits_scaling before the head
         tf.MiniCPM3Config,
         tf.MiniCPM3ForCausalLM,
-        dict(DENSE, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
-             qk_rope_head_dim=8, v_head_dim=8, dim_model_base=64),
+        dict(
+            DENSE,
+            num_key_value_heads=4,
+            q_lora_rank=16,
+            kv_lora_rank=16,
+            qk_nope_head_dim=8,
+            qk_rope_head_dim=8,
+            v_head_dim=8,
+            dim_model_base=64,
+        ),
     ),
     "gpt-neox": (
         tf.GPTNeoXConfig,

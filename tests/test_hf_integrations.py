@@ -159,8 +159,14 @@ def test_patching_before_the_sft_trainer_is_refused_not_trained_with_cross_entro
     from shapedce.errors import UserError
 
     tok = tiny_tokenizer()
-    args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
-                         report_to=[], completion_only_loss=True)
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to=[],
+        completion_only_loss=True,
+    )
     model = patch_causal_lm(tiny_llama(len(tok), dtype=torch.float32), KNOBS)
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=sft_data(False), processing_class=tok)
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])

@@ -61,7 +61,7 @@ def imports_of(path: Path, module: str) -> set[str]:
                 base = package[: len(package) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             elif node.module and node.module.startswith("shapedce."):
-                target = node.module[len("shapedce."):]
+                target = node.module[len("shapedce.") :]
             else:
                 continue
             names = [f"{target}.{a.name}" if target else a.name for a in node.names]
@@ -71,7 +71,7 @@ def imports_of(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("shapedce."):
-                    found.add(alias.name[len("shapedce."):])
+                    found.add(alias.name[len("shapedce.") :])
     return {m for m in found if m != module}
 
 
@@ -107,7 +107,7 @@ def test_no_import_cycles():
             if nxt.startswith(node + "."):  # a package importing its own modules is not a cycle
                 continue
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -120,7 +120,9 @@ def test_no_import_cycles():
 
 
 def test_report_and_rundir_load_no_torch():
-    code = ("import sys, shapedce.report, shapedce.report.render, shapedce.rundir; "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, shapedce.report, shapedce.report.render, shapedce.rundir; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

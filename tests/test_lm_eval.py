@@ -33,12 +33,30 @@ metric_list:
 def test_lm_eval_cli_scores_a_pretrained_checkpoint(tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", "--preset", "smoke", "--out", str(run)]) == 0
-    rows = [{"question": q, "choices": [f" {a}.", " Nowhere."], "label": 0} for q, a in knowledge_probes(0, 8)]
+    rows = [
+        {"question": q, "choices": [f" {a}.", " Nowhere."], "label": 0} for q, a in knowledge_probes(0, 8)
+    ]
     (tmp_path / "facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "shapedce_facts.yaml").write_text(TASK_YAML.format(data=tmp_path / "facts.jsonl"))
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={run / 'final'},dtype=float32",
-           "--tasks", "shapedce_facts", "--include_path", str(tmp_path), "--device", "cpu", "--batch_size", "4",
-           "--output_path", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={run / 'final'},dtype=float32",
+        "--tasks",
+        "shapedce_facts",
+        "--include_path",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "4",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import reference_loss
 
+from conftest import reference_loss
 from shapedce.loss import PRESETS, ShapedLoss, fused_linear_shaped_cross_entropy, shaped_cross_entropy
 from shapedce.loss import fused as fused_module
 from shapedce.loss.rows import ground_truth_weight
@@ -26,7 +26,9 @@ for s in SETTINGS.values():
     s.pop("ignore_index", None)
 
 
-def make_inputs(shape=(3, 37), hidden=24, vocab=1013, dtype=torch.float64, seed=0, ignore_frac=0.2, bias=True):
+def make_inputs(
+    shape=(3, 37), hidden=24, vocab=1013, dtype=torch.float64, seed=0, ignore_frac=0.2, bias=True
+):
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(*shape, hidden, generator=g, dtype=torch.float64)
     w = torch.randn(vocab, hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden) * 3
@@ -127,7 +129,9 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_grads(impl, reduction):
 
 
 @pytest.mark.parametrize("shift", [60.0, -60.0, 200.0, -200.0])
-@pytest.mark.parametrize("setting", ["ce", "precision", "diversity", "tail", "head", "beta_-1", "dft", "mixed"])
+@pytest.mark.parametrize(
+    "setting", ["ce", "precision", "diversity", "tail", "head", "beta_-1", "dft", "mixed"]
+)
 @pytest.mark.parametrize("impl", ["reference", "fused"])
 def test_extreme_logits_stay_finite_and_exact(shift, setting, impl):
     """Target logit +-shift around the rest; +-200 makes pi_x exactly 1 or 0 in float32."""
@@ -192,7 +196,9 @@ def test_gradient_is_the_spec_closed_form(setting):
     beta = knobs.get("beta", 0.0)
     w = pi_x if beta == math.inf else pi_x ** (1 - (1 - pi_x) ** beta)
     kth = torch.topk(z.detach(), min(knobs.get("k", 100), 29), -1).values[:, -1:]
-    top, tail = (torch.tensor(knobs.get(name, 0.0), dtype=torch.float64) for name in ("lambda_top", "lambda_tail"))
+    top, tail = (
+        torch.tensor(knobs.get(name, 0.0), dtype=torch.float64) for name in ("lambda_top", "lambda_tail")
+    )
     lam = torch.where(z.detach() >= kth, top, tail)
     lam.scatter_(1, t[:, None], 0.0)
     s = (lam * pi).sum(-1, keepdim=True)
@@ -267,7 +273,10 @@ def test_ground_truth_weight_properties():
     assert (w <= math.e + 1e-12).all() and w[-1] > 2.7  # bounded by e, reached as pi_x -> 1
     torch.testing.assert_close(w, p ** (1 - 1 / (1 - p)))
     limits = ground_truth_weight(torch.zeros(1), torch.full((1,), -math.inf), -0.5)
-    assert limits.item() == 1.0 and ground_truth_weight(torch.zeros(1), torch.full((1,), -math.inf), -1.0).item() == math.e
+    assert (
+        limits.item() == 1.0
+        and ground_truth_weight(torch.zeros(1), torch.full((1,), -math.inf), -1.0).item() == math.e
+    )
 
 
 def test_shaped_loss_dataclass_calls_both_paths():

@@ -75,19 +75,27 @@ def test_bad_fused_shapes(hidden, weight, bias, chunk, needle):
     t = torch.zeros(5, dtype=torch.long)
     b = None if bias is None else torch.zeros(bias)
     with pytest.raises(ValueError) as excinfo:
-        fused_linear_shaped_cross_entropy(torch.zeros(hidden), torch.zeros(weight), t, bias=b, chunk_size=chunk)
+        fused_linear_shaped_cross_entropy(
+            torch.zeros(hidden), torch.zeros(weight), t, bias=b, chunk_size=chunk
+        )
     check_one_line(excinfo, needle)
 
 
 def test_fused_rejects_integer_hidden():
     with pytest.raises(ValueError) as excinfo:
-        fused_linear_shaped_cross_entropy(torch.zeros(5, H, dtype=torch.long), torch.zeros(V, H), torch.zeros(5, dtype=torch.long))
+        fused_linear_shaped_cross_entropy(
+            torch.zeros(5, H, dtype=torch.long), torch.zeros(V, H), torch.zeros(5, dtype=torch.long)
+        )
     check_one_line(excinfo, "hidden must be a floating-point tensor")
 
 
 @pytest.mark.parametrize(
     "kwargs,needle",
-    [(dict(beta=-3.0), "beta must be"), (dict(k=-1), "k must be"), (dict(ignore_index=1.5), "ignore_index must be")],
+    [
+        (dict(beta=-3.0), "beta must be"),
+        (dict(k=-1), "k must be"),
+        (dict(ignore_index=1.5), "ignore_index must be"),
+    ],
 )
 def test_shaped_loss_dataclass_validates(kwargs, needle):
     with pytest.raises(ValueError) as excinfo:

@@ -10,8 +10,8 @@ import math
 
 import pytest
 import torch
-from conftest import reference_loss
 
+from conftest import reference_loss
 from shapedce.loss import PRESETS, fused_linear_shaped_cross_entropy, shaped_cross_entropy
 
 KNOBS = {name: {k: v for k, v in PRESETS[name].knobs().items() if k != "ignore_index"} for name in PRESETS}

@@ -1,6 +1,6 @@
 """shapedce.eval.metrics: pass@k against brute force, avg@m, cons@m tie-breaking, summarize, bad input.
 
-    python -m pytest tests/test_metrics.py -q        # CPU, < 1 s
+python -m pytest tests/test_metrics.py -q        # CPU, < 1 s
 """
 
 from __future__ import annotations
@@ -42,10 +42,19 @@ def test_pass_at_k_large_n_is_stable():
     assert pass_at_k(16, 3, 1) == pytest.approx(3 / 16)
 
 
-@pytest.mark.parametrize("n, c, k, field", [
-    (0, 0, 1, "n"), (4, -1, 1, "c"), (4, 5, 1, "c"), (4, 2, 0, "k"), (4, 2, 5, "k"),
-    (4.0, 2, 1, "n"), (True, 0, 1, "n"), (4, 2, 1.5, "k"),
-])
+@pytest.mark.parametrize(
+    "n, c, k, field",
+    [
+        (0, 0, 1, "n"),
+        (4, -1, 1, "c"),
+        (4, 5, 1, "c"),
+        (4, 2, 0, "k"),
+        (4, 2, 5, "k"),
+        (4.0, 2, 1, "n"),
+        (True, 0, 1, "n"),
+        (4, 2, 1.5, "k"),
+    ],
+)
 def test_pass_at_k_bad_input(n, c, k, field):
     with pytest.raises(ValueError) as excinfo:
         pass_at_k(n, c, k)
@@ -114,9 +123,9 @@ def test_cons_bad_input():
 
 def test_summarize():
     groups = [
-        [("7", True), ("8", False), ("7", True), (None, False)],   # c=2, cons right
-        [("3", False), ("3", False), ("4", True), ("4", True)],    # c=2, tie: "3" first -> cons wrong
-        [(None, False)] * 4,                                       # c=0
+        [("7", True), ("8", False), ("7", True), (None, False)],  # c=2, cons right
+        [("3", False), ("3", False), ("4", True), ("4", True)],  # c=2, tie: "3" first -> cons wrong
+        [(None, False)] * 4,  # c=0
     ]
     out = summarize(groups)
     assert out["prompts"] == 3 and out["samples"] == 4

@@ -1,6 +1,6 @@
 """Model flavors: sizes against their names, meta counts against real models, build, RoPE base.
 
-    python -m pytest tests/test_models.py -q
+python -m pytest tests/test_models.py -q
 """
 
 from __future__ import annotations
@@ -9,7 +9,13 @@ import re
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
 
 from shapedce.models import (
     FLAVORS,
@@ -62,7 +68,9 @@ def test_every_config_has_the_shared_settings():
         assert cfg.attention_dropout == 0 and cfg.use_cache, name
         assert cfg.max_position_embeddings >= 2048, name
         if isinstance(cfg, Qwen3MoeConfig):
-            assert not cfg.output_router_logits and cfg.router_aux_loss_coef == 0.001, name  # generate() breaks with it on
+            assert not cfg.output_router_logits and cfg.router_aux_loss_coef == 0.001, (
+                name
+            )  # generate() breaks with it on
             assert cfg.decoder_sparse_step == 1 and cfg.mlp_only_layers == [], name
 
 
@@ -88,7 +96,9 @@ def test_build_forward_and_determinism(name, cls):
         assert torch.equal(p, q), n
     assert not all(torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters()))
     ids = torch.randint(0, a.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    out = a(input_ids=ids, labels=ids, **({"output_router_logits": True} if cls is Qwen3MoeForCausalLM else {}))
+    out = a(
+        input_ids=ids, labels=ids, **({"output_router_logits": True} if cls is Qwen3MoeForCausalLM else {})
+    )
     assert out.logits.shape == (2, 16, a.config.vocab_size) and torch.isfinite(out.loss)
     if cls is Qwen3MoeForCausalLM:
         assert out.aux_loss is not None and torch.isfinite(out.aux_loss)
@@ -97,7 +107,9 @@ def test_build_forward_and_determinism(name, cls):
 
 
 def test_overrides_apply_to_a_copy():
-    cfg = flavor_config("tiny", vocab_size=100, max_position_embeddings=64, rope_theta=1e6, num_hidden_layers=2)
+    cfg = flavor_config(
+        "tiny", vocab_size=100, max_position_embeddings=64, rope_theta=1e6, num_hidden_layers=2
+    )
     assert (cfg.vocab_size, cfg.max_position_embeddings, get_rope_theta(cfg)) == (100, 64, 1e6)
     assert len(cfg.layer_types) == 2
     assert FLAVORS["tiny"].vocab_size == 2048 and get_rope_theta(FLAVORS["tiny"]) == 1e4
@@ -123,7 +135,9 @@ def test_set_rope_theta_on_a_model_updates_inv_freq():
 
 
 def test_errors_are_one_line():
-    with pytest.raises(ValueError, match=r"unknown model flavor 'huge'; choose one of tiny, tiny-moe, .*moe-20b-a1b$"):
+    with pytest.raises(
+        ValueError, match=r"unknown model flavor 'huge'; choose one of tiny, tiny-moe, .*moe-20b-a1b$"
+    ):
         flavor_config("huge")
     with pytest.raises(ValueError, match="unknown model flavor"):
         build_model("huge")

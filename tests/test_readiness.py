@@ -13,10 +13,20 @@ import pytest
 import yaml
 
 from shapedce.cli import main
-from shapedce.readiness.compare import permutation_p, pearson, ranks, spearman, verdict
+from shapedce.readiness.compare import pearson, permutation_p, ranks, spearman, verdict
 
-SMALL = ["--tasks", "knowledge,arith-add", "--problems", "3", "--samples", "2", "--max-new-tokens", "8",
-         "--text-tokens", "200"]
+SMALL = [
+    "--tasks",
+    "knowledge,arith-add",
+    "--problems",
+    "3",
+    "--samples",
+    "2",
+    "--max-new-tokens",
+    "8",
+    "--text-tokens",
+    "200",
+]
 FIGS = ("passk", "entropy", "coverage")
 
 
@@ -44,9 +54,18 @@ def models(tmp_path_factory, one_thread):
     foreign = {}
     for seed in (1, 2):
         tok = train_tokenizer(builtin_corpus("pretrain", 200, seed=seed), vocab_size=300)
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          initializer_range=0.05 * seed, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=0.05 * seed,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         import torch
 
         torch.manual_seed(seed)
@@ -64,7 +83,10 @@ def _check_report(out, text_has=()):
     data = json.loads((out / "readiness.json").read_text())
     for task in ("knowledge", "arith-add"):
         t = data["signals"]["tasks"][task]
-        assert set(t["coverage"]) == {"1", "5", "20"} and t["coverage"]["1"] <= t["coverage"]["5"] <= t["coverage"]["20"]
+        assert (
+            set(t["coverage"]) == {"1", "5", "20"}
+            and t["coverage"]["1"] <= t["coverage"]["5"] <= t["coverage"]["20"]
+        )
         assert set(t["pass_at_k"]) == {"1", "2"} and t["tokens"] > 0
     assert 0 <= data["signals"]["text"]["forking_share"] <= 1
     for phrase in text_has:
@@ -85,8 +107,17 @@ def _reference_grid(root, models, gains):
     """A reproduce directory by hand: one run per (config, model) with midtrain/final and the
     midtrain / RL evaluations that define the RL gain."""
     root.mkdir()
-    (root / "grid.yaml").write_text(yaml.safe_dump({"configs": ",".join(gains), "models": "tiny", "seeds": 1,
-                                                    "eval_tasks": "knowledge,arith-add", "eval_samples": 2}))
+    (root / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "configs": ",".join(gains),
+                "models": "tiny",
+                "seeds": 1,
+                "eval_tasks": "knowledge,arith-add",
+                "eval_samples": 2,
+            }
+        )
+    )
     for (config, gain), model in zip(gains.items(), models):
         run = root / "runs" / "tiny" / config / "s0"
         shutil.copytree(model / "final" if (model / "final").is_dir() else model, run / "midtrain" / "final")
@@ -94,17 +125,29 @@ def _reference_grid(root, models, gains):
         (run / "rl" / "config.yaml").write_text("task: knowledge\n")
         for stage, avg in (("midtrain", 0.2), ("rl", 0.2 + gain)):
             (run / stage / "eval").mkdir(parents=True)
-            (run / stage / "eval" / "results.json").write_text(json.dumps({"tasks": {"knowledge": {"avg_at_m": avg}}}))
+            (run / stage / "eval" / "results.json").write_text(
+                json.dumps({"tasks": {"knowledge": {"avg_at_m": avg}}})
+            )
     return root
 
 
 def test_readiness_against_references_caches_and_correlates(models, tmp_path, monkeypatch):
     ours, llama1, llama2 = models
-    grid = _reference_grid(tmp_path / "grid", [ours, llama1, llama2], {"ce": 0.05, "precision": 0.10, "diversity": -0.02})
+    grid = _reference_grid(
+        tmp_path / "grid", [ours, llama1, llama2], {"ce": 0.05, "precision": 0.10, "diversity": -0.02}
+    )
     out = tmp_path / "r"
     assert main(["readiness", str(llama1), "--out", str(out), "--reference", str(grid), *SMALL[2:]]) == 0
-    text, data = _check_report(out, ["Closest reference prior", "| signal | n | Pearson r", "weak evidence",
-                                     "ce/s0 +0.050", "precision/s0 +0.100"])
+    text, data = _check_report(
+        out,
+        [
+            "Closest reference prior",
+            "| signal | n | Pearson r",
+            "weak evidence",
+            "ce/s0 +0.050",
+            "precision/s0 +0.100",
+        ],
+    )
     assert (out / "predictors.png").is_file()
     assert {row["n"] for row in data["correlations"]} == {3}
     assert [r["config"] for r in data["references"]] == ["ce", "precision", "diversity"]
@@ -113,16 +156,24 @@ def test_readiness_against_references_caches_and_correlates(models, tmp_path, mo
     # a second report reuses every cached reference signal
     import shapedce.readiness.compare as compare
 
-    monkeypatch.setattr(compare, "compute_signals", lambda *a, **k: pytest.fail("recomputed a cached reference"))
-    assert main(["readiness", str(llama1), "--out", str(tmp_path / "r2"), "--reference", str(grid), *SMALL[2:]]) == 0
+    monkeypatch.setattr(
+        compare, "compute_signals", lambda *a, **k: pytest.fail("recomputed a cached reference")
+    )
+    assert (
+        main(["readiness", str(llama1), "--out", str(tmp_path / "r2"), "--reference", str(grid), *SMALL[2:]])
+        == 0
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["/nonexistent/model"], "is not a model directory"),
-    (["MODEL", "--samples", "0"], "--samples must be >= 1"),
-    (["MODEL", "--tasks", "nope"], "unknown task"),
-    (["MODEL", "--reference", "/nonexistent/grid"], "not a reproduce directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/nonexistent/model"], "is not a model directory"),
+        (["MODEL", "--samples", "0"], "--samples must be >= 1"),
+        (["MODEL", "--tasks", "nope"], "unknown task"),
+        (["MODEL", "--reference", "/nonexistent/grid"], "not a reproduce directory"),
+    ],
+)
 def test_bad_input_is_one_line(models, tmp_path, capsys, args, message):
     args = [str(models[1]) if a == "MODEL" else a for a in args]
     assert main(["readiness", *args, "--out", str(tmp_path / "x")]) == 2

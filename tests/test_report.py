@@ -21,7 +21,6 @@ from shapedce.report.load import load_grid_dir
 from shapedce.report.stats import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED
 from shapedce.report.verdicts import judged_findings, passk_k, verdicts_json
 
-
 # --- a fixture grid written by hand ---------------------------------------------------------------
 
 

@@ -38,13 +38,25 @@ def test_smoke_grid_runs_every_stage_and_writes_the_report(smoke_grid):
         results = json.loads((run.stage_dir("eval-rl") / "results.json").read_text())
         assert set(results["tasks"]) == {"knowledge", "arith-add"}
     # each run trained with its own configuration's loss
-    beta = {c: (smoke_grid / "runs" / "tiny" / c / "s0" / "pretrain" / "config.yaml").read_text() for c in CONFIGS}
-    assert "beta: -0.25" in beta["precision"] and "beta: 0.5" in beta["diversity"] and "lambda_tail: -0.1" in beta["tail"]
+    beta = {
+        c: (smoke_grid / "runs" / "tiny" / c / "s0" / "pretrain" / "config.yaml").read_text() for c in CONFIGS
+    }
+    assert (
+        "beta: -0.25" in beta["precision"]
+        and "beta: 0.5" in beta["diversity"]
+        and "lambda_tail: -0.1" in beta["tail"]
+    )
     report = (smoke_grid / "report.md").read_text()
     for fig in ("pretrain", "midtrain", "rl", "passk"):
         assert (smoke_grid / f"{fig}-tiny.png").is_file()
-    for verdict_row in ("Pre-training perplexity", "Pre-training entropy", "After RL", "starts RL with higher entropy",
-                        "response length shrinks", "does not give higher Pass@k"):
+    for verdict_row in (
+        "Pre-training perplexity",
+        "Pre-training entropy",
+        "After RL",
+        "starts RL with higher entropy",
+        "response length shrinks",
+        "does not give higher Pass@k",
+    ):
         assert verdict_row in report
 
 
@@ -57,15 +69,30 @@ def test_rerun_skips_finished_stages_and_redoes_missing_ones(smoke_grid, capsys)
     assert main(["reproduce", "--preset", "smoke", "--out", str(smoke_grid)]) == 0
     after = _timings(smoke_grid)
     assert {c: after[c] for c in CONFIGS if c != "tail"} == {c: before[c] for c in CONFIGS if c != "tail"}
-    assert after["tail"]["rl"] > before["tail"]["rl"] and after["tail"]["pretrain"] == before["tail"]["pretrain"]
+    assert (
+        after["tail"]["rl"] > before["tail"]["rl"] and after["tail"]["pretrain"] == before["tail"]["pretrain"]
+    )
     assert (run / "rl" / "eval" / "results.json").is_file()
 
 
 def test_stage_resumes_from_its_checkpoint(tmp_path):
     """A pre-training stage killed after a checkpoint continues from it, not from scratch."""
     out = tmp_path / "g"
-    assert main(["reproduce", "--preset", "smoke", "--configs", "ce", "--out", str(out),
-                 "pretrain_overrides=train.steps=6 train.ckpt_every=3"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--preset",
+                "smoke",
+                "--configs",
+                "ce",
+                "--out",
+                str(out),
+                "pretrain_overrides=train.steps=6 train.ckpt_every=3",
+            ]
+        )
+        == 0
+    )
     pre = out / "runs" / "tiny" / "ce" / "s0" / "pretrain"
     first = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(pre / "final")
@@ -88,14 +115,17 @@ def test_dry_run_validates_the_paper_grid(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--configs", "ce,bogus"], "configs: unknown configuration 'bogus'"),
-    (["--models", "tiny,huge"], "models: unknown flavor 'huge'"),
-    (["--seeds", "0"], "seeds must be >= 1"),
-    (["rl_overrides=steps=0"], "steps must be >= 1"),
-    (["pretrain_overrides=train.stepz=3"], "did you mean 'train.steps'"),
-    (["eval_tasks=nope"], "unknown task 'nope'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--configs", "ce,bogus"], "configs: unknown configuration 'bogus'"),
+        (["--models", "tiny,huge"], "models: unknown flavor 'huge'"),
+        (["--seeds", "0"], "seeds must be >= 1"),
+        (["rl_overrides=steps=0"], "steps must be >= 1"),
+        (["pretrain_overrides=train.stepz=3"], "did you mean 'train.steps'"),
+        (["eval_tasks=nope"], "unknown task 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main(["reproduce", "--preset", "smoke", "--dry-run", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err
@@ -109,8 +139,16 @@ def test_other_settings_in_the_same_directory_are_refused(smoke_grid, capsys):
 
 def test_failed_run_names_its_stage(tmp_path, capsys):
     # dynamic sampling that can never fill a batch: the RL stage fails with its own one-line error
-    args = ["reproduce", "--preset", "smoke", "--configs", "ce", "--out", str(tmp_path / "f"),
-            "rl_overrides=dynamic_sampling=true max_sampling_rounds=1"]
+    args = [
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--configs",
+        "ce",
+        "--out",
+        str(tmp_path / "f"),
+        "rl_overrides=dynamic_sampling=true max_sampling_rounds=1",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "run tiny/ce/s0 failed in stage rl" in err and "log:" in err and len(err.splitlines()) == 1

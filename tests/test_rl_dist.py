@@ -31,11 +31,10 @@ RENDEZVOUS = (
 
 
 def _worker(mode: str, out: Path, model_dir: Path) -> None:
-    from test_rl import PROMPTS, load, parity_reward, toy_config
-
     from shapedce.train import dist as dist_
     from shapedce.train.rl import run_rl
     from shapedce.train.rl_rollout import PromptStream, collect_batch
+    from test_rl import PROMPTS, load, parity_reward, toy_config
 
     cfg = toy_config(steps=2 if mode == "half" else 4, mini_batches=2, micro_batch=2)
     if mode in ("run", "half", "resume"):  # "half" stops after the first batch; "resume" continues it

@@ -1,6 +1,6 @@
 """shapedce.eval.sample: batched KV-cache sampling, counter-based randomness, bad inputs.
 
-    python -m pytest tests/test_sample.py -q        # CPU, ~10 s
+python -m pytest tests/test_sample.py -q        # CPU, ~10 s
 """
 
 from __future__ import annotations
@@ -124,10 +124,14 @@ def test_sampling_frequencies_follow_the_distribution():
     keys = torch.arange(4000)  # 4000 independent rows
     tokens, _, _ = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=1.0), keys, 0)
     freq = torch.bincount(tokens, minlength=4).double() / 4000
-    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.03, rtol=0
+    )
     tokens, _, _ = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.7), keys, 0)  # keeps {0, 1}
     freq = torch.bincount(tokens, minlength=4).double() / 4000
-    torch.testing.assert_close(freq, torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64), atol=0.03, rtol=0
+    )
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -168,8 +172,13 @@ def test_greedy_matches_generate(model, tok, with_eos):
     try:
         n = 10
         with torch.no_grad():
-            gen = model.generate(**enc, do_sample=False, max_new_tokens=n, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id)
+            gen = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=n,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
         ours = sample(model, tok, prompts, SamplingConfig(temperature=0, max_new_tokens=n), backend="torch")
     finally:
         if handle is not None:
@@ -179,7 +188,7 @@ def test_greedy_matches_generate(model, tok, with_eos):
     for row, (c,) in zip(gen[:, width:].tolist(), ours):
         _check_completion(c, tok, n)
         assert row[: c.num_tokens] == c.token_ids
-        assert all(t == tok.pad_token_id for t in row[c.num_tokens:])  # generate pads after EOS
+        assert all(t == tok.pad_token_id for t in row[c.num_tokens :])  # generate pads after EOS
         finished += c.finished
     if with_eos:
         assert 0 < finished < len(prompts)
@@ -188,9 +197,16 @@ def test_greedy_matches_generate(model, tok, with_eos):
 def test_batch_size_does_not_change_samples(model, tok):
     handle = _eos_bias_hook(model, tok.eos_token_id, 6.0)  # EOS ~20 %/step: rows finish at different steps
     try:
-        runs = [sample(model, tok, PROMPTS, SamplingConfig(samples=4, max_new_tokens=8, temperature=1.0,
-                                                            top_p=0.9, batch_size=b), backend="torch")
-                for b in (64, 1, 3, 7)]
+        runs = [
+            sample(
+                model,
+                tok,
+                PROMPTS,
+                SamplingConfig(samples=4, max_new_tokens=8, temperature=1.0, top_p=0.9, batch_size=b),
+                backend="torch",
+            )
+            for b in (64, 1, 3, 7)
+        ]
     finally:
         handle.remove()
     base = runs[0]
@@ -207,8 +223,15 @@ def test_batch_size_does_not_change_samples(model, tok):
 def test_seed_changes_samples(model, tok):
     cfg = SamplingConfig(samples=2, max_new_tokens=6, temperature=1.0)
     a = _ids(sample(model, tok, PROMPTS, cfg, backend="torch"))
-    b = _ids(sample(model, tok, PROMPTS, SamplingConfig(samples=2, max_new_tokens=6, temperature=1.0, seed=1),
-                    backend="torch"))
+    b = _ids(
+        sample(
+            model,
+            tok,
+            PROMPTS,
+            SamplingConfig(samples=2, max_new_tokens=6, temperature=1.0, seed=1),
+            backend="torch",
+        )
+    )
     again = _ids(sample(model, tok, PROMPTS, cfg, backend="torch"))
     assert a == again
     assert sum(x != y for ra, rb in zip(a, b) for x, y in zip(ra, rb)) >= 8  # nearly all of 10 differ
@@ -216,8 +239,13 @@ def test_seed_changes_samples(model, tok):
 
 def test_tiny_top_p_equals_greedy(model, tok):
     greedy = sample(model, tok, PROMPTS, SamplingConfig(temperature=0, max_new_tokens=8), backend="torch")
-    nucleus = sample(model, tok, PROMPTS, SamplingConfig(temperature=0.7, top_p=1e-6, samples=2, max_new_tokens=8),
-                     backend="torch")
+    nucleus = sample(
+        model,
+        tok,
+        PROMPTS,
+        SamplingConfig(temperature=0.7, top_p=1e-6, samples=2, max_new_tokens=8),
+        backend="torch",
+    )
     for (g,), row in zip(greedy, nucleus):
         assert all(c.token_ids == g.token_ids for c in row)
         assert all(c.entropy == pytest.approx(g.entropy, rel=1e-5) for c in row)
@@ -225,31 +253,41 @@ def test_tiny_top_p_equals_greedy(model, tok):
 
 def test_tiny_moe(tok):
     moe = build_model("tiny-moe", seed=0)
-    results = sample(moe, tok, PROMPTS[:3], SamplingConfig(samples=2, max_new_tokens=5, batch_size=4),
-                     progress=True, backend="torch")
+    results = sample(
+        moe,
+        tok,
+        PROMPTS[:3],
+        SamplingConfig(samples=2, max_new_tokens=5, batch_size=4),
+        progress=True,
+        backend="torch",
+    )
     assert [len(row) for row in results] == [2, 2, 2]
     for row in results:
         for c in row:
             _check_completion(c, tok, 5)
-    again = sample(moe, tok, PROMPTS[:3], SamplingConfig(samples=2, max_new_tokens=5, batch_size=64),
-                   backend="torch")
+    again = sample(
+        moe, tok, PROMPTS[:3], SamplingConfig(samples=2, max_new_tokens=5, batch_size=64), backend="torch"
+    )
     assert _ids(again) == _ids(results)
 
 
 # ----------------------------------------------------------------------------- bad inputs
 
 
-@pytest.mark.parametrize("field, value, needle", [
-    ("samples", 0, "samples must be an integer >= 1"),
-    ("samples", 2.0, "samples must be an integer >= 1"),
-    ("temperature", -0.1, "temperature must be a finite number >= 0"),
-    ("temperature", math.nan, "temperature must be a finite number >= 0"),
-    ("top_p", 0.0, "top_p must be a number in (0, 1]"),
-    ("top_p", 1.5, "top_p must be a number in (0, 1]"),
-    ("max_new_tokens", 0, "max_new_tokens must be an integer >= 1"),
-    ("batch_size", 0, "batch_size must be an integer >= 1"),
-    ("seed", -1, "seed must be an integer in [0, 2**63)"),
-])
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("samples", 0, "samples must be an integer >= 1"),
+        ("samples", 2.0, "samples must be an integer >= 1"),
+        ("temperature", -0.1, "temperature must be a finite number >= 0"),
+        ("temperature", math.nan, "temperature must be a finite number >= 0"),
+        ("top_p", 0.0, "top_p must be a number in (0, 1]"),
+        ("top_p", 1.5, "top_p must be a number in (0, 1]"),
+        ("max_new_tokens", 0, "max_new_tokens must be an integer >= 1"),
+        ("batch_size", 0, "batch_size must be an integer >= 1"),
+        ("seed", -1, "seed must be an integer in [0, 2**63)"),
+    ],
+)
 def test_bad_config(field, value, needle):
     with pytest.raises(ValueError) as err:
         SamplingConfig(**{field: value})
@@ -272,8 +310,22 @@ def test_bad_sample_inputs(model, tok):
     if not torch.cuda.is_available():
         cases.append((dict(backend="vllm"), "backend='vllm' needs vLLM installed and a CUDA device"))
     for overrides, needle in cases:
-        kwargs = dict(model=model, tokenizer=tok, prompts=["hi"], cfg=SamplingConfig(max_new_tokens=2),
-                      backend="torch") | overrides
+        kwargs = (
+            dict(
+                model=model,
+                tokenizer=tok,
+                prompts=["hi"],
+                cfg=SamplingConfig(max_new_tokens=2),
+                backend="torch",
+            )
+            | overrides
+        )
         with pytest.raises(ValueError) as err:
-            sample(kwargs.pop("model"), kwargs.pop("tokenizer"), kwargs.pop("prompts"), kwargs.pop("cfg"), **kwargs)
+            sample(
+                kwargs.pop("model"),
+                kwargs.pop("tokenizer"),
+                kwargs.pop("prompts"),
+                kwargs.pop("cfg"),
+                **kwargs,
+            )
         assert needle in str(err.value) and "\n" not in str(err.value), (overrides, str(err.value))

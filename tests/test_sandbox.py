@@ -34,8 +34,9 @@ def marker(tmp_path_factory):
 
 def leftovers() -> set[str]:
     """Sandbox directories in /tmp (other processes may have theirs: compare before and after)."""
-    return {p.name for p in Path("/tmp").glob("shapedce-sbx-*")
-            if not p.name.startswith("shapedce-sbx-test-")}
+    return {
+        p.name for p in Path("/tmp").glob("shapedce-sbx-*") if not p.name.startswith("shapedce-sbx-test-")
+    }
 
 
 def test_a_good_program_passes_and_a_failing_one_does_not():
@@ -43,7 +44,7 @@ def test_a_good_program_passes_and_a_failing_one_does_not():
     assert run_python("assert sum(range(4)) == 6\nprint('hi')").passed
     result = run_python("assert 1 == 2")
     assert not result.passed and result.status == "failed" and "AssertionError" in result.output
-    assert not run_python("import os\nos._exit(0)").passed        # exit 0 before the end is no pass
+    assert not run_python("import os\nos._exit(0)").passed  # exit 0 before the end is no pass
     assert not run_python("raise SystemExit(0)").passed
     assert leftovers() <= before
 
@@ -56,8 +57,10 @@ def test_infinite_loop_is_killed_at_the_wall_limit():
 
 
 def test_fork_that_sleeps_then_writes_is_stopped(marker):
-    code = (f"import os, time\nif os.fork() == 0:\n    time.sleep(1)\n"
-            f"    open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\n")
+    code = (
+        f"import os, time\nif os.fork() == 0:\n    time.sleep(1)\n"
+        f"    open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\n"
+    )
     assert not run_python(code, SHORT).passed
     time.sleep(1.5)
     assert not marker.exists()
@@ -79,10 +82,12 @@ def test_processes_that_left_the_group_are_swept_by_uid():
 
 
 def test_writing_outside_its_directory_is_refused(marker):
-    for code in (f"open({str(marker)!r}, 'w').write('x')",
-                 f"import os\nos.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))",
-                 f"import os\nos.mkdir({str(marker)!r})",
-                 "open('inside.txt', 'w').write('ok')\nopen('../escape.txt', 'w').write('x')"):
+    for code in (
+        f"open({str(marker)!r}, 'w').write('x')",
+        f"import os\nos.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))",
+        f"import os\nos.mkdir({str(marker)!r})",
+        "open('inside.txt', 'w').write('ok')\nopen('../escape.txt', 'w').write('x')",
+    ):
         result = run_python(code, SHORT)
         assert not result.passed and "sandbox" in result.output, result.output
     assert not (Path("/tmp") / "escape.txt").exists()
@@ -104,11 +109,13 @@ def test_killing_the_parent_fails_and_we_survive():
 def test_environment_secrets_do_not_reach_the_program(monkeypatch):
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     monkeypatch.setenv("SHAPEDCE_TEST_SECRET", secret)
-    code = (f"import os\nprint(dict(os.environ))\n"
-            f"for pid in (os.getppid(), {os.getpid()}):\n"
-            "    try:\n        print(open(f'/proc/{pid}/environ').read())\n"
-            "    except OSError as e:\n        print('refused', e)\n"
-            "assert False, 'a hostile program is not a solution'")
+    code = (
+        f"import os\nprint(dict(os.environ))\n"
+        f"for pid in (os.getppid(), {os.getpid()}):\n"
+        "    try:\n        print(open(f'/proc/{pid}/environ').read())\n"
+        "    except OSError as e:\n        print('refused', e)\n"
+        "assert False, 'a hostile program is not a solution'"
+    )
     result = run_python(code, SHORT)
     assert not result.passed
     assert secret not in result.output and "SHAPEDCE_TEST_SECRET" not in result.output
@@ -116,16 +123,20 @@ def test_environment_secrets_do_not_reach_the_program(monkeypatch):
 
 
 def test_network_and_subprocess_are_refused():
-    for code in ("import subprocess\nsubprocess.run(['true'])", "import os\nos.system('true')",
-                 "import ctypes\nctypes.CDLL(None)"):
+    for code in (
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nos.system('true')",
+        "import ctypes\nctypes.CDLL(None)",
+    ):
         result = run_python(code, SHORT)
         assert not result.passed, code
 
 
 @pytest.mark.skipif(not ROOT, reason="the uid, network-namespace and tmpfs guards need root")
 def test_os_guards_hold_as_root():
-    assert guards() == dict.fromkeys(["rlimits", "process_group", "env_scrub", "audit_hook", "uid", "netns",
-                                      "tmpfs"], True)
+    assert guards() == dict.fromkeys(
+        ["rlimits", "process_group", "env_scrub", "audit_hook", "uid", "netns", "tmpfs"], True
+    )
 
 
 def test_many_in_parallel_and_from_threads():

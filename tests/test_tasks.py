@@ -1,6 +1,6 @@
 """shapedce.tasks: registry, deterministic disjoint splits kept out of the corpora, extraction, rewards.
 
-    python -m pytest tests/test_tasks.py -q        # CPU, ~10 s (imports reasoning-gym and math-verify)
+python -m pytest tests/test_tasks.py -q        # CPU, ~10 s (imports reasoning-gym and math-verify)
 """
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ import pytest
 
 import shapedce.tasks.base as tasks_module
 from shapedce.data import builtin_corpus, is_heldout, is_reasoning_doc, problem_key
-from shapedce.tasks import (TASKS, ArithTask, Prompt, RGTask, canonical_number, get_task, get_tasks, register_task,
-                            reward_fn, split_of)
+from shapedce.tasks import (
+    TASKS,
+    ArithTask,
+    Prompt,
+    RGTask,
+    canonical_number,
+    get_task,
+    get_tasks,
+    register_task,
+    reward_fn,
+    split_of,
+)
 
 ARITH = ["arith-add", "arith-sub", "arith-mul", "arith-chain", "arith-linear", "arith-compare", "arith"]
 RG = ["rg-basic_arithmetic", "rg-chain_sum", "rg-products", "rg-gcd"]
@@ -40,6 +50,7 @@ def question(p: Prompt) -> str:
 
 
 # ----------------------------------------------------------------------------- registry
+
 
 def test_registry():
     assert set(ALL) <= set(TASKS)
@@ -79,8 +90,10 @@ def test_adding_a_task_is_one_line():
         TASKS.pop("rg-lcm", None)
 
 
-@pytest.mark.parametrize("split, n, seed, field", [("val", 1, 0, "split"), ("train", -1, 0, "n"),
-                                                   ("train", 1.0, 0, "n"), ("test", 1, -2, "seed")])
+@pytest.mark.parametrize(
+    "split, n, seed, field",
+    [("val", 1, 0, "split"), ("train", -1, 0, "n"), ("train", 1.0, 0, "n"), ("test", 1, -2, "seed")],
+)
 def test_prompts_bad_input(split, n, seed, field):
     with pytest.raises(ValueError) as excinfo:
         get_task("arith").prompts(split, n, seed)
@@ -94,6 +107,7 @@ def test_exhausted_space_says_so():
 
 
 # ----------------------------------------------------------------------------- prompts and splits
+
 
 @pytest.mark.parametrize("name", ALL)
 def test_prompts_deterministic_distinct_disjoint(name):
@@ -126,8 +140,12 @@ def test_arith_prompts():
 
 
 def test_arith_test_prompts_never_in_the_corpora():
-    corpus_keys = {problem_key(doc.split("\n")[0].removeprefix("Problem: "))
-                   for name in ("pretrain", "midtrain") for doc in builtin_corpus(name, 2000) if is_reasoning_doc(doc)}
+    corpus_keys = {
+        problem_key(doc.split("\n")[0].removeprefix("Problem: "))
+        for name in ("pretrain", "midtrain")
+        for doc in builtin_corpus(name, 2000)
+        if is_reasoning_doc(doc)
+    }
     assert len(corpus_keys) > 1000
     for name in [*ARITH, "math-boxed"]:
         for split in ("test", "train"):
@@ -137,12 +155,13 @@ def test_arith_test_prompts_never_in_the_corpora():
 
 # ----------------------------------------------------------------------------- extraction and rewards
 
+
 def test_arith_extraction_and_binary_reward():
     task = get_task("arith-sub")
     p = Prompt("arith-sub", "", "-12", "x")
     assert task.extract("10 - 22 = -12.\nThe answer is -12.") == "-12"
     assert task.reward("The answer is -12.", p) == 1.0
-    assert task.reward("The answer is -12", p) == 0.0                    # the period is part of the format
+    assert task.reward("The answer is -12", p) == 0.0  # the period is part of the format
     assert task.reward("The answer is 12.", p, partial=True) == 0.0
     assert task.extract("no answer here") is None and task.reward("no answer here", p) == 0.0
     assert task.reward("The answer is -12. Problem: What is 1 + 1?\nThe answer is 2.", p) == 1.0  # first wins
@@ -157,7 +176,7 @@ def test_rg_extraction():
     assert task.extract("The answer is 1,234.") == "1234"
     assert task.extract("The answer is +5.") == "5"
     assert task.extract("The answer is 3.5.") == "3.5"
-    assert task.extract("12 + 30 = 42, then 42 - 1 = 41") == "41"        # fallback: the last number
+    assert task.extract("12 + 30 = 42, then 42 - 1 = 41") == "41"  # fallback: the last number
     assert task.extract("The answer is 5.\nProblem: 2 + 2?\nThe answer is 4.") == "5"
     assert task.extract("I do not know.") is None
     p = task.prompts("test", 1)[0]
@@ -172,14 +191,18 @@ def test_rg_reward_binary_vs_partial(name):
     pytest.importorskip("reasoning_gym")
     task = get_task(name)
     p = task.prompts("train", 1, seed=2)[0]
-    near_miss = f"The answer is {p.answer}1."       # contains the oracle: reasoning-gym gives partial credit
+    near_miss = f"The answer is {p.answer}1."  # contains the oracle: reasoning-gym gives partial credit
     partial = task.reward(near_miss, p, partial=True)
     assert 0.0 < partial < 1.0, partial
     assert partial == pytest.approx(len(p.answer) / (len(p.answer) + 1))
     assert task.reward(near_miss, p) == 0.0
     assert task.reward(f"The answer is {p.answer}.", p, partial=True) == 1.0
-    wrong = next(d for d in "123456789" if d not in p.answer) * 3   # does not contain the oracle
-    assert task.reward(f"The answer is {wrong}.", p) == task.reward(f"The answer is {wrong}.", p, partial=True) == 0.0
+    wrong = next(d for d in "123456789" if d not in p.answer) * 3  # does not contain the oracle
+    assert (
+        task.reward(f"The answer is {wrong}.", p)
+        == task.reward(f"The answer is {wrong}.", p, partial=True)
+        == 0.0
+    )
 
 
 def test_math_boxed():
@@ -188,7 +211,7 @@ def test_math_boxed():
     p = task.prompts("test", 1)[0]
     assert p.text.endswith("Put the final answer in \\boxed{}.\nSolution:\n")
     assert task.reward(f"So the result is $\\boxed{{{p.answer}}}$.", p) == 1.0
-    assert task.reward(f"The answer is {p.answer}.", p) == 0.0           # no box, no credit
+    assert task.reward(f"The answer is {p.answer}.", p) == 0.0  # no box, no credit
     half = Prompt("math-boxed", "", "0.5", "x")
     assert task.extract("first \\boxed{3}, then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert task.extract("\\boxed{\\frac{1}{2}") is None
@@ -201,7 +224,7 @@ def test_math_boxed():
         assert task.normalize(same) == "1/2", same
     assert task.normalize("7.0") == "7" and task.normalize("2/0") == "2/0"
     assert task.normalize("\\sqrt{2}") == "\\sqrt{2}"
-    out: list[float] = []                          # verify_math works from threads (tests/test_tasks_math.py)
+    out: list[float] = []  # verify_math works from threads (tests/test_tasks_math.py)
     thread = threading.Thread(target=lambda: out.append(task.reward("\\boxed{0.5}", half)))
     thread.start()
     thread.join()
@@ -209,6 +232,7 @@ def test_math_boxed():
 
 
 # ----------------------------------------------------------------------------- TRL adapter
+
 
 def test_reward_fn_doctest_and_adapter():
     pytest.importorskip("reasoning_gym")
@@ -238,7 +262,11 @@ def test_grade_feeds_summarize():
     prompts = task.prompts("test", 2)
     wrong = lambda p: f"The answer is {int(p.answer) + 1}."  # noqa: E731
     right = lambda p: f"x\nThe answer is {p.answer}."  # noqa: E731
-    samples = [[right(prompts[0]), wrong(prompts[0]), "no answer", right(prompts[0])],
-               [wrong(prompts[1]), wrong(prompts[1]), right(prompts[1]), "?"]]
+    samples = [
+        [right(prompts[0]), wrong(prompts[0]), "no answer", right(prompts[0])],
+        [wrong(prompts[1]), wrong(prompts[1]), right(prompts[1]), "?"],
+    ]
     out = summarize([[task.grade(c, p) for c in group] for p, group in zip(prompts, samples)])
-    assert out["avg_at_m"] == pytest.approx(3 / 8) and out["cons_at_m"] == 0.5 and out["pass_at_k"]["4"] == 1.0
+    assert (
+        out["avg_at_m"] == pytest.approx(3 / 8) and out["cons_at_m"] == 0.5 and out["pass_at_k"]["4"] == 1.0
+    )

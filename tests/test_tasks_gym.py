@@ -1,6 +1,6 @@
 """Every reasoning-gym dataset as `rg-<name>`: builds offline and scores its own reference answer 1.
 
-    python -m pytest tests/test_tasks_gym.py -q     # CPU, ~30 s (one item of each of ~106 datasets)
+python -m pytest tests/test_tasks_gym.py -q     # CPU, ~30 s (one item of each of ~106 datasets)
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ pytest.importorskip("reasoning_gym")
 from shapedce.errors import UserError  # noqa: E402
 from shapedce.tasks import LOGIC, TASKS, get_task, rg_datasets  # noqa: E402
 
-NO_REFERENCE = {"boxnet": "reasoning-gym gives no reference plan (answer None, no example in its metadata)",
-                "rush_hour": "reasoning-gym gives no reference move list (answer None, none in its metadata)",
-                "composite": "composite mixes other datasets and needs their list in its config"}
+NO_REFERENCE = {
+    "boxnet": "reasoning-gym gives no reference plan (answer None, no example in its metadata)",
+    "rush_hour": "reasoning-gym gives no reference move list (answer None, none in its metadata)",
+    "composite": "composite mixes other datasets and needs their list in its config",
+}
 
 LENIENT = {"game_of_life_halting"}
 """Scorers that accept nonsense (reasoning-gym 0.1.25 compares bool(answer) == bool(reference))."""

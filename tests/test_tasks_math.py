@@ -1,6 +1,6 @@
 """mathcheck.verify_math: math-verify bounded in time from threads and the main thread (issue 13.5).
 
-    python -m pytest tests/test_tasks_math.py -q     # CPU, ~20 s (a few answers wait out math-verify's 2 s)
+python -m pytest tests/test_tasks_math.py -q     # CPU, ~20 s (a few answers wait out math-verify's 2 s)
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ import pytest
 
 pytest.importorskip("math_verify")
 
-from shapedce.tasks import get_task  # noqa: E402
-from shapedce.tasks import mathcheck  # noqa: E402
+from shapedce.tasks import (
+    get_task,  # noqa: E402
+    mathcheck,  # noqa: E402
+)
 from shapedce.tasks.mathcheck import BOUND_S, refuse, verify_math  # noqa: E402
 
-ADVERSARIAL = ["9^{9^{9^{9}}}", "9^9^9^9", "10^{10^{10}}", "(9^9)^(9^9)^9", "9^{999999999}", "123456!",
-               "1" * 400, "\\binom{10^{9}}{5 \\cdot 10^{8}}", "(10^9)!"]
+ADVERSARIAL = [
+    "9^{9^{9^{9}}}",
+    "9^9^9^9",
+    "10^{10^{10}}",
+    "(9^9)^(9^9)^9",
+    "9^{999999999}",
+    "123456!",
+    "1" * 400,
+    "\\binom{10^{9}}{5 \\cdot 10^{8}}",
+    "(10^9)!",
+]
 
 
 def timed(fn, *args):
@@ -62,17 +73,20 @@ def test_adversarial_answers_are_bounded(where):
 def test_the_hard_bound_kills_a_slow_worker_and_a_fresh_one_serves_next():
     verify_math("1", "1")
     proc = mathcheck._WORKER.proc
-    assert not verify_math("1/2", "0.5", bound=1e-6)          # no verdict within the bound: scored 0
-    assert proc.poll() is not None                            # that worker is gone
-    assert verify_math("1/2", "0.5")                          # the next call starts a fresh one
+    assert not verify_math("1/2", "0.5", bound=1e-6)  # no verdict within the bound: scored 0
+    assert proc.poll() is not None  # that worker is gone
+    assert verify_math("1/2", "0.5")  # the next call starts a fresh one
 
 
 def test_math_boxed_reward_from_a_thread():
     task = get_task("math-boxed")
     p = task.prompts("test", 1)[0]
     out = []
-    thread = threading.Thread(target=lambda: out.extend([task.reward(f"\\boxed{{{p.answer}}}", p),
-                                                         task.reward("\\boxed{9^{9^{9^{9}}}}", p)]))
+    thread = threading.Thread(
+        target=lambda: out.extend(
+            [task.reward(f"\\boxed{{{p.answer}}}", p), task.reward("\\boxed{9^{9^{9^{9}}}}", p)]
+        )
+    )
     thread.start()
     thread.join(timeout=2 * BOUND_S + 5)
     assert out == [1.0, 0.0]

@@ -33,7 +33,10 @@ def train_rows(run: Path) -> list[dict]:
 @pytest.mark.parametrize("flavor", ["tiny", "tiny-moe"])
 def test_pretrain_then_midtrain_through_the_cli(tmp_path, flavor):
     pre, mid = tmp_path / "pre", tmp_path / "mid"
-    assert run_cli("pretrain", "--preset", "smoke", "--out", pre, f"model.flavor={flavor}", "loss=precision") == 0
+    assert (
+        run_cli("pretrain", "--preset", "smoke", "--out", pre, f"model.flavor={flavor}", "loss=precision")
+        == 0
+    )
     rows = read_metrics(pre / "metrics.jsonl")
     assert {r["split"] for r in rows} == {"train", "val"}
     assert all(REQUIRED <= set(r) for r in rows)
@@ -84,16 +87,36 @@ def test_beta_orders_the_entropy_at_equal_steps(tmp_path):
     import random
 
     rng = random.Random(0)
-    words = [a + b for a in ("ka", "lo", "mi", "ne", "su") for b in ("ta", "vo", "ri", "pe", "zu", "ga", "bo", "di")]
+    words = [
+        a + b
+        for a in ("ka", "lo", "mi", "ne", "su")
+        for b in ("ta", "vo", "ri", "pe", "zu", "ga", "bo", "di")
+    ]
     weights = [1 / (i + 1) for i in range(len(words))]
     corpus = tmp_path / "zipf.txt"
     corpus.write_text("".join(" ".join(rng.choices(words, weights, k=30)) + "\n\n" for _ in range(3000)))
     entropy, ce = {}, {}
     for name in ("precision", "ce", "diversity"):
         out = tmp_path / name
-        assert run_cli("pretrain", "--preset", "smoke", "--out", out, f"loss={name}", f"data.corpus={corpus}",
-                       "data.val_docs=200", "train.steps=60", "train.val_every=60", "train.ckpt_every=60",
-                       "train.val_sequences=64", "optim.decay_fraction=0.5", "optim.final_lr_ratio=0") == 0
+        assert (
+            run_cli(
+                "pretrain",
+                "--preset",
+                "smoke",
+                "--out",
+                out,
+                f"loss={name}",
+                f"data.corpus={corpus}",
+                "data.val_docs=200",
+                "train.steps=60",
+                "train.val_every=60",
+                "train.ckpt_every=60",
+                "train.val_sequences=64",
+                "optim.decay_fraction=0.5",
+                "optim.final_lr_ratio=0",
+            )
+            == 0
+        )
         val = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "val"][-1]
         entropy[name], ce[name] = val["entropy"], val["ce"]
     assert entropy["precision"] < entropy["ce"] < entropy["diversity"], entropy
@@ -102,7 +125,9 @@ def test_beta_orders_the_entropy_at_equal_steps(tmp_path):
 
 def _spawn(out: Path, *overrides: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "shapedce", "pretrain", "--preset", "smoke", "--out", str(out), *overrides]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -128,7 +153,9 @@ def test_sigkill_then_resume_gives_the_same_loss_curve(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert run_cli("pretrain", "--out", killed, "--resume", "train.steps=9") == 0
-    assert _comparable(read_metrics(killed / "metrics.jsonl")) == _comparable(read_metrics(straight / "metrics.jsonl"))
+    assert _comparable(read_metrics(killed / "metrics.jsonl")) == _comparable(
+        read_metrics(straight / "metrics.jsonl")
+    )
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -31,36 +31,75 @@ def test_bad_config(tmp_path, capsys, override, needle):
 
 
 def test_unknown_preset(tmp_path, capsys):
-    fails(capsys, "pretrain", "--preset", "huge", "--out", tmp_path / "r", needle="unknown preset 'huge'; choose one of")
+    fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "huge",
+        "--out",
+        tmp_path / "r",
+        needle="unknown preset 'huge'; choose one of",
+    )
 
 
 def test_sequence_longer_than_the_model_allows(tmp_path, capsys):
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", tmp_path / "r", "model.max_position_embeddings=16",
-          needle="data.seq_len (32) exceeds the model's max_position_embeddings (16)")
+    fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "r",
+        "model.max_position_embeddings=16",
+        needle="data.seq_len (32) exceeds the model's max_position_embeddings (16)",
+    )
 
 
-@pytest.mark.parametrize("content,needle", [(b"", "is empty"), (b"\n \n", "is empty"), (b"caf\xe9 au lait\n", "is not UTF-8")])
+@pytest.mark.parametrize(
+    "content,needle", [(b"", "is empty"), (b"\n \n", "is empty"), (b"caf\xe9 au lait\n", "is not UTF-8")]
+)
 def test_bad_data_files(tmp_path, capsys, content, needle):
     path = tmp_path / "corpus.txt"
     path.write_bytes(content)
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", tmp_path / "r", f"data.corpus={path}", needle=needle)
+    fails(
+        capsys, "pretrain", "--preset", "smoke", "--out", tmp_path / "r", f"data.corpus={path}", needle=needle
+    )
 
 
 def test_missing_data_path(tmp_path, capsys):
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", tmp_path / "r", f"data.corpus={tmp_path / 'nope.jsonl'}",
-          needle="nope.jsonl")
+    fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "r",
+        f"data.corpus={tmp_path / 'nope.jsonl'}",
+        needle="nope.jsonl",
+    )
 
 
 def test_tokenizer_larger_than_the_model_vocabulary(tmp_path, capsys):
     import random
 
     rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(6000)]
+    words = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+        for _ in range(6000)
+    ]
     tok = train_tokenizer([" ".join(words[i : i + 20]) for i in range(0, 6000, 20)] * 3, 4096)
     assert len(tok) > 2048
     tok.save_pretrained(tmp_path / "tok")
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", tmp_path / "r", f"data.tokenizer={tmp_path / 'tok'}",
-          needle="2048")
+    fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "r",
+        f"data.tokenizer={tmp_path / 'tok'}",
+        needle="2048",
+    )
 
 
 def test_resume_without_a_run_or_checkpoint(tmp_path, capsys):
@@ -77,7 +116,9 @@ def finished_run(tmp_path_factory):
 
 def test_existing_run_is_not_overwritten(finished_run, capsys):
     before = (finished_run / "metrics.jsonl").read_text()
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", finished_run, needle="already holds a finished run")
+    fails(
+        capsys, "pretrain", "--preset", "smoke", "--out", finished_run, needle="already holds a finished run"
+    )
     assert (finished_run / "metrics.jsonl").read_text() == before
 
 

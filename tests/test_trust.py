@@ -49,8 +49,21 @@ def fails(capsys, *args, needle: str, rc: int = 2) -> str:
 def run3(tmp_path_factory) -> Path:
     """A finished 4-step smoke run with checkpoints at steps 2 and 4."""
     out = tmp_path_factory.mktemp("trust") / "run"
-    assert main(["pretrain", "--preset", "smoke", "--out", str(out), "train.steps=4", "train.ckpt_every=2",
-                 "train.keep_last=3"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--preset",
+                "smoke",
+                "--out",
+                str(out),
+                "train.steps=4",
+                "train.ckpt_every=2",
+                "train.keep_last=3",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -126,8 +139,18 @@ def test_every_checkpoint_corrupt_is_one_line(run3, tmp_path, capsys):
 
 def test_diverging_run_stops_with_one_line_and_no_final(tmp_path, capsys):
     out = tmp_path / "nan"
-    err = fails(capsys, "pretrain", "--preset", "smoke", "--out", out, "optim.lr=1e4", "optim.grad_clip=0",
-                "train.ckpt_every=1", needle="non-finite")
+    err = fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        out,
+        "optim.lr=1e4",
+        "optim.grad_clip=0",
+        "train.ckpt_every=1",
+        needle="non-finite",
+    )
     assert "step " in err and "last good checkpoint" in err or "no checkpoint was saved" in err
     assert not (out / "final").exists()
     rows = read_metrics(out / "metrics.jsonl")
@@ -147,9 +170,22 @@ def test_midtrain_refuses_a_non_finite_model(run3, tmp_path, capsys):
 
 def test_folder_without_checkpoint_can_start_again_or_resume(tmp_path, capsys):
     out = tmp_path / "early"
-    proc = subprocess.Popen([sys.executable, "-m", "shapedce", "pretrain", "--preset", "smoke", "--out", str(out),
-                             "train.steps=500", "train.ckpt_every=1000"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shapedce",
+            "pretrain",
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "train.steps=500",
+            "train.ckpt_every=1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").is_file():
         assert proc.poll() is None and time.time() < deadline
@@ -168,8 +204,17 @@ def test_folder_without_checkpoint_can_start_again_or_resume(tmp_path, capsys):
 
 def test_config_checks_run_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "bad"
-    fails(capsys, "pretrain", "--preset", "smoke", "--out", out, "data.seq_len=512", "train.global_batch_tokens=2048",
-          needle="max_position_embeddings")
+    fails(
+        capsys,
+        "pretrain",
+        "--preset",
+        "smoke",
+        "--out",
+        out,
+        "data.seq_len=512",
+        "train.global_batch_tokens=2048",
+        needle="max_position_embeddings",
+    )
     assert not out.exists()
 
 
@@ -183,8 +228,15 @@ def test_bad_out_paths_are_one_line(tmp_path, capsys, kind):
         target = Path("/proc/shapedce-x")
         needle = "cannot create this folder"
     fails(capsys, "pretrain", "--preset", "smoke", "--out", target, needle=needle)
-    fails(capsys, "reproduce", "--preset", "smoke", "--out", target / "sub" if kind == "proc" else target,
-          needle="--out")
+    fails(
+        capsys,
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--out",
+        target / "sub" if kind == "proc" else target,
+        needle="--out",
+    )
 
 
 def test_stale_temporary_checkpoints_are_removed(run3, tmp_path):
@@ -216,7 +268,17 @@ def test_a_second_reproduce_on_the_same_folder_is_refused(tmp_path, capsys):
     root.mkdir()
     holder = FolderLock(root / ".lock", "test").acquire()
     try:
-        fails(capsys, "reproduce", "--preset", "smoke", "--out", root, "--configs", "ce", needle="is in use by another")
+        fails(
+            capsys,
+            "reproduce",
+            "--preset",
+            "smoke",
+            "--out",
+            root,
+            "--configs",
+            "ce",
+            needle="is in use by another",
+        )
     finally:
         holder.release()
 
@@ -273,10 +335,22 @@ def test_every_stage_refuses_a_non_finite_model(run3, tmp_path, capsys, command)
     model = tmp_path / "nan-model"
     shutil.copytree(run3 / "final", model)
     _fill(model / "model.safetensors")
-    args = {"eval": ["eval", model, "--tasks", "arith-compare", "--samples", "2", "--problems", "2",
-                     "--out", tmp_path / "e"],
-            "rl": ["rl", "--from", model, "--out", tmp_path / "r", "--preset", "smoke"],
-            "readiness": ["readiness", model, "--out", tmp_path / "d"]}[command]
+    args = {
+        "eval": [
+            "eval",
+            model,
+            "--tasks",
+            "arith-compare",
+            "--samples",
+            "2",
+            "--problems",
+            "2",
+            "--out",
+            tmp_path / "e",
+        ],
+        "rl": ["rl", "--from", model, "--out", tmp_path / "r", "--preset", "smoke"],
+        "readiness": ["readiness", model, "--out", tmp_path / "d"],
+    }[command]
     fails(capsys, *args, needle="non-finite")
 
 
@@ -284,9 +358,22 @@ def test_every_stage_refuses_a_non_finite_model(run3, tmp_path, capsys, command)
 def test_bad_out_of_every_command_is_one_line(run3, tmp_path, capsys, command):
     target = tmp_path / "a-file"
     target.write_text("x")
-    args = {"eval": ["eval", run3, "--tasks", "arith-compare", "--samples", "2", "--problems", "2", "--out", target],
-            "rl": ["rl", "--from", run3, "--out", target, "--preset", "smoke"],
-            "readiness": ["readiness", run3, "--out", target]}[command]
+    args = {
+        "eval": [
+            "eval",
+            run3,
+            "--tasks",
+            "arith-compare",
+            "--samples",
+            "2",
+            "--problems",
+            "2",
+            "--out",
+            target,
+        ],
+        "rl": ["rl", "--from", run3, "--out", target, "--preset", "smoke"],
+        "readiness": ["readiness", run3, "--out", target],
+    }[command]
     fails(capsys, *args, needle="is an existing file")
 
 
@@ -295,7 +382,24 @@ def test_rl_folder_without_checkpoint_starts_again(run3, tmp_path, capsys):
     out.mkdir()
     (out / "config.yaml").write_text("task: arith\n")  # an earlier start that saved nothing
     (out / "metrics.jsonl").write_text('{"stage": "rl", "step": 1, "split": "train"}\n')
-    assert main(["rl", "--from", str(run3), "--out", str(out), "--preset", "smoke", "steps=1",
-                 "dynamic_sampling=false", "eval_every=0"]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "--from",
+                str(run3),
+                "--out",
+                str(out),
+                "--preset",
+                "smoke",
+                "steps=1",
+                "dynamic_sampling=false",
+                "eval_every=0",
+            ]
+        )
+        == 0
+    )
     rows = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in rows if r["split"] == "train"] == [1] and (out / "final" / "config.json").is_file()
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1] and (
+        out / "final" / "config.json"
+    ).is_file()

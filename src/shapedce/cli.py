@@ -26,8 +26,8 @@ import traceback
 from pathlib import Path
 
 from .errors import UserError
-from .rundir import StageDir
 from .loss import PRESETS
+from .rundir import StageDir
 
 
 def cmd_losses(_: argparse.Namespace) -> int:
@@ -82,9 +82,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.run import EvalSettings, evaluate, markdown
 
     settings = EvalSettings(
-        tasks=args.tasks, samples=args.samples, problems=args.problems, temperature=args.temperature,
-        top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-        text=args.text, pass_k=args.pass_k,
+        tasks=args.tasks,
+        samples=args.samples,
+        problems=args.problems,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        text=args.text,
+        pass_k=args.pass_k,
     )
     results = evaluate(args.path, settings, Path(args.out) if args.out else None, device=args.device)
     print(markdown(results))
@@ -97,18 +104,33 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.rg:
         print("\n".join(f"rg-{name}" for name in rg_datasets()))
         return 0
-    print("\n".join(task_lines({
-        "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg`)",
-        "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), "
-                     "math-verify checked"})))
+    print(
+        "\n".join(
+            task_lines(
+                {
+                    "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg`)",
+                    "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), "
+                    "math-verify checked",
+                }
+            )
+        )
+    )
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce.grid import check_grid, describe, load_grid
 
-    flags = [f"{key}={value}" for key, value in (("configs", args.configs), ("models", args.models),
-                                                  ("seeds", args.seeds), ("jobs", args.jobs)) if value is not None]
+    flags = [
+        f"{key}={value}"
+        for key, value in (
+            ("configs", args.configs),
+            ("models", args.models),
+            ("seeds", args.seeds),
+            ("jobs", args.jobs),
+        )
+        if value is not None
+    ]
     grid = load_grid(args.preset, [*flags, *args.overrides])
     out = Path(args.out)
     if args.dry_run:
@@ -135,9 +157,16 @@ def cmd_readiness(args: argparse.Namespace) -> int:
     from .readiness import ReadinessSettings, run_readiness
     from .report.load import load_grid_dir
 
-    tasks = args.tasks or (",".join(load_grid_dir(args.reference).eval_tasks) if args.reference else ReadinessSettings().tasks)
-    settings = ReadinessSettings(tasks=tasks, problems=args.problems, samples=args.samples,
-                                 max_new_tokens=args.max_new_tokens, text_tokens=args.text_tokens)
+    tasks = args.tasks or (
+        ",".join(load_grid_dir(args.reference).eval_tasks) if args.reference else ReadinessSettings().tasks
+    )
+    settings = ReadinessSettings(
+        tasks=tasks,
+        problems=args.problems,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        text_tokens=args.text_tokens,
+    )
     print(f"written: {run_readiness(args.path, args.out, settings, args.reference, args.cache_dir)}")
     return 0
 
@@ -147,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
-    sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(func=cmd_models)
+    sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(
+        func=cmd_models
+    )
 
     p = sub.add_parser("pretrain", help="pre-train a model with the shaped loss")
     p.add_argument("--preset", default="tiny", help="smoke | tiny | small | paper (default tiny)")
@@ -156,32 +187,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     p.set_defaults(func=cmd_pretrain)
 
-    m = sub.add_parser("midtrain", help="mid-train a pre-trained run (longer context, RoPE 1e6, reasoning mix)")
+    m = sub.add_parser(
+        "midtrain", help="mid-train a pre-trained run (longer context, RoPE 1e6, reasoning mix)"
+    )
     m.add_argument("--from", dest="from_dir", required=True, help="pre-training run directory")
     m.add_argument("--out", required=True, help="run directory")
     m.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     m.add_argument("overrides", nargs="*", help="key=value config overrides")
     m.set_defaults(func=cmd_midtrain)
 
-    r = sub.add_parser("rl", help="RLVR: DAPO-style GRPO (no KL, clip-higher, token-level loss, dynamic sampling)")
-    r.add_argument("--from", dest="from_dir", required=True, help="a run directory (its final/) or any HF model directory")
+    r = sub.add_parser(
+        "rl", help="RLVR: DAPO-style GRPO (no KL, clip-higher, token-level loss, dynamic sampling)"
+    )
+    r.add_argument(
+        "--from",
+        dest="from_dir",
+        required=True,
+        help="a run directory (its final/) or any HF model directory",
+    )
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--preset", default="tiny", help="smoke | tiny | long | paper (default tiny)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last TRL checkpoint")
+    r.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last TRL checkpoint"
+    )
     r.add_argument("overrides", nargs="*", help="key=value config overrides (see shapedce.train.rl_config)")
     r.set_defaults(func=cmd_rl)
 
     e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
     e.add_argument("path", help="a run directory (uses its final/) or any Hugging Face model directory")
-    e.add_argument("--tasks", default="arith", help="comma-separated task names (`shapedce tasks` lists them)")
+    e.add_argument(
+        "--tasks", default="arith", help="comma-separated task names (`shapedce tasks` lists them)"
+    )
     e.add_argument("--samples", type=int, default=128, help="samples per prompt, m (paper: 128)")
-    e.add_argument("--problems", type=int, default=100, help="held-out prompts per task (at most the task's size)")
+    e.add_argument(
+        "--problems", type=int, default=100, help="held-out prompts per task (at most the task's size)"
+    )
     e.add_argument("--temperature", type=float, default=0.7)
     e.add_argument("--top-p", type=float, default=0.95)
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (bounds memory)")
-    e.add_argument("--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)")
+    e.add_argument(
+        "--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)"
+    )
     e.add_argument("--text", default="", help="held-out text for perplexity / entropy (default: built-in)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default="", help="output directory (default PATH/eval)")
@@ -191,14 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rg", action="store_true", help="list every reasoning-gym dataset usable as rg-<name>")
     t.set_defaults(func=cmd_tasks)
 
-    g = sub.add_parser("reproduce", help="the paper's grid: configs x models x seeds through every stage, then the report")
+    g = sub.add_parser(
+        "reproduce", help="the paper's grid: configs x models x seeds through every stage, then the report"
+    )
     g.add_argument("--preset", default="tiny", help="smoke | tiny | small | paper (default tiny)")
-    g.add_argument("--configs", help="comma-separated configurations (default: ce,precision,diversity,tail,head)")
+    g.add_argument(
+        "--configs", help="comma-separated configurations (default: ce,precision,diversity,tail,head)"
+    )
     g.add_argument("--models", help="comma-separated model flavors, e.g. tiny,tiny-moe")
     g.add_argument("--seeds", type=int, help="seeds per (model, config)")
     g.add_argument("--jobs", type=int, help="runs trained at the same time (0 = auto)")
     g.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
-    g.add_argument("--dry-run", action="store_true", help="print the plan and validate every config; train nothing")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the plan and validate every config; train nothing"
+    )
     g.add_argument("overrides", nargs="*", help="key=value grid overrides (see shapedce.reproduce.grid)")
     g.set_defaults(func=cmd_reproduce)
 
@@ -206,16 +260,31 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", help="a `shapedce reproduce` output directory")
     rp.set_defaults(func=cmd_report)
 
-    rd = sub.add_parser("readiness", help="RL readiness of any HF causal LM: Pass@k, entropy, top-k coverage, vs reference runs")
+    rd = sub.add_parser(
+        "readiness",
+        help="RL readiness of any HF causal LM: Pass@k, entropy, top-k coverage, vs reference runs",
+    )
     rd.add_argument("path", help="a Hugging Face causal LM directory, or a run directory holding final/")
     rd.add_argument("--out", required=True, help="output directory for readiness.md, readiness.json and PNGs")
-    rd.add_argument("--reference", help="a `shapedce reproduce` directory whose midtrain models and RL gains to compare with")
-    rd.add_argument("--cache-dir", help="where reference signals are cached (default RUN/midtrain/readiness.json)")
-    rd.add_argument("--tasks", help="comma-separated held-out tasks (default: the reference grid's, else knowledge,arith-compare)")
+    rd.add_argument(
+        "--reference",
+        help="a `shapedce reproduce` directory whose midtrain models and RL gains to compare with",
+    )
+    rd.add_argument(
+        "--cache-dir", help="where reference signals are cached (default RUN/midtrain/readiness.json)"
+    )
+    rd.add_argument(
+        "--tasks",
+        help="comma-separated held-out tasks (default: the reference grid's, else knowledge,arith-compare)",
+    )
     rd.add_argument("--problems", type=int, default=32, help="test prompts per task (default 32)")
-    rd.add_argument("--samples", type=int, default=8, help="samples per prompt at T=1, m of Pass@k (default 8)")
+    rd.add_argument(
+        "--samples", type=int, default=8, help="samples per prompt at T=1, m of Pass@k (default 8)"
+    )
     rd.add_argument("--max-new-tokens", type=int, default=64, help="length cap per sample (default 64)")
-    rd.add_argument("--text-tokens", type=int, default=5000, help="held-out text tokens for the entropy (default 5000)")
+    rd.add_argument(
+        "--text-tokens", type=int, default=5000, help="held-out text tokens for the entropy (default 5000)"
+    )
     rd.set_defaults(func=cmd_readiness)
     return parser
 
@@ -258,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(text)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         where = f" (traceback in {log})" if log is not None else ""
-        print(f"shapedce {args.command}: internal error: {type(err).__name__}: {first[:300]}{where}", file=sys.stderr)
+        print(
+            f"shapedce {args.command}: internal error: {type(err).__name__}: {first[:300]}{where}",
+            file=sys.stderr,
+        )
         return 1
 
 

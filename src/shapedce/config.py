@@ -23,9 +23,9 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .errors import UserError
 from .loss.config import SETTINGS as LOSS_SETTINGS
 from .loss.config import LossConfig
-from .errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -134,7 +134,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         checks = [
             ("stage", self.stage in ("pretrain", "midtrain"), "one of pretrain, midtrain"),
             ("model.rope_theta", self.model.rope_theta > 0, "> 0"),
@@ -201,7 +201,9 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 return _coerce(value, member, key)
             except ValueError:
                 continue
-        raise UserError(f"{key} must be of type {' or '.join(t.__name__ for t in typ.__args__)}; got {value!r}")
+        raise UserError(
+            f"{key} must be of type {' or '.join(t.__name__ for t in typ.__args__)}; got {value!r}"
+        )
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -300,7 +302,9 @@ def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
     return build_config(read_preset(preset), overrides)
 
 
-def load_run_config(path: str | Path, overrides: list[str] = (), cls: type = RunConfig, what: str = "run config") -> Any:
+def load_run_config(
+    path: str | Path, overrides: list[str] = (), cls: type = RunConfig, what: str = "run config"
+) -> Any:
     """The resolved config a run saved (its config.yaml), plus overrides."""
     path = Path(path)
     if not path.is_file():

@@ -53,8 +53,15 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
     check(ok, name, allowed, value)
 
 
-def check_real(name: str, value: object, lo: float | None = None, hi: float | None = None, *,
-               lo_open: bool = False, hi_open: bool = False) -> None:
+def check_real(
+    name: str,
+    value: object,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """One-line UserError unless `value` is a finite real number within the bounds given."""
     ok = is_real(value) and math.isfinite(value)
     if ok and lo is not None:

@@ -39,6 +39,7 @@ from transformers import (
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
+
 from .errors import UserError, check_int, check_real
 
 QWEN3_VOCAB = 151936
@@ -64,25 +65,60 @@ def _common(*, vocab: int, positions: int) -> dict[str, Any]:
     )
 
 
-def _dense(*, vocab: int, positions: int, hidden: int, layers: int, heads: int, kv_heads: int,
-           head_dim: int, intermediate: int) -> Qwen3Config:
+def _dense(
+    *,
+    vocab: int,
+    positions: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+) -> Qwen3Config:
     return Qwen3Config(
-        **_common(vocab=vocab, positions=positions), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-        intermediate_size=intermediate, use_sliding_window=False,
+        **_common(vocab=vocab, positions=positions),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate,
+        use_sliding_window=False,
     )
 
 
-def _moe(*, vocab: int, positions: int, hidden: int, layers: int, heads: int, kv_heads: int,
-         head_dim: int, expert_intermediate: int, experts: int, top_k: int) -> Qwen3MoeConfig:
+def _moe(
+    *,
+    vocab: int,
+    positions: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    expert_intermediate: int,
+    experts: int,
+    top_k: int,
+) -> Qwen3MoeConfig:
     return Qwen3MoeConfig(
-        **_common(vocab=vocab, positions=positions), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-        moe_intermediate_size=expert_intermediate, num_experts=experts, num_experts_per_tok=top_k,
+        **_common(vocab=vocab, positions=positions),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        moe_intermediate_size=expert_intermediate,
+        num_experts=experts,
+        num_experts_per_tok=top_k,
         # intermediate_size only sizes dense MLP layers (mlp_only_layers); there are none.
         intermediate_size=4 * expert_intermediate,
-        decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,  # as Qwen3-30B-A3B ships
-        output_router_logits=False, router_aux_loss_coef=0.001, use_sliding_window=False,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        norm_topk_prob=True,  # as Qwen3-30B-A3B ships
+        output_router_logits=False,
+        router_aux_loss_coef=0.001,
+        use_sliding_window=False,
     )
 
 
@@ -93,25 +129,73 @@ _PAPER = dict(vocab=QWEN3_VOCAB, positions=16384)
 FLAVORS: dict[str, PretrainedConfig] = {
     # CPU flavors: tests, smoke runs and the small reproductions.
     "tiny": _dense(**_CPU, hidden=128, layers=4, heads=4, kv_heads=2, head_dim=32, intermediate=384),
-    "tiny-moe": _moe(**_CPU, hidden=128, layers=4, heads=4, kv_heads=2, head_dim=32,
-                     expert_intermediate=64, experts=8, top_k=2),
+    "tiny-moe": _moe(
+        **_CPU,
+        hidden=128,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        head_dim=32,
+        expert_intermediate=64,
+        experts=8,
+        top_k=2,
+    ),
     "small": _dense(**_CPU_SMALL, hidden=384, layers=8, heads=6, kv_heads=2, head_dim=64, intermediate=1024),
-    "small-moe": _moe(**_CPU_SMALL, hidden=384, layers=8, heads=6, kv_heads=2, head_dim=64,
-                      expert_intermediate=192, experts=16, top_k=4),
+    "small-moe": _moe(
+        **_CPU_SMALL,
+        hidden=384,
+        layers=8,
+        heads=6,
+        kv_heads=2,
+        head_dim=64,
+        expert_intermediate=192,
+        experts=16,
+        top_k=4,
+    ),
     # Paper flavors (SPEC section 2). 4b is the Qwen3-4B shape; 1b sits between Qwen3-0.6B and 1.7B.
     "1b": _dense(**_PAPER, hidden=1536, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=4096),
     "4b": _dense(**_PAPER, hidden=2560, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=9728),
     # MoE: Qwen3-MoE layout (query width 2 x hidden, 4 KV heads, head_dim 128), 256 experts, top-8.
-    "moe-5b-a0.3b": _moe(**_PAPER, hidden=640, layers=22, heads=10, kv_heads=4, head_dim=128,
-                         expert_intermediate=448, experts=256, top_k=8),
-    "moe-10b-a0.5b": _moe(**_PAPER, hidden=768, layers=24, heads=12, kv_heads=4, head_dim=128,
-                          expert_intermediate=704, experts=256, top_k=8),
-    "moe-20b-a1b": _moe(**_PAPER, hidden=1280, layers=24, heads=20, kv_heads=4, head_dim=128,
-                        expert_intermediate=832, experts=256, top_k=8),
+    "moe-5b-a0.3b": _moe(
+        **_PAPER,
+        hidden=640,
+        layers=22,
+        heads=10,
+        kv_heads=4,
+        head_dim=128,
+        expert_intermediate=448,
+        experts=256,
+        top_k=8,
+    ),
+    "moe-10b-a0.5b": _moe(
+        **_PAPER,
+        hidden=768,
+        layers=24,
+        heads=12,
+        kv_heads=4,
+        head_dim=128,
+        expert_intermediate=704,
+        experts=256,
+        top_k=8,
+    ),
+    "moe-20b-a1b": _moe(
+        **_PAPER,
+        hidden=1280,
+        layers=24,
+        heads=20,
+        kv_heads=4,
+        head_dim=128,
+        expert_intermediate=832,
+        experts=256,
+        top_k=8,
+    ),
 }
 """Flavor name -> config. Treat as read-only; `flavor_config` hands out deep copies."""
 
-_CAUSAL_LM: dict[type, type[PreTrainedModel]] = {Qwen3Config: Qwen3ForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM}
+_CAUSAL_LM: dict[type, type[PreTrainedModel]] = {
+    Qwen3Config: Qwen3ForCausalLM,
+    Qwen3MoeConfig: Qwen3MoeForCausalLM,
+}
 
 
 def is_moe(config: PretrainedConfig) -> bool:
@@ -138,7 +222,9 @@ def get_rope_theta(config: PretrainedConfig | PreTrainedModel) -> float:
     return float(params["rope_theta"])
 
 
-def set_rope_theta(config: PretrainedConfig | PreTrainedModel, theta: float) -> PretrainedConfig | PreTrainedModel:
+def set_rope_theta(
+    config: PretrainedConfig | PreTrainedModel, theta: float
+) -> PretrainedConfig | PreTrainedModel:
     """Set the RoPE base in place and return the argument (mid-training: 1e4 -> 1e6).
 
     Writes `config.rope_parameters["rope_theta"]`, the only place transformers 5.x reads and saves;
@@ -158,7 +244,9 @@ def set_rope_theta(config: PretrainedConfig | PreTrainedModel, theta: float) -> 
     cfg.rope_parameters = params
     if model is not None:
         for module in model.modules():
-            if isinstance(getattr(module, "inv_freq", None), torch.Tensor) and hasattr(module, "original_inv_freq"):
+            if isinstance(getattr(module, "inv_freq", None), torch.Tensor) and hasattr(
+                module, "original_inv_freq"
+            ):
                 fresh = type(module)(cfg)
                 device = module.inv_freq.device
                 module.inv_freq = fresh.inv_freq.to(device)
@@ -180,15 +268,25 @@ def flavor_config(flavor: str, **overrides: Any) -> PretrainedConfig:
         if not hasattr(config, name):
             raise UserError(f"{name} is not a field of {type(config).__name__} (flavor {flavor!r})")
         setattr(config, name, value)  # strict dataclass: type-checked here
-    if "num_hidden_layers" in overrides and "layer_types" not in overrides and getattr(config, "layer_types", None):
+    if (
+        "num_hidden_layers" in overrides
+        and "layer_types" not in overrides
+        and getattr(config, "layer_types", None)
+    ):
         config.layer_types = ["full_attention"] * config.num_hidden_layers
     config.validate()
     return config
 
 
-def build_model(flavor: str, *, vocab_size: int | None = None, rope_theta: float | None = None,
-                max_position_embeddings: int | None = None, seed: int = 0,
-                device: str | torch.device = "cpu") -> PreTrainedModel:
+def build_model(
+    flavor: str,
+    *,
+    vocab_size: int | None = None,
+    rope_theta: float | None = None,
+    max_position_embeddings: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> PreTrainedModel:
     """A freshly initialised float32 `Qwen3ForCausalLM` / `Qwen3MoeForCausalLM`.
 
     The init is a function of (flavor, overrides, seed, device type): `torch.manual_seed(seed)`
@@ -209,7 +307,7 @@ def build_model(flavor: str, *, vocab_size: int | None = None, rope_theta: float
     return model.to(torch.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def param_counts(flavor: str) -> tuple[int, int]:
     """(total, active) parameters of a flavor, counted on the meta device. Tied weights count once."""
     config = flavor_config(flavor)
@@ -234,14 +332,18 @@ def human(n: float) -> str:
 
 def models_table() -> str:
     """Markdown table of every flavor: what `shapedce models` prints."""
-    rows = ["| flavor | kind | layers | hidden | experts (E/top-k) | vocab | total params | active params |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| flavor | kind | layers | hidden | experts (E/top-k) | vocab | total params | active params |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, config in FLAVORS.items():
         total, active = param_counts(name)
         moe = is_moe(config)
         experts = f"{config.num_experts}/{config.num_experts_per_tok}" if moe else "-"
-        rows.append(f"| {name} | {'MoE' if moe else 'dense'} | {config.num_hidden_layers} | {config.hidden_size} | "
-                    f"{experts} | {config.vocab_size} | {human(total)} | {human(active)} |")
+        rows.append(
+            f"| {name} | {'MoE' if moe else 'dense'} | {config.num_hidden_layers} | {config.hidden_size} | "
+            f"{experts} | {config.vocab_size} | {human(total)} | {human(active)} |"
+        )
     return "\n".join(rows)
 
 
@@ -251,5 +353,7 @@ def check_finite_weights(model: PreTrainedModel, source: str | Path) -> None:
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise UserError(f"{source}: weight {name} holds {bad} non-finite values (NaN or inf); "
-                            "refusing to use this model")
+            raise UserError(
+                f"{source}: weight {name} holds {bad} non-finite values (NaN or inf); "
+                "refusing to use this model"
+            )

@@ -170,7 +170,9 @@ class RunDir:
 
     def stage(self, stage: str) -> StageDir:
         """pretrain / midtrain / rl; eval-X is scored into X/eval/."""
-        return StageDir(self.path / stage.split("-", 1)[1] if stage.startswith("eval-") else self.path / stage)
+        return StageDir(
+            self.path / stage.split("-", 1)[1] if stage.startswith("eval-") else self.path / stage
+        )
 
     def is_done(self, stage: str) -> bool:
         sd = self.stage(stage)
@@ -223,7 +225,9 @@ class GridDir:
     def seed_dirs(self, model: str, config: str) -> list[RunDir]:
         """The runs of (model, config) that exist, by seed."""
         cdir = self.path / "runs" / model / config
-        found = [p for p in cdir.glob("s[0-9]*") if p.is_dir() and p.name[1:].isdigit()] if cdir.is_dir() else []
+        found = (
+            [p for p in cdir.glob("s[0-9]*") if p.is_dir() and p.name[1:].isdigit()] if cdir.is_dir() else []
+        )
         return [RunDir(p) for p in sorted(found, key=lambda p: int(p.name[1:]))]
 
 
@@ -235,7 +239,7 @@ class FolderLock:
     def __init__(self, path: str | Path, what: str):
         self.path, self.what, self._fd = Path(path), what, None
 
-    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.5) -> "FolderLock":
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.5) -> FolderLock:
         """Take the lock; wait up to `wait_s` seconds for another holder, then fail with one line."""
         import fcntl
         import time
@@ -251,8 +255,10 @@ class FolderLock:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                     os.close(fd)
-                    raise UserError(f"{self.what} is in use by another process (pid {holder}); "
-                                    "wait for it to finish or stop it first") from None
+                    raise UserError(
+                        f"{self.what} is in use by another process (pid {holder}); "
+                        "wait for it to finish or stop it first"
+                    ) from None
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -264,7 +270,7 @@ class FolderLock:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self if self._fd is not None else self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -17,22 +17,46 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "corpus": ("CORPORA", "Fact", "builtin_corpus", "fact_base", "is_reasoning_doc", "knowledge_probes"),
-    "problems": ("PROBLEM_FAMILIES", "Problem", "extract_answer", "generate_problem", "heldout_problems",
-                 "is_heldout", "problem_key"),
+    "problems": (
+        "PROBLEM_FAMILIES",
+        "Problem",
+        "extract_answer",
+        "generate_problem",
+        "heldout_problems",
+        "is_heldout",
+        "problem_key",
+    ),
     "packing": ("PackedSequences", "read_texts", "tokenize_to_memmap"),
-    "tokenizer": ("SPECIAL_TOKENS", "check_special_tokens", "check_tokenizer_fits", "load_tokenizer",
-                  "train_tokenizer"),
+    "tokenizer": (
+        "SPECIAL_TOKENS",
+        "check_special_tokens",
+        "check_tokenizer_fits",
+        "load_tokenizer",
+        "train_tokenizer",
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:
     from .corpus import CORPORA, Fact, builtin_corpus, fact_base, is_reasoning_doc, knowledge_probes
-    from .problems import (PROBLEM_FAMILIES, Problem, extract_answer, generate_problem, heldout_problems,
-                           is_heldout, problem_key)
     from .packing import PackedSequences, read_texts, tokenize_to_memmap
-    from .tokenizer import (SPECIAL_TOKENS, check_special_tokens, check_tokenizer_fits, load_tokenizer,
-                            train_tokenizer)
+    from .problems import (
+        PROBLEM_FAMILIES,
+        Problem,
+        extract_answer,
+        generate_problem,
+        heldout_problems,
+        is_heldout,
+        problem_key,
+    )
+    from .tokenizer import (
+        SPECIAL_TOKENS,
+        check_special_tokens,
+        check_tokenizer_fits,
+        load_tokenizer,
+        train_tokenizer,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -37,8 +37,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .problems import PROBLEM_FAMILIES, check_int, generate_problem, heldout_problems, is_heldout
 from ..errors import UserError
+from .problems import PROBLEM_FAMILIES, check_int, generate_problem, heldout_problems, is_heldout
 
 # ----------------------------------------------------------------------------- fact base
 
@@ -47,17 +47,65 @@ RIVERS = ("Tamsa", "Orvel", "Lisk", "Brana", "Mure", "Dolva", "Senn", "Karo", "V
 COLORS = ("red", "blue", "green", "yellow", "white", "black", "orange", "purple")
 JOBS = ("baker", "teacher", "farmer", "sailor", "doctor", "painter", "miner", "weaver", "potter", "singer")
 PETS = ("cat", "dog", "horse", "goat", "parrot", "rabbit", "turtle", "pony")
-FIRST = ("Ana", "Bela", "Cato", "Dara", "Emil", "Fena", "Gido", "Hana", "Ivo", "Jana", "Kira", "Lev",
-         "Mila", "Nico", "Oda", "Pavo", "Rina", "Sami", "Tova", "Ugo", "Vera", "Wim", "Yara", "Zeno")
+FIRST = (
+    "Ana",
+    "Bela",
+    "Cato",
+    "Dara",
+    "Emil",
+    "Fena",
+    "Gido",
+    "Hana",
+    "Ivo",
+    "Jana",
+    "Kira",
+    "Lev",
+    "Mila",
+    "Nico",
+    "Oda",
+    "Pavo",
+    "Rina",
+    "Sami",
+    "Tova",
+    "Ugo",
+    "Vera",
+    "Wim",
+    "Yara",
+    "Zeno",
+)
 LAST = ("Vell", "Moro", "Tansk", "Brio", "Kade", "Lorn", "Pesk", "Dunn", "Savo", "Rell", "Hirt", "Gaal")
-SYL1 = ("Bel", "Tor", "Mar", "Kes", "Dun", "Sol", "Var", "Lin", "Ost", "Pel", "Ran", "Hal", "Fen", "Gor", "Nim", "Ul")
+SYL1 = (
+    "Bel",
+    "Tor",
+    "Mar",
+    "Kes",
+    "Dun",
+    "Sol",
+    "Var",
+    "Lin",
+    "Ost",
+    "Pel",
+    "Ran",
+    "Hal",
+    "Fen",
+    "Gor",
+    "Nim",
+    "Ul",
+)
 # everyday scenes in stories: word choices follow a Zipf law (weight 1/rank), so some positions
 # have skewed, natural-language-like next-token distributions, where beta's effect shows
 SCENE = {
     "verb": ("bought", "saw", "found", "sold", "made", "lost", "painted", "carried", "cleaned", "wanted"),
     "adj": ("small", "old", "new", "big", "red", "quiet", "strange", "heavy", "bright", "round"),
     "noun": ("basket", "boat", "lamp", "book", "coat", "chair", "bell", "cup", "rope", "kite", "drum", "map"),
-    "place": ("at the market", "near the river", "in the square", "by the gate", "on the hill", "at the harbor"),
+    "place": (
+        "at the market",
+        "near the river",
+        "in the square",
+        "by the gate",
+        "on the hill",
+        "at the harbor",
+    ),
 }
 SYL2 = ("mora", "vik", "dale", "holm", "bury", "stad", "mere", "wick", "ford", "gate", "lund", "port")
 
@@ -67,19 +115,31 @@ MAX_ENTITIES = len(SYL1) * len(SYL2)
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
     "country": ("{e} is a city in {v}.", "The city of {e} lies in {v}.", "{e} is located in {v}."),
-    "river": ("The river {v} flows through {e}.", "{e} stands on the river {v}.", "{e} was built on the river {v}."),
+    "river": (
+        "The river {v} flows through {e}.",
+        "{e} stands on the river {v}.",
+        "{e} was built on the river {v}.",
+    ),
     "founder": ("{e} was founded by {v}.", "The founder of {e} was {v}.", "{v} founded the city of {e}."),
     "color": ("The flag of {e} is {v}.", "{e} has a {v} flag.", "The people of {e} fly a {v} flag."),
-    "year": ("{e} was founded in {v}.", "The city of {e} dates from {v}.", "In {v}, the city of {e} was founded."),
+    "year": (
+        "{e} was founded in {v}.",
+        "The city of {e} dates from {v}.",
+        "In {v}, the city of {e} was founded.",
+    ),
     "home": ("{e} lives in {v}.", "{e} is from {v}.", "The home of {e} is the city of {v}."),
     "job": ("{e} works as a {v}.", "{e} is a {v}.", "By trade, {e} is a {v}."),
     "pet": ("{e} has a pet {v}.", "{e} keeps a {v} at home.", "The pet of {e} is a {v}."),
 }
 QUESTIONS: dict[str, str] = {
-    "country": "Which country is {e} in?", "river": "Which river flows through {e}?",
-    "founder": "Who founded {e}?", "color": "What color is the flag of {e}?",
-    "year": "In which year was {e} founded?", "home": "Where does {e} live?",
-    "job": "What is the job of {e}?", "pet": "What pet does {e} have?",
+    "country": "Which country is {e} in?",
+    "river": "Which river flows through {e}?",
+    "founder": "Who founded {e}?",
+    "color": "What color is the flag of {e}?",
+    "year": "In which year was {e} founded?",
+    "home": "Where does {e} live?",
+    "job": "What is the job of {e}?",
+    "pet": "What pet does {e} have?",
 }
 
 
@@ -112,11 +172,16 @@ def _world(seed: int, n_entities: int) -> tuple[tuple[str, ...], dict[str, dict[
     n_cities = (n_entities + 1) // 2
     cities = rng.sample([a + b for a in SYL1 for b in SYL2], n_cities)
     names = rng.sample([f"{a} {b}" for a in FIRST for b in LAST], n_entities)  # people + founders
-    people, founders = names[: n_entities - n_cities], names[n_entities - n_cities:]
+    people, founders = names[: n_entities - n_cities], names[n_entities - n_cities :]
     table: dict[str, dict[str, str]] = {}
     for city, founder in zip(cities, founders):
-        table[city] = {"country": rng.choice(COUNTRIES), "river": rng.choice(RIVERS), "founder": founder,
-                       "color": rng.choice(COLORS), "year": str(rng.randint(1100, 1900))}
+        table[city] = {
+            "country": rng.choice(COUNTRIES),
+            "river": rng.choice(RIVERS),
+            "founder": founder,
+            "color": rng.choice(COLORS),
+            "year": str(rng.randint(1100, 1900)),
+        }
     for person in people:
         table[person] = {"home": rng.choice(cities), "job": rng.choice(JOBS), "pet": rng.choice(PETS)}
     order = [*cities, *people]
@@ -175,19 +240,26 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
         return " ".join(f.statement(rng.randrange(3)) for f in by_entity[next(profiled)])
 
     def quiz() -> str:
-        return "\n".join(f"Question: {f.question()}\nAnswer: {f.value}." for f in rng.sample(facts, rng.randint(2, 3)))
+        return "\n".join(
+            f"Question: {f.question()}\nAnswer: {f.value}." for f in rng.sample(facts, rng.randint(2, 3))
+        )
 
     def story() -> str:
         p = rng.choice(people)
         home, job, pet = table[p]["home"], table[p]["job"], table[p]["pet"]
         c = table[home]
-        extra = [f"{p} works as a {job} in {home}.", f"Every morning, {p} walks along the river {c['river']}.",
-                 f"{p} has a pet {pet}. The {pet} likes to sleep in the sun.",
-                 f"On holidays, {p} hangs a {c['color']} flag, the flag of {home}.",
-                 f"{home} is in {c['country']}, so {p} lives in {c['country']}."]
+        extra = [
+            f"{p} works as a {job} in {home}.",
+            f"Every morning, {p} walks along the river {c['river']}.",
+            f"{p} has a pet {pet}. The {pet} likes to sleep in the sun.",
+            f"On holidays, {p} hangs a {c['color']} flag, the flag of {home}.",
+            f"{home} is in {c['country']}, so {p} lives in {c['country']}.",
+        ]
         picks = sorted(rng.sample(range(len(extra)), rng.randint(2, 3)))
         w = {k: rng.choices(v, [1 / (i + 1) for i in range(len(v))])[0] for k, v in SCENE.items()}
-        scene = f"{p} {w['verb']} {'an' if w['adj'][0] in 'aeiou' else 'a'} {w['adj']} {w['noun']} {w['place']}."
+        scene = (
+            f"{p} {w['verb']} {'an' if w['adj'][0] in 'aeiou' else 'a'} {w['adj']} {w['noun']} {w['place']}."
+        )
         return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks), scene])
 
     def problem(worked: bool) -> str:
@@ -199,14 +271,22 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
     def world() -> str:
         a, b = rng.sample(cities, 2)
         (ca, ya), (cb, yb) = ((table[x]["country"], table[x]["year"]) for x in (a, b))
-        first = f"{a} and {b} are both cities in {ca}." if ca == cb else f"{a} is in {ca}, but {b} is in {cb}."
+        first = (
+            f"{a} and {b} are both cities in {ca}." if ca == cb else f"{a} is in {ca}, but {b} is in {cb}."
+        )
         if ya == yb:
             return f"{first} Both were founded in {ya}."
-        return f"{first} {a} was founded in {ya} and {b} in {yb}, so {a if int(ya) < int(yb) else b} is older."
+        return (
+            f"{first} {a} was founded in {ya} and {b} in {yb}, so {a if int(ya) < int(yb) else b} is older."
+        )
 
     writers: dict[str, Callable[[], str]] = {
-        "profile": profile, "quiz": quiz, "story": story, "world": world,
-        "short": lambda: problem(worked=False), "worked": lambda: problem(worked=True),
+        "profile": profile,
+        "quiz": quiz,
+        "story": story,
+        "world": world,
+        "short": lambda: problem(worked=False),
+        "worked": lambda: problem(worked=True),
     }
     return [writers[kind]() for kind in kinds]
 
@@ -231,5 +311,9 @@ def knowledge_probes(seed: int = 0, n: int = 100, n_docs: int | None = None) -> 
 if __name__ == "__main__":
     for name in CORPORA:
         docs = builtin_corpus(name, 2000)
-        print(f"== {name}: reasoning share {sum(map(is_reasoning_doc, docs)) / len(docs):.1%}", *docs[:3], sep="\n\n")
+        print(
+            f"== {name}: reasoning share {sum(map(is_reasoning_doc, docs)) / len(docs):.1%}",
+            *docs[:3],
+            sep="\n\n",
+        )
     print("== probe:", knowledge_probes(0, 1)[0], "held out:", heldout_problems("add", 1)[0].prompt)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ..errors import UserError, check_int, is_int
 
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".parquet": "parquet"}
@@ -49,7 +50,9 @@ def _check_utf8(path: Path) -> None:
             try:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as err:
-                raise UserError(f"{path} is not UTF-8 text (bad byte at offset {offset + err.start})") from None
+                raise UserError(
+                    f"{path} is not UTF-8 text (bad byte at offset {offset + err.start})"
+                ) from None
             blank = blank and not text.strip()
             offset += len(chunk)
         try:
@@ -93,7 +96,9 @@ def _read_one(path: Path, text_field: str, cache_dir: str | None) -> list[str]:
         raise UserError(f"cannot read {path} as {builder}: {first}") from err
     field = "text" if builder == "text" else text_field
     if field not in data.column_names:
-        raise UserError(f"{path} has no field {field!r}; available fields: {', '.join(data.column_names) or 'none'}")
+        raise UserError(
+            f"{path} has no field {field!r}; available fields: {', '.join(data.column_names) or 'none'}"
+        )
     texts = []
     for i, value in enumerate(data[field]):
         if not isinstance(value, str):
@@ -140,8 +145,9 @@ def token_dtype(tokenizer) -> np.dtype:
     return np.dtype(np.uint16) if n_ids <= 65536 else np.dtype(np.uint32)
 
 
-def tokenize_to_memmap(texts: Sequence[str], tokenizer, cache_dir: str | Path, key: str,
-                       batch_size: int = 1000) -> np.memmap:
+def tokenize_to_memmap(
+    texts: Sequence[str], tokenizer, cache_dir: str | Path, key: str, batch_size: int = 1000
+) -> np.memmap:
     """Token ids of `texts`, EOS after each document, cached at cache_dir/<key>-<hash>.bin (read-only memmap)."""
     if not isinstance(key, str) or not _KEY_RE.match(key):
         raise UserError(f"key must be a non-empty name of letters, digits, '_', '.', '-'; got {key!r}")
@@ -162,7 +168,9 @@ def tokenize_to_memmap(texts: Sequence[str], tokenizer, cache_dir: str | Path, k
         try:
             with os.fdopen(fd, "wb") as f:
                 for start in range(0, len(texts), batch_size):
-                    ids = tokenizer(list(texts[start:start + batch_size]), add_special_tokens=False)["input_ids"]
+                    ids = tokenizer(list(texts[start : start + batch_size]), add_special_tokens=False)[
+                        "input_ids"
+                    ]
                     np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=dtype).tofile(f)
             os.replace(tmp, target)
         except BaseException:
@@ -182,7 +190,9 @@ class PackedSequences(torch.utils.data.Dataset):
         check_int("seq_len", seq_len, 1)
         tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)  # a memmap stays one
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-            raise UserError(f"tokens must be a 1-D integer array; got shape {tokens.shape} dtype {tokens.dtype}")
+            raise UserError(
+                f"tokens must be a 1-D integer array; got shape {tokens.shape} dtype {tokens.dtype}"
+            )
         if len(tokens) < seq_len + 1:
             raise UserError(
                 f"too few tokens for one sequence of seq_len={seq_len}: need {seq_len + 1}, got {len(tokens)}"
@@ -199,7 +209,7 @@ class PackedSequences(torch.utils.data.Dataset):
         if not -self._n <= i < self._n:
             raise IndexError(f"sequence index {i} out of range for {self._n} sequences")
         start = (int(i) % self._n) * self.seq_len
-        return torch.from_numpy(np.asarray(self.tokens[start:start + self.seq_len + 1], dtype=np.int64))
+        return torch.from_numpy(np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int64))
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """LongTensor [len(indices), seq_len + 1]."""

@@ -19,6 +19,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from ..errors import UserError, check_int
 
 PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
@@ -44,7 +45,9 @@ class Problem:
 
     def doc(self, worked: bool) -> str:
         """The corpus document: the query and the worked solution, or just the final answer line."""
-        return self.query + self.solution if worked else f"Problem: {self.prompt}\nThe answer is {self.answer}."
+        return (
+            self.query + self.solution if worked else f"Problem: {self.prompt}\nThe answer is {self.answer}."
+        )
 
 
 def extract_answer(text: str) -> str | None:
@@ -84,7 +87,11 @@ def _add(rng: random.Random) -> tuple[str, int, list[str]]:
 def _mul(rng: random.Random) -> tuple[str, int, list[str]]:
     a, m = _num(rng, 2, 3), rng.randint(2, 9)
     columns = [(f"{x} * {m}", x * m) for x in _digits(a)]
-    lines = [f"Multiply each digit by {m} from right to left.", *_with_carries(columns), f"So {a} * {m} = {a * m}."]
+    lines = [
+        f"Multiply each digit by {m} from right to left.",
+        *_with_carries(columns),
+        f"So {a} * {m} = {a * m}.",
+    ]
     return f"What is {a} * {m}?", a * m, lines
 
 
@@ -94,8 +101,12 @@ def _sub(rng: random.Random) -> tuple[str, int, list[str]]:
     lines, borrow = ["Subtract the digits from right to left."], 0
     for i, (x, y) in enumerate(zip(_digits(a), _digits(b, len(str(a))))):
         expr, d = (f" - 1 - {y}" if borrow else f" - {y}"), x - y - borrow
-        lines.append(f"{PLACES[i]}: {x}{expr} is below zero, so borrow: {x + 10}{expr} = {d + 10}. Write {d + 10}, "
-                     "borrow 1." if d < 0 else f"{PLACES[i]}: {x}{expr} = {d}. Write {d}.")
+        lines.append(
+            f"{PLACES[i]}: {x}{expr} is below zero, so borrow: {x + 10}{expr} = {d + 10}. Write {d + 10}, "
+            "borrow 1."
+            if d < 0
+            else f"{PLACES[i]}: {x}{expr} = {d}. Write {d}."
+        )
         borrow = int(d < 0)
     lines.append(f"So {a} - {b} = {a - b}.")
     return f"What is {a} - {b}?", a - b, lines
@@ -117,8 +128,11 @@ def _linear(rng: random.Random) -> tuple[str, int, list[str]]:
         c, sign, undo = ax - b, "-", f"Add {b} to both sides: {a} * x = {ax - b} + {b} = {ax}."
     else:
         c, sign, undo = ax + b, "+", f"Subtract {b} from both sides: {a} * x = {ax + b} - {b} = {ax}."
-    lines = [undo, f"Divide both sides by {a}: x = {ax} / {a} = {x}.",
-             f"Check: {a} * {x} {sign} {b} = {ax} {sign} {b} = {c}."]
+    lines = [
+        undo,
+        f"Divide both sides by {a}: x = {ax} / {a} = {x}.",
+        f"Check: {a} * {x} {sign} {b} = {ax} {sign} {b} = {c}.",
+    ]
     return f"Solve for x: {a} * x {sign} {b} = {c}.", x, lines
 
 
@@ -126,7 +140,9 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
     a, b = _num(rng, 1, 4), -1
     if a >= 10 and rng.random() < 0.5:  # same length, one digit changed: the interesting case
         sa, i = str(a), rng.randrange(len(str(a)))
-        b = int(sa[:i] + rng.choice([c for c in "0123456789" if c != sa[i] and (i or c != "0")]) + sa[i + 1:])
+        b = int(
+            sa[:i] + rng.choice([c for c in "0123456789" if c != sa[i] and (i or c != "0")]) + sa[i + 1 :]
+        )
     while b in (-1, a):
         b = _num(rng, 1, 4)
     sa, sb = str(a), str(b)
@@ -137,8 +153,10 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
         lines = [f"Both numbers have {count(sa)}. Compare from the left."]
         for i, (x, y) in enumerate(zip(sa, sb)):
             same = x == y
-            lines.append(f"{PLACES[len(sa) - 1 - i]}: " + (f"{x} and {y} are equal." if same else
-                                                           f"{max(x, y)} is larger than {min(x, y)}."))
+            lines.append(
+                f"{PLACES[len(sa) - 1 - i]}: "
+                + (f"{x} and {y} are equal." if same else f"{max(x, y)} is larger than {min(x, y)}.")
+            )
             if not same:
                 break
     lines.append(f"So {max(a, b)} is larger than {min(a, b)}.")
@@ -146,7 +164,12 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
 
 
 _WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
-    "add": _add, "sub": _sub, "mul": _mul, "chain": _chain, "linear": _linear, "compare": _compare,
+    "add": _add,
+    "sub": _sub,
+    "mul": _mul,
+    "chain": _chain,
+    "linear": _linear,
+    "compare": _compare,
 }
 
 
@@ -185,7 +208,9 @@ def heldout_problems(family: str, n: int, seed: int = 0) -> list[Problem]:
             seen.add(key)
             out.append(problem)
     if len(out) < n:
-        raise UserError(f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)")
+        raise UserError(
+            f"n={n} is more held-out {family!r} problems than its problem space offers ({len(out)} found)"
+        )
     return out
 
 

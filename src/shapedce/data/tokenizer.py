@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from ..errors import UserError, check, check_int, is_int
 
 SPECIAL_TOKENS: dict[str, str] = {
@@ -60,8 +61,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     Deterministic for the same texts and vocab_size. The result may hold fewer than vocab_size
     tokens when the texts offer too few merges; use len(tokenizer) for the real size.
     """
-    check(is_int(vocab_size) and vocab_size >= MIN_VOCAB_SIZE, "vocab_size",
-          f"an integer >= {MIN_VOCAB_SIZE} (256 bytes + specials)", vocab_size)
+    check(
+        is_int(vocab_size) and vocab_size >= MIN_VOCAB_SIZE,
+        "vocab_size",
+        f"an integer >= {MIN_VOCAB_SIZE} (256 bytes + specials)",
+        vocab_size,
+    )
     if isinstance(texts, str):
         raise UserError("texts must be an iterable of documents, not a single string")
     specials = list(SPECIAL_TOKENS.values())
@@ -112,14 +117,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if not directory.is_dir():
         raise UserError(f"tokenizer directory not found: {str(directory)!r} (a local directory is required)")
     if not (directory / "tokenizer.json").is_file():
-        raise UserError(f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required")
+        raise UserError(
+            f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as err:  # noqa: BLE001 - any loader failure becomes one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load tokenizer from {str(directory)!r}: {first}") from err
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise UserError(f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})")
+        raise UserError(
+            f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})"
+        )
     check_special_tokens(tokenizer, where=str(directory))
     return tokenizer
 
@@ -157,7 +166,11 @@ def _demo() -> None:
     text = "Problem: What is 487 + 356?\nThe answer is 843."
     ids = tok(text)["input_ids"]
     print(f"vocab {len(tok)}, {len(ids)} tokens: {tok.convert_ids_to_tokens(ids)}")
-    print(tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True))
+    print(
+        tok.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ __all__ = ["load_model", "pick_device", "resolve_model_dir"]
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """"auto" = CUDA when available, else CPU; otherwise the named device."""
+    """ "auto" = CUDA when available, else CPU; otherwise the named device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -47,7 +47,9 @@ def avg_at_k(rewards: Sequence[float | bool]) -> float:
     return sum(float(r) for r in rewards) / len(rewards)
 
 
-def majority_answer(answers: Sequence[str | None], normalize: Callable[[str], str] | None = None) -> str | None:
+def majority_answer(
+    answers: Sequence[str | None], normalize: Callable[[str], str] | None = None
+) -> str | None:
     """The most frequent (normalised) answer; None answers do not vote; ties go to the first seen."""
     counts: dict[str, int] = {}
     for answer in answers:
@@ -57,15 +59,18 @@ def majority_answer(answers: Sequence[str | None], normalize: Callable[[str], st
     return max(counts, key=counts.__getitem__) if counts else None  # max keeps the first of equals
 
 
-def cons_at_k(answers: Sequence[str | None], is_correct: Sequence[bool],
-              normalize: Callable[[str], str] | None = None) -> bool:
+def cons_at_k(
+    answers: Sequence[str | None], is_correct: Sequence[bool], normalize: Callable[[str], str] | None = None
+) -> bool:
     """True iff the majority answer exists and every sample giving it is correct.
 
     `answers` are normalised already (`Task.grade` does it) unless `normalize` is given.
     """
     if len(answers) != len(is_correct) or len(answers) == 0:
-        raise UserError(f"answers and is_correct must be non-empty and of equal length; "
-                         f"got {len(answers)} and {len(is_correct)}")
+        raise UserError(
+            f"answers and is_correct must be non-empty and of equal length; "
+            f"got {len(answers)} and {len(is_correct)}"
+        )
     winner = majority_answer(answers, normalize)
     if winner is None:
         return False
@@ -83,8 +88,10 @@ def summarize(groups: Sequence[Sequence[tuple[str | None, bool]]], ks: Sequence[
         raise UserError("groups must hold at least one prompt's samples; got none")
     m = len(groups[0])
     if m == 0 or any(len(g) != m for g in groups):
-        raise UserError(f"groups must all hold the same number m >= 1 of samples; got sizes "
-                         f"{sorted({len(g) for g in groups})}")
+        raise UserError(
+            f"groups must all hold the same number m >= 1 of samples; got sizes "
+            f"{sorted({len(g) for g in groups})}"
+        )
     ks = list(ks) if ks else list(pass_at_k_curve(m, 0))
     avg = cons = 0.0
     curve = dict.fromkeys(ks, 0.0)
@@ -95,5 +102,10 @@ def summarize(groups: Sequence[Sequence[tuple[str | None, bool]]], ks: Sequence[
         for k in ks:
             curve[k] += pass_at_k(m, sum(correct), k)
     p = len(groups)
-    return {"prompts": p, "samples": m, "avg_at_m": avg / p, "cons_at_m": cons / p,
-            "pass_at_k": {str(k): value / p for k, value in curve.items()}}
+    return {
+        "prompts": p,
+        "samples": m,
+        "avg_at_m": avg / p,
+        "cons_at_m": cons / p,
+        "pass_at_k": {str(k): value / p for k, value in curve.items()},
+    }

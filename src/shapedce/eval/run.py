@@ -58,13 +58,14 @@ class EvalSettings:
     pass_k: str = ""
     """Comma-separated k of the Pass@k curve; "" = 1, 2, 4, ..., samples."""
 
-    def validate(self) -> "EvalSettings":
+    def validate(self) -> EvalSettings:
         for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
             check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
         for k in self.ks() or ():
             if not 1 <= k <= self.samples:
-                raise UserError(f"--pass-k {k} is outside [1, --samples={self.samples}]: "
-                                "Pass@k needs k <= samples")
+                raise UserError(
+                    f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples"
+                )
         return self
 
     def ks(self) -> list[int] | None:
@@ -73,8 +74,9 @@ class EvalSettings:
         try:
             return [int(k) for k in self.pass_k.split(",") if k.strip()]
         except ValueError:
-            raise UserError(f"--pass-k must be comma-separated integers, e.g. 1,8,64; "
-                            f"got {self.pass_k!r}") from None
+            raise UserError(
+                f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}"
+            ) from None
 
 
 def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig, bar) -> tuple:
@@ -85,8 +87,8 @@ def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig
     step = len(prompts) if vllm_available() else max(1, CHUNK // settings.samples)
     groups, lengths, finished = [], [], []
     for i in range(0, len(prompts), step):
-        completions = sample(model, tokenizer, texts[i:i + step], cfg, progress=bar)
-        groups += grade_groups(task, completions, prompts[i:i + step])
+        completions = sample(model, tokenizer, texts[i : i + step], cfg, progress=bar)
+        groups += grade_groups(task, completions, prompts[i : i + step])
         lengths += [c.num_tokens for samples in completions for c in samples]
         finished += [c.finished for samples in completions for c in samples]
     return summary_of(groups, lengths, finished, settings.ks()), groups, lengths, finished
@@ -101,9 +103,20 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
     model_dir = resolve_model_dir(path)
     out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
     model, tokenizer = load_model(model_dir, pick_device(device))
-    cfg = SamplingConfig(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
-                         samples=settings.samples, seed=settings.seed, batch_size=settings.batch_size)
-    results = {"schema_version": SCHEMA_VERSION, "model": str(model_dir), "settings": asdict(settings), "tasks": {}}
+    cfg = SamplingConfig(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        samples=settings.samples,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "model": str(model_dir),
+        "settings": asdict(settings),
+        "tasks": {},
+    }
     pooled_groups, pooled_len, pooled_fin = [], [], []
     total = sum(settings.problems if t.size is None else min(settings.problems, t.size) for t in tasks)
     with tqdm(total=total * settings.samples, desc="eval", unit="sample") as bar:
@@ -134,17 +147,27 @@ def markdown(results: dict) -> str:
     m = results["settings"]["samples"]
     rows = {**results["tasks"], "overall": results["overall"]}
     ks = list(results["overall"]["pass_at_k"])
-    head = f"| task | prompts | Avg@{m} | Cons@{m} | " + " | ".join(f"Pass@{k}" for k in ks) + " | mean length |"
-    lines = [f"Model: `{results['model']}` (T={results['settings']['temperature']}, "
-             f"top-p={results['settings']['top_p']}, m={m})", "", head, "|---|" + "---:|" * (4 + len(ks))]
+    head = (
+        f"| task | prompts | Avg@{m} | Cons@{m} | " + " | ".join(f"Pass@{k}" for k in ks) + " | mean length |"
+    )
+    lines = [
+        f"Model: `{results['model']}` (T={results['settings']['temperature']}, "
+        f"top-p={results['settings']['top_p']}, m={m})",
+        "",
+        head,
+        "|---|" + "---:|" * (4 + len(ks)),
+    ]
     for name, r in rows.items():
         cells = [str(r["prompts"]), f"{r['avg_at_m']:.3f}", f"{r['cons_at_m']:.3f}"]
         cells += [f"{r['pass_at_k'][k]:.3f}" for k in ks] + [f"{r['response_length']['mean']:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     t = results["text"]
-    lines += ["", "| held-out text | tokens | PPL | entropy mean | p50 | p80 | p95 | forking share | tail mass |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-              f"| | {t['tokens']} | {t['ppl']:.3f} | {t['entropy_mean']:.3f} | {t['entropy_p50']:.3f} | "
-              f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | {t['forking_share']:.3f} (H > {t['forking_threshold']}) | "
-              f"{t['tail_mass']:.4f} (k={t['tail_k']}) |"]
+    lines += [
+        "",
+        "| held-out text | tokens | PPL | entropy mean | p50 | p80 | p95 | forking share | tail mass |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| | {t['tokens']} | {t['ppl']:.3f} | {t['entropy_mean']:.3f} | {t['entropy_p50']:.3f} | "
+        f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | {t['forking_share']:.3f} (H > {t['forking_threshold']}) | "
+        f"{t['tail_mass']:.4f} (k={t['tail_k']}) |",
+    ]
     return "\n".join(lines) + "\n"

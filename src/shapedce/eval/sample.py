@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+
 from ..errors import UserError, check, check_int, is_int, is_real
 
 Backend = Literal["auto", "torch", "vllm"]
@@ -70,7 +71,9 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         t, p, s = self.temperature, self.top_p, self.seed
-        check(is_real(t) and math.isfinite(t) and t >= 0, "temperature", "a finite number >= 0 (0 = greedy)", t)
+        check(
+            is_real(t) and math.isfinite(t) and t >= 0, "temperature", "a finite number >= 0 (0 = greedy)", t
+        )
         check(is_real(p) and 0 < p <= 1, "top_p", "a number in (0, 1]", p)
         for name in ("max_new_tokens", "samples", "batch_size"):
             check_int(name, getattr(self, name), 1)
@@ -167,8 +170,9 @@ def _nucleus(z: torch.Tensor, top_p: float, guess: int) -> tuple[torch.Tensor, t
     return idx[:, :width], vals[:, :width].masked_fill(~keep[:, :width], -math.inf)
 
 
-def pick_tokens(logits: torch.Tensor, cfg: SamplingConfig, row_keys: torch.Tensor, step: int,
-                guess: int = NUCLEUS_GUESS) -> tuple[torch.Tensor, torch.Tensor, int]:
+def pick_tokens(
+    logits: torch.Tensor, cfg: SamplingConfig, row_keys: torch.Tensor, step: int, guess: int = NUCLEUS_GUESS
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(tokens [B], entropy [B], nucleus width) from raw float32 logits [B, V]: temperature, top-p,
     Gumbel-max with counter-based noise. `guess` (top tokens tried before a sort) changes speed only."""
     entropy = torch.special.entr(torch.softmax(logits, -1)).sum(-1)
@@ -197,8 +201,16 @@ def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, cfg: SamplingConfig, eos: torch.Tensor,
-                  pad: int, cache_arg: str, extra: dict[str, Any]) -> list[tuple[list[int], bool, float]]:
+def _decode_batch(
+    model: Any,
+    prompt_ids: list[list[int]],
+    keys: torch.Tensor,
+    cfg: SamplingConfig,
+    eos: torch.Tensor,
+    pad: int,
+    cache_arg: str,
+    extra: dict[str, Any],
+) -> list[tuple[list[int], bool, float]]:
     """Sample one batch. prompt_ids: the distinct prompts; keys: [B, 3] (prompt row, prompt idx, sample idx)."""
     from transformers import DynamicCache
 
@@ -207,12 +219,14 @@ def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, c
     ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
     for i, row in enumerate(prompt_ids):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row):] = 1
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache}, **extra)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache}, **extra
+    )
     src = keys[:, 0]
     cache.batch_select_indices(src)  # each distinct prompt's cache rows, copied to its samples
     logits, mask, pos = out.logits[src, -1].float(), mask[src], pos[src, -1]
@@ -242,28 +256,39 @@ def _decode_batch(model: Any, prompt_ids: list[list[int]], keys: torch.Tensor, c
             alive, tok, mask, pos, row_keys = alive[keep], tok[keep], mask[keep], pos[keep], row_keys[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         pos = pos + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
-                    **{cache_arg: cache}, **extra)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=pos[:, None],
+            use_cache=True,
+            **{cache_arg: cache},
+            **extra,
+        )
         logits = out.logits[:, -1].float()
     lengths_l, ent_l, fin_l, tok_l = lengths.tolist(), ent_sum.tolist(), finished.tolist(), tokens.tolist()
     return [(tok_l[i][: lengths_l[i]], fin_l[i], ent_l[i] / lengths_l[i]) for i in range(n)]
 
 
-def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                  progress: Any, keys_of: list[int]) -> list[list[Completion]]:
+def _sample_torch(
+    model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig, progress: Any, keys_of: list[int]
+) -> list[list[Completion]]:
     from tqdm.auto import tqdm
 
     encoded = _encode(tokenizer, prompts)
     device = next(model.parameters()).device
-    eos = torch.tensor([t for t in (tokenizer.eos_token_id,) if t is not None], dtype=torch.long, device=device)
+    eos = torch.tensor(
+        [t for t in (tokenizer.eos_token_id,) if t is not None], dtype=torch.long, device=device
+    )
     params = inspect.signature(model.forward).parameters
     extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     if "output_router_logits" in params:  # MoE: no router logits / aux loss (its mask math breaks on decode)
         extra["output_router_logits"] = False
     cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed to `cache` in transformers 5.x
     # all (prompt, sample) pairs, longest prompts first: less padding, and any OOM comes early
-    work = sorted(((p, s) for p in range(len(prompts)) for s in range(cfg.samples)),
-                  key=lambda ps: (-len(encoded[ps[0]]), ps[0], ps[1]))
+    work = sorted(
+        ((p, s) for p in range(len(prompts)) for s in range(cfg.samples)),
+        key=lambda ps: (-len(encoded[ps[0]]), ps[0], ps[1]),
+    )
     results: list[list[Completion | None]] = [[None] * cfg.samples for _ in prompts]
     was_training = model.training
     model.eval()
@@ -271,16 +296,27 @@ def _sample_torch(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingC
     bar = tqdm(total=len(work), desc="sampling", unit="sample", disable=not progress) if own_bar else progress
     try:
         for start in range(0, len(work), cfg.batch_size):
-            chunk = work[start:start + cfg.batch_size]
+            chunk = work[start : start + cfg.batch_size]
             distinct = list(dict.fromkeys(p for p, _ in chunk))
             row_of = {p: i for i, p in enumerate(distinct)}
-            keys = torch.tensor([(row_of[p], keys_of[p], s) for p, s in chunk], dtype=torch.long,
-                                device=device)
-            outs = _decode_batch(model, [encoded[p] for p in distinct], keys, cfg, eos, tokenizer.pad_token_id,
-                                 cache_arg, extra)
+            keys = torch.tensor(
+                [(row_of[p], keys_of[p], s) for p, s in chunk], dtype=torch.long, device=device
+            )
+            outs = _decode_batch(
+                model,
+                [encoded[p] for p in distinct],
+                keys,
+                cfg,
+                eos,
+                tokenizer.pad_token_id,
+                cache_arg,
+                extra,
+            )
             texts = tokenizer.batch_decode([ids for ids, _, _ in outs], skip_special_tokens=True)
             for (p, s), (ids, fin, ent), text in zip(chunk, outs, texts):
-                results[p][s] = Completion(text=text, token_ids=ids, num_tokens=len(ids), finished=fin, entropy=ent)
+                results[p][s] = Completion(
+                    text=text, token_ids=ids, num_tokens=len(ids), finished=fin, entropy=ent
+                )
             bar.update(len(chunk))
     finally:
         if own_bar:
@@ -297,8 +333,9 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
-def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig,
-                 progress: bool, keys_of: list[int]) -> list[list[Completion]]:
+def _sample_vllm(
+    model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig, progress: bool, keys_of: list[int]
+) -> list[list[Completion]]:
     """Sample with vLLM's `LLM.generate` (`SamplingParams(n=m, temperature, top_p, max_tokens, seed)`).
 
     NOT TESTED: the development machine has neither vLLM nor CUDA; written against vLLM's documented
@@ -316,25 +353,48 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
         tmp = tempfile.TemporaryDirectory(prefix="shapedce-vllm-")
         model.save_pretrained(tmp.name)
         tokenizer.save_pretrained(tmp.name)
-        model = LLM(model=tmp.name, seed=cfg.seed, gpu_memory_utilization=0.5)  # the HF model keeps its memory
+        model = LLM(
+            model=tmp.name, seed=cfg.seed, gpu_memory_utilization=0.5
+        )  # the HF model keeps its memory
     try:
         encoded = _encode(tokenizer, prompts)
         stop = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
         index = torch.tensor(keys_of, dtype=torch.long)  # per-prompt 31-bit seeds, hashed as torch's
         seeds = [k & 0x7FFFFFFF for k in _row_keys(cfg.seed, index, torch.zeros_like(index)).tolist()]
-        params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 max_tokens=cfg.max_new_tokens, seed=seeds[i], stop_token_ids=stop,
-                                 logprobs=VLLM_LOGPROBS, detokenize=False) for i in range(len(prompts))]
-        outputs = model.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress is True)
+        params = [
+            SamplingParams(
+                n=cfg.samples,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_tokens=cfg.max_new_tokens,
+                seed=seeds[i],
+                stop_token_ids=stop,
+                logprobs=VLLM_LOGPROBS,
+                detokenize=False,
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = model.generate(
+            [{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=progress is True
+        )
         results = []
         for request in outputs:
             row = []
             for out in sorted(request.outputs, key=lambda o: o.index):
                 ids = list(out.token_ids)
-                ents = [-sum(math.exp(lp.logprob) * lp.logprob for lp in top.values()) for top in (out.logprobs or [])]
-                row.append(Completion(text=tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids,
-                                      num_tokens=len(ids), finished=out.finish_reason == "stop",
-                                      entropy=sum(ents) / len(ents) if ents else float("nan")))
+                ents = [
+                    -sum(math.exp(lp.logprob) * lp.logprob for lp in top.values())
+                    for top in (out.logprobs or [])
+                ]
+                row.append(
+                    Completion(
+                        text=tokenizer.decode(ids, skip_special_tokens=True),
+                        token_ids=ids,
+                        num_tokens=len(ids),
+                        finished=out.finish_reason == "stop",
+                        entropy=sum(ents) / len(ents) if ents else float("nan"),
+                    )
+                )
             results.append(row)
         if not isinstance(progress, bool):
             progress.update(len(prompts) * cfg.samples)
@@ -348,9 +408,16 @@ def _sample_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingCo
 # ----------------------------------------------------------------------------- API
 
 
-def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig | None = None, *,
-           progress: Any = False, backend: Backend = "auto",
-           prompt_keys: list[int] | None = None) -> list[list[Completion]]:
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    cfg: SamplingConfig | None = None,
+    *,
+    progress: Any = False,
+    backend: Backend = "auto",
+    prompt_keys: list[int] | None = None,
+) -> list[list[Completion]]:
     """Sample `cfg.samples` completions per prompt: result[i] holds prompt i's, in sample order.
 
     prompt_keys: the counter key of each prompt (default: its index in `prompts`); prompt i's samples
@@ -377,7 +444,9 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig |
     if len(prompt_keys) != len(prompts) or not all(is_int(k) and 0 <= k < 2**62 for k in prompt_keys):
         raise UserError("prompt_keys must hold one integer in [0, 2**62) per prompt")
     if getattr(tokenizer, "pad_token_id", None) is None:
-        raise UserError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+        raise UserError(
+            "tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)"
+        )
     is_llm = type(model).__module__.startswith("vllm")
     if backend == "vllm" or (backend == "auto" and (is_llm or vllm_available())):
         if not vllm_available():
@@ -395,9 +464,13 @@ def _demo() -> None:
     tok = train_tokenizer(builtin_corpus("pretrain", 300), vocab_size=2048)
     model = build_model("tiny", seed=0)
     cfg = SamplingConfig(samples=2, max_new_tokens=16)
-    for i, row in enumerate(sample(model, tok, ["Problem: What is 2 + 3?\n", "The city of"], cfg, backend="torch")):
+    for i, row in enumerate(
+        sample(model, tok, ["Problem: What is 2 + 3?\n", "The city of"], cfg, backend="torch")
+    ):
         for j, c in enumerate(row):
-            print(f"[{i}.{j}] {c.num_tokens} tokens, finished={c.finished}, entropy={c.entropy:.2f}: {c.text!r}")
+            print(
+                f"[{i}.{j}] {c.num_tokens} tokens, finished={c.finished}, entropy={c.entropy:.2f}: {c.text!r}"
+            )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ import statistics
 
 def length_stats(lengths: list[int], finished: list[bool]) -> dict:
     """Mean / median / max response length in tokens and the share that ended with EOS."""
-    return {"mean": statistics.fmean(lengths), "median": statistics.median(lengths), "max": max(lengths),
-            "finished": sum(finished) / len(finished)}
+    return {
+        "mean": statistics.fmean(lengths),
+        "median": statistics.median(lengths),
+        "max": max(lengths),
+        "finished": sum(finished) / len(finished),
+    }
 
 
 def grade_groups(task, completions, prompts) -> list[list[tuple[str | None, bool]]]:
@@ -25,7 +29,7 @@ def grade_groups(task, completions, prompts) -> list[list[tuple[str | None, bool
     graded = task.grade_many(pairs)
     out, i = [], 0
     for samples in completions:
-        out.append(graded[i:i + len(samples)])
+        out.append(graded[i : i + len(samples)])
         i += len(samples)
     return out
 

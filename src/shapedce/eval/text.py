@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from ..errors import UserError
 
 HIST_EDGES = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0]
@@ -25,8 +26,16 @@ HIST_EDGES = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0
 
 
 @torch.inference_mode()
-def token_entropies(model, tokenizer, docs: list[str], *, max_tokens: int = 20000, batch_size: int = 8,
-                    max_len: int = 512, tail_k: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_entropies(
+    model,
+    tokenizer,
+    docs: list[str],
+    *,
+    max_tokens: int = 20000,
+    batch_size: int = 8,
+    max_len: int = 512,
+    tail_k: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ce, entropy, tail mass beyond the top `tail_k`) per scored token, float64 1-d tensors, over
     the first `max_tokens` tokens."""
     model.eval()
@@ -62,10 +71,20 @@ def token_entropies(model, tokenizer, docs: list[str], *, max_tokens: int = 2000
     return tuple(torch.cat(parts)[:max_tokens] for parts in (ces, ents, tails))
 
 
-def text_stats(model, tokenizer, docs: list[str], *, max_tokens: int = 20000, forking_threshold: float = 1.0,
-               batch_size: int = 8, tail_k: int = 100) -> dict:
+def text_stats(
+    model,
+    tokenizer,
+    docs: list[str],
+    *,
+    max_tokens: int = 20000,
+    forking_threshold: float = 1.0,
+    batch_size: int = 8,
+    tail_k: int = 100,
+) -> dict:
     """Perplexity, entropy mean / percentiles / histogram, the forking-token share and the tail mass."""
-    ce, ent, tail = token_entropies(model, tokenizer, docs, max_tokens=max_tokens, batch_size=batch_size, tail_k=tail_k)
+    ce, ent, tail = token_entropies(
+        model, tokenizer, docs, max_tokens=max_tokens, batch_size=batch_size, tail_k=tail_k
+    )
     bins = torch.bucketize(ent, torch.tensor(HIST_EDGES[1:], dtype=torch.float64), right=True)
     counts = torch.bincount(bins, minlength=len(HIST_EDGES))  # bin i: [edge i, edge i+1), the last open
     q = torch.quantile(ent, torch.tensor([0.5, 0.8, 0.95], dtype=torch.float64)).tolist()

@@ -13,7 +13,7 @@ and the Gemma `x / c; tanh(x); x * c` softcap block. Anything else raises a one-
 a loss the model would not compute is refused, never approximated. To list which `*ForCausalLM`
 classes of the installed transformers pass this reading (without building them):
 
-    PYTHONPATH=src python -c "import shapedce.hf.heads as h; h._survey()"  
+    PYTHONPATH=src python -c "import shapedce.hf.heads as h; h._survey()"
 """
 
 from __future__ import annotations
@@ -366,5 +366,3 @@ def _survey() -> None:
         extra = " softcap" if spec.softcap is not None else ""
         print(f"accepted  {name}: {spec.decoder}.{spec.head}{' moe' if spec.moe else ''}{extra}")
     print(f"{len(accepted)}/{len(names)} accepted by the static reading")
-
-

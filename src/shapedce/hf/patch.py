@@ -37,7 +37,9 @@ def as_shaped_loss(loss: LossConfig | str) -> ShapedLoss:
         return ShapedLoss(**loss.settings())
     if isinstance(loss, str):
         return ShapedLoss.named(loss)
-    raise UserError(f"shaped_loss must be a ShapedLoss, a LossConfig or a setting name; got {type(loss).__name__}")
+    raise UserError(
+        f"shaped_loss must be a ShapedLoss, a LossConfig or a setting name; got {type(loss).__name__}"
+    )
 
 
 def shift_labels_of(labels: Tensor, ignore_index: int) -> Tensor:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
 from ..errors import UserError, check, check_int, check_real, is_int, is_real
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -108,7 +109,7 @@ class LossConfig:
         check_int("ignore_index", self.ignore_index)
 
     @classmethod
-    def named(cls, name: str, **overrides: Any) -> "LossConfig":
+    def named(cls, name: str, **overrides: Any) -> LossConfig:
         """One of the named settings (see `SETTINGS`) as a `cls`, optionally with fields overridden."""
         if name not in SETTINGS:
             raise UserError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
@@ -119,7 +120,7 @@ class LossConfig:
         """True when beta is set online by `shapedce.loss.control.EntropyController`."""
         return self.beta == "auto"
 
-    def at_beta(self, beta: float) -> "LossConfig":
+    def at_beta(self, beta: float) -> LossConfig:
         """This loss with a fixed beta (the controller's value for one step); no controller fields."""
         return replace(self, beta=float(beta), target_entropy=0.0)
 

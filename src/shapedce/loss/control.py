@@ -39,9 +39,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UserError
 from .config import LossConfig, check_control
 from .shaped import ShapedLoss
-from ..errors import UserError
 
 BETA_MIN = -1.0
 """Lower bound of beta: the ground-truth weight is bounded only for beta >= -1 (SPEC section 1)."""
@@ -76,7 +76,7 @@ class EntropyController:
         self.beta = min(max(float(self.beta), BETA_MIN), self.beta_max)
 
     @classmethod
-    def from_loss(cls, loss: LossConfig) -> "EntropyController":
+    def from_loss(cls, loss: LossConfig) -> EntropyController:
         if not loss.auto_beta:
             raise UserError(f"EntropyController needs a loss with beta=auto; got beta={loss.beta!r}")
         base = loss if isinstance(loss, ShapedLoss) else ShapedLoss(**loss.settings())  # callable

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import UserError, check_int, check_real
 from .config import LossConfig, check_reduction
 from .rows import (
     add_stats,
@@ -47,7 +48,6 @@ from .rows import (
     stats_sums,
     top_k,
 )
-from ..errors import UserError, check_int, check_real
 
 CHUNK_ELEMENTS = 1 << 23
 """Default chunk budget, in logits: C = CHUNK_ELEMENTS / V rows, rounded down to a power of two, at

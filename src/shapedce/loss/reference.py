@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
 from .config import check_knobs, check_reduction
 from .rows import (
     check_float,
@@ -30,7 +31,6 @@ from .rows import (
     stats_sums,
     top_k_mask,
 )
-from ..errors import UserError
 
 
 def reduce_rows(rows: Tensor, n_valid: int, reduction: str) -> Tensor:

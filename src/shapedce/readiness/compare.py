@@ -25,10 +25,10 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..report.load import GridRecord, RunRecord, load_grid_dir
-from .signals import ReadinessSettings, compute_signals, flatten
 from ..errors import UserError
+from ..report.load import GridRecord, RunRecord, load_grid_dir
 from ..rundir import RunDir
+from .signals import ReadinessSettings, compute_signals, flatten
 
 STAGE = "midtrain"
 CACHE_FILE = "readiness.json"
@@ -75,8 +75,9 @@ def cached_signals(model_dir: Path, cache: Path, settings: ReadinessSettings) ->
     return data
 
 
-def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Path | None = None,
-                   log=print) -> tuple[GridRecord, list[Reference]]:
+def reference_runs(
+    root: str | Path, settings: ReadinessSettings, cache_dir: Path | None = None, log=print
+) -> tuple[GridRecord, list[Reference]]:
     """Every reference run with a midtrain model: its signals (cached) and its RL gain."""
     grid = load_grid_dir(root)
     task = grid.rl_task
@@ -90,8 +91,15 @@ def reference_runs(root: str | Path, settings: ReadinessSettings, cache_dir: Pat
         model_dir = files.final
         where = (cache_dir / run.model / run.config / f"s{run.seed}") if cache_dir else files.path
         log(f"readiness: reference {run.model}/{run.config}/s{run.seed}")
-        refs.append(Reference(run.model, run.config, run.seed, cached_signals(model_dir, where / CACHE_FILE, settings),
-                              *rl_gain(run, task)))
+        refs.append(
+            Reference(
+                run.model,
+                run.config,
+                run.seed,
+                cached_signals(model_dir, where / CACHE_FILE, settings),
+                *rl_gain(run, task),
+            )
+        )
     if not refs:
         raise UserError(f"--reference {root}: no run has a midtrain model yet (RUN/{STAGE}/final)")
     return grid, refs
@@ -161,15 +169,26 @@ def correlate(refs: list[Reference], task: str) -> list[dict]:
     flats = [flatten(r.signals, task) for r in usable]
     gains = [r.rl_gain for r in usable]
     rows = []
-    for name in (flats[0] if flats else {}):
+    for name in flats[0] if flats else {}:
         xs = [f[name] for f in flats]
         r, rho = pearson(xs, gains), spearman(xs, gains)
         p = permutation_p(pearson, xs, gains)
-        rows.append({"signal": name, "n": len(xs), "pearson": r, "spearman": rho, "p": p, "verdict": verdict(r, rho, p)})
+        rows.append(
+            {
+                "signal": name,
+                "n": len(xs),
+                "pearson": r,
+                "spearman": rho,
+                "p": p,
+                "verdict": verdict(r, rho, p),
+            }
+        )
     return sorted(rows, key=lambda row: -abs(row["pearson"] or 0.0))
 
 
-def nearest_config(model_flat: dict[str, float], refs: list[Reference], task: str) -> tuple[str, float] | None:
+def nearest_config(
+    model_flat: dict[str, float], refs: list[Reference], task: str
+) -> tuple[str, float] | None:
     """The reference configuration whose mean signals are closest to the model's (z-scored by the
     references' spread; signals constant across references are skipped), and that distance."""
     per_config: dict[str, list[dict[str, float]]] = {}
@@ -180,7 +199,11 @@ def nearest_config(model_flat: dict[str, float], refs: list[Reference], task: st
     keys = [k for k, s in spread.items() if s > 0]
     if not keys:
         return None
-    dist = {c: math.sqrt(sum(((model_flat[k] - statistics.fmean(f[k] for f in fs)) / spread[k]) ** 2 for k in keys))
-            for c, fs in per_config.items()}
+    dist = {
+        c: math.sqrt(
+            sum(((model_flat[k] - statistics.fmean(f[k] for f in fs)) / spread[k]) ** 2 for k in keys)
+        )
+        for c, fs in per_config.items()
+    }
     best = min(dist, key=dist.get)
     return best, dist[best]

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from ..eval.loading import load_model, resolve_model_dir
-from ..eval.scoring import default_text_docs, score_task
 from ..eval.sample import SamplingConfig, sample
+from ..eval.scoring import default_text_docs, score_task
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks
-from ..errors import UserError
 
 COVERAGE_KS = (1, 5, 20)
 FORKING_THRESHOLD = 1.0
@@ -50,11 +50,14 @@ class ReadinessSettings:
     """Held-out text tokens for the entropy distribution."""
     seed: int = 0
 
-    def validate(self) -> "ReadinessSettings":
-        for key, ok, allowed in [("problems", self.problems >= 1, ">= 1"), ("samples", self.samples >= 1, ">= 1"),
-                                 ("temperature", self.temperature > 0, "> 0"),
-                                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-                                 ("text_tokens", self.text_tokens >= 1, ">= 1")]:
+    def validate(self) -> ReadinessSettings:
+        for key, ok, allowed in [
+            ("problems", self.problems >= 1, ">= 1"),
+            ("samples", self.samples >= 1, ">= 1"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+            ("text_tokens", self.text_tokens >= 1, ">= 1"),
+        ]:
             if not ok:
                 raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
         get_tasks(self.tasks)  # unknown task names fail here, before any model is loaded
@@ -103,8 +106,13 @@ def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, b
             ent += float(h_tok.sum())
             forking += int((h_tok > FORKING_THRESHOLD).sum())
             count += len(t)
-    return {"tokens": count, "coverage": {str(k): hits[k] / count for k in ks}, "nll": nll / count,
-            "entropy": ent / count, "forking_share": forking / count}
+    return {
+        "tokens": count,
+        "coverage": {str(k): hits[k] / count for k in ks},
+        "nll": nll / count,
+        "entropy": ent / count,
+        "forking_share": forking / count,
+    }
 
 
 def compute_signals(path: str | Path, settings: ReadinessSettings, device: str = "auto") -> dict:
@@ -112,19 +120,34 @@ def compute_signals(path: str | Path, settings: ReadinessSettings, device: str =
     settings.validate()
     tasks = get_tasks(settings.tasks)
     model_dir = resolve_model_dir(path)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model, tokenizer = load_model(model_dir, dev)
-    cfg = SamplingConfig(temperature=settings.temperature, top_p=1.0, max_new_tokens=settings.max_new_tokens,
-                         samples=settings.samples, seed=settings.seed)
+    cfg = SamplingConfig(
+        temperature=settings.temperature,
+        top_p=1.0,
+        max_new_tokens=settings.max_new_tokens,
+        samples=settings.samples,
+        seed=settings.seed,
+    )
     out = {"model": str(model_dir), "settings": asdict(settings), "tasks": {}}
     for task in tasks:
         prompts = task.prompts("test", settings.problems, seed=settings.seed)
         completions = sample(model, tokenizer, [p.text for p in prompts], cfg)
         summary = score_task(task, completions, prompts, None)[0]
-        out["tasks"][task.name] = {"avg_at_m": summary["avg_at_m"], "pass_at_k": summary["pass_at_k"],
-                                   **solution_coverage(model, tokenizer, prompts)}
-    out["text"] = text_stats(model, tokenizer, default_text_docs(), max_tokens=settings.text_tokens,
-                             forking_threshold=FORKING_THRESHOLD)
+        out["tasks"][task.name] = {
+            "avg_at_m": summary["avg_at_m"],
+            "pass_at_k": summary["pass_at_k"],
+            **solution_coverage(model, tokenizer, prompts),
+        }
+    out["text"] = text_stats(
+        model,
+        tokenizer,
+        default_text_docs(),
+        max_tokens=settings.text_tokens,
+        forking_threshold=FORKING_THRESHOLD,
+    )
     return out
 
 
@@ -135,6 +158,13 @@ def flatten(signals: dict, task: str) -> dict[str, float]:
     m = max(curve, key=int)
     flat = {"pass@1": curve["1"], f"pass@{m}": curve[m], "pass@k headroom": curve[m] - curve["1"]}
     flat.update({f"top-{k} coverage": t["coverage"][str(k)] for k in COVERAGE_KS})
-    flat.update({"solution NLL": t["nll"], "solution entropy": t["entropy"], "solution forking share": t["forking_share"],
-                 "text entropy": signals["text"]["entropy_mean"], "text forking share": signals["text"]["forking_share"]})
+    flat.update(
+        {
+            "solution NLL": t["nll"],
+            "solution entropy": t["entropy"],
+            "solution forking share": t["forking_share"],
+            "text entropy": signals["text"]["entropy_mean"],
+            "text forking share": signals["text"]["forking_share"],
+        }
+    )
     return flat

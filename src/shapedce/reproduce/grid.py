@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
+from ..errors import UserError
 from ..loss import SETTINGS
 from ..models import FLAVORS
-from ..errors import UserError
-from ..rundir import STAGES, GridDir, RunDir
+from ..rundir import GridDir, RunDir
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
 
@@ -67,18 +67,25 @@ class GridConfig:
     eval_text_tokens: int = 20000
     """Held-out text tokens for perplexity, entropy and tail mass."""
 
-    def validate(self) -> "GridConfig":
-        check_ranges(self, [
-            ("seeds", self.seeds >= 1, ">= 1"),
-            ("auto_target_entropy", self.auto_target_entropy >= 0, ">= 0 (0 = the auto setting's default)"),
-            ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
-            ("eval_problems", self.eval_problems >= 1, ">= 1"),
-            ("eval_samples", self.eval_samples >= 1, ">= 1"),
-            ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
-            ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
-            ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
-            ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
-        ])
+    def validate(self) -> GridConfig:
+        check_ranges(
+            self,
+            [
+                ("seeds", self.seeds >= 1, ">= 1"),
+                (
+                    "auto_target_entropy",
+                    self.auto_target_entropy >= 0,
+                    ">= 0 (0 = the auto setting's default)",
+                ),
+                ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
+                ("eval_problems", self.eval_problems >= 1, ">= 1"),
+                ("eval_samples", self.eval_samples >= 1, ">= 1"),
+                ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
+                ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
+                ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
+                ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
+            ],
+        )
         for name in self.config_names:
             if name not in SETTINGS:
                 raise UserError(f"configs: unknown configuration {name!r}; choose from {', '.join(SETTINGS)}")
@@ -96,7 +103,9 @@ class GridConfig:
     def config_names(self) -> list[str]:
         names = [c.strip() for c in self.configs.split(",") if c.strip()]
         if not names or len(set(names)) != len(names):
-            raise UserError(f"configs must name distinct configurations, e.g. ce,precision; got {self.configs!r}")
+            raise UserError(
+                f"configs must name distinct configurations, e.g. ce,precision; got {self.configs!r}"
+            )
         return names
 
     @property
@@ -159,14 +168,30 @@ class Run:
 def plan(grid: GridConfig, root: Path) -> list[Run]:
     """Every run of the grid, seed-major so that early results cover all configurations."""
     layout = GridDir(root)
-    return [Run(m, c, s, layout.run_dir(m, c, s).path)
-            for m in grid.model_names for s in range(grid.seeds) for c in grid.config_names]
+    return [
+        Run(m, c, s, layout.run_dir(m, c, s).path)
+        for m in grid.model_names
+        for s in range(grid.seeds)
+        for c in grid.config_names
+    ]
 
 
 def pretrain_config(grid: GridConfig, run: Run) -> RunConfig:
-    target = [f"loss.target_entropy={grid.auto_target_entropy}"] if run.config == "auto" and grid.auto_target_entropy else []
-    return load_config(grid.pretrain_preset, [f"loss={run.config}", *target, f"model.flavor={run.model}",
-                                              f"train.seed={run.seed}", *grid.overrides("pretrain")])
+    target = (
+        [f"loss.target_entropy={grid.auto_target_entropy}"]
+        if run.config == "auto" and grid.auto_target_entropy
+        else []
+    )
+    return load_config(
+        grid.pretrain_preset,
+        [
+            f"loss={run.config}",
+            *target,
+            f"model.flavor={run.model}",
+            f"train.seed={run.seed}",
+            *grid.overrides("pretrain"),
+        ],
+    )
 
 
 def rl_config(grid: GridConfig, run: Run):
@@ -178,9 +203,16 @@ def rl_config(grid: GridConfig, run: Run):
 def eval_settings(grid: GridConfig):
     from ..eval.run import EvalSettings
 
-    return EvalSettings(tasks=grid.eval_tasks, samples=grid.eval_samples, problems=grid.eval_problems,
-                        temperature=grid.eval_temperature, top_p=grid.eval_top_p,
-                        max_new_tokens=grid.eval_max_new_tokens, text_tokens=grid.eval_text_tokens, seed=0).validate()
+    return EvalSettings(
+        tasks=grid.eval_tasks,
+        samples=grid.eval_samples,
+        problems=grid.eval_problems,
+        temperature=grid.eval_temperature,
+        top_p=grid.eval_top_p,
+        max_new_tokens=grid.eval_max_new_tokens,
+        text_tokens=grid.eval_text_tokens,
+        seed=0,
+    ).validate()
 
 
 def check_grid(grid: GridConfig, root: Path) -> list[Run]:
@@ -203,15 +235,20 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
     from ..models import param_counts
     from ..train.lm import midtrain_config
 
-    lines = [f"reproduce --preset {preset}: {len(runs)} runs = {len(grid.model_names)} model(s) x "
-             f"{len(grid.config_names)} configs ({grid.configs}) x {grid.seeds} seed(s); every config validated."]
+    lines = [
+        f"reproduce --preset {preset}: {len(runs)} runs = {len(grid.model_names)} model(s) x "
+        f"{len(grid.config_names)} configs ({grid.configs}) x {grid.seeds} seed(s); every config validated."
+    ]
     for model in grid.model_names:
         run = next(r for r in runs if r.model == model)
         pre = pretrain_config(grid, run)
         mid = midtrain_config(pre, run.stage_dir("pretrain"), grid.overrides("midtrain"))
         rl = rl_config(grid, run)
         total, active = param_counts(pre.model.flavor)
-        pre_tok, mid_tok = pre.train.steps * pre.train.global_batch_tokens, mid.train.steps * mid.train.global_batch_tokens
+        pre_tok, mid_tok = (
+            pre.train.steps * pre.train.global_batch_tokens,
+            mid.train.steps * mid.train.global_batch_tokens,
+        )
         flops = 6 * active * (pre_tok + mid_tok)
         lines += [
             f"\n{model}: {total / 1e6:,.1f}M params ({active / 1e6:,.1f}M active)",

@@ -53,8 +53,10 @@ def _check_same_grid(grid: GridConfig, root: Path) -> None:
     old = load_grid_file(path).to_dict()
     for key, value in grid.to_dict().items():
         if key not in GROWABLE and old.get(key) != value:
-            raise UserError(f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
-                             f"rerun with the same settings or choose another --out")
+            raise UserError(
+                f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
+                f"rerun with the same settings or choose another --out"
+            )
 
 
 def _stage_progress(run: Run, stage: str) -> tuple[int, int | None]:
@@ -71,9 +73,13 @@ def _stage_progress(run: Run, stage: str) -> tuple[int, int | None]:
 
 
 def _error_line(log: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.is_file() else []
+    lines = (
+        [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        if log.is_file()
+        else []
+    )
     errors = [ln for ln in lines if ln.startswith("error: ")]
-    return (errors[-1][len("error: "):] if errors else (lines[-1] if lines else "no output")).split("\r")[-1]
+    return (errors[-1][len("error: ") :] if errors else (lines[-1] if lines else "no output")).split("\r")[-1]
 
 
 class Worker:
@@ -83,12 +89,32 @@ class Worker:
         self.run, self.slot = run, slot
         run.dir.mkdir(parents=True, exist_ok=True)
         self.log = run.dir / "log.txt"
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-               "SHAPEDCE_PARENT_PID": str(os.getpid())}  # the worker stops (with a checkpoint) if we die
-        cmd = [sys.executable, "-m", "shapedce.reproduce.stages", str(root), run.name, "--threads", str(threads)]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+            "SHAPEDCE_PARENT_PID": str(os.getpid()),
+        }  # the worker stops (with a checkpoint) if we die
+        cmd = [
+            sys.executable,
+            "-m",
+            "shapedce.reproduce.stages",
+            str(root),
+            run.name,
+            "--threads",
+            str(threads),
+        ]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.bar = tqdm(total=1, position=slot + 1, desc=run.name, leave=False, dynamic_ncols=True, disable=None if show else True)
+        self.bar = tqdm(
+            total=1,
+            position=slot + 1,
+            desc=run.name,
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if show else True,
+        )
 
     def refresh(self) -> None:
         stage = self.run.next_stage()
@@ -123,8 +149,15 @@ def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, pol
     queue = [run for run in runs if run.next_stage() is not None]
     jobs = resolve_jobs(grid.jobs, len(queue))
     threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0
-    overall = tqdm(total=len(runs) * len(STAGES), initial=_stages_done(runs), desc="reproduce", unit="stage",
-                   position=0, dynamic_ncols=True, disable=None if progress else True)
+    overall = tqdm(
+        total=len(runs) * len(STAGES),
+        initial=_stages_done(runs),
+        desc="reproduce",
+        unit="stage",
+        position=0,
+        dynamic_ncols=True,
+        disable=None if progress else True,
+    )
     active: list[Worker] = []
     try:
         while queue or active:
@@ -141,8 +174,10 @@ def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, pol
                 active.remove(worker)
                 if rc != 0:
                     stage = worker.run.next_stage()
-                    raise UserError(f"run {worker.run.name} failed in stage {stage}: {_error_line(worker.log)} "
-                                     f"(log: {worker.log})")
+                    raise UserError(
+                        f"run {worker.run.name} failed in stage {stage}: {_error_line(worker.log)} "
+                        f"(log: {worker.log})"
+                    )
             overall.n = _stages_done(runs)
             overall.refresh()
     except BaseException:

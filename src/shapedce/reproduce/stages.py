@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import UserError
 from ..rundir import STAGES, FolderLock, GridDir, StageDir
 from .grid import GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
-from ..errors import UserError
 
 
 def _resume_or_restart(stage_dir: Path, pattern: str) -> bool:
@@ -66,9 +66,19 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
     elif stage == "pretrain":
         train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out, "step_*"))
     elif stage == "midtrain":
-        run_midtrain(run.stage_dir("pretrain"), out, grid.overrides("midtrain"), resume=_resume_or_restart(out, "step_*"))
+        run_midtrain(
+            run.stage_dir("pretrain"),
+            out,
+            grid.overrides("midtrain"),
+            resume=_resume_or_restart(out, "step_*"),
+        )
     elif stage == "rl":  # RL checkpoints are named checkpoint-N
-        run_rl(rl_config(grid, run), run.stage_dir("midtrain"), out, resume=_resume_or_restart(out, "checkpoint-*"))
+        run_rl(
+            rl_config(grid, run),
+            run.stage_dir("midtrain"),
+            out,
+            resume=_resume_or_restart(out, "checkpoint-*"),
+        )
     else:
         raise UserError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
@@ -90,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="the reproduce output directory (holds grid.yaml)")
     parser.add_argument("run", help="MODEL/CONFIG/sSEED")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--lock-wait", type=float, default=600.0,
-                        help="seconds to wait for another worker of the same run to stop (default 600)")
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for another worker of the same run to stop (default 600)",
+    )
     args = parser.parse_args(argv)
     import torch
 

@@ -32,29 +32,73 @@ from __future__ import annotations
 
 from ..data.problems import PROBLEM_FAMILIES
 from .arith import ArithTask, BoxedAnswers, KnowledgeTask, MathBoxedTask
-from .base import (RESOLVERS, SPLITS, TASKS, TEST_PERCENT, Prompt, Task, canonical_number, get_task,
-                   get_tasks, register_task, reward_fn, split_of, task_lines)
+from .base import (
+    RESOLVERS,
+    SPLITS,
+    TASKS,
+    TEST_PERCENT,
+    Prompt,
+    Task,
+    canonical_number,
+    get_task,
+    get_tasks,
+    register_task,
+    reward_fn,
+    split_of,
+    task_lines,
+)
 from .code import HumanEvalTask
 from .files import FileTask, render_chat
 from .gym import LOGIC, REGISTERED, RG_CONFIGS, MixtureTask, RGTask, rg_datasets, rg_task
 from .mathcheck import verify_math
 
-__all__ = ["ArithTask", "BoxedAnswers", "FileTask", "HumanEvalTask", "KnowledgeTask", "LOGIC",
-           "MathBoxedTask", "MixtureTask", "Prompt", "RESOLVERS", "RGTask", "RG_CONFIGS", "SPLITS", "TASKS",
-           "TEST_PERCENT", "Task", "canonical_number", "get_task", "get_tasks", "register_task", "render_chat",
-           "reward_fn", "rg_datasets", "split_of", "task_lines", "verify_math"]
+__all__ = [
+    "ArithTask",
+    "BoxedAnswers",
+    "FileTask",
+    "HumanEvalTask",
+    "KnowledgeTask",
+    "LOGIC",
+    "MathBoxedTask",
+    "MixtureTask",
+    "Prompt",
+    "RESOLVERS",
+    "RGTask",
+    "RG_CONFIGS",
+    "SPLITS",
+    "TASKS",
+    "TEST_PERCENT",
+    "Task",
+    "canonical_number",
+    "get_task",
+    "get_tasks",
+    "register_task",
+    "render_chat",
+    "reward_fn",
+    "rg_datasets",
+    "split_of",
+    "task_lines",
+    "verify_math",
+]
 
 for _family in PROBLEM_FAMILIES:
     register_task(ArithTask(f"arith-{_family}", (_family,)))
 register_task(ArithTask("arith", PROBLEM_FAMILIES, "held-out problems of all six families, mixed evenly"))
 for _dataset in REGISTERED:
     register_task(RGTask(_dataset, RG_CONFIGS[_dataset]))
-register_task(MathBoxedTask("math-boxed", PROBLEM_FAMILIES,
-                            "held-out arithmetic asking for \\boxed{}, verified with math_verify"))
+register_task(
+    MathBoxedTask(
+        "math-boxed", PROBLEM_FAMILIES, "held-out arithmetic asking for \\boxed{}, verified with math_verify"
+    )
+)
 register_task(KnowledgeTask())
-register_task(MixtureTask("logic", tuple(f"rg-{d}" for d in LOGIC),
-                          "knights and knaves, syllogisms, propositional logic, zebra puzzles "
-                          "(reasoning-gym)"))
+register_task(
+    MixtureTask(
+        "logic",
+        tuple(f"rg-{d}" for d in LOGIC),
+        "knights and knaves, syllogisms, propositional logic, zebra puzzles (reasoning-gym)",
+    )
+)
 register_task(HumanEvalTask())
 RESOLVERS["rg-"] = rg_task
 RESOLVERS["file:"] = FileTask

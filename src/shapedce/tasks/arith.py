@@ -31,7 +31,9 @@ class ArithTask(Task):
     def __init__(self, name: str, families: tuple[str, ...], description: str = ""):
         bad = [f for f in families if f not in PROBLEM_FAMILIES]
         if not families or bad:
-            raise UserError(f"families must be a non-empty subset of {', '.join(PROBLEM_FAMILIES)}; got {families!r}")
+            raise UserError(
+                f"families must be a non-empty subset of {', '.join(PROBLEM_FAMILIES)}; got {families!r}"
+            )
         self.name, self.families = name, tuple(families)
         self.description = description or f"held-out {'/'.join(families)} problems; ends 'The answer is N.'"
 
@@ -44,11 +46,18 @@ class ArithTask(Task):
             quota = n // k + (i < n % k)
             rng = random.Random(f"task:{family}:{split}:{seed}")
 
-            def candidates(family: str = family, rng: random.Random = rng) -> Iterator[tuple[str, str, str, dict]]:
+            def candidates(
+                family: str = family, rng: random.Random = rng
+            ) -> Iterator[tuple[str, str, str, dict]]:
                 while True:
                     p = generate_problem(family, rng)
                     if is_heldout(p.prompt):
-                        yield p.prompt, self.text(p.prompt), p.answer, {"family": family, "solution": p.solution}
+                        yield (
+                            p.prompt,
+                            self.text(p.prompt),
+                            p.answer,
+                            {"family": family, "solution": p.solution},
+                        )
 
             out += _take(self.name, split, quota, candidates(), seen)
         if k > 1:
@@ -75,7 +84,7 @@ class BoxedAnswers:
         """\\frac{a}{b}, a/b, decimals and "x=" answers become one canonical fraction; other LaTeX loses
         its spaces. Only for voting: correctness is math_verify's."""
         text = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", answer)
-        text = re.sub(r"\\[dt]?frac(\d)(\d)", r"\1/\2", text)   # \frac12
+        text = re.sub(r"\\[dt]?frac(\d)(\d)", r"\1/\2", text)  # \frac12
         text = re.sub(r"^[a-z]=", "", re.sub(r"\\left|\\right|\\!|\\,|\s|\$", "", text))
         if re.fullmatch(r"-?\d+(\.\d+)?(/-?\d+(\.\d+)?)?", text):  # a plain number or fraction
             with contextlib.suppress(ZeroDivisionError):

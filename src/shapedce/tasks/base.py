@@ -50,13 +50,13 @@ class Prompt:
 
 
 def split_of(question: str) -> str:
-    """"test" for TEST_PERCENT % of questions (sha256 of the salted `problem_key`), else "train"."""
+    """ "test" for TEST_PERCENT % of questions (sha256 of the salted `problem_key`), else "train"."""
     digest = hashlib.sha256(("split:" + problem_key(question)).encode("utf-8")).hexdigest()
     return "test" if int(digest[:8], 16) % 100 < TEST_PERCENT else "train"
 
 
 def canonical_number(text: str) -> str | None:
-    """"+1,000.50" -> "1000.5", "-0" -> "0", "007" -> "7"; None unless `text` is a plain decimal number."""
+    """ "+1,000.50" -> "1000.5", "-0" -> "0", "007" -> "7"; None unless `text` is a plain decimal number."""
     try:
         value = Decimal(text.strip().replace(",", ""))
     except InvalidOperation:
@@ -129,8 +129,14 @@ class Task(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
-def _take(task: str, split: str, n: int, candidates: Iterator[tuple[str, str, str, dict]],
-          seen: set[str] | None = None, patience: int = 10_000) -> list[Prompt]:
+def _take(
+    task: str,
+    split: str,
+    n: int,
+    candidates: Iterator[tuple[str, str, str, dict]],
+    seen: set[str] | None = None,
+    patience: int = 10_000,
+) -> list[Prompt]:
     """The first `n` candidates (question, text, answer, meta) of `split` with unseen questions;
     gives up (ValueError) after `patience` candidates in a row bring nothing new."""
     seen = set() if seen is None else seen
@@ -177,8 +183,10 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         prefix = next((p for p in RESOLVERS if name.startswith(p)), None)
         if prefix is None:
-            raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, "
-                            f"or {', '.join(p + '...' for p in RESOLVERS)} (`shapedce tasks` lists them)")
+            raise UserError(
+                f"unknown task {name!r}; choose one of {', '.join(TASKS)}, "
+                f"or {', '.join(p + '...' for p in RESOLVERS)} (`shapedce tasks` lists them)"
+            )
         task = RESOLVERS[prefix](name)
         TASKS.setdefault(name, task)
     return TASKS[name]
@@ -199,8 +207,9 @@ def get_tasks(names: str) -> list[Task]:
     return [get_task(name) for name in picked]
 
 
-def reward_fn(task: Task | str | None = None, *, partial: bool = False,
-              answer_key: str = "answer") -> Callable[..., list[float]]:
+def reward_fn(
+    task: Task | str | None = None, *, partial: bool = False, answer_key: str = "answer"
+) -> Callable[..., list[float]]:
     """A TRL-style reward function `(completions, **kwargs) -> list[float]`, one reward per completion.
 
     TRL passes dataset columns as keyword lists: the column `answer_key` holds each row's answer
@@ -234,5 +243,3 @@ def reward_fn(task: Task | str | None = None, *, partial: bool = False,
 
     reward.__name__ = f"{fixed.name if fixed else 'task'}_reward".replace("-", "_")
     return reward
-
-

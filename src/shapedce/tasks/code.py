@@ -64,15 +64,28 @@ class HumanEvalTask(Task):
         ids = list(problems)
         if seed:
             random.Random(f"task:humaneval:{seed}").shuffle(ids)
-        return [Prompt(self.name, problems[i]["prompt"], problems[i]["canonical_solution"], f"humaneval:{i}",
-                       {"split": "test", "task_id": i, "entry_point": problems[i]["entry_point"],
-                        "canonical_solution": problems[i]["canonical_solution"]}) for i in ids[:n]]
+        return [
+            Prompt(
+                self.name,
+                problems[i]["prompt"],
+                problems[i]["canonical_solution"],
+                f"humaneval:{i}",
+                {
+                    "split": "test",
+                    "task_id": i,
+                    "entry_point": problems[i]["entry_point"],
+                    "canonical_solution": problems[i]["canonical_solution"],
+                },
+            )
+            for i in ids[:n]
+        ]
 
     def problem(self, prompt: Prompt) -> dict:
         task_id = prompt.meta.get("task_id") or prompt.uid.removeprefix("humaneval:")
         if task_id not in self.problems():
-            raise UserError(f"humaneval needs the prompt's task_id (meta or uid 'humaneval:ID'); "
-                            f"got {task_id!r}")
+            raise UserError(
+                f"humaneval needs the prompt's task_id (meta or uid 'humaneval:ID'); got {task_id!r}"
+            )
         return self.problems()[task_id]
 
     def extract(self, completion: str) -> str | None:
@@ -99,8 +112,11 @@ class HumanEvalTask(Task):
     def grade_many(self, pairs: list[tuple[str, Prompt]]) -> list[tuple[str | None, bool]]:
         """All samples' tests run in parallel (WORKERS sandboxes at a time)."""
         answers = [self.extract(c) for c, _ in pairs]
-        todo = [(i, self.program(a, self.problem(p))) for i, (a, (_, p)) in enumerate(zip(answers, pairs))
-                if a is not None]
+        todo = [
+            (i, self.program(a, self.problem(p)))
+            for i, (a, (_, p)) in enumerate(zip(answers, pairs))
+            if a is not None
+        ]
         passed = dict.fromkeys(range(len(pairs)), False)
         for (i, _), result in zip(todo, run_many([code for _, code in todo], LIMITS, WORKERS)):
             passed[i] = result.passed

@@ -57,9 +57,11 @@ class FileTask(BoxedAnswers, Task):
             q = self.question_field or next((f for f in ("problem", "question") if f in names), None)
             for field, label in ((q, "question"), (self.answer_field, "answer")):
                 if field not in data.column_names:
-                    raise UserError(f"task {self.name!r}: no {label} field {field!r} in {self.path}; "
-                                    f"its fields are "
-                                    f"{', '.join(data.column_names)} (choose with ?{label}=NAME)")
+                    raise UserError(
+                        f"task {self.name!r}: no {label} field {field!r} in {self.path}; "
+                        f"its fields are "
+                        f"{', '.join(data.column_names)} (choose with ?{label}=NAME)"
+                    )
             out = []
             for i, row in enumerate(data):
                 answer = str(row[self.answer_field]).strip()
@@ -73,8 +75,9 @@ class FileTask(BoxedAnswers, Task):
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         rows = self.rows()
         if split != "test":
-            raise UserError(f"task {self.name!r} is a test set (every row is a test prompt); "
-                            f"got split {split!r}")
+            raise UserError(
+                f"task {self.name!r} is a test set (every row is a test prompt); got split {split!r}"
+            )
         if n > len(rows):
             raise UserError(f"n={n} is more prompts than {self.path} has rows ({len(rows)})")
         order = list(rows)
@@ -90,5 +93,6 @@ def render_chat(prompt: Prompt, tokenizer) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"task {prompt.task!r} asks for a chat template (?chat=1) but the tokenizer has none")
     question = prompt.meta["question"] + " Put the final answer in \\boxed{}."
-    return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )

@@ -26,8 +26,13 @@ from ..errors import UserError
 from .base import NUMBER, NUMBER_RE, SPLITS, Prompt, Task, _take, get_task
 
 RG_CONFIGS: dict[str, dict[str, Any]] = {
-    "basic_arithmetic": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2,
-                         "operators": ("+", "-", "*")},  # no "/": reasoning-gym means floor division
+    "basic_arithmetic": {
+        "min_terms": 2,
+        "max_terms": 3,
+        "min_digits": 1,
+        "max_digits": 2,
+        "operators": ("+", "-", "*"),
+    },  # no "/": reasoning-gym means floor division
     "chain_sum": {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
     "products": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
     "gcd": {"min_numbers": 2, "max_numbers": 2, "min_value": 1, "max_value": 200},
@@ -74,8 +79,13 @@ class RGTask(Task):
     BLOCK = 64
     """Items per `create_dataset` call within the stream (some datasets build every item up front)."""
 
-    def __init__(self, dataset: str, config: dict[str, Any] | None = None, name: str | None = None,
-                 description: str = ""):
+    def __init__(
+        self,
+        dataset: str,
+        config: dict[str, Any] | None = None,
+        name: str | None = None,
+        description: str = "",
+    ):
         self.dataset, self.config = dataset, dict(config or {})
         self.name = name or f"rg-{dataset}"
         settings = f" {self.config}" if self.config else ""
@@ -90,8 +100,10 @@ class RGTask(Task):
             return reasoning_gym.create_dataset(self.dataset, seed=seed, size=self.BLOCK, **self.config)
         except Exception as err:  # noqa: BLE001 - reasoning-gym validates configs with assert / ValueError
             first = (str(err).strip().splitlines() or [""])[0]
-            raise UserError(f"reasoning-gym cannot build {self.dataset!r} with config {self.config}: "
-                            f"{type(err).__name__}: {first}") from None
+            raise UserError(
+                f"reasoning-gym cannot build {self.dataset!r} with config {self.config}: "
+                f"{type(err).__name__}: {first}"
+            ) from None
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         base = self.STREAM * (2 * seed + SPLITS.index(split))
@@ -100,8 +112,11 @@ class RGTask(Task):
             for start in range(base, base + self.STREAM, self.BLOCK):
                 for e in self.block(start):
                     answer = reference(e)
-                    entry = {"question": e["question"], "answer": e["answer"],
-                             "metadata": e.get("metadata", {})}
+                    entry = {
+                        "question": e["question"],
+                        "answer": e["answer"],
+                        "metadata": e.get("metadata", {}),
+                    }
                     yield e["question"], f"Problem: {e['question']}\nSolution:\n", answer, {"entry": entry}
 
         return _take(self.name, split, n, candidates())
@@ -152,8 +167,9 @@ class MixtureTask(Task):
 
     def _part(self, prompt: Prompt) -> Task:
         if prompt.task not in self.parts:
-            raise UserError(f"task {self.name!r} scores prompts of {', '.join(self.parts)}; "
-                            f"got one of {prompt.task!r}")
+            raise UserError(
+                f"task {self.name!r} scores prompts of {', '.join(self.parts)}; got one of {prompt.task!r}"
+            )
         return get_task(prompt.task)
 
     def score(self, answer: str | None, prompt: Prompt) -> float:
@@ -171,6 +187,8 @@ def rg_task(name: str) -> RGTask:
     dataset = name.removeprefix("rg-")
     names = rg_datasets()
     if dataset not in names:
-        raise UserError(f"unknown reasoning-gym dataset {dataset!r} in task {name!r}; "
-                        f"`shapedce tasks --rg` lists all {len(names)}")
+        raise UserError(
+            f"unknown reasoning-gym dataset {dataset!r} in task {name!r}; "
+            f"`shapedce tasks --rg` lists all {len(names)}"
+        )
     return RGTask(dataset, RG_CONFIGS.get(dataset))

@@ -53,9 +53,34 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-PRELOAD = ("typing", "math", "cmath", "random", "copy", "string", "collections", "re", "hashlib", "itertools",
-           "functools", "heapq", "bisect", "fractions", "decimal", "statistics", "operator", "datetime",
-           "json", "array", "numbers", "dataclasses", "enum", "textwrap", "unicodedata", "traceback")
+PRELOAD = (
+    "typing",
+    "math",
+    "cmath",
+    "random",
+    "copy",
+    "string",
+    "collections",
+    "re",
+    "hashlib",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "fractions",
+    "decimal",
+    "statistics",
+    "operator",
+    "datetime",
+    "json",
+    "array",
+    "numbers",
+    "dataclasses",
+    "enum",
+    "textwrap",
+    "unicodedata",
+    "traceback",
+)
 """Standard modules importable by sandboxed code whatever the file permissions (HumanEval needs a
 handful of these)."""
 _UIDS = range(1_500_000_000, 1_600_000_000)
@@ -90,7 +115,7 @@ class Result:
     wall_s: float
 
 
-LAUNCHER = r'''
+LAUNCHER = r"""
 import json, os, resource, sys
 head = json.loads(sys.stdin.readline()); sys.stdin.close()
 def run(head=head, token=head.pop("token")):
@@ -138,7 +163,7 @@ def run(head=head, token=head.pop("token")):
     sys.stdout.write("\n" + token + "\n")
     sys.stdout.flush()
 run()
-'''
+"""
 
 
 def _root() -> bool:
@@ -147,13 +172,20 @@ def _root() -> bool:
 
 def guards() -> dict[str, bool]:
     """Which guards hold on this machine, the OS-level ones checked by probe runs."""
+
     def probe(check: str) -> bool:
         return _root() and run_python(f"import os\nassert {check}", Limits(wall_s=20)).passed
 
     ifaces = "[l.split(':')[0].strip() for l in open('/proc/self/net/dev').readlines()[2:]]"
-    return {"rlimits": True, "process_group": True, "env_scrub": True, "audit_hook": True,
-            "uid": probe("os.getuid() != 0 and os.getgroups() == []"), "netns": probe(f"{ifaces} == ['lo']"),
-            "tmpfs": probe("os.listdir('/tmp') == os.listdir('/dev/shm') == []")}
+    return {
+        "rlimits": True,
+        "process_group": True,
+        "env_scrub": True,
+        "audit_hook": True,
+        "uid": probe("os.getuid() != 0 and os.getgroups() == []"),
+        "netns": probe(f"{ifaces} == ['lo']"),
+        "tmpfs": probe("os.listdir('/tmp') == os.listdir('/dev/shm') == []"),
+    }
 
 
 def _new_uid() -> int | None:
@@ -198,13 +230,26 @@ def run_python(code: str, limits: Limits = Limits(), *, namespaces: bool = True)
             for path in (work, os.path.join(work, "main.py")):
                 os.chown(path, uid, uid)
         token = "%032x" % random.SystemRandom().getrandbits(128)
-        head = {"dir": work, "uid": uid, "ns": namespaces, "limits": asdict(limits), "preload": PRELOAD,
-                "token": token}
+        head = {
+            "dir": work,
+            "uid": uid,
+            "ns": namespaces,
+            "limits": asdict(limits),
+            "preload": PRELOAD,
+            "token": token,
+        }
         env = {"PATH": "/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         with tempfile.TemporaryFile() as out:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", "-c", LAUNCHER], cwd=work, env=env,
-                                    stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-c", LAUNCHER],
+                cwd=work,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
             proc.stdin.write((json.dumps(head) + "\n").encode())
             proc.stdin.close()
             try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from ..errors import UserError
 
 STATE_FILE = "trainer_state.pt"
@@ -39,8 +40,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_model_dir(final: Path, model, tokenizer, config, trainer_state: dict[str, Any] | None = None,
-                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+def write_model_dir(
+    final: Path,
+    model,
+    tokenizer,
+    config,
+    trainer_state: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write a Hugging Face model directory (plus trainer state if given) atomically: a temporary
     sibling renamed into place, replacing an older directory of the same name. `state_dict`
     replaces the model's own weights (the full weights gathered from a sharded model)."""
@@ -59,9 +66,13 @@ def write_model_dir(final: Path, model, tokenizer, config, trainer_state: dict[s
     return final
 
 
-def save_checkpoint(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], config, keep_last: int) -> Path:
+def save_checkpoint(
+    root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], config, keep_last: int
+) -> Path:
     """Write RUN/checkpoints/step_N atomically and prune old ones; returns its path."""
-    final = write_model_dir(root / f"step_{step:07d}", model, tokenizer, config, {**trainer_state, "step": step})
+    final = write_model_dir(
+        root / f"step_{step:07d}", model, tokenizer, config, {**trainer_state, "step": step}
+    )
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final

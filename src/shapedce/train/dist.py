@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
 from ..errors import UserError
 
 RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -126,7 +127,7 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
 
 
 def resolve_parallel(parallel: str, device: torch.device) -> str:
-    """"ddp" or "fsdp" for `train.parallel` ("auto": fsdp on CUDA, ddp on CPU)."""
+    """ "ddp" or "fsdp" for `train.parallel` ("auto": fsdp on CUDA, ddp on CPU)."""
     if parallel not in PARALLEL:
         raise UserError(f"train.parallel must be one of {', '.join(PARALLEL)}; got {parallel!r}")
     if parallel == "auto":
@@ -183,7 +184,11 @@ def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> float:
 
 
 def _comm_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def all_sum(d: Dist, values: list[float]) -> list[float]:

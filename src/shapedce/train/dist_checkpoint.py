@@ -49,9 +49,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from ..errors import UserError
 from .checkpoint import STATE_FILE, list_checkpoints, rng_state, write_model_dir
 from .dist import Dist, barrier, gather_objects, unwrap
-from ..errors import UserError
 
 SHARDED_DIR = "dcp"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -62,8 +62,17 @@ def is_sharded_checkpoint(path: Path) -> bool:
     return (Path(path) / SHARDED_DIR / ".metadata").is_file()
 
 
-def save_sharded_checkpoint(root: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer, tokenizer,
-                            trainer_state: dict[str, Any], config, keep_last: int, d: Dist) -> Path:
+def save_sharded_checkpoint(
+    root: Path,
+    step: int,
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    tokenizer,
+    trainer_state: dict[str, Any],
+    config,
+    keep_last: int,
+    d: Dist,
+) -> Path:
     """Collective: every rank calls it. Writes root/step_N atomically and prunes old checkpoints."""
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-{final.name}"
@@ -104,8 +113,15 @@ def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
 
 _METADATA_GLOBALS = {
     "torch.distributed.checkpoint.metadata": {
-        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
-        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+        "Metadata",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "MetadataIndex",
+        "StorageMeta",
+        "_MEM_FORMAT_ENCODING",
+    },
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
     "torch.serialization": {"_get_layout"},
     "torch": {"Size"},
@@ -122,8 +138,10 @@ class _MetadataUnpickler(pickle.Unpickler):
         if module == "torch" and not allowed:
             allowed = isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))
         if not allowed:
-            raise UserError(f"refusing to load: it references {module}.{name}, which a checkpoint's metadata "
-                            "never holds (a crafted file?)")
+            raise UserError(
+                f"refusing to load: it references {module}.{name}, which a checkpoint's metadata "
+                "never holds (a crafted file?)"
+            )
         return super().find_class(module, name)
 
 
@@ -137,7 +155,9 @@ class _SafeReader(FileSystemReader):
             except UserError as err:
                 raise UserError(f"{Path(self.path) / '.metadata'}: {err}") from None
             except Exception as err:  # noqa: BLE001 - truncated or garbled bytes
-                raise UserError(f"{Path(self.path) / '.metadata'} is corrupt ({type(err).__name__})") from None
+                raise UserError(
+                    f"{Path(self.path) / '.metadata'} is corrupt ({type(err).__name__})"
+                ) from None
         if type(metadata).__name__ != "Metadata":
             raise UserError(f"{Path(self.path) / '.metadata'} does not hold checkpoint metadata")
         if getattr(metadata, "storage_meta", None) is None:
@@ -155,7 +175,9 @@ class _SafePlanner(DefaultLoadPlanner):
         try:
             obj = torch.load(value, weights_only=True)
         except Exception as err:  # noqa: BLE001 - a crafted or corrupt item
-            raise UserError(f"refusing checkpoint item {read_item.dest_index.fqn}: {type(err).__name__}") from None
+            raise UserError(
+                f"refusing checkpoint item {read_item.dest_index.fqn}: {type(err).__name__}"
+            ) from None
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
         else:
@@ -194,21 +216,27 @@ def load_sharded(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer
             inner = _first_user_error(err)
             if inner is not None:
                 raise UserError(f"cannot load sharded checkpoint {path}: {inner}") from None
-            raise UserError(f"cannot load sharded checkpoint {path}: {str(err).strip().splitlines()[0][:300]}") from None
+            raise UserError(
+                f"cannot load sharded checkpoint {path}: {str(err).strip().splitlines()[0][:300]}"
+            ) from None
         except Exception as err:  # noqa: BLE001 - missing shard files, another model, ...
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot load sharded checkpoint {path}: {first[:300]}") from None
     set_state_dict(module, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-def full_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+def full_optimizer_state(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, saved: dict[str, Any]
+) -> dict[str, Any]:
     """A one-process `opt.state_dict()` (parameters by index) as the name-keyed full form that
     `set_full_optimizer_state` shards. `opt` must be built over the unwrapped `model` like the saved one."""
     opt.load_state_dict(saved)
     return get_optimizer_state_dict(model, opt)
 
 
-def set_full_optimizer_state(module: torch.nn.Module, opt: torch.optim.Optimizer, full: dict[str, Any]) -> None:
+def set_full_optimizer_state(
+    module: torch.nn.Module, opt: torch.optim.Optimizer, full: dict[str, Any]
+) -> None:
     set_optimizer_state_dict(module, opt, full, options=StateDictOptions(full_state_dict=True))
 
 
@@ -218,7 +246,7 @@ def write_final(final: Path, module: torch.nn.Module, tokenizer, config, d: Dist
     first: dict[int, str] = {}
     for name, param in unwrap(module).named_parameters(remove_duplicate=False):
         if first.setdefault(id(param), name) != name:  # a tied copy (lm_head = embed_tokens): gathered
-            full.pop(name, None)                       # separately under FSDP, so HF cannot see the tie
+            full.pop(name, None)  # separately under FSDP, so HF cannot see the tie
     if d.main:
         write_model_dir(final, unwrap(module), tokenizer, config, state_dict=full)
     barrier(d)

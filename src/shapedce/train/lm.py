@@ -44,21 +44,33 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from ..config import RunConfig, build_config, load_run_config
+from ..errors import UserError
 from ..hf import patch_causal_lm, set_shaped_loss
 from ..loss import EntropyController
 from ..models import build_model, check_finite_weights, flavor_config, set_rope_theta
 from ..rundir import FINAL, StageDir, prepare_out
 from . import dist as dist_
-from .checkpoint import (list_checkpoints, load_trainer_state, load_weights, save_checkpoint, set_rng_state,
-                         write_model_dir)
+from .checkpoint import (
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+    set_rng_state,
+    write_model_dir,
+)
 from .dist import Dist
-from .dist_checkpoint import (full_optimizer_state, is_sharded_checkpoint, load_sharded, model_from_checkpoint_config,
-                              save_sharded_checkpoint, set_full_optimizer_state, write_final)
+from .dist_checkpoint import (
+    full_optimizer_state,
+    is_sharded_checkpoint,
+    load_sharded,
+    model_from_checkpoint_config,
+    save_sharded_checkpoint,
+    set_full_optimizer_state,
+    write_final,
+)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
 from .resume import remove_stale_writes, select_checkpoint
-from ..errors import UserError
-
 
 
 def lr_factor(step: int, total: int, warmup: int, decay_fraction: float, final_ratio: float) -> float:
@@ -78,7 +90,9 @@ def make_optimizer(model, cfg: RunConfig):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
+    opt = torch.optim.AdamW(
+        groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps
+    )
     o = cfg.optim
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.train.steps, o.warmup_steps, o.decay_fraction, o.final_lr_ratio)
@@ -118,8 +132,13 @@ def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from
         return load_weights(resume_from)
     max_pos = cfg.model.max_position_embeddings or None
     if init_from is None:
-        return build_model(cfg.model.flavor, vocab_size=vocab, rope_theta=cfg.model.rope_theta,
-                           max_position_embeddings=max_pos, seed=cfg.train.seed)
+        return build_model(
+            cfg.model.flavor,
+            vocab_size=vocab,
+            rope_theta=cfg.model.rope_theta,
+            max_position_embeddings=max_pos,
+            seed=cfg.train.seed,
+        )
     config = AutoConfig.from_pretrained(init_from)  # edit before construction: RoPE caches inv_freq
     set_rope_theta(config, cfg.model.rope_theta)
     if max_pos:
@@ -128,7 +147,9 @@ def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from
 
 
 @torch.no_grad()
-def evaluate_lm(model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist = Dist()) -> dict[str, float]:
+def evaluate_lm(
+    model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist = Dist()
+) -> dict[str, float]:
     """Token-weighted loss, ce, ppl, entropy and top-k/tail mass on the first n_seqs sequences.
 
     Distributed: rank r scores micro-batches r, r + world, ... and the sums are all-reduced. Every
@@ -173,8 +194,18 @@ class LMTrainer:
     controller, and the loop. Its resumable state is `state_dict()` (model and optimizer go to the
     checkpoint files beside it; see `checkpoint` and `dist_checkpoint`)."""
 
-    def __init__(self, cfg: RunConfig, stage: StageDir, d: Dist, device, amp, parallel: str, per_rank: int,
-                 init_from: Path | None, resume_from: Path | None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        stage: StageDir,
+        d: Dist,
+        device,
+        amp,
+        parallel: str,
+        per_rank: int,
+        init_from: Path | None,
+        resume_from: Path | None,
+    ):
         self.cfg, self.stage, self.d, self.device, self.amp = cfg, stage, d, device, amp
         self.per_rank, self.step = per_rank, 0
         torch.manual_seed(cfg.train.seed)
@@ -235,9 +266,20 @@ class LMTrainer:
     def save_checkpoint(self) -> Path:
         root, cfg = self.stage.checkpoints, self.cfg
         if self.d.on:  # model and optimizer go to dcp/, sharded as they are trained
-            return save_sharded_checkpoint(root, self.step, self.module, self.opt, self.tokenizer, self.state_dict(),
-                                           cfg, cfg.train.keep_last, self.d)
-        return save_checkpoint(root, self.step, self.model, self.tokenizer, self.state_dict(), cfg, cfg.train.keep_last)
+            return save_sharded_checkpoint(
+                root,
+                self.step,
+                self.module,
+                self.opt,
+                self.tokenizer,
+                self.state_dict(),
+                cfg,
+                cfg.train.keep_last,
+                self.d,
+            )
+        return save_checkpoint(
+            root, self.step, self.model, self.tokenizer, self.state_dict(), cfg, cfg.train.keep_last
+        )
 
     # ------------------------------------------------------------------------------ loop
     def train_step(self) -> tuple[list, float, float, bool]:
@@ -254,8 +296,12 @@ class LMTrainer:
                 continue
             batch = self.stream.next().to(self.device)
             with dist_.grad_sync(self.module, (j + 1) % self.per_rank == 0):
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    out = self.module(input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items)
+                with torch.autocast(
+                    self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+                ):
+                    out = self.module(
+                        input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items
+                    )
                 out.loss.backward()
             parts.append((float(out.loss.detach()) * self.per_rank, out.loss_stats))
         grad_norm = dist_.clip_grad_norm(self.module, cfg.optim.grad_clip)
@@ -274,8 +320,14 @@ class LMTrainer:
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
         tokens_per_step = cfg.train.global_batch_tokens
         reduce = (lambda v: dist_.all_sum(d, v)) if d.on else None
-        bar = tqdm(total=cfg.train.steps, initial=self.step, desc=f"{cfg.stage} {self.stage.path.name}", unit="step",
-                   dynamic_ncols=True, disable=not d.main)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            desc=f"{cfg.stage} {self.stage.path.name}",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not d.main,
+        )
         try:
             while self.step < cfg.train.steps:
                 t0 = time.perf_counter()
@@ -293,15 +345,26 @@ class LMTrainer:
                     beta = self.control.beta
                     self.control.update(row["entropy"])
                 if log_now:
-                    row.update(lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0))
+                    row.update(
+                        lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_step / (time.perf_counter() - t0)
+                    )
                     if beta is not None:
                         row.update(beta=beta, entropy_ema=self.control.ema)
                     if log is not None:
                         log.write(cfg.stage, done, done * tokens_per_step, "train", row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}")
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.3f}", ppl=f"{row['ppl']:.2f}", H=f"{row['entropy']:.2f}"
+                    )
                 if done % cfg.train.val_every == 0 or done == cfg.train.steps:
-                    val = evaluate_lm(dist_.unwrap(self.module), self.val_seqs, cfg.train.val_sequences,
-                                      cfg.train.micro_batch, self.device, self.amp, d)
+                    val = evaluate_lm(
+                        dist_.unwrap(self.module),
+                        self.val_seqs,
+                        cfg.train.val_sequences,
+                        cfg.train.micro_batch,
+                        self.device,
+                        self.amp,
+                        d,
+                    )
                     if log is not None:
                         log.write(cfg.stage, done, done * tokens_per_step, "val", val)
                 bar.update(1)
@@ -324,7 +387,8 @@ class LMTrainer:
         raise NonFiniteError(
             f"step {self.step}: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
             f"(loss {loss:.4g}, grad norm {grad_norm:.4g}); stopped before applying it; {keep}. "
-            "Lower optim.lr or set optim.grad_clip")
+            "Lower optim.lr or set optim.grad_clip"
+        )
 
     def write_final(self) -> Path:
         if self.d.on:
@@ -349,9 +413,14 @@ def _claim_folder(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Pat
         elif not resume and stage.finished():
             outcome = UserError(f"{stage.path} already holds a finished run; choose another --out")
         elif not resume and stage.has_checkpoint():
-            outcome = UserError(f"{stage.path} already holds a run; pass --resume to continue it or choose another --out")
+            outcome = UserError(
+                f"{stage.path} already holds a run; pass --resume to continue it or choose another --out"
+            )
         elif resume and resume_from is None:
-            print(f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning", file=sys.stderr)
+            print(
+                f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
+                file=sys.stderr,
+            )
     else:
         outcome = None
     outcome = dist_.gather_objects(d, outcome)[0]
@@ -375,14 +444,18 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
     d = dist_.detect()
     device, amp = resolve_device(cfg)
     t = cfg.train
-    per_rank = dist_.check_world(cfg.grad_accum, d.world, t.global_batch_tokens, t.micro_batch, cfg.data.seq_len)
+    per_rank = dist_.check_world(
+        cfg.grad_accum, d.world, t.global_batch_tokens, t.micro_batch, cfg.data.seq_len
+    )
     parallel = dist_.resolve_parallel(t.parallel, device)
     stage = StageDir(out)
     if stage.path.exists() and not stage.path.is_dir():
         raise UserError(f"--out {stage.path} is an existing file, not a folder")
     max_pos = _max_positions(cfg, init_from, None)
     if cfg.data.seq_len > max_pos:
-        raise UserError(f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})")
+        raise UserError(
+            f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})"
+        )
     device = dist_.device_for(d, device)
     dist_.init(d, device)
     try:
@@ -394,7 +467,11 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
         if d.main:
             cfg.save(stage.config)
         trainer = LMTrainer(cfg, stage, d, device, amp, parallel, per_rank, init_from, resume_from)
-        log = MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None) if d.main else None
+        log = (
+            MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None)
+            if d.main
+            else None
+        )
         try:
             trainer.fit(log)
         finally:
@@ -409,7 +486,9 @@ def run_midtrain(from_dir: Path, out: Path, overrides: list[str] = (), *, resume
     """`shapedce midtrain`: derive the config from FROM/config.yaml and train from FROM/final."""
     from_dir = Path(from_dir)
     if resume:
-        return train_lm(load_run_config(StageDir(out).config, overrides), out, resume=True, init_from=from_dir / FINAL)
+        return train_lm(
+            load_run_config(StageDir(out).config, overrides), out, resume=True, init_from=from_dir / FINAL
+        )
     if not (from_dir / FINAL / "config.json").is_file():
         raise UserError(f"--from {from_dir}: no finished run there (expected {from_dir / FINAL}/config.json)")
     cfg = midtrain_config(load_run_config(StageDir(from_dir).config), from_dir, overrides)

@@ -16,8 +16,9 @@ from ..config import RunConfig
 from ..data.corpus import builtin_corpus
 from ..data.packing import PackedSequences, read_texts, tokenize_to_memmap
 from ..data.tokenizer import check_tokenizer_fits, load_tokenizer, train_tokenizer
-from ..models import flavor_config
 from ..errors import UserError
+from ..models import flavor_config
+
 
 class BatchStream:
     """Micro-batches of packed sequences in a seeded random order, epoch after epoch.
@@ -57,7 +58,9 @@ def corpus_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
         return builtin_corpus(name, d.n_docs, d.seed), builtin_corpus(name, d.val_docs, d.seed, split="val")
     texts = read_texts(d.corpus, d.text_field)
     if len(texts) <= d.val_docs:
-        raise UserError(f"data.corpus {d.corpus} has {len(texts)} documents; need more than data.val_docs={d.val_docs}")
+        raise UserError(
+            f"data.corpus {d.corpus} has {len(texts)} documents; need more than data.val_docs={d.val_docs}"
+        )
     return texts[: -d.val_docs], texts[-d.val_docs :]
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from ..rundir import StageDir
 from ..loss import MAX_STAT_NAMES, STAT_NAMES
+from ..rundir import StageDir
 
 
 def _rank_world() -> tuple[int, int]:
@@ -32,8 +33,12 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def merge_stats(parts: list[tuple[float, dict]], all_sum: Callable[[list[float]], list[float]] | None = None,
-                *, rank_world: tuple[int, int] | None = None) -> dict[str, float]:
+def merge_stats(
+    parts: list[tuple[float, dict]],
+    all_sum: Callable[[list[float]], list[float]] | None = None,
+    *,
+    rank_world: tuple[int, int] | None = None,
+) -> dict[str, float]:
     """Merge (loss, loss_stats) pairs of several micro-batches into one row: token-weighted means of
     the loss and STAT_NAMES, maxima of MAX_STAT_NAMES, and grad_shift = sqrt(summed grad_diff_sq /
     summed grad_ce_sq) (a ratio of summed squares, not a mean of ratios).
@@ -46,15 +51,17 @@ def merge_stats(parts: list[tuple[float, dict]], all_sum: Callable[[list[float]]
     sums = [sum(loss * n for (loss, _), n in zip(parts, tokens_of))]
     sums += [sum(float(s[name]) * n for (_, s), n in zip(parts, tokens_of)) for name in STAT_NAMES]
     sums.append(sum(tokens_of))
-    maxima = [max([float(s[name]) for (_, s), n in zip(parts, tokens_of) if n > 0], default=0.0)
-              for name in MAX_STAT_NAMES]
+    maxima = [
+        max([float(s[name]) for (_, s), n in zip(parts, tokens_of) if n > 0], default=0.0)
+        for name in MAX_STAT_NAMES
+    ]
     if all_sum is not None:
         rank, world = rank_world or _rank_world()
         slots = [0.0] * (world * len(maxima))
-        slots[rank * len(maxima):(rank + 1) * len(maxima)] = maxima
+        slots[rank * len(maxima) : (rank + 1) * len(maxima)] = maxima
         merged = all_sum(sums + slots)
-        sums, slots = merged[:len(sums)], merged[len(sums):]
-        maxima = [max(slots[i::len(maxima)]) for i in range(len(maxima))]
+        sums, slots = merged[: len(sums)], merged[len(sums) :]
+        maxima = [max(slots[i :: len(maxima)]) for i in range(len(maxima))]
     tokens = int(sums[-1])
     denom = max(tokens, 1)
     row: dict[str, float] = {"loss": sums[0] / denom}

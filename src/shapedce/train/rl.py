@@ -51,10 +51,10 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..eval.metrics import summarize
 from ..eval.loading import load_model, resolve_model_dir
-from ..eval.scoring import score_task
+from ..eval.metrics import summarize
 from ..eval.sample import SamplingConfig, sample
+from ..eval.scoring import score_task
 from ..models import check_finite_weights
 from ..rundir import CONFIG, FINAL, StageDir, prepare_out
 from ..tasks import get_task, get_tasks
@@ -306,8 +306,10 @@ def _run(
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not ckpts:  # stopped before its first checkpoint: a folder is never stuck
         if d.main:
-            print(f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
-                  file=sys.stderr)
+            print(
+                f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
+                file=sys.stderr,
+            )
         resume = False
     if d.main:
         prepare_out(out)

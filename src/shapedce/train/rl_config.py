@@ -90,12 +90,15 @@ class RLConfig:
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
 
-    def validate(self) -> "RLConfig":
+    def validate(self) -> RLConfig:
         checks = [
             ("train_prompts", self.train_prompts >= 1, ">= 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
-            ("group_size", self.group_size >= 2,
-             ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)"),
+            (
+                "group_size",
+                self.group_size >= 2,
+                ">= 2 (GRPO needs at least 2 samples per prompt for an advantage)",
+            ),
             ("micro_batch", self.micro_batch >= 1, ">= 1"),
             ("mini_batches", self.mini_batches >= 1, ">= 1"),
             ("rollout_batch", self.rollout_batch >= 1, ">= 1"),
@@ -131,7 +134,8 @@ class RLConfig:
                 f"prompts_per_step * group_size ({self.prompts_per_step} * {self.group_size} = {rows}) "
                 f"must divide by "
                 f"micro_batch * mini_batches ({self.micro_batch} * {self.mini_batches} = {per}); "
-                f"micro_batch values that fit: {', '.join(map(str, fits))}")
+                f"micro_batch values that fit: {', '.join(map(str, fits))}"
+            )
         from ..tasks import get_tasks
 
         get_tasks(self.task)  # unknown task -> one-line ValueError

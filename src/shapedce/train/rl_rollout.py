@@ -24,8 +24,9 @@ Try it on a CPU: python -m pytest tests/test_rl.py -q -k dynamic
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
