@@ -348,17 +348,17 @@ def main_topk(args, k: int = 100) -> None:
         z = torch.randn(c, v, device=args.device)
         out = torch.empty_like(z)
         ways = {
-            "exp pass (reference)": lambda: torch.exp(z, out=out),
-            "topk sorted": lambda: torch.topk(z, k, dim=-1).values[:, -1],
-            "topk unsorted + amin": lambda: torch.topk(z, k, dim=-1, sorted=False).values.amin(-1),
-            "kthvalue": lambda: torch.kthvalue(z, v - k + 1, dim=-1).values,
+            "exp pass (reference)": lambda z=z, out=out: torch.exp(z, out=out),
+            "topk sorted": lambda z=z: torch.topk(z, k, dim=-1).values[:, -1],
+            "topk unsorted + amin": lambda z=z: torch.topk(z, k, dim=-1, sorted=False).values.amin(-1),
+            "kthvalue": lambda z=z, v=v: torch.kthvalue(z, v - k + 1, dim=-1).values,
         }
         ref = torch.topk(z, k, dim=-1).values[:, -1]
         assert torch.equal(ways["kthvalue"](), ref) and torch.equal(ways["topk unsorted + amin"](), ref)
         times = {}
         for name, fn in ways.items():
             ts = []
-            for i in range(2 + 5 * args.repeats):
+            for _i in range(2 + 5 * args.repeats):
                 sync(args.device)
                 t0 = time.perf_counter()
                 fn()

@@ -107,7 +107,7 @@ def check_grad(out: Path) -> tuple[bool, str]:
         0.0,
         {**{k: (v, None) for k, v in SETTINGS.items()}, "tail+softcap30": (SETTINGS["tail"], 30.0)},
     )
-    for name, (knobs, cap) in cases.items():
+    for _name, (knobs, cap) in cases.items():
         leaves = [t.clone().requires_grad_() for t in (h, w, b)]
         loss = fused_linear_shaped_cross_entropy(
             leaves[0], leaves[1], x, bias=leaves[2], softcap=cap, **knobs

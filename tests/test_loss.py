@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -285,5 +286,5 @@ def test_shaped_loss_dataclass_calls_both_paths():
     assert cfg.uses_topk and not cfg.is_cross_entropy and ShapedLoss.named("ce").is_cross_entropy
     torch.testing.assert_close(cfg(logits_of(h, w, b), t), cfg.fused(h, w, t, bias=b))
     assert ShapedLoss.named("precision").beta == -0.25 and ShapedLoss.named("head").lambda_top == 0.1
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.beta = 1.0  # frozen

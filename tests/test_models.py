@@ -92,7 +92,7 @@ def test_meta_counts_equal_real_numel(name):
 def test_build_forward_and_determinism(name, cls):
     a, b, c = build_model(name, seed=3), build_model(name, seed=3), build_model(name, seed=4)
     assert type(a) is cls and a.dtype == torch.float32
-    for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (n, p), q, _r in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(p, q), n
     assert not all(torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters()))
     ids = torch.randint(0, a.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))

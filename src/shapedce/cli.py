@@ -7,7 +7,8 @@
     shapedce rl --from runs/ce-mid --out runs/ce-rl --preset tiny [key=value ...] [--resume]
     shapedce eval runs/ce-mid --tasks arith,humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,8,64
     shapedce tasks [--rg]                                 # the registered tasks (--rg: all reasoning-gym)
-    shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe] [--seeds N] [--out DIR]
+    shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe]
+                       [--seeds N] [--out DIR]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
@@ -108,7 +109,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         "\n".join(
             task_lines(
                 {
-                    "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets (`shapedce tasks --rg`)",
+                    "rg-<dataset>": f"any of the {len(rg_datasets())} reasoning-gym datasets "
+                    "(`shapedce tasks --rg`)",
                     "file:PATH": "a local .jsonl/.json/.parquet benchmark (?question=F&answer=F&chat=1), "
                     "math-verify checked",
                 }

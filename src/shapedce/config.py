@@ -172,7 +172,8 @@ class RunConfig:
         if self.train.global_batch_tokens % per_micro:
             raise UserError(
                 f"train.global_batch_tokens ({self.train.global_batch_tokens}) must be a multiple of "
-                f"train.micro_batch * data.seq_len ({self.train.micro_batch} * {self.data.seq_len} = {per_micro})"
+                f"train.micro_batch * data.seq_len ({self.train.micro_batch} * {self.data.seq_len} "
+                f"= {per_micro})"
             )
         return self
 

@@ -1,7 +1,7 @@
 """The user-error type and the one validation helper every module uses.
 
     from shapedce.errors import UserError, check, check_int, check_real
-    check_int("train.steps", cfg.train.steps, 1)          # UserError: train.steps must be an integer >= 1; got 0
+    check_int("train.steps", cfg.train.steps, 1)  # UserError: train.steps must be an integer >= 1; got 0
 
 `UserError` marks a fault in what the user gave (a config value, a path, a file's content): the
 CLI prints it as one line and exits 2. Any other exception is a bug or an environment fault and

@@ -148,7 +148,8 @@ def token_dtype(tokenizer) -> np.dtype:
 def tokenize_to_memmap(
     texts: Sequence[str], tokenizer, cache_dir: str | Path, key: str, batch_size: int = 1000
 ) -> np.memmap:
-    """Token ids of `texts`, EOS after each document, cached at cache_dir/<key>-<hash>.bin (read-only memmap)."""
+    """Token ids of `texts`, EOS after each document, cached at cache_dir/<key>-<hash>.bin (read-only
+    memmap)."""
     if not isinstance(key, str) or not _KEY_RE.match(key):
         raise UserError(f"key must be a non-empty name of letters, digits, '_', '.', '-'; got {key!r}")
     if isinstance(texts, str) or len(texts) == 0:

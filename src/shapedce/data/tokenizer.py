@@ -137,7 +137,8 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerFast, where: str = "token
     """Raise a one-line ValueError when the tokenizer lacks the pad or eos token training needs."""
     if tokenizer.pad_token_id is None:
         raise UserError(
-            f"{where} has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token) and save it again"
+            f"{where} has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token) "
+            "and save it again"
         )
     if tokenizer.eos_token_id is None:
         raise UserError(f"{where} has no eos token; packing needs one to separate documents")

@@ -167,7 +167,8 @@ def markdown(results: dict) -> str:
         "| held-out text | tokens | PPL | entropy mean | p50 | p80 | p95 | forking share | tail mass |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| | {t['tokens']} | {t['ppl']:.3f} | {t['entropy_mean']:.3f} | {t['entropy_p50']:.3f} | "
-        f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | {t['forking_share']:.3f} (H > {t['forking_threshold']}) | "
+        f"{t['entropy_p80']:.3f} | {t['entropy_p95']:.3f} | "
+        f"{t['forking_share']:.3f} (H > {t['forking_threshold']}) | "
         f"{t['tail_mass']:.4f} (k={t['tail_k']}) |",
     ]
     return "\n".join(lines) + "\n"

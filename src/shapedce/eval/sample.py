@@ -211,7 +211,8 @@ def _decode_batch(
     cache_arg: str,
     extra: dict[str, Any],
 ) -> list[tuple[list[int], bool, float]]:
-    """Sample one batch. prompt_ids: the distinct prompts; keys: [B, 3] (prompt row, prompt idx, sample idx)."""
+    """Sample one batch. prompt_ids: the distinct prompts; keys: [B, 3] (prompt row, prompt idx, sample
+    idx)."""
     from transformers import DynamicCache
 
     device = keys.device

@@ -167,7 +167,8 @@ def markdown(
         if other != task:
             lines.append(
                 f"\nAlso {other}: Avg@{s['samples']} {t['avg_at_m']:.3f}, Pass@{s['samples']} "
-                f"{t['pass_at_k'][str(max(map(int, t['pass_at_k'])))]:.3f}, top-5 coverage {t['coverage']['5']:.3f}."
+                f"{t['pass_at_k'][str(max(map(int, t['pass_at_k'])))]:.3f}, "
+                f"top-5 coverage {t['coverage']['5']:.3f}."
             )
     if not refs:
         lines += ["", "No --reference given: nothing to compare with or to predict RL gains from."]
@@ -177,7 +178,8 @@ def markdown(
     lines += ["", f"## Against the reference runs in `{reference}`", ""]
     if near:
         lines.append(
-            f"Closest reference prior over all signals (z-scored by the references' spread): **{near[0]}** "
+            "Closest reference prior over all signals (z-scored by the references' spread): "
+            f"**{near[0]}** "
             f"(distance {near[1]:.2f})."
         )
     gains = ", ".join(
@@ -186,14 +188,16 @@ def markdown(
     )
     lines += [
         "",
-        f"RL gain = Avg@m on {task} after RL minus after midtrain, from the grid's evaluations (± its standard "
+        f"RL gain = Avg@m on {task} after RL minus after midtrain, from the grid's evaluations "
+        "(± its standard "
         f"error over the evaluation's prompts): {gains or 'none yet'}.",
         "",
         "| signal | n | Pearson r | Spearman rho | permutation p (r) | verdict |",
         "|---|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {row['signal']} | {row['n']} | {_f(row['pearson'], '{:+.2f}')} | {_f(row['spearman'], '{:+.2f}')} | "
+        f"| {row['signal']} | {row['n']} | {_f(row['pearson'], '{:+.2f}')} | "
+        f"{_f(row['spearman'], '{:+.2f}')} | "
         f"{_f(row['p'], '{:.3f}')} | {row['verdict']} |"
         for row in corr
     ]
@@ -204,14 +208,16 @@ def markdown(
     }
     lines += [
         "",
-        f"Which signals predicted the RL gain: {', '.join(named['predicted']) or 'none at p <= 0.05'}; weak leads "
-        f"(p <= 0.2): {', '.join(named['weak lead']) or 'none'}; did not predict: {', '.join(named['did not']) or 'none'}.",
+        f"Which signals predicted the RL gain: {', '.join(named['predicted']) or 'none at p <= 0.05'}; "
+        f"weak leads (p <= 0.2): {', '.join(named['weak lead']) or 'none'}; "
+        f"did not predict: {', '.join(named['did not']) or 'none'}.",
     ]
     ses = [r.gain_se for r in usable if r.gain_se is not None]
     if ses and n > 1:
         spread = max(r.rl_gain for r in usable) - min(r.rl_gain for r in usable)
         lines.append(
-            f"The gains span {spread:.3f} across runs while each carries an evaluation standard error of about "
+            f"The gains span {spread:.3f} across runs while each carries an evaluation standard error "
+            "of about "
             f"{sum(ses) / len(ses):.3f}: "
             + (
                 "differences between runs are within evaluation noise, so no signal "
@@ -226,9 +232,10 @@ def markdown(
         critical = f" At n = {n} only |r| > {t / math.sqrt(n - 2 + t * t):.2f} reaches p < 0.05, and"
     lines += [
         "",
-        f"This rests on n = {n} runs ({len(groups)} configurations x their seeds) and {len(corr)} signals tested "
-        f"at once: weak evidence.{critical} among {len(corr)} signals about "
-        f"{0.05 * len(corr):.1f} would reach p < 0.05 by chance; read a 'predicted' here as a lead to test on more seeds.",
+        f"This rests on n = {n} runs ({len(groups)} configurations x their seeds) and {len(corr)} "
+        f"signals tested at once: weak evidence.{critical} among {len(corr)} signals about "
+        f"{0.05 * len(corr):.1f} would reach p < 0.05 by chance; read a 'predicted' here as a lead "
+        "to test on more seeds.",
     ]
     return "\n".join(lines) + "\n"
 

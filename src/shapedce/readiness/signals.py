@@ -2,7 +2,8 @@
 
     from shapedce.readiness.signals import ReadinessSettings, compute_signals
     sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-compare"))
-    sig["tasks"]["knowledge"]["pass_at_k"], sig["tasks"]["knowledge"]["coverage"]["5"], sig["text"]["forking_share"]
+    sig["tasks"]["knowledge"]["pass_at_k"], sig["tasks"]["knowledge"]["coverage"]["5"]
+    sig["text"]["forking_share"]
 
 Per task, on `problems` held-out test prompts (shapedce.tasks):
   - the Pass@k curve and Avg@m of `samples` completions at temperature 1.0, top-p 1.0 (what

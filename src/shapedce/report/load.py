@@ -104,7 +104,7 @@ def _read_object(path: Path, needs: str | None = None) -> dict | None:
     except (OSError, ValueError) as err:
         raise UserError(
             f"{path} is not valid JSON ({str(err).splitlines()[0]}); rerun that stage or delete the file"
-        )
+        ) from None
     if not isinstance(data, dict) or (needs is not None and not isinstance(data.get(needs), dict)):
         what = f"a JSON object with a {needs!r} object" if needs else "a JSON object"
         raise UserError(
@@ -147,7 +147,7 @@ def load_grid_dir(root: str | Path) -> GridRecord:
         at = f" at line {where.line + 1}" if where is not None else ""
         raise UserError(
             f"{root}/grid.yaml is not valid YAML{at} (truncated?); rerun `shapedce reproduce` to rewrite it"
-        )
+        ) from None
     if not isinstance(settings, dict):
         raise UserError(
             f"{root}/grid.yaml holds {type(settings).__name__}, not the grid's settings (truncated?)"

@@ -55,7 +55,9 @@ def summary_table(grid: GridRecord, model: str, stage: str) -> list[str]:
     for config in grid.configs:
         runs = [r for r in grid.select(model, config) if stage in r.evals]
 
-        def cell(*keys: str, fmt: str = "{:.3f}", source: str = "task", t: str | None = task) -> str:
+        def cell(
+            *keys: str, fmt: str = "{:.3f}", source: str = "task", t: str | None = task, runs: list = runs
+        ) -> str:
             if source == "task":
                 values = [_get(task_result(r, stage, t), *keys) for r in runs]
             else:

@@ -26,6 +26,7 @@ from ..config import RunConfig, build_config, check_ranges, load_config, load_ru
 from ..errors import UserError
 from ..loss import SETTINGS
 from ..models import FLAVORS
+from ..rundir import STAGES as STAGES  # re-exported: `from shapedce.reproduce.grid import STAGES`
 from ..rundir import GridDir, RunDir
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
@@ -34,8 +35,8 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
 @dataclass(kw_only=True, slots=True)
 class GridConfig:
     configs: str = "ce,precision,diversity,tail,head"
-    """Comma-separated reward configurations: names of `shapedce losses` (ce, precision, diversity, tail, head)
-    or auto (beta set online towards a target entropy, `shapedce.loss.control`)."""
+    """Comma-separated reward configurations: names of `shapedce losses` (ce, precision, diversity, tail,
+    head) or auto (beta set online towards a target entropy, `shapedce.loss.control`)."""
     auto_target_entropy: float = 0.0
     """Target entropy (nats per token) of the `auto` configuration; 0 = the setting's default
     (`shapedce.loss.config.AUTO_TARGET_ENTROPY`, chosen for the tiny grid)."""
@@ -252,13 +253,18 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
         flops = 6 * active * (pre_tok + mid_tok)
         lines += [
             f"\n{model}: {total / 1e6:,.1f}M params ({active / 1e6:,.1f}M active)",
-            f"  pretrain  {pre.train.steps:,} steps x {pre.train.global_batch_tokens:,} tokens = {pre_tok:,} tokens, "
+            f"  pretrain  {pre.train.steps:,} steps x {pre.train.global_batch_tokens:,} tokens "
+            f"= {pre_tok:,} tokens, "
             f"seq {pre.data.seq_len}, lr {pre.optim.lr:g}, RoPE {pre.model.rope_theta:g}",
-            f"  midtrain  {mid.train.steps:,} steps x {mid.train.global_batch_tokens:,} tokens = {mid_tok:,} tokens, "
-            f"seq {mid.data.seq_len}, lr {pre.optim.lr:g} -> {pre.optim.lr * mid.optim.final_lr_ratio:g}, RoPE {mid.model.rope_theta:g}",
-            f"  rl        {rl.steps:,} steps x {rl.prompts_per_step} prompts x {rl.group_size} samples on {rl.task}, "
+            f"  midtrain  {mid.train.steps:,} steps x {mid.train.global_batch_tokens:,} tokens "
+            f"= {mid_tok:,} tokens, "
+            f"seq {mid.data.seq_len}, lr {pre.optim.lr:g} -> {pre.optim.lr * mid.optim.final_lr_ratio:g}, "
+            f"RoPE {mid.model.rope_theta:g}",
+            f"  rl        {rl.steps:,} steps x {rl.prompts_per_step} prompts x {rl.group_size} samples "
+            f"on {rl.task}, "
             f"lr {rl.lr:g}, responses <= {rl.max_completion_length} tokens",
-            f"  eval      {grid.eval_tasks}: {grid.eval_problems} prompts x {grid.eval_samples} samples after every stage",
+            f"  eval      {grid.eval_tasks}: {grid.eval_problems} prompts x {grid.eval_samples} samples "
+            "after every stage",
             f"  compute   ~{flops:.2e} training FLOPs per run (6 x active params x tokens, pre + mid)",
         ]
     return "\n".join(lines)

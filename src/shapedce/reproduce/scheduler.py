@@ -9,8 +9,8 @@ Each run (model, config, seed) goes through its stages in one worker process
 with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
 runs finish far sooner than two runs one after the other on two threads). Progress is read back
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
-for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped on a rerun; Ctrl-C stops the workers (each
-saves a checkpoint) and a rerun continues from there.
+for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped
+on a rerun; Ctrl-C stops the workers (each saves a checkpoint) and a rerun continues from there.
 One scheduler at a time per folder: ROOT/.lock is held while it runs (a second `reproduce` on the
 same folder stops with one line). Workers watch their parent: if the scheduler dies, even by
 SIGKILL, each worker saves a checkpoint and exits, and each holds its run's RUN/.lock until it has,

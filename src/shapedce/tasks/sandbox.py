@@ -6,8 +6,8 @@
     python -m shapedce.tasks.sandbox              # prints what this machine enforces (`guards()`)
 
 A program passes iff it runs to its end: the launcher then prints a random token that is in no file,
-argument or variable of the program (it is read from a pipe into the launcher's frame first). Each program runs as
-`python -I -c LAUNCHER` in a fresh session (own process group) with cwd = its own temporary
+argument or variable of the program (it is read from a pipe into the launcher's frame first). Each
+program runs as `python -I -c LAUNCHER` in a fresh session (own process group) with cwd = its own temporary
 directory (mode 0700), stdin closed, and an environment holding only PATH, HOME=its directory,
 LANG and PYTHONHASHSEED=0: no variable of ours reaches it.
 
@@ -229,7 +229,7 @@ def run_python(code: str, limits: Limits = Limits(), *, namespaces: bool = True)
         if uid is not None:
             for path in (work, os.path.join(work, "main.py")):
                 os.chown(path, uid, uid)
-        token = "%032x" % random.SystemRandom().getrandbits(128)
+        token = f"{random.SystemRandom().getrandbits(128):032x}"
         head = {
             "dir": work,
             "uid": uid,

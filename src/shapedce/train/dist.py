@@ -81,7 +81,8 @@ def detect(environ: Mapping[str, str] = os.environ) -> Dist:
     if missing:
         raise UserError(
             f"distributed launch: {present[0]} is set but {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} missing; launch with torchrun, which sets {', '.join(RENDEZVOUS)}"
+            f"{'is' if len(missing) == 1 else 'are'} missing; launch with torchrun, which sets "
+            f"{', '.join(RENDEZVOUS)}"
         )
     world = _env_int(environ, "WORLD_SIZE", 1)
     rank = _env_int(environ, "RANK", 0, world - 1)
@@ -94,7 +95,8 @@ def check_world(grad_accum: int, world: int, global_batch_tokens: int, micro_bat
     if grad_accum % world:
         raise UserError(
             f"world size {world} must divide the micro-batches per step, train.global_batch_tokens / "
-            f"(train.micro_batch * data.seq_len) = {global_batch_tokens} / ({micro_batch} * {seq_len}) = {grad_accum}; "
+            f"(train.micro_batch * data.seq_len) = {global_batch_tokens} / ({micro_batch} * {seq_len}) "
+            f"= {grad_accum}; "
             f"make it a multiple of {world}"
         )
     return grad_accum // world

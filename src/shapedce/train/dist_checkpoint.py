@@ -1,6 +1,7 @@
-"""Sharded checkpoints of a distributed run (torch.distributed.checkpoint), loadable at any world size.
+r"""Sharded checkpoints of a distributed run (torch.distributed.checkpoint), loadable at any world size.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m shapedce pretrain --preset smoke --out /tmp/s2
+    python -m torch.distributed.run --standalone --nproc-per-node 2 \
+        -m shapedce pretrain --preset smoke --out /tmp/s2
     shapedce pretrain --out /tmp/s2 --resume              # the 2-rank checkpoint, resumed by one process
 
 A distributed run writes RUN/checkpoints/step_N/ with

@@ -72,6 +72,8 @@ from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
 from .resume import remove_stale_writes, select_checkpoint
 
+_ONE_PROCESS = Dist()  # the default `d` of evaluate_lm: a single process, no torch.distributed
+
 
 def lr_factor(step: int, total: int, warmup: int, decay_fraction: float, final_ratio: float) -> float:
     """Warmup-stable-decay multiplier of the peak lr for optimizer step `step` (0-based)."""
@@ -148,7 +150,7 @@ def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from
 
 @torch.no_grad()
 def evaluate_lm(
-    model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist = Dist()
+    model, seqs, n_seqs: int, micro_batch: int, device, amp, d: Dist = _ONE_PROCESS
 ) -> dict[str, float]:
     """Token-weighted loss, ce, ppl, entropy and top-k/tail mass on the first n_seqs sequences.
 

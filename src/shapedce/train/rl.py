@@ -69,13 +69,14 @@ __all__ = ["DynamicSamplingError", "run_rl", "train_on_batch", "heldout_eval"]
 CKPT = "checkpoint-"
 STATE_JSON = "rl_state.json"
 OPTIM = "optimizer.pt"
+_ONE_PROCESS = dist_.Dist()  # the default `d` of heldout_eval: a single process, no torch.distributed
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = dist_.Dist()) -> dict[str, Any]:
+def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) -> dict[str, Any]:
     """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` TEST prompts per task, fixed seeds.
     Under torchrun rank r samples prompts r, r + world, ... (keyed by their index, so the samples are
     the one-process ones) and every rank gets the whole result."""
