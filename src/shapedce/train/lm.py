@@ -21,11 +21,11 @@ same global batch and loss curve as one process; `shapedce.train.dist` says how,
 `shapedce.train.dist_checkpoint` how its sharded checkpoints resume at any world size.
 
 State: `LMTrainer` (shapedce.train.lm_trainer) owns the model, optimizer, scheduler, batch stream
-and controller; its `state_dict()` is what a checkpoint holds beside the weights. Faults: a NaN/inf
-loss or gradient norm stops the run before that update (one line naming the step; the last good checkpoint stays;
-no final/ is written). `--resume` takes the newest intact checkpoint (`shapedce.train.resume`);
-a folder with no checkpoint can always be started again; every config check runs before the
-folder is written.
+and controller; its `state_dict()` is what a checkpoint holds beside the weights. Faults: a NaN or
+inf loss or gradient norm stops the run before that update (one line naming the step; the last
+good checkpoint stays; no final/ is written). `--resume` takes the newest intact checkpoint
+(`shapedce.train.resume`); a folder with no checkpoint can always be started again; every config
+check runs before the folder is written.
 """
 
 from __future__ import annotations
