@@ -71,11 +71,15 @@ def test_adversarial_answers_are_bounded(where):
 
 
 def test_the_hard_bound_kills_a_slow_worker_and_a_fresh_one_serves_next():
-    verify_math("1", "1")
-    proc = mathcheck._WORKER.proc
-    assert not verify_math("1/2", "0.5", bound=1e-6)  # no verdict within the bound: scored 0
-    assert proc.poll() is not None  # that worker is gone
-    assert verify_math("1/2", "0.5")  # the next call starts a fresh one
+    worker = mathcheck._Worker()  # its own worker: a thread left over from another test cannot interfere
+    try:
+        assert worker.ask("1", "1", BOUND_S)
+        proc = worker.proc
+        assert not worker.ask("1/2", "0.5", 1e-6)  # no verdict within the bound: scored 0
+        assert proc.poll() is not None  # that worker is gone
+        assert worker.ask("1/2", "0.5", BOUND_S)  # the next call starts a fresh one
+    finally:
+        worker.kill()
 
 
 def test_math_boxed_reward_from_a_thread():
