@@ -9,7 +9,7 @@ A stage directory (one `--out` of pretrain, midtrain or rl):
     config.yaml          the resolved config (written first, after every check passed)
     metrics.jsonl        one JSON row per logged step: {"stage", "step", "tokens", "split", ...}
     tokenizer/, cache/   the run's tokenizer and token caches (pre-/mid-training)
-    checkpoints/         step_NNNNNNN/ (pre-/mid-training) or checkpoint-N/ (RL, TRL's names);
+    checkpoints/         step_NNNNNNN/ (pre-/mid-training) or checkpoint-N/ (RL);
                          .tmp-* are unfinished writes, corrupt-* were moved aside by --resume
     final/               a plain Hugging Face model directory; the stage is finished when
                          final/config.json exists
