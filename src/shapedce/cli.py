@@ -209,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--preset", default="tiny", help="smoke | tiny | long | paper (default tiny)")
-    r.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     r.add_argument("overrides", nargs="*", help="key=value config overrides (see shapedce.train.rl_config)")
     r.set_defaults(func=cmd_rl)
 
