@@ -4,7 +4,7 @@ Without runs: the generator's own measured statistics (shapedce.data.world), tok
 the general text's share of tokens under a BPE of size V trained on the corpus. With runs: for each
 run's final model, perplexity, mean next-token entropy and tail mass beyond the top-k on held-out
 general text alone and on the whole held-out pretrain-v2 mix (`shapedce.eval.text.text_stats`),
-plus the last validation row of its metrics.jsonl.
+plus the last validation and training rows of its metrics.jsonl.
 
 Run on CPU from the repository root (a minute per run on 1 core):
     OMP_NUM_THREADS=1 python benchmarks/world_stats.py --runs /tmp/w-ce /tmp/w-precision
@@ -50,11 +50,10 @@ def run_report(run: Path, n_docs: int, max_tokens: int) -> dict:
     val = [r for r in rows if r.get("split") == "val" and r.get("stage") == "pretrain"]
     general = [general_text(0).document(random.Random(f"heldout:{i}")) for i in range(n_docs)]
     mix = builtin_corpus("pretrain-v2", n_docs, seed=0, split="val")
-    out = {
-        "run": str(run),
-        "last_val": {k: val[-1][k] for k in KEYS if k in val[-1]},
-        "step": val[-1]["step"],
-    }
+    train = [r for r in rows if r.get("split") == "train" and r.get("stage") == "pretrain"]
+    out = {"run": str(run), "step": val[-1]["step"]}
+    for split, last in (("val", val[-1]), ("train", train[-1])):
+        out |= {f"{split}_{k}": round(last[k], 4) for k in KEYS if k in last}
     for name, docs in (("general", general), ("mix", mix)):
         s = text_stats(model, tok, docs, max_tokens=max_tokens)
         out[name] = {k: round(s[k], 4) for k in ("ppl", "entropy_mean", "tail_mass", "forking_share")}
