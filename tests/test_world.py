@@ -1,7 +1,7 @@
 """The built-in world v2 (data.corpus=builtin-v2): general text statistics, agreement, context,
 held-out problems, the tiny-v2 preset and model.vocab_size.
 
-python -m pytest tests/test_world.py -q        # CPU, ~15 s
+python -m pytest tests/test_world.py -q        # CPU, ~30 s
 """
 
 from __future__ import annotations
@@ -128,3 +128,19 @@ def test_prepare_data_uses_vocab_size_and_v2(tmp_path):
     assert sum(not is_reasoning_doc(d) and "Question:" not in d for d in train) > 100
     tok, train_seqs, val_seqs, vocab = prepare_data(cfg, tmp_path)
     assert vocab == 700 and len(tok) <= 700 and len(train_seqs) > 0 and len(val_seqs) > 0
+
+
+def test_bpe_at_v8192_keeps_general_words_whole(gen):
+    # why tiny-v2 takes V = 8192: the tail beyond the top-100 tokens is then made of whole words
+    from shapedce.data import train_tokenizer
+
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 3000, seed=0), 8192)
+    rng = random.Random(9)
+    words = Counter(w.strip(".,").lower() for _ in range(150) for w in gen.document(rng).split())
+    single = sum(n for w, n in words.items() if len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1)
+    assert single / sum(words.values()) > 0.85
+    small = train_tokenizer(builtin_corpus("pretrain-v2", 3000, seed=0), 2048)
+    single = sum(
+        n for w, n in words.items() if len(small(" " + w, add_special_tokens=False)["input_ids"]) == 1
+    )
+    assert single / sum(words.values()) < 0.8
