@@ -38,13 +38,18 @@ class ModelConfig:
     """RoPE base (paper: 1e4 in pre-training, 1e6 from mid-training on)."""
     max_position_embeddings: int = 0
     """Longest sequence the model accepts; 0 keeps the flavor's value."""
+    vocab_size: int = 0
+    """Vocabulary size V of the model and of the BPE trained on the corpus; 0 keeps the flavor's
+    value (tiny: 2048). A new run only: mid-training and resumes keep the source model's."""
 
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
     corpus: str = "builtin"
     """"builtin" (generated offline: the pre-training mix, or the mid-training mix in the
-    midtrain stage) or a local .txt / .jsonl / .parquet file or directory."""
+    midtrain stage), "builtin-v2" (the same plus general text with real entropy, the mixes
+    pretrain-v2 / midtrain-v2 of `shapedce.data.corpus`; an option, not yet the default) or a
+    local .txt / .jsonl / .parquet file or directory."""
     text_field: str = "text"
     """Field holding the text in jsonl / parquet files."""
     n_docs: int = 20000
@@ -119,7 +124,7 @@ class MidtrainConfig:
     final_lr_ratio: float = 0.1
     """lr decays linearly from the pre-training peak to this fraction of it (paper: 0.1)."""
     corpus: str = "builtin"
-    """"builtin" (the reasoning-heavy mid-training mix) or a local data path."""
+    """"builtin" (the reasoning-heavy mid-training mix), "builtin-v2" (its v2 mix) or a local data path."""
     n_docs: int = 20000
 
 
@@ -139,6 +144,7 @@ class RunConfig:
             ("stage", self.stage in ("pretrain", "midtrain"), "one of pretrain, midtrain"),
             ("model.rope_theta", self.model.rope_theta > 0, "> 0"),
             ("model.max_position_embeddings", self.model.max_position_embeddings >= 0, ">= 0"),
+            ("model.vocab_size", self.model.vocab_size >= 0, ">= 0 (0 keeps the flavor's)"),
             ("data.n_docs", self.data.n_docs >= 1, ">= 1"),
             ("data.val_docs", self.data.val_docs >= 1, ">= 1"),
             ("data.seq_len", self.data.seq_len >= 2, ">= 2"),

@@ -12,17 +12,21 @@ The world is small on purpose (tiny models, minutes of CPU training): invented c
 river, founder, flag color, founding year) and people (home city, job, pet), three paraphrases
 per fact, short documents. Every document is one of these kinds:
 
-    kind     content                                         pretrain  midtrain
-    profile  all facts of one entity (round-robin)             20 %      10 %
-    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %
-    story    a short narrative about a person, true to facts   30 %       8 %
-    world    two cities compared (country, founding year)      15 %       4 %
-    short    "Problem: ...\\nThe answer is N."                   15 %      10 %
-    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %
+    kind     content                                         pretrain  midtrain  pretrain-v2  midtrain-v2
+    general  grammar over a Zipfian lexicon (world.py)            -         -       50 %         10 %
+    profile  all facts of one entity (round-robin)             20 %      10 %       12 %          8 %
+    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %        6 %          8 %
+    story    a short narrative about a person, true to facts   30 %       8 %        6 %          6 %
+    world    two cities compared (country, founding year)      15 %       4 %        4 %          3 %
+    short    "Problem: ...\\nThe answer is N."                   15 %      10 %       13 %         10 %
+    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %        9 %         55 %
 
 Reasoning share (short + worked = documents starting "Problem:"): pretrain 25 %, midtrain 70 %,
-exact (largest-remainder quotas, then a seeded shuffle). The paper's mid-training is ~5 % synthetic
-and raises the reasoning share; here all is synthetic and midtrain replays the pretrain kinds.
+pretrain-v2 22 %, midtrain-v2 65 %, exact (largest-remainder quotas, then a seeded shuffle).
+The v2 corpora (`data.corpus=builtin-v2`, an option, not the default) add general text whose
+next-token distributions carry real entropy, so the loss's knobs have something to act on.
+The paper's mid-training is ~5 % synthetic and raises the reasoning share;
+here all is synthetic and midtrain replays the pretrain kinds.
 
 Knowledge vs reasoning: `knowledge_probes` asks about facts the pretrain corpus states. Corpora
 only hold problems outside the held-out 20 % of the problem space (`is_heldout`, a content hash);
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from .problems import PROBLEM_FAMILIES, check_int, generate_problem, heldout_problems, is_heldout
+from .world import general_text
 
 # ----------------------------------------------------------------------------- fact base
 
@@ -200,6 +205,25 @@ def fact_base(seed: int = 0, n_entities: int = N_ENTITIES) -> list[Fact]:
 MIXES: dict[str, dict[str, float]] = {
     "pretrain": {"profile": 0.20, "quiz": 0.10, "story": 0.30, "world": 0.15, "short": 0.15, "worked": 0.10},
     "midtrain": {"profile": 0.10, "quiz": 0.08, "story": 0.08, "world": 0.04, "short": 0.10, "worked": 0.60},
+    # world v2 (data.corpus=builtin-v2): the same kinds plus "general" text (shapedce.data.world)
+    "pretrain-v2": {
+        "general": 0.50,
+        "profile": 0.12,
+        "quiz": 0.06,
+        "story": 0.06,
+        "world": 0.04,
+        "short": 0.13,
+        "worked": 0.09,
+    },
+    "midtrain-v2": {
+        "general": 0.10,
+        "profile": 0.08,
+        "quiz": 0.08,
+        "story": 0.06,
+        "world": 0.03,
+        "short": 0.10,
+        "worked": 0.55,
+    },
 }
 """Share of each document kind per corpus (see the module docstring)."""
 CORPORA = tuple(MIXES)
@@ -287,14 +311,17 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
         "world": world,
         "short": lambda: problem(worked=False),
         "worked": lambda: problem(worked=True),
+        "general": lambda: general_text(seed).document(rng),
     }
     return [writers[kind]() for kind in kinds]
 
 
-def knowledge_probes(seed: int = 0, n: int = 100, n_docs: int | None = None) -> list[tuple[str, str]]:
+def knowledge_probes(
+    seed: int = 0, n: int = 100, n_docs: int | None = None, corpus: str = "pretrain"
+) -> list[tuple[str, str]]:
     """`n` distinct (prompt, answer) recall probes about facts the seed's pretrain corpus states.
 
-    With `n_docs`, only facts of entities profiled in builtin_corpus("pretrain", n_docs, seed)
+    With `n_docs`, only facts of entities profiled in builtin_corpus(corpus, n_docs, seed)
     (profiles visit entities round-robin); without it, any fact of the base (all are stated once
     n_docs >= N_ENTITIES / 0.20). The answer is the fact's value, e.g. "Varland".
     """
@@ -302,7 +329,9 @@ def knowledge_probes(seed: int = 0, n: int = 100, n_docs: int | None = None) -> 
     covered = set(order)
     if n_docs is not None:
         check_int("n_docs", n_docs, 1)
-        covered = set(order[: _quotas(MIXES["pretrain"], n_docs)["profile"]])
+        if corpus not in MIXES:
+            raise UserError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
+        covered = set(order[: _quotas(MIXES[corpus], n_docs)["profile"]])
     pool = [f for f in facts if f.entity in covered]
     check_int("n (at most the facts the corpus states)", n, 0, len(pool))
     return [f.probe() for f in random.Random(f"probes:{seed}").sample(pool, n)]
