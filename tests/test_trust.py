@@ -82,33 +82,73 @@ def test_crafted_dcp_metadata_is_refused_and_never_run(run3, tmp_path, capsys):
     (newest / "dcp" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     assert main(["pretrain", "--out", str(run), "--resume", "train.steps=4"]) == 0  # falls back to step 2
     err = capsys.readouterr().err
-    assert "skipping corrupt checkpoint step_0000004" in err and "posix.system" in err
+    assert "skipping corrupt checkpoint step_0000004" in err and "metadata.json is missing" in err
     assert not marker.exists()
     assert (run / "checkpoints" / "corrupt-step_0000004").is_dir()  # moved aside, never deleted
     assert (run / "final" / "config.json").is_file()
 
 
 def test_load_sharded_refuses_crafted_metadata_and_items(tmp_path):
+    import json
+
     import torch.distributed.checkpoint as dcp
 
     from shapedce.errors import UserError
+    from shapedce.train.dcp_metadata import write_metadata_json
     from shapedce.train.dist_checkpoint import _SafePlanner, _SafeReader, load_sharded
 
     marker = tmp_path / MARKER_NAME
     (tmp_path / "ck" / "dcp").mkdir(parents=True)
     (tmp_path / "ck" / "dcp" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     model = torch.nn.Linear(3, 2)
-    with pytest.raises(UserError, match="refusing to load"):
-        load_sharded(tmp_path / "ck", model, torch.optim.AdamW(model.parameters()))
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(UserError, match="metadata.json is missing"):  # the pickle is never read
+        load_sharded(tmp_path / "ck", model, opt)
+    # a metadata.json naming a class that checkpoint metadata never holds: refused, nothing built
+    crafted = {"class": "system", "fields": {"command": f"touch {marker}"}}
+    (tmp_path / "ck" / "dcp" / "metadata.json").write_text(json.dumps(crafted))
+    with pytest.raises(UserError, match="refusing to build 'system'"):
+        load_sharded(tmp_path / "ck", model, opt)
+    (tmp_path / "ck" / "dcp" / "metadata.json").write_text(json.dumps({"torch": "load"}))
+    with pytest.raises(UserError, match="refusing torch.load"):
+        load_sharded(tmp_path / "ck", model, opt)
     # a non-tensor item (DCP stores those with torch.save) holding a payload: refused, not run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dcp.save({"x": Payload(marker), "w": torch.ones(2)}, checkpoint_id=tmp_path / "items")
+        md = dcp.save({"x": Payload(marker), "w": torch.ones(2)}, checkpoint_id=tmp_path / "items")
+        write_metadata_json(md, tmp_path / "items")
         target = {"x": None, "w": torch.zeros(2)}
         with pytest.raises(BaseException) as info:
             dcp.load(target, storage_reader=_SafeReader(tmp_path / "items"), planner=_SafePlanner())
     assert "refusing checkpoint item x" in repr(info.value) or "refusing checkpoint item x" in str(info.value)
     assert not marker.exists()
+
+
+def test_dcp_metadata_json_round_trips_and_loads(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from shapedce.train.dcp_metadata import read_metadata_json, write_metadata_json
+    from shapedce.train.dist_checkpoint import load_sharded
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model_sd, optim_sd = get_state_dict(model, opt)
+        md = dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp_path / "ck" / "dcp")
+    write_metadata_json(md, tmp_path / "ck" / "dcp")
+    back = read_metadata_json(tmp_path / "ck" / "dcp")
+    assert back.state_dict_metadata == md.state_dict_metadata
+    assert back.storage_data == md.storage_data and back.planner_data == md.planner_data
+    other = torch.nn.Linear(3, 2)
+    other_opt = torch.optim.AdamW(other.parameters())
+    load_sharded(tmp_path / "ck", other, other_opt)
+    assert torch.equal(other.weight, model.weight) and torch.equal(other.bias, model.bias)
+    assert other_opt.state_dict()["param_groups"][0]["lr"] == opt.state_dict()["param_groups"][0]["lr"]
+    assert torch.equal(other_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 def _fill(path: Path, offset_from_end: int = 4096) -> None:

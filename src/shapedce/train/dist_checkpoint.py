@@ -20,18 +20,15 @@ on N ranks too: its optimizer state is turned into the name-keyed full form, the
 `final/` stays a plain HF model directory: the full state dict is gathered to rank 0 (on CPU)
 and written with `save_pretrained`.
 
-Loading never runs code from a file. DCP's own reader unpickles `dcp/.metadata` with plain
-`pickle.load` and its planner reads non-tensor items with `torch.load(weights_only=False)`; both
-would execute a crafted file. `load_sharded` instead reads the metadata with an unpickler that
-resolves only DCP's metadata dataclasses, torch.Size, torch dtypes/layouts and paths (anything else
-is refused with one line before it is called), and reads non-tensor items with
-`torch.load(weights_only=True)`.
+Loading never runs code from a file. DCP's own reader would unpickle its `dcp/.metadata` and read
+non-tensor items without the weights-only restriction; a crafted file would run. Rank 0 therefore
+also writes the metadata as `dcp/metadata.json` (`shapedce.train.dcp_metadata`), and `load_sharded`
+reads only that (never the pickle) and reads non-tensor items with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -52,6 +49,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from ..errors import UserError
 from .checkpoint import STATE_FILE, list_checkpoints, rng_state, write_model_dir
+from .dcp_metadata import read_metadata_json, write_metadata_json
 from .dist import Dist, barrier, gather_objects, unwrap
 
 SHARDED_DIR = "dcp"
@@ -59,8 +57,8 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def is_sharded_checkpoint(path: Path) -> bool:
-    """True for a checkpoint written by a distributed run (it holds dcp/.metadata)."""
-    return (Path(path) / SHARDED_DIR / ".metadata").is_file()
+    """True for a checkpoint written by a distributed run (it holds dcp/)."""
+    return (Path(path) / SHARDED_DIR).is_dir()
 
 
 def save_sharded_checkpoint(
@@ -84,9 +82,10 @@ def save_sharded_checkpoint(
         tmp.mkdir()
     barrier(d)
     model_sd, optim_sd = get_state_dict(module, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED_DIR)
+    metadata = dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED_DIR)
     rngs = gather_objects(d, rng_state())
     if d.main:
+        write_metadata_json(metadata, tmp / SHARDED_DIR)  # what loading reads (never the .metadata pickle)
         unwrap(module).config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         config.save(tmp / "run_config.yaml")
@@ -112,55 +111,13 @@ def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config).to(torch.float32)
 
 
-_METADATA_GLOBALS = {
-    "torch.distributed.checkpoint.metadata": {
-        "Metadata",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "TensorProperties",
-        "MetadataIndex",
-        "StorageMeta",
-        "_MEM_FORMAT_ENCODING",
-    },
-    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
-    "torch.serialization": {"_get_layout"},
-    "torch": {"Size"},
-    "pathlib": {"Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"},
-    "collections": {"OrderedDict"},
-}
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Resolves only the data classes a DCP `.metadata` file is made of; refuses every other global."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = name in _METADATA_GLOBALS.get(module, ())
-        if module == "torch" and not allowed:
-            allowed = isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))
-        if not allowed:
-            raise UserError(
-                f"refusing to load: it references {module}.{name}, which a checkpoint's metadata "
-                "never holds (a crafted file?)"
-            )
-        return super().find_class(module, name)
-
-
 class _SafeReader(FileSystemReader):
+    """DCP's file reader, with the metadata read from our metadata.json instead of the .metadata pickle."""
+
     def read_metadata(self, *args: Any, **kwargs: Any):
         from torch.distributed.checkpoint.metadata import StorageMeta
 
-        with open(Path(self.path) / ".metadata", "rb") as f:
-            try:
-                metadata = _MetadataUnpickler(f).load()
-            except UserError as err:
-                raise UserError(f"{Path(self.path) / '.metadata'}: {err}") from None
-            except Exception as err:  # noqa: BLE001 - truncated or garbled bytes
-                raise UserError(
-                    f"{Path(self.path) / '.metadata'} is corrupt ({type(err).__name__})"
-                ) from None
-        if type(metadata).__name__ != "Metadata":
-            raise UserError(f"{Path(self.path) / '.metadata'} does not hold checkpoint metadata")
+        metadata = read_metadata_json(Path(self.path))
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -198,7 +155,7 @@ def _first_user_error(err: BaseException) -> UserError | None:
 
 
 def check_sharded_metadata(path: Path) -> None:
-    """One-line UserError unless path/dcp/.metadata reads safely (used to pick an intact checkpoint)."""
+    """One-line UserError unless path/dcp/metadata.json reads safely (used to pick an intact checkpoint)."""
     _SafeReader(Path(path) / SHARDED_DIR).read_metadata()
 
 
