@@ -39,18 +39,21 @@ def check(ok: bool, name: str, allowed: str, value: object) -> None:
         raise UserError(f"{name} must be {allowed}; got {value!r}")
 
 
+def _allowed(kind: str, lo: object, hi: object, lo_open: bool = False, hi_open: bool = False) -> str:
+    """ "an integer in [0, 5]", "a finite number > 1", ...: the allowed range in words."""
+    if lo is not None and hi is not None:
+        return f"{kind} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{kind} {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{kind} {'<' if hi_open else '<='} {hi}"
+    return kind
+
+
 def check_int(name: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
     """One-line UserError unless `value` is an integer in [lo, hi] (a None bound is open)."""
     ok = is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
-    if lo is not None and hi is not None:
-        allowed = f"an integer in [{lo}, {hi}]"
-    elif lo is not None:
-        allowed = f"an integer >= {lo}"
-    elif hi is not None:
-        allowed = f"an integer <= {hi}"
-    else:
-        allowed = "an integer"
-    check(ok, name, allowed, value)
+    check(ok, name, _allowed("an integer", lo, hi), value)
 
 
 def check_real(
@@ -68,14 +71,4 @@ def check_real(
         ok = value > lo if lo_open else value >= lo
     if ok and hi is not None:
         ok = value < hi if hi_open else value <= hi
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    if lo is not None and hi is not None:
-        allowed = f"a finite number in {left}{lo}, {hi}{right}"
-    elif lo is not None:
-        allowed = f"a finite number {'>' if lo_open else '>='} {lo}"
-    elif hi is not None:
-        allowed = f"a finite number {'<' if hi_open else '<='} {hi}"
-    else:
-        allowed = "a finite number"
-    check(ok, name, allowed, value)
+    check(ok, name, _allowed("a finite number", lo, hi, lo_open, hi_open), value)
