@@ -81,43 +81,46 @@ def _max_positions(cfg: RunConfig, init_from: Path | None, resume_from: Path | N
     return flavor_config(cfg.model.flavor).max_position_embeddings
 
 
-def _claim_folder(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
-    """Decide fresh start or resume (every rank alike); returns the checkpoint to resume from.
-    A folder that holds no checkpoint can always be started again, `--resume` included."""
-    resume_from = None
-    if d.main:
-        remove_stale_writes(stage.checkpoints)
-        try:
-            resume_from = select_checkpoint(stage.checkpoints) if resume else None
-            outcome: object = str(resume_from) if resume_from else None
-        except UserError as err:
-            outcome = err
-        if isinstance(outcome, UserError):
-            pass
-        elif not resume and stage.finished():
-            outcome = UserError(f"{stage.path} already holds a finished run; choose another --out")
-        elif not resume and stage.has_checkpoint():
-            outcome = UserError(
+def _decide(stage: StageDir, resume: bool) -> Path | None:
+    """Rank 0's decision: the checkpoint to resume from, or None for a fresh start (a folder that
+    holds no checkpoint can always be started again, `--resume` included); UserError if refused."""
+    remove_stale_writes(stage.checkpoints)
+    if not resume:
+        if stage.finished():
+            raise UserError(f"{stage.path} already holds a finished run; choose another --out")
+        if stage.has_checkpoint():
+            raise UserError(
                 f"{stage.path} already holds a run; pass --resume to continue it or choose another --out"
             )
-        elif resume and resume_from is None:
-            print(
-                f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
-                file=sys.stderr,
-            )
-    else:
-        outcome = None
+        return None
+    resume_from = select_checkpoint(stage.checkpoints)
+    if resume_from is None:
+        print(
+            f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
+            file=sys.stderr,
+        )
+    return resume_from
+
+
+def _claim_folder(stage: StageDir, resume: bool, d: Dist) -> Path | None:
+    """Rank 0 decides fresh start or resume (`_decide`), every rank follows; a fresh start in a
+    folder an earlier start wrote to drops that start's derived files."""
+    outcome: Path | UserError | None = None
+    if d.main:
+        try:
+            outcome = _decide(stage, resume)
+        except UserError as err:
+            outcome = err
     outcome = dist_.gather_objects(d, outcome)[0]
     if isinstance(outcome, UserError):
         raise outcome
-    resume_from = Path(outcome) if outcome else None
-    if resume_from is None and d.main and stage.started():  # a fresh start: drop an earlier start's files
+    if outcome is None and d.main and stage.started():
         for leftover in (stage.metrics, stage.tokenizer, stage.cache, stage.path / "tb"):
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
-    return resume_from
+    return outcome
 
 
 def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path | None = None) -> Path:
@@ -133,20 +136,16 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
     )
     parallel = dist_.resolve_parallel(t.parallel, device)
     stage = StageDir(out)
-    if stage.path.exists() and not stage.path.is_dir():
-        raise UserError(f"--out {stage.path} is an existing file, not a folder")
     max_pos = _max_positions(cfg, init_from, None)
     if cfg.data.seq_len > max_pos:
         raise UserError(
             f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_position_embeddings ({max_pos})"
         )
+    prepare_out(stage.path)  # every rank: a bad --out fails everywhere before the process group forms
     device = dist_.device_for(d, device)
     dist_.init(d, device)
     try:
-        if d.main:
-            prepare_out(stage.path)
-        dist_.barrier(d)
-        resume_from = _claim_folder(cfg, stage, resume, d)
+        resume_from = _claim_folder(stage, resume, d)
         dist_.barrier(d)  # every rank has checked the folder before rank 0 writes to it
         if d.main:
             cfg.save(stage.config)

@@ -79,9 +79,10 @@ def _move_aside(path: Path) -> Path:
     return target
 
 
-def select_checkpoint(root: Path, *, main: bool = True) -> Path | None:
+def select_checkpoint(root: Path) -> Path | None:
     """The newest intact checkpoint under `root` (None when there is none at all). Corrupt ones are
-    reported and, by the main process (`main`), moved aside; if every one is corrupt, one line says so."""
+    moved aside and named in one line each; if every one is corrupt, one line says so. Call it from
+    one process (rank 0 decides for all)."""
     ckpts = list_checkpoints(root)
     notes, reasons = [], []
     for path in reversed(ckpts):
@@ -89,15 +90,15 @@ def select_checkpoint(root: Path, *, main: bool = True) -> Path | None:
             check_checkpoint(path)
         except UserError as err:
             reasons.append(f"{path.name} ({err})")
-            moved = _move_aside(path) if main else path
-            notes.append(f"resume: skipping corrupt checkpoint {path.name}, moved to {moved.name}: {err}")
+            notes.append(
+                f"resume: skipping corrupt checkpoint {path.name}, moved to {_move_aside(path).name}: {err}"
+            )
             continue
-        for note in notes if main else ():
+        for note in notes:
             print(note, file=sys.stderr)
         return path
     if ckpts:
-        aside = ", moved aside as corrupt-*" if main else ""
-        raise UserError(f"no intact checkpoint in {root}{aside}: " + "; ".join(reasons))
+        raise UserError(f"no intact checkpoint in {root}, moved aside as corrupt-*: " + "; ".join(reasons))
     return None
 
 
