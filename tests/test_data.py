@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from shapedce.data import (
+    ALL_FAMILIES,
     CORPORA,
     PROBLEM_FAMILIES,
     SPECIAL_TOKENS,
@@ -153,14 +154,14 @@ def test_reasoning_share_midtrain_above_pretrain():
 
 def test_problems_are_correct():
     rng = __import__("random").Random(0)
-    for family in PROBLEM_FAMILIES:
+    for family in ALL_FAMILIES:
         for _ in range(40):
             p = generate_problem(family, rng)
             assert (
                 p.solution.endswith(f"The answer is {p.answer}.") and extract_answer(p.solution) == p.answer
             )
             nums = [int(n) for n in re.findall(r"\d+", p.prompt)]
-            if family in ("add", "sub", "mul", "chain"):
+            if family in ("add", "sub", "mul", "chain", "small"):
                 assert int(p.answer) == eval(p.prompt[len("What is ") : -1])  # noqa: S307 - digits and + - * only
             elif family == "linear":
                 a, b, c = nums

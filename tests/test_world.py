@@ -1,5 +1,5 @@
 """The built-in world v2 (data.corpus=builtin-v2): general text statistics, agreement, context,
-held-out problems, the tiny-v2 preset and model.vocab_size.
+held-out problems (the `small` family of the default RL), the tiny preset and model.vocab_size.
 
 python -m pytest tests/test_world.py -q        # CPU, ~30 s
 """
@@ -15,7 +15,8 @@ import pytest
 
 from shapedce.config import load_config
 from shapedce.data import builtin_corpus, is_heldout, is_reasoning_doc, knowledge_probes
-from shapedce.data.corpus import MIXES
+from shapedce.data.corpus import MIXES, SMALL_SHARE
+from shapedce.data.problems import generate_problem, problem_key
 from shapedce.data.world import CLASS_SIZES, TOPICS, GeneralText, general_text, zipf_slope
 from shapedce.errors import UserError
 
@@ -106,15 +107,51 @@ def test_v2_corpora_mix_and_heldout():
         knowledge_probes(0, 10, n_docs=400, corpus="x")
 
 
-def test_tiny_v2_preset_changes_only_the_world():
-    tiny, v2 = load_config("tiny").to_dict(), load_config("tiny-v2").to_dict()
-    assert v2["model"]["vocab_size"] == 8192 and tiny["model"]["vocab_size"] == 0
-    assert v2["data"]["corpus"] == v2["midtrain"]["corpus"] == "builtin-v2"
-    for section in ("model", "data", "midtrain"):
-        for key in ("vocab_size", "corpus"):
-            tiny[section].pop(key, None), v2[section].pop(key, None)
-    assert tiny == v2
-    assert load_config("tiny-v2", ["loss=tail"]).loss.k == 100  # the paper's k needs no override
+def test_small_family_reads_at_fixed_offsets_and_keeps_every_step_nonnegative():
+    rng = random.Random(0)
+    for _ in range(300):
+        p = generate_problem("small", rng)
+        m = re.fullmatch(r"What is (\d) ([+-]) (\d) ([+-]) (\d)\?", p.prompt)
+        assert m, p.prompt  # one-digit operands: every operand sits at the same offset in every prompt
+        a, o1, b, o2, c = m.groups()
+        s = int(a) + int(b) if o1 == "+" else int(a) - int(b)
+        t = s + int(c) if o2 == "+" else s - int(c)
+        assert s >= 0 and t >= 0 and p.answer == str(t)
+        assert p.solution == f"{a} {o1} {b} = {s}.\n{s} {o2} {c} = {t}.\nThe answer is {t}."
+
+
+def test_heldout_small_problems_never_appear_in_either_v2_corpus():
+    from shapedce.tasks import get_task
+
+    small_re = r"What is \d [+-] \d [+-] \d\?"
+    docs = []
+    for name in ("pretrain-v2", "midtrain-v2"):
+        corpus = builtin_corpus(name, 3000)
+        prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in corpus if is_reasoning_doc(d)]
+        share = sum(bool(re.fullmatch(small_re, p)) for p in prompts) / len(prompts)
+        assert abs(share - SMALL_SHARE[name]) < 0.05  # the rest are the six classic families
+        docs += corpus
+    prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in docs if is_reasoning_doc(d)]
+    corpus_keys = {problem_key(p) for p in prompts}
+    task = get_task("arith-small")
+    rl, test = task.prompts("train", 200), task.prompts("test", 200)
+    keys = [problem_key(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + test]
+    assert len(set(keys)) == 400 and not corpus_keys & set(keys)  # RL and eval prompts: never in a corpus
+    assert all(is_heldout(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + test)
+    # ... while the corpora's worked solutions show nearly every one-digit step their solutions take
+    seen = {m for d in docs for m in re.findall(r"^\d+ [+-] \d = \d+\.$", d, re.M)}
+    steps = [line for p in test for line in p.meta["solution"].split("\n")[:2]]
+    assert sum(line in seen for line in steps) / len(steps) > 0.95
+
+
+def test_tiny_preset_is_the_world_v2_of_the_default_grid():
+    from shapedce.reproduce.grid import load_grid
+
+    tiny = load_config("tiny")
+    assert tiny.model.vocab_size == 8192 and tiny.data.corpus == tiny.midtrain.corpus == "builtin-v2"
+    assert load_config("tiny", ["loss=tail"]).loss.k == 100  # the paper's k needs no override
+    grid = load_grid("tiny")  # the default grid pre-trains with exactly `shapedce pretrain --preset tiny`
+    assert grid.pretrain_preset == "tiny" and not grid.pretrain_overrides and not grid.midtrain_overrides
     with pytest.raises(UserError, match="model.vocab_size must be >= 0"):
         load_config("tiny", ["model.vocab_size=-1"])
 
@@ -131,7 +168,7 @@ def test_prepare_data_uses_vocab_size_and_v2(tmp_path):
 
 
 def test_bpe_at_v8192_keeps_general_words_whole(gen):
-    # why tiny-v2 takes V = 8192: the tail beyond the top-100 tokens is then made of whole words
+    # why the tiny preset takes V = 8192: the tail beyond the top-100 tokens is then made of whole words
     from shapedce.data import train_tokenizer
 
     tok = train_tokenizer(builtin_corpus("pretrain-v2", 3000, seed=0), 8192)

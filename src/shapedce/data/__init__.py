@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "corpus": ("CORPORA", "Fact", "builtin_corpus", "fact_base", "is_reasoning_doc", "knowledge_probes"),
     "problems": (
+        "ALL_FAMILIES",
         "PROBLEM_FAMILIES",
         "Problem",
         "extract_answer",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .corpus import CORPORA, Fact, builtin_corpus, fact_base, is_reasoning_doc, knowledge_probes
     from .packing import PackedSequences, read_texts, tokenize_to_memmap
     from .problems import (
+        ALL_FAMILIES,
         PROBLEM_FAMILIES,
         Problem,
         extract_answer,

@@ -229,6 +229,14 @@ MIXES: dict[str, dict[str, float]] = {
 CORPORA = tuple(MIXES)
 
 
+SMALL_SHARE = {"pretrain-v2": 0.5, "midtrain-v2": 0.9}
+"""Share of each v2 corpus's problems drawn from the `small` family (three one-digit numbers, the
+default grid's RL family); the rest are the six classic families, evenly. Mid-training concentrates on
+it: a ~1M-parameter model learns to read its operands from the prompt (copy them into the worked
+steps) only when such documents are dense; diluted among general text it stays at chance for 800
+steps. The v1 corpora draw the six classic families evenly."""
+
+
 def is_reasoning_doc(doc: str) -> bool:
     """True for arithmetic documents (short answers or worked solutions)."""
     return doc.startswith("Problem: ")
@@ -287,7 +295,8 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
         return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks), scene])
 
     def problem(worked: bool) -> str:
-        family = rng.choice(PROBLEM_FAMILIES)
+        small = SMALL_SHARE.get(name, 0.0)
+        family = "small" if small and rng.random() < small else rng.choice(PROBLEM_FAMILIES)
         while is_heldout((p := generate_problem(family, rng)).prompt):  # held out: never in a corpus
             pass
         return p.doc(worked)

@@ -4,7 +4,9 @@
     problems = heldout_problems("add", n=200, seed=0)      # never in any built-in corpus
     problems[0].query                                      # "Problem: What is ...?\nSolution:\n"
 
-Families: add, sub, mul (by one digit), chain (sums of 2-5 terms), linear (a*x + b = c), compare.
+Families: add, sub, mul (by one digit), chain (sums of 2-5 terms), linear (a*x + b = c), compare,
+and small (three one-digit numbers added or subtracted left to right, every step >= 0: a fixed-length
+prompt, so a ~1M-parameter model can read it; the RL family of the default grid).
 Every solution ends "The answer is N."; `extract_answer` reads it back. The held-out partition is
 a content hash of the normalised prompt (`is_heldout`: 20 % of the problem space): corpora skip
 held-out problems, RL and evaluation draw only from `heldout_problems`.
@@ -24,6 +26,9 @@ from ..errors import UserError, check_int
 
 PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
 PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
+"""The six families of the `arith` task and the v1 corpora."""
+ALL_FAMILIES = (*PROBLEM_FAMILIES, "small")
+"""Every family: the v2 corpora add `small` (`shapedce.data.corpus.FAMILY_WEIGHTS`)."""
 ANSWER_RE = re.compile(r"The answer is (-?\d+)\.")
 HELDOUT_PERCENT = 20
 """Share of the problem space (by content hash) reserved for RL and evaluation."""
@@ -163,6 +168,16 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
     return f"Which number is larger, {a} or {b}?", max(a, b), lines
 
 
+def _small(rng: random.Random) -> tuple[str, int, list[str]]:
+    while True:  # rejection keeps every partial result >= 0 (about 2/3 of draws pass)
+        (a, b, c), ops = (rng.randint(0, 9) for _ in range(3)), rng.choices("+-", k=2)
+        s = a + b if ops[0] == "+" else a - b
+        t = s + c if ops[1] == "+" else s - c
+        if s >= 0 and t >= 0:
+            lines = [f"{a} {ops[0]} {b} = {s}.", f"{s} {ops[1]} {c} = {t}."]
+            return f"What is {a} {ops[0]} {b} {ops[1]} {c}?", t, lines
+
+
 _WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
     "add": _add,
     "sub": _sub,
@@ -170,12 +185,13 @@ _WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {
     "chain": _chain,
     "linear": _linear,
     "compare": _compare,
+    "small": _small,
 }
 
 
 def _check_family(family: str) -> None:
     if family not in _WRITERS:
-        raise UserError(f"unknown problem family {family!r}; choose one of {', '.join(PROBLEM_FAMILIES)}")
+        raise UserError(f"unknown problem family {family!r}; choose one of {', '.join(ALL_FAMILIES)}")
 
 
 def generate_problem(family: str, rng: random.Random) -> Problem:
@@ -215,6 +231,6 @@ def heldout_problems(family: str, n: int, seed: int = 0) -> list[Problem]:
 
 
 if __name__ == "__main__":
-    for family in PROBLEM_FAMILIES:
+    for family in ALL_FAMILIES:
         problem = heldout_problems(family, 1)[0]
         print(problem.query + problem.solution, end="\n\n")

