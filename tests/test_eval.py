@@ -156,3 +156,20 @@ def test_tasks_command_lists_one_line_each(capsys):
     assert main(["tasks", "--rg"]) == 0
     rg = capsys.readouterr().out.split()
     assert "rg-knights_knaves" in rg and len(rg) > 100
+
+
+def test_held_out_text_follows_the_models_world(tmp_path):
+    """Regression: the eval's built-in text was always the v1 corpus, also for a model of world v2."""
+    from shapedce.eval.scoring import builtin_text_of, default_text_docs
+    from shapedce.reproduce.grid import eval_settings, load_grid
+
+    assert builtin_text_of(None) == builtin_text_of(tmp_path) == "builtin"
+    (tmp_path / "run_config.yaml").write_text("data: {corpus: builtin-v2}\n")
+    assert builtin_text_of(tmp_path) == "builtin-v2"
+    for bad in ("data: [1, 2]\n", "{{{{", "- 1\n", "task: arith-small\n"):  # RL configs have no data section
+        (tmp_path / "run_config.yaml").write_text(bad)
+        assert builtin_text_of(tmp_path) == "builtin"
+    v1, v2 = default_text_docs(50), default_text_docs(50, "builtin-v2")
+    assert v1 != v2 and sum(d.startswith(("The ", "A ", "When ", "There ")) for d in v2) > 10
+    assert eval_settings(load_grid("tiny")).text == "builtin-v2"  # every stage, RL included
+    assert eval_settings(load_grid("smoke")).text == "builtin"

@@ -47,7 +47,7 @@ def test_smoke_grid_runs_every_stage_and_writes_the_report(smoke_grid):
         and "lambda_tail: -0.1" in beta["tail"]
     )
     report = (smoke_grid / "report.md").read_text()
-    for fig in ("pretrain", "midtrain", "rl", "passk"):
+    for fig in ("pretrain", "shaping", "midtrain", "rl", "passk"):
         assert (smoke_grid / f"{fig}-tiny.png").is_file()
     for verdict_row in (
         "Pre-training perplexity",

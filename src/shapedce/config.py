@@ -48,7 +48,7 @@ class DataConfig:
     corpus: str = "builtin"
     """"builtin" (generated offline: the pre-training mix, or the mid-training mix in the
     midtrain stage), "builtin-v2" (the same plus general text with real entropy, the mixes
-    pretrain-v2 / midtrain-v2 of `shapedce.data.corpus`; an option, not yet the default) or a
+    pretrain-v2 / midtrain-v2 of `shapedce.data.corpus`; the `tiny` preset's world) or a
     local .txt / .jsonl / .parquet file or directory."""
     text_field: str = "text"
     """Field holding the text in jsonl / parquet files."""

@@ -23,8 +23,10 @@ per fact, short documents. Every document is one of these kinds:
 
 Reasoning share (short + worked = documents starting "Problem:"): pretrain 25 %, midtrain 70 %,
 pretrain-v2 22 %, midtrain-v2 65 %, exact (largest-remainder quotas, then a seeded shuffle).
-The v2 corpora (`data.corpus=builtin-v2`, an option, not the default) add general text whose
-next-token distributions carry real entropy, so the loss's knobs have something to act on.
+The v2 corpora (`data.corpus=builtin-v2`, the world of the `tiny` preset) add general text whose
+next-token distributions carry real entropy, so the loss's knobs have something to act on, and
+draw half of pretrain-v2's problems and 90 % of midtrain-v2's from the `small` family
+(`SMALL_SHARE`), the default RL family.
 The paper's mid-training is ~5 % synthetic and raises the reasoning share;
 here all is synthetic and midtrain replays the pretrain kinds.
 

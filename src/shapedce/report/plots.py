@@ -7,7 +7,9 @@
 Lines are the mean over seeds; the band spans the seeds' min..max when there are several.
 Figures: pretrain (val perplexity and entropy against tokens), midtrain (Avg@m of every evaluated
 task, e.g. knowledge and reasoning, after each stage), rl (train reward, evaluation Avg@k / Cons@k / Pass@k,
-entropy, response length against step), passk (Pass@k against k after each stage).
+entropy, response length against step), passk (Pass@k against k after each stage), shaping (how
+much each configuration's loss changes learning in pre-training: grad_shift = ||g_shaped - g_ce|| /
+||g_ce|| of the logit gradient, and the mean and max of w, on the training batches).
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ def pretrain_figure(grid: GridRecord, model: str, path: Path) -> Path:
         ax.set(title=f"{model} pre-training: {title}", xlabel="tokens")
         ax.xaxis.set_major_formatter(EngFormatter())
     axes[0].set_yscale("log")
+    return _finish(fig, axes, path)
+
+
+def shaping_figure(grid: GridRecord, model: str, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for config in grid.configs:
+        runs = grid.select(model, config)
+        for ax, key in zip(axes, ("grad_shift", "w_mean", "w_max")):
+            _line(ax, runs, "pretrain", "train", key, config, x="tokens")
+    titles = ("logit-gradient shift ||g - g_ce|| / ||g_ce||", "mean w", "max w")
+    for ax, title in zip(axes, titles):
+        ax.set(title=f"{model} pre-training: {title}", xlabel="tokens")
+        ax.xaxis.set_major_formatter(EngFormatter())
     return _finish(fig, axes, path)
 
 
@@ -151,7 +166,13 @@ def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
     return _finish(fig, list(axes), path)
 
 
-FIGURES = {"pretrain": pretrain_figure, "midtrain": midtrain_figure, "rl": rl_figure, "passk": passk_figure}
+FIGURES = {
+    "pretrain": pretrain_figure,
+    "shaping": shaping_figure,
+    "midtrain": midtrain_figure,
+    "rl": rl_figure,
+    "passk": passk_figure,
+}
 
 
 def draw_all(grid: GridRecord, model: str, out_dir: Path) -> dict[str, Path]:
