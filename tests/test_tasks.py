@@ -27,7 +27,7 @@ from shapedce.tasks import (
 
 ARITH = ["arith-add", "arith-sub", "arith-mul", "arith-chain", "arith-linear", "arith-compare", "arith"]
 RG = ["rg-basic_arithmetic", "rg-chain_sum", "rg-products", "rg-gcd"]
-ALL = [*ARITH, *RG, "math-boxed"]
+ALL = [*ARITH, "arith-small", *RG, "math-boxed"]
 
 
 def one_line(excinfo: pytest.ExceptionInfo, *needles: str) -> None:
@@ -142,12 +142,12 @@ def test_arith_prompts():
 def test_arith_test_prompts_never_in_the_corpora():
     corpus_keys = {
         problem_key(doc.split("\n")[0].removeprefix("Problem: "))
-        for name in ("pretrain", "midtrain")
+        for name in ("pretrain", "midtrain", "pretrain-v2", "midtrain-v2")
         for doc in builtin_corpus(name, 2000)
         if is_reasoning_doc(doc)
     }
     assert len(corpus_keys) > 1000
-    for name in [*ARITH, "math-boxed"]:
+    for name in [*ARITH, "arith-small", "math-boxed"]:
         for split in ("test", "train"):
             for p in get_task(name).prompts(split, 300 if name in ("arith", "math-boxed") else 120):
                 assert is_heldout(question(p)) and problem_key(question(p)) not in corpus_keys, (name, p.text)
