@@ -181,3 +181,19 @@ def test_bpe_at_v8192_keeps_general_words_whole(gen):
         n for w, n in words.items() if len(small(" " + w, add_special_tokens=False)["input_ids"]) == 1
     )
     assert single / sum(words.values()) < 0.8
+
+
+def test_small_space_is_finite_and_tasks_report_their_size():
+    """Regression: the default grid asked knowledge for 128 test prompts; it has 92, and eval failed."""
+    from shapedce.data.problems import small_prompts
+    from shapedce.tasks import get_task
+
+    rng = random.Random(1)
+    drawn = {generate_problem("small", rng).prompt for _ in range(60_000)}
+    assert drawn == set(small_prompts()) and len(drawn) == 2605
+    for name, size in (("arith-small", 244), ("knowledge", 92)):
+        task = get_task(name)
+        assert task.size == size and len(task.prompts("test", size)) == size
+        with pytest.raises(UserError, match=f"more test prompts than task '{name}' yields"):
+            task.prompts("test", size + 1)
+    assert get_task("arith-add").size is None

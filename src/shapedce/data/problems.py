@@ -17,6 +17,7 @@ Print a few (CPU, instant): python -m shapedce.data.problems
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 from collections.abc import Callable
@@ -176,6 +177,17 @@ def _small(rng: random.Random) -> tuple[str, int, list[str]]:
         if s >= 0 and t >= 0:
             lines = [f"{a} {ops[0]} {b} = {s}.", f"{s} {ops[1]} {c} = {t}."]
             return f"What is {a} {ops[0]} {b} {ops[1]} {c}?", t, lines
+
+
+def small_prompts() -> list[str]:
+    """Every distinct `small` prompt (2,605): the family's whole, finite problem space."""
+    out = []
+    for a, b, c in itertools.product(range(10), repeat=3):
+        for o1, o2 in itertools.product("+-", repeat=2):
+            s = a + b if o1 == "+" else a - b
+            if s >= 0 and (s + c if o2 == "+" else s - c) >= 0:
+                out.append(f"What is {a} {o1} {b} {o2} {c}?")
+    return out
 
 
 _WRITERS: dict[str, Callable[[random.Random], tuple[str, int, list[str]]]] = {

@@ -13,15 +13,16 @@ knowledge: recall of facts the pretrain corpus states; seen in pre-training, so 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 from collections.abc import Iterator
 from fractions import Fraction
 
 from ..data.corpus import fact_base, knowledge_probes
-from ..data.problems import ALL_FAMILIES, generate_problem, is_heldout
+from ..data.problems import ALL_FAMILIES, generate_problem, is_heldout, small_prompts
 from ..errors import UserError
-from .base import Prompt, Task, _take
+from .base import Prompt, Task, _take, split_of
 from .mathcheck import verify_math
 
 
@@ -39,6 +40,13 @@ class ArithTask(Task):
 
     def text(self, question: str) -> str:
         return f"Problem: {question}\nSolution:\n"  # = Problem.query
+
+    @functools.cached_property
+    def size(self) -> int | None:
+        """Test prompts of a finite problem space (`small` alone: 244), else None (unbounded)."""
+        if self.families != ("small",):
+            return None
+        return sum(is_heldout(q) and split_of(q) == "test" for q in small_prompts())
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         k, seen, out = len(self.families), set(), []  # `seen` across families: chain can repeat add
@@ -112,6 +120,11 @@ class KnowledgeTask(Task):
 
     name = "knowledge"
     description = "recall of facts seen in pre-training (the built-in corpus's quiz format): memory"
+
+    @functools.cached_property
+    def size(self) -> int:
+        """Test prompts: the facts fall into a fixed train / test split."""
+        return sum(split_of(text) == "test" for text, _ in knowledge_probes(0, len(fact_base(0))))
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         probes = knowledge_probes(0, len(fact_base(0)))
