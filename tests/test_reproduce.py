@@ -152,3 +152,14 @@ def test_failed_run_names_its_stage(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "run tiny/ce/s0 failed in stage rl" in err and "log:" in err and len(err.splitlines()) == 1
+
+
+def test_auto_jobs_keep_every_core_busy_to_the_end():
+    from shapedce.reproduce.scheduler import resolve_jobs
+
+    if torch.cuda.is_available():
+        pytest.skip("on GPU the automatic choice is 1")
+    assert resolve_jobs(3, 5, cores=2) == 3  # asked for: kept
+    assert resolve_jobs(0, 5, cores=2) == 5  # not 2 + 2 + 1 with an idle core for the last run
+    assert resolve_jobs(0, 1, cores=2) == 1 and resolve_jobs(0, 8, cores=2) == 8
+    assert resolve_jobs(0, 24, cores=2) == 2  # a large grid: one per core

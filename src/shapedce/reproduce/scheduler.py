@@ -38,12 +38,16 @@ GROWABLE = {"configs", "models", "seeds", "jobs"}
 """Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
 
 
-def resolve_jobs(requested: int, runs: int) -> int:
+def resolve_jobs(requested: int, runs: int, cores: int | None = None) -> int:
+    """Runs trained at once: `requested`, else 1 on GPU; on CPU every run at once while they are at
+    most 4 per core (5 runs on 2 cores as 2 + 2 + 1 would leave a core idle for the last fifth of the
+    time; all 5 time-share the cores and finish in about 5/2 of a run), else one per core."""
     if requested > 0:
         return requested
     if torch.cuda.is_available():
         return 1
-    return max(1, min(os.cpu_count() or 1, runs))
+    cores = max(1, cores or os.cpu_count() or 1)
+    return max(1, runs if runs <= 4 * cores else cores)
 
 
 def _check_same_grid(grid: GridConfig, root: Path) -> None:
