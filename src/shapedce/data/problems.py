@@ -29,7 +29,7 @@ PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
 PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
 """The six families of the `arith` task and the v1 corpora."""
 ALL_FAMILIES = (*PROBLEM_FAMILIES, "small")
-"""Every family: the v2 corpora add `small` (`shapedce.data.corpus.FAMILY_WEIGHTS`)."""
+"""Every family: the v2 corpora add `small` (`shapedce.data.corpus.SMALL_SHARE`)."""
 ANSWER_RE = re.compile(r"The answer is (-?\d+)\.")
 HELDOUT_PERCENT = 20
 """Share of the problem space (by content hash) reserved for RL and evaluation."""
@@ -169,11 +169,15 @@ def _compare(rng: random.Random) -> tuple[str, int, list[str]]:
     return f"Which number is larger, {a} or {b}?", max(a, b), lines
 
 
+def _apply(x: int, op: str, y: int) -> int:
+    return x + y if op == "+" else x - y
+
+
 def _small(rng: random.Random) -> tuple[str, int, list[str]]:
     while True:  # rejection keeps every partial result >= 0 (about 2/3 of draws pass)
         (a, b, c), ops = (rng.randint(0, 9) for _ in range(3)), rng.choices("+-", k=2)
-        s = a + b if ops[0] == "+" else a - b
-        t = s + c if ops[1] == "+" else s - c
+        s = _apply(a, ops[0], b)
+        t = _apply(s, ops[1], c)
         if s >= 0 and t >= 0:
             lines = [f"{a} {ops[0]} {b} = {s}.", f"{s} {ops[1]} {c} = {t}."]
             return f"What is {a} {ops[0]} {b} {ops[1]} {c}?", t, lines
@@ -184,8 +188,8 @@ def small_prompts() -> list[str]:
     out = []
     for a, b, c in itertools.product(range(10), repeat=3):
         for o1, o2 in itertools.product("+-", repeat=2):
-            s = a + b if o1 == "+" else a - b
-            if s >= 0 and (s + c if o2 == "+" else s - c) >= 0:
+            s = _apply(a, o1, b)
+            if s >= 0 and _apply(s, o2, c) >= 0:
                 out.append(f"What is {a} {o1} {b} {o2} {c}?")
     return out
 
