@@ -138,3 +138,22 @@ def test_corrupt_checkpoint(finished_run, tmp_path, capsys):
 
 def test_midtrain_from_a_directory_without_a_finished_run(tmp_path, capsys):
     fails(capsys, "midtrain", "--from", tmp_path, "--out", tmp_path / "mid", needle="no finished run there")
+
+
+def test_midtrain_overrides_of_the_derivation_take_effect(tmp_path):
+    # Regression: `midtrain.*` overrides were applied after the derivation, so
+    # `midtrain.rope_theta=1e4` was saved in config.yaml but the model kept RoPE base 1e6.
+    from shapedce.config import load_config
+    from shapedce.train.lm import midtrain_config
+
+    pre = load_config("smoke")
+    cfg = midtrain_config(
+        pre,
+        tmp_path,
+        ["midtrain.rope_theta=1e4", "midtrain.final_lr_ratio=1.0", "midtrain.seq_len_multiplier=2"],
+    )
+    assert cfg.model.rope_theta == 1e4 and cfg.midtrain.rope_theta == 1e4
+    assert cfg.optim.final_lr_ratio == 1.0
+    assert cfg.data.seq_len == 2 * pre.data.seq_len
+    assert midtrain_config(pre, tmp_path, ["optim.final_lr_ratio=0.5"]).optim.final_lr_ratio == 0.5
+    assert midtrain_config(pre, tmp_path).model.rope_theta == pre.midtrain.rope_theta

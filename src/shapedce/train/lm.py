@@ -54,7 +54,13 @@ from .resume import remove_stale_writes, select_checkpoint
 
 
 def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -> RunConfig:
-    """The mid-training run derived from a pre-training run's config (SPEC section 2)."""
+    """The mid-training run derived from a pre-training run's config (SPEC section 2).
+
+    `midtrain.*` overrides apply before the derivation (so `midtrain.rope_theta=1e4` sets the
+    model's RoPE base), every other override after it.
+    """
+    own = [o for o in overrides if o.split("=", 1)[0].strip().startswith("midtrain.")]
+    pre = build_config(pre.to_dict(), own) if own else pre
     mt = pre.midtrain
     data = pre.to_dict()
     seq = pre.data.seq_len * mt.seq_len_multiplier
