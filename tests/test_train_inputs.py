@@ -23,6 +23,7 @@ def fails(capsys, *args, needle: str) -> None:
         ("loss=precise", "unknown loss setting 'precise'"),
         ("loss.beta=-2", "loss.beta must be a number >= -1"),
         ("train.micro_batch=3", "must be a multiple of train.micro_batch * data.seq_len"),
+        ("midtrain.warmup_steps=-1", "midtrain.warmup_steps must be in [0, midtrain.steps)"),
     ],
 )
 def test_bad_config(tmp_path, capsys, override, needle):
@@ -150,8 +151,14 @@ def test_midtrain_overrides_of_the_derivation_take_effect(tmp_path):
     cfg = midtrain_config(
         pre,
         tmp_path,
-        ["midtrain.rope_theta=1e4", "midtrain.final_lr_ratio=1.0", "midtrain.seq_len_multiplier=2"],
+        [
+            "midtrain.rope_theta=1e4",
+            "midtrain.final_lr_ratio=1.0",
+            "midtrain.seq_len_multiplier=2",
+            "midtrain.warmup_steps=3",
+        ],
     )
+    assert cfg.optim.warmup_steps == 3 and cfg.optim.decay_fraction == 1.0
     assert cfg.model.rope_theta == 1e4 and cfg.midtrain.rope_theta == 1e4
     assert cfg.optim.final_lr_ratio == 1.0
     assert cfg.data.seq_len == 2 * pre.data.seq_len

@@ -123,6 +123,9 @@ class MidtrainConfig:
     """RoPE base raised for long context (paper: 1e4 -> 1e6)."""
     final_lr_ratio: float = 0.1
     """lr decays linearly from the pre-training peak to this fraction of it (paper: 0.1)."""
+    warmup_steps: int = 0
+    """Linear warm-up to the peak lr first: mid-training starts a fresh AdamW state, whose first
+    steps at the full peak lr spike the loss (the `tiny` preset warms up 10 steps)."""
     corpus: str = "builtin"
     """"builtin" (the reasoning-heavy mid-training mix), "builtin-v2" (its v2 mix) or a local data path."""
     n_docs: int = 20000
@@ -172,6 +175,11 @@ class RunConfig:
             ("midtrain.seq_len_multiplier", self.midtrain.seq_len_multiplier >= 1, ">= 1"),
             ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),
             ("midtrain.final_lr_ratio", 0 <= self.midtrain.final_lr_ratio <= 1, "in [0, 1]"),
+            (
+                "midtrain.warmup_steps",
+                0 <= self.midtrain.warmup_steps < self.midtrain.steps,
+                "in [0, midtrain.steps)",
+            ),
         ]
         check_ranges(self, checks)
         per_micro = self.train.micro_batch * self.data.seq_len

@@ -69,7 +69,7 @@ def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -
     data["model"]["rope_theta"] = mt.rope_theta
     if pre.model.max_position_embeddings:
         data["model"]["max_position_embeddings"] = max(pre.model.max_position_embeddings, seq)
-    data["optim"].update(warmup_steps=0, decay_fraction=1.0, final_lr_ratio=mt.final_lr_ratio)
+    data["optim"].update(warmup_steps=mt.warmup_steps, decay_fraction=1.0, final_lr_ratio=mt.final_lr_ratio)
     data["train"].update(steps=mt.steps, micro_batch=max(1, pre.train.micro_batch // mt.seq_len_multiplier))
     return build_config(data, overrides)
 
