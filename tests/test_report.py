@@ -109,6 +109,7 @@ def make_grid(root, spec: dict[str, list[dict]], models=("tiny",), moe=("tiny-mo
                                 "split": "val",
                                 "ppl": v["ppl"] + 0.1 / s,
                                 "entropy": v["entropy"],
+                                "tail_mass": v.get("tail_mass", 0.2),
                             }
                             for s in (1, 2, 3)
                         ]
@@ -125,7 +126,7 @@ def paper_like(n_seeds: int, noise: float = 0.001, seed: int = 0):
     """Numbers shaped like the paper's findings, with small independent noise per config, seed and value."""
     rng = np.random.default_rng(seed)
 
-    def cfg(ppl, h, mid_avg, rl_avg, rl_h, length):
+    def cfg(ppl, h, mid_avg, rl_avg, rl_h, length, tail_mass=0.2):
         def e(scale=1.0):
             return float(rng.normal(0.0, noise * scale))
 
@@ -133,6 +134,7 @@ def paper_like(n_seeds: int, noise: float = 0.001, seed: int = 0):
             dict(
                 ppl=ppl + e(),
                 entropy=h + e(),
+                tail_mass=tail_mass + e(),
                 mid_avg=mid_avg + e(4),
                 rl_avg=rl_avg + e(4),
                 rl_h=(rl_h[0] + e(), rl_h[1] + e()),
@@ -145,7 +147,7 @@ def paper_like(n_seeds: int, noise: float = 0.001, seed: int = 0):
         "ce": cfg(2.00, 1.00, 0.10, 0.300, (1.0, 0.8), (60, 58)),
         "precision": cfg(2.02, 0.90, 0.10, 0.400, (0.9, 0.75), (60, 59)),
         "diversity": cfg(1.99, 1.20, 0.05, 0.250, (1.3, 0.6), (60, 40)),
-        "tail": cfg(2.01, 0.98, 0.10, 0.380, (1.0, 0.8), (60, 58)),
+        "tail": cfg(2.01, 0.98, 0.10, 0.380, (1.0, 0.8), (60, 58), tail_mass=0.18),
         "head": cfg(2.03, 1.02, 0.10, 0.300, (1.0, 0.8), (60, 58)),
     }
 
@@ -158,7 +160,7 @@ def test_findings_on_paper_like_numbers_hold(tmp_path):
     by = _by(load_grid_dir(make_grid(tmp_path / "g", paper_like(3))))
     assert {k: f.verdict for k, f in by.items()} == dict.fromkeys(by, HELD)
     assert (
-        len(by) == 6 and len(by["rl_precision_tail"].checks) == 8
+        len(by) == 7 and len(by["rl_precision_tail"].checks) == 8
     )  # level and RL gain, Avg and Pass, 2 configs
 
 
@@ -168,11 +170,19 @@ def test_findings_on_contrary_numbers_do_not_hold(tmp_path):
         dict(v, entropy=v["entropy"] + 0.2, rl_avg=v["rl_avg"] - 0.2, ppl=v["ppl"] * 1.3)
         for v in spec["precision"]
     ]
+    spec["tail"] = [dict(v, tail_mass=0.22 + i / 1000) for i, v in enumerate(spec["tail"])]
     spec["diversity"] = [
         dict(v, length=(60 + i, 70 + i), mid_avg=0.3 + i / 1000) for i, v in enumerate(spec["diversity"])
     ]
     by = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))
-    for key in ("ppl_parity", "entropy_order", "rl_precision_tail", "rl_length", "passk_entropy"):
+    for key in (
+        "ppl_parity",
+        "entropy_order",
+        "tail_mass",
+        "rl_precision_tail",
+        "rl_length",
+        "passk_entropy",
+    ):
         assert by[key].verdict == NOT_HELD, key
 
 
@@ -243,7 +253,7 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
             else:
                 assert c["margin"] > 0 and c["p_adjusted"] is None
     # Holm over all direction checks of both models: the largest adjusted p is the largest p (or 1)
-    assert len(direction) == 2 * 13 + 4
+    assert len(direction) == 2 * 14 + 4
     assert all(c["p_adjusted"] >= c["p"] for c in direction)
     assert min(c["p_adjusted"] for c in direction) == pytest.approx(
         min(1.0, len(direction) * min(c["p"] for c in direction))

@@ -9,6 +9,8 @@ Checks per model (a - b per seed; the rules are in `shapedce.report.stats`):
   ppl_parity         every configuration vs ce: final validation log-perplexity, parity within
                      PPL_MARGIN nats (a perplexity ratio within 5%).
   entropy_order      precision < ce and diversity > ce: final validation entropy (direction).
+  tail_mass          tail < ce: final validation tail mass beyond the top-k (direction). A check of
+                     the mechanism (lambda_tail pushes mass out of the tail), not a claim of the paper.
   rl_precision_tail  precision > ce and tail > ce on Avg@m and Pass@k of the RL task: the level after
                      RL, and the RL gain (after RL minus after midtrain, minus ce's) (direction).
   rl_diversity_entropy  diversity > ce: RL policy entropy over the first quarter of steps, and its
@@ -216,6 +218,16 @@ def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
     )
 
 
+def pretrain_tail_mass(grid: GridRecord, model: str) -> Finding:
+    pairs = _pairs(grid, model, "tail", "ce", lambda r: r.last("pretrain", "val", "tail_mass"))
+    return Finding(
+        f"{model}:tail_mass",
+        model,
+        "Mechanism: tail suppression (lambda_tail=-0.1) lowers the pre-training tail mass beyond the top-k",
+        [_check("direction", "final validation tail mass", "tail", "ce", pairs, expect=-1)],
+    )
+
+
 def rl_precision_tail(grid: GridRecord, model: str) -> Finding:
     checks = [
         c
@@ -356,6 +368,7 @@ def judged_findings(grid: GridRecord) -> list[Finding]:
             for f in (
                 pretrain_ppl,
                 pretrain_entropy,
+                pretrain_tail_mass,
                 rl_precision_tail,
                 rl_diversity_entropy,
                 rl_length,
