@@ -156,8 +156,10 @@ def test_midtrain_overrides_of_the_derivation_take_effect(tmp_path):
             "midtrain.final_lr_ratio=1.0",
             "midtrain.seq_len_multiplier=2",
             "midtrain.warmup_steps=3",
+            "midtrain.global_batch_tokens=1024",
         ],
     )
+    assert cfg.train.global_batch_tokens == 1024
     assert cfg.optim.warmup_steps == 3 and cfg.optim.decay_fraction == 1.0
     assert cfg.model.rope_theta == 1e4 and cfg.midtrain.rope_theta == 1e4
     assert cfg.optim.final_lr_ratio == 1.0

@@ -96,7 +96,7 @@ def test_v2_corpora_mix_and_heldout():
         docs = builtin_corpus(name, 800, seed=0)
         assert docs == builtin_corpus(name, 800, seed=0) != builtin_corpus(name, 800, seed=0, split="val")
         share = sum(map(is_reasoning_doc, docs)) / len(docs)
-        assert share == pytest.approx(MIXES[name]["short"] + MIXES[name]["worked"])
+        assert share == pytest.approx(MIXES[name].get("short", 0) + MIXES[name]["worked"])
         prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in docs if is_reasoning_doc(d)]
         assert len(prompts) > 150 and not any(is_heldout(p) for p in prompts)
         # the facts are kept beside the general text
@@ -142,6 +142,15 @@ def test_heldout_small_problems_never_appear_in_either_v2_corpus():
     seen = {m for d in docs for m in re.findall(r"^\d+ [+-] \d = \d+\.$", d, re.M)}
     steps = [line for p in test for line in p.meta["solution"].split("\n")[:2]]
     assert sum(line in seen for line in steps) / len(steps) > 0.95
+
+
+def test_midtrain_v2_works_every_problem_out_and_all_are_small():
+    docs = [d for d in builtin_corpus("midtrain-v2", 600, seed=0) if is_reasoning_doc(d)]
+    assert len(docs) == 480  # 80% worked, no short answers
+    for d in docs:
+        assert re.fullmatch(
+            r"Problem: What is \d [+-] \d [+-] \d\?\nSolution:\n(.+\n){2}The answer is \d+\.", d
+        ), d
 
 
 def test_tiny_preset_is_the_world_v2_of_the_default_grid():

@@ -126,6 +126,9 @@ class MidtrainConfig:
     warmup_steps: int = 0
     """Linear warm-up to the peak lr first: mid-training starts a fresh AdamW state, whose first
     steps at the full peak lr spike the loss (the `tiny` preset warms up 10 steps)."""
+    global_batch_tokens: int = 0
+    """Tokens per mid-training optimizer step; 0 keeps pre-training's `train.global_batch_tokens`.
+    The `tiny` preset halves it and doubles the steps: at the same compute, twice the updates."""
     corpus: str = "builtin"
     """"builtin" (the reasoning-heavy mid-training mix), "builtin-v2" (its v2 mix) or a local data path."""
     n_docs: int = 20000
@@ -175,6 +178,11 @@ class RunConfig:
             ("midtrain.seq_len_multiplier", self.midtrain.seq_len_multiplier >= 1, ">= 1"),
             ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),
             ("midtrain.final_lr_ratio", 0 <= self.midtrain.final_lr_ratio <= 1, "in [0, 1]"),
+            (
+                "midtrain.global_batch_tokens",
+                self.midtrain.global_batch_tokens >= 0,
+                ">= 0 (0 keeps pre-training's)",
+            ),
             (
                 "midtrain.warmup_steps",
                 0 <= self.midtrain.warmup_steps < self.midtrain.steps,

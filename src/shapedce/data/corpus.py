@@ -13,20 +13,20 @@ river, founder, flag color, founding year) and people (home city, job, pet), thr
 per fact, short documents. Every document is one of these kinds:
 
     kind     content                                         pretrain  midtrain  pretrain-v2  midtrain-v2
-    general  grammar over a Zipfian lexicon (world.py)            -         -       50 %         10 %
-    profile  all facts of one entity (round-robin)             20 %      10 %       12 %          8 %
-    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %        6 %          8 %
-    story    a short narrative about a person, true to facts   30 %       8 %        6 %          6 %
-    world    two cities compared (country, founding year)      15 %       4 %        4 %          3 %
-    short    "Problem: ...\\nThe answer is N."                   15 %      10 %       13 %         10 %
-    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %        9 %         55 %
+    general  grammar over a Zipfian lexicon (world.py)            -         -       50 %          6 %
+    profile  all facts of one entity (round-robin)             20 %      10 %       12 %          5 %
+    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %        6 %          4 %
+    story    a short narrative about a person, true to facts   30 %       8 %        6 %          3 %
+    world    two cities compared (country, founding year)      15 %       4 %        4 %          2 %
+    short    "Problem: ...\\nThe answer is N."                   15 %      10 %       13 %          -
+    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %        9 %         80 %
 
 Reasoning share (short + worked = documents starting "Problem:"): pretrain 25 %, midtrain 70 %,
-pretrain-v2 22 %, midtrain-v2 65 %, exact (largest-remainder quotas, then a seeded shuffle).
+pretrain-v2 22 %, midtrain-v2 80 %, exact (largest-remainder quotas, then a seeded shuffle).
 The v2 corpora (`data.corpus=builtin-v2`, the world of the `tiny` preset) add general text whose
 next-token distributions carry real entropy, so the loss's knobs have something to act on, and
-draw half of pretrain-v2's problems and 90 % of midtrain-v2's from the `small` family
-(`SMALL_SHARE`), the default RL family.
+draw half of pretrain-v2's problems and all of midtrain-v2's from the `small` family
+(`SMALL_SHARE`), the default RL family; midtrain-v2 works every problem out step by step.
 The paper's mid-training is ~5 % synthetic and raises the reasoning share;
 here all is synthetic and midtrain replays the pretrain kinds.
 
@@ -218,25 +218,24 @@ MIXES: dict[str, dict[str, float]] = {
         "worked": 0.09,
     },
     "midtrain-v2": {
-        "general": 0.10,
-        "profile": 0.08,
-        "quiz": 0.08,
-        "story": 0.06,
-        "world": 0.03,
-        "short": 0.10,
-        "worked": 0.55,
+        "general": 0.06,
+        "profile": 0.05,
+        "quiz": 0.04,
+        "story": 0.03,
+        "world": 0.02,
+        "worked": 0.80,
     },
 }
 """Share of each document kind per corpus (see the module docstring)."""
 CORPORA = tuple(MIXES)
 
 
-SMALL_SHARE = {"pretrain-v2": 0.5, "midtrain-v2": 0.9}
+SMALL_SHARE = {"pretrain-v2": 0.5, "midtrain-v2": 1.0}
 """Share of each v2 corpus's problems drawn from the `small` family (three one-digit numbers, the
 default grid's RL family); the rest are the six classic families, evenly. Mid-training concentrates on
 it: a ~1M-parameter model learns to read its operands from the prompt (copy them into the worked
 steps) only when such documents are dense; diluted among general text it stays at chance for 800
-steps. The v1 corpora draw the six classic families evenly."""
+steps (README: "The built-in world"). The v1 corpora draw the six classic families evenly."""
 
 
 def is_reasoning_doc(doc: str) -> bool:

@@ -71,6 +71,8 @@ def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -
         data["model"]["max_position_embeddings"] = max(pre.model.max_position_embeddings, seq)
     data["optim"].update(warmup_steps=mt.warmup_steps, decay_fraction=1.0, final_lr_ratio=mt.final_lr_ratio)
     data["train"].update(steps=mt.steps, micro_batch=max(1, pre.train.micro_batch // mt.seq_len_multiplier))
+    if mt.global_batch_tokens:
+        data["train"]["global_batch_tokens"] = mt.global_batch_tokens
     return build_config(data, overrides)
 
 
