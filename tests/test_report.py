@@ -72,7 +72,7 @@ def make_grid(root, spec: dict[str, list[dict]], models=("tiny",), moe=("tiny-mo
                 for stage in ("pretrain", "midtrain", "rl"):
                     (run / stage / "eval").mkdir(parents=True)
                     (run / stage / "final").mkdir()
-                    hf = {"num_experts": 4, "num_experts_per_tok": 2} if model in moe else {}
+                    hf = {"num_local_experts": 4, "num_experts_per_tok": 2} if model in moe else {}
                     (run / stage / "final" / "config.json").write_text(json.dumps(hf))
                     rows = []
                     if stage == "rl":
@@ -364,3 +364,13 @@ def test_report_package_imports_no_torch():
 
 def test_passk_k():
     assert [passk_k(m) for m in (1, 2, 8, 16, 128, 100)] == [1, 1, 4, 8, 64, 32]
+
+
+def test_moe_is_recognised_from_the_config_our_moe_flavor_saves():
+    # Regression: the report looked for num_experts only, but Qwen3-MoE saves num_local_experts, so a
+    # real tiny-moe grid had no "(MoE)" section and no MoE-vs-dense finding.
+    from shapedce.models import build_model
+    from shapedce.report.load import MOE_KEYS
+
+    assert any(build_model("tiny-moe", seed=0).config.to_dict().get(k) for k in MOE_KEYS)
+    assert not any(build_model("tiny", seed=0).config.to_dict().get(k) for k in MOE_KEYS)

@@ -24,6 +24,11 @@ GRID_KEYS = ("configs", "models", "eval_tasks", "eval_samples")
 """grid.yaml keys the report needs (every `shapedce reproduce` writes them)."""
 
 
+MOE_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
+"""config.json keys of an expert count: Qwen3-MoE in current transformers writes num_local_experts,
+older versions num_experts, DeepSeek-style configs n_routed_experts."""
+
+
 @dataclass
 class RunRecord:
     """Everything one run (model, config, seed) wrote."""
@@ -129,7 +134,7 @@ def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
                 raise UserError(f"{files.results}: every task entry must be an object")
             run.evals[stage] = results
         config = _read_object(files.final / "config.json") if stage in run.finished else None
-        run.moe = run.moe or bool((config or {}).get("num_experts"))
+        run.moe = run.moe or any((config or {}).get(key) for key in MOE_KEYS)
     run.timings = _read_object(layout.timings) or {}
     return run
 
