@@ -17,9 +17,10 @@ import yaml
 
 from shapedce.cli import main
 from shapedce.report import write_report
+from shapedce.report.checks import passk_k
 from shapedce.report.load import load_grid_dir
 from shapedce.report.stats import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED
-from shapedce.report.verdicts import judged_findings, passk_k, verdicts_json
+from shapedce.report.verdicts import judged_findings, verdicts_json
 
 # --- a fixture grid written by hand ---------------------------------------------------------------
 

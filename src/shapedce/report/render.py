@@ -17,10 +17,11 @@ import json
 from pathlib import Path
 
 from ..rundir import TRAIN_STAGES, GridDir
+from .checks import PASSK_MARGIN, PPL_MARGIN, Finding, passk_k, task_result
 from .load import GridRecord, load_grid_dir
 from .plots import draw_all
 from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
-from .verdicts import PASSK_MARGIN, PPL_MARGIN, Finding, judged_findings, passk_k, task_result, verdicts_json
+from .verdicts import judged_findings, verdicts_json
 
 KNOWLEDGE_NOTE = (
     " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "

@@ -27,150 +27,22 @@ was not tested, else inconclusive.
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from ..eval.metrics import pass_at_k
+from .checks import (
+    PASSK_MARGIN,
+    PPL_MARGIN,
+    SCHEMA_VERSION,
+    Accuracy,
+    Finding,
+    accuracy_checks,
+    make_check,
+    prompt_ci,
+    seed_pairs,
+    task_label,
+    window_mean,
+)
 from .load import GridRecord, RunRecord
-from .stats import ALPHA, MIN_SEEDS, Check, combine, direction, judge, parity, t975
-
-PPL_MARGIN = math.log(1.05)
-"""Parity margin on final log-perplexity (nats per token): |log(PPL_a / PPL_ce)| < log 1.05, perplexities
-within 5%. 0.049 nats is an order of magnitude below the entropy gaps the reward knobs are meant to open
-(the paper's 1.8 vs 2.4 nats at 4B): 'about the same' perplexity with 'different entropy' is a sharp claim."""
-PASSK_MARGIN = 0.01
-"""Non-superiority margin on Pass@k (a fraction): a raise below 1 point is smaller than the smallest RL
-effect the paper reports as real (1-2 points of Avg@128), so it does not count as 'higher'."""
-SCHEMA_VERSION = 1
-
-
-@dataclass
-class Finding:
-    id: str
-    model: str
-    claim: str
-    checks: list[Check] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def verdict(self) -> str:
-        return combine([c.verdict for c in self.checks])
-
-
-def window_mean(rows: list[dict], key: str, first: bool) -> float | None:
-    """Mean of `key` over the first (or last) quarter of the rows, at least one row."""
-    values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    if not values:
-        return None
-    w = max(1, len(values) // 4)
-    return statistics.fmean(values[:w] if first else values[-w:])
-
-
-def task_result(run: RunRecord, stage: str, task: str | None) -> dict | None:
-    return run.evals.get(stage, {}).get("tasks", {}).get(task) if task else None
-
-
-def passk_k(samples: int) -> int:
-    """The paper's Pass@64 of 128 samples: the largest power of 2 <= samples / 2 (at least 1)."""
-    k = 1
-    while k * 2 <= max(1, samples // 2):
-        k *= 2
-    return k
-
-
-def task_label(task: str | None) -> str:
-    """How the report names a task: `knowledge` is recall of facts the pre-training corpus states."""
-    return "knowledge (recall of facts seen in pre-training)" if task == "knowledge" else str(task)
-
-
-Value = Callable[[RunRecord], "float | None"]
-
-
-def _pairs(
-    grid: GridRecord, model: str, a: str, b: str, fn: Value
-) -> list[tuple[RunRecord, RunRecord, float, float]]:
-    """Seed-paired (run a, run b, fn(a), fn(b)) for seeds where both have a value."""
-    rb = {r.seed: r for r in grid.select(model, b)}
-    out = []
-    for ra in grid.select(model, a):
-        if ra.seed in rb:
-            va, vb = fn(ra), fn(rb[ra.seed])
-            if va is not None and vb is not None:
-                out.append((ra, rb[ra.seed], va, vb))
-    return out
-
-
-def _check(kind: str, metric: str, a: str, b: str, pairs, **kw) -> Check:
-    diffs = [x - y for _, _, x, y in pairs]
-    means = (
-        dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs))
-        if pairs
-        else {}
-    )
-    return (direction if kind == "direction" else parity)(metric, a, b, diffs, **means, **kw)
-
-
-class _Acc:
-    """Accuracy of the grid's RL task: Avg@m ("avg") or Pass@k ("pass") after a stage, and per prompt."""
-
-    def __init__(self, grid: GridRecord):
-        self.task, self.m = grid.rl_task, int(grid.settings["eval_samples"])
-        self.k = passk_k(self.m)
-
-    def name(self, metric: str) -> str:
-        return f"Avg@{self.m}" if metric == "avg" else f"Pass@{self.k}"
-
-    def value(self, run: RunRecord, stage: str, metric: str) -> float | None:
-        r = task_result(run, stage, self.task) or {}
-        v = r.get("avg_at_m") if metric == "avg" else (r.get("pass_at_k") or {}).get(str(self.k))
-        return float(v) if isinstance(v, (int, float)) else None
-
-    def gain(self, run: RunRecord, metric: str) -> float | None:
-        after, before = self.value(run, "rl", metric), self.value(run, "midtrain", metric)
-        return None if after is None or before is None else after - before
-
-    def prompts(self, run: RunRecord, stage: str, metric: str) -> list[float] | None:
-        r = task_result(run, stage, self.task) or {}
-        counts, m = r.get("correct_per_prompt"), r.get("samples")
-        if not isinstance(counts, list) or not isinstance(m, int) or self.k > m:
-            return None
-        return [c / m if metric == "avg" else pass_at_k(m, c, self.k) for c in counts]
-
-
-def _prompt_ci(per_prompt: list[list[float] | None], signs: list[int]) -> tuple[float, float] | None:
-    """95% t-interval over prompts of sum(sign * value) per prompt (one seed: evaluation noise only)."""
-    if any(p is None for p in per_prompt) or len({len(p) for p in per_prompt}) != 1 or len(per_prompt[0]) < 2:
-        return None
-    d = [sum(s * p[i] for s, p in zip(signs, per_prompt)) for i in range(len(per_prompt[0]))]
-    mean, sd = statistics.fmean(d), statistics.stdev(d)
-    half = t975(len(d) - 1) * sd / math.sqrt(len(d))
-    return mean - half, mean + half
-
-
-def accuracy_checks(grid: GridRecord, model: str, a: str, b: str, metric: str, expect: int) -> list[Check]:
-    """a vs b on the RL task: the level after RL and the RL gain, each a direction check."""
-    acc = _Acc(grid)
-    level = _pairs(grid, model, a, b, lambda r: acc.value(r, "rl", metric))
-    gain = _pairs(grid, model, a, b, lambda r: acc.gain(r, metric))
-    kw_level, kw_gain = {}, {}
-    if len(level) == 1:
-        ra, rb = level[0][:2]
-        kw_level["prompt_ci"] = _prompt_ci(
-            [acc.prompts(ra, "rl", metric), acc.prompts(rb, "rl", metric)], [1, -1]
-        )
-    if len(gain) == 1:
-        ra, rb = gain[0][:2]
-        kw_gain["prompt_ci"] = _prompt_ci(
-            [acc.prompts(r, s, metric) for r in (ra, rb) for s in ("rl", "midtrain")], [1, -1, -1, 1]
-        )
-    name = acc.name(metric)
-    return [
-        _check("direction", f"{name} after RL", a, b, level, expect=expect, **kw_level),
-        _check(
-            "direction", f"{name} RL gain (after RL - after midtrain)", a, b, gain, expect=expect, **kw_gain
-        ),
-    ]
+from .stats import ALPHA, MIN_SEEDS, judge
 
 
 def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
@@ -179,12 +51,12 @@ def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
         return math.log(v) if v is not None and v > 0 else None
 
     checks = [
-        _check(
+        make_check(
             "parity",
             "final validation log-perplexity (nats)",
             c,
             "ce",
-            _pairs(grid, model, c, "ce", logppl),
+            seed_pairs(grid, model, c, "ce", logppl),
             margin=PPL_MARGIN,
         )
         for c in grid.configs
@@ -200,12 +72,12 @@ def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
 
 def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
     checks = [
-        _check(
+        make_check(
             "direction",
             "final validation entropy (nats)",
             c,
             "ce",
-            _pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")),
+            seed_pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")),
             expect=e,
         )
         for c, e in (("precision", -1), ("diversity", 1))
@@ -219,12 +91,12 @@ def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
 
 
 def pretrain_tail_mass(grid: GridRecord, model: str) -> Finding:
-    pairs = _pairs(grid, model, "tail", "ce", lambda r: r.last("pretrain", "val", "tail_mass"))
+    pairs = seed_pairs(grid, model, "tail", "ce", lambda r: r.last("pretrain", "val", "tail_mass"))
     return Finding(
         f"{model}:tail_mass",
         model,
         "Mechanism: tail suppression (lambda_tail=-0.1) lowers the pre-training tail mass beyond the top-k",
-        [_check("direction", "final validation tail mass", "tail", "ce", pairs, expect=-1)],
+        [make_check("direction", "final validation tail mass", "tail", "ce", pairs, expect=-1)],
     )
 
 
@@ -259,20 +131,20 @@ def rl_diversity_entropy(grid: GridRecord, model: str) -> Finding:
         return None if s is None or e is None or s <= 0 else (s - e) / s
 
     checks = [
-        _check(
+        make_check(
             "direction",
             "RL policy entropy, first quarter of steps",
             "diversity",
             "ce",
-            _pairs(grid, model, "diversity", "ce", start),
+            seed_pairs(grid, model, "diversity", "ce", start),
             expect=1,
         ),
-        _check(
+        make_check(
             "direction",
             "relative RL entropy drop, first to last quarter",
             "diversity",
             "ce",
-            _pairs(grid, model, "diversity", "ce", drop),
+            seed_pairs(grid, model, "diversity", "ce", drop),
             expect=1,
         ),
     ]
@@ -292,12 +164,12 @@ def rl_length(grid: GridRecord, model: str) -> Finding:
         return None if s is None or e is None or s <= 0 else (e - s) / s
 
     checks = [
-        _check(
+        make_check(
             "direction",
             "relative change of response length over RL, first to last quarter",
             "diversity",
             "ce",
-            _pairs(grid, model, "diversity", "ce", change),
+            seed_pairs(grid, model, "diversity", "ce", change),
             expect=-1,
         )
     ]
@@ -310,15 +182,15 @@ def rl_length(grid: GridRecord, model: str) -> Finding:
 
 
 def passk_entropy(grid: GridRecord, model: str) -> Finding:
-    acc = _Acc(grid)
+    acc = Accuracy(grid)
     checks = []
     for stage in ("midtrain", "rl"):
-        pairs = _pairs(grid, model, "diversity", "ce", lambda r, s=stage: acc.value(r, s, "pass"))
+        pairs = seed_pairs(grid, model, "diversity", "ce", lambda r, s=stage: acc.value(r, s, "pass"))
         kw = {}
         if len(pairs) == 1:
-            kw["prompt_ci"] = _prompt_ci([acc.prompts(r, stage, "pass") for r in pairs[0][:2]], [1, -1])
+            kw["prompt_ci"] = prompt_ci([acc.prompts(r, stage, "pass") for r in pairs[0][:2]], [1, -1])
         checks.append(
-            _check(
+            make_check(
                 "parity",
                 f"{acc.name('pass')} after {stage.replace('rl', 'RL')}",
                 "diversity",
@@ -338,7 +210,7 @@ def passk_entropy(grid: GridRecord, model: str) -> Finding:
 
 
 def moe_gains(grid: GridRecord, dense: str, moe: str) -> Finding:
-    acc = _Acc(grid)
+    acc = Accuracy(grid)
     checks = []
     for cfg in ("precision", "tail"):
         for label, fn in (
@@ -346,11 +218,12 @@ def moe_gains(grid: GridRecord, dense: str, moe: str) -> Finding:
             (f"Avg@{acc.m} RL gain", lambda r: acc.gain(r, "avg")),
         ):
             per = {
-                m: {ra.seed: x - y for ra, _, x, y in _pairs(grid, m, cfg, "ce", fn)} for m in (dense, moe)
+                m: {ra.seed: x - y for ra, _, x, y in seed_pairs(grid, m, cfg, "ce", fn)}
+                for m in (dense, moe)
             }
             seeds = sorted(set(per[dense]) & set(per[moe]))
             pairs = [(None, None, per[moe][s], per[dense][s]) for s in seeds]
-            checks.append(_check("direction", f"{cfg} - ce, {label}", moe, dense, pairs, expect=1))
+            checks.append(make_check("direction", f"{cfg} - ce, {label}", moe, dense, pairs, expect=1))
     return Finding(
         f"{moe}:moe_gains", moe, "RL gains over ce are larger on the MoE model than on the dense one", checks
     )
