@@ -163,3 +163,24 @@ def test_auto_jobs_keep_every_core_busy_to_the_end():
     assert resolve_jobs(0, 5, cores=2) == 5  # not 2 + 2 + 1 with an idle core for the last run
     assert resolve_jobs(0, 1, cores=2) == 1 and resolve_jobs(0, 8, cores=2) == 8
     assert resolve_jobs(0, 24, cores=2) == 2  # a large grid: one per core
+
+
+def test_pretrain_seeds_plan_only_pretraining_and_its_eval(tmp_path):
+    from shapedce.reproduce.grid import PRETRAIN_ONLY
+
+    runs = plan(load_grid("smoke", ["seeds=2", "pretrain_seeds=2", "configs=ce,tail"]), tmp_path)
+    assert [(r.seed, r.config) for r in runs] == [(s, c) for s in range(4) for c in ("ce", "tail")]
+    assert all(r.stages == (STAGES if r.seed < 2 else PRETRAIN_ONLY) for r in runs)
+    assert PRETRAIN_ONLY == ("pretrain", "eval-pretrain")
+
+
+def test_pretrain_seeds_grow_a_finished_grid_with_pretraining_only_runs(smoke_grid):
+    before = _timings(smoke_grid)
+    args = ["reproduce", "--preset", "smoke", "--out", str(smoke_grid), "pretrain_seeds=1", "configs=ce,tail"]
+    assert main(args) == 0
+    assert _timings(smoke_grid) == before  # the full seed-0 runs are untouched
+    for config in ("ce", "tail"):
+        run = smoke_grid / "runs" / "tiny" / config / "s1"
+        assert set(json.loads((run / "timings.json").read_text())) == {"pretrain", "eval-pretrain"}
+        assert (run / "pretrain" / "eval" / "results.json").is_file() and not (run / "midtrain").exists()
+    assert "1 of them pre-training only" in (smoke_grid / "report.md").read_text()

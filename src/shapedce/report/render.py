@@ -116,6 +116,16 @@ def verdict_lines(found: list[Finding]) -> list[str]:
     return lines
 
 
+def _pretrain_only(grid: GridRecord) -> str:
+    """How many of the seeds stop after pre-training (grid `pretrain_seeds`), as a clause."""
+    n = grid.settings.get("pretrain_seeds")
+    return (
+        f" ({n} of them pre-training only: they enter the pre-training findings alone)"
+        if isinstance(n, int) and n > 0
+        else ""
+    )
+
+
 def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
     """The report's preamble: how every finding is judged (SPEC section 6)."""
     seeds = len({r.seed for r in grid.runs})
@@ -124,7 +134,7 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "## How the findings are judged",
         "",
         f"Every check compares two configurations paired by seed (same init, data order, evaluation prompts) "
-        f"on the per-seed difference d = a - b. This grid has {seeds} seed(s).",
+        f"on the per-seed difference d = a - b. This grid has {seeds} seed(s){_pretrain_only(grid)}.",
         "",
         f'- **Direction** ("a above b"): mean d, its 95% t-interval over seeds, and the two-sided paired '
         f"t-test; the p-values of all {n_dir} direction checks of this report are Holm-adjusted together. "
@@ -179,7 +189,7 @@ def _settings_lines(grid: GridRecord) -> list[str]:
             secs[stage] = secs.get(stage, 0.0) + t
     lines = [
         f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
-        f"{', '.join(map(str, seeds))} ({len(grid.runs)} runs)",
+        f"{', '.join(map(str, seeds))}{_pretrain_only(grid)} ({len(grid.runs)} runs)",
         f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
         f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` "
         f"{s.get('rl_overrides', '')}",

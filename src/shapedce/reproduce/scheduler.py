@@ -31,10 +31,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..rundir import STAGES, FolderLock, GridDir, prepare_out
+from ..rundir import FolderLock, GridDir, prepare_out
 from .grid import GridConfig, Run, check_grid, load_grid_file
 
-GROWABLE = {"configs", "models", "seeds", "jobs"}
+GROWABLE = {"configs", "models", "seeds", "pretrain_seeds", "jobs"}
 """Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
 
 
@@ -132,7 +132,7 @@ class Worker:
 
 
 def _stages_done(runs: list[Run]) -> int:
-    return sum(run.is_done(s) for run in runs for s in STAGES)
+    return sum(run.is_done(s) for run in runs for s in run.stages)
 
 
 def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: float = 1.0) -> list[Run]:
@@ -154,7 +154,7 @@ def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, pol
     jobs = resolve_jobs(grid.jobs, len(queue))
     threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0
     overall = tqdm(
-        total=len(runs) * len(STAGES),
+        total=sum(len(run.stages) for run in runs),
         initial=_stages_done(runs),
         desc="reproduce",
         unit="stage",
