@@ -8,8 +8,9 @@
 A run is one reward configuration (a named setting of `shapedce.loss.SETTINGS`) on one model
 flavor with one seed, through six stages: pretrain, eval of the pre-trained model, midtrain, its
 eval, RL, its eval (a run of a `pretrain_seeds` seed: the first two). Every stage writes into
-RUN/<stage>/ and is done when its output exists, so a rerun skips finished stages. The seed sets model init, data order and RL sampling; the data
-world and the evaluation prompts and sampling noise stay fixed, so configurations compare paired.
+RUN/<stage>/ and is done when its output exists, so a rerun skips finished stages. The seed sets
+model init, data order and RL sampling; the data world and the evaluation prompts and sampling
+noise stay fixed, so configurations compare paired.
 """
 
 from __future__ import annotations
