@@ -178,8 +178,9 @@ class RunDir:
         sd = self.stage(stage)
         return sd.evaluated() if stage.startswith("eval-") else sd.finished()
 
-    def next_stage(self) -> str | None:
-        return next((s for s in STAGES if not self.is_done(s)), None)
+    def next_stage(self, stages: tuple[str, ...] = STAGES) -> str | None:
+        """The first of `stages` (in order) that is not done, or None."""
+        return next((s for s in stages if not self.is_done(s)), None)
 
     @property
     def log(self) -> Path:

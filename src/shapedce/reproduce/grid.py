@@ -173,7 +173,7 @@ class Run:
         return self.files.is_done(stage)
 
     def next_stage(self) -> str | None:
-        return next((s for s in self.stages if not self.is_done(s)), None)
+        return self.files.next_stage(self.stages)
 
 
 def plan(grid: GridConfig, root: Path) -> list[Run]:
