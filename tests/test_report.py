@@ -158,7 +158,9 @@ def _by(grid) -> dict[str, object]:
 
 
 def test_findings_on_paper_like_numbers_hold(tmp_path):
-    by = _by(load_grid_dir(make_grid(tmp_path / "g", paper_like(3))))
+    # 4 seeds: with 3 (t on 2 degrees of freedom) the RL gains' p ~ 0.01 miss Holm's bar once the
+    # entropy and tail checks' absence nulls (true here: their effects are beyond the margin) join the family
+    by = _by(load_grid_dir(make_grid(tmp_path / "g", paper_like(4))))
     assert {k: f.verdict for k, f in by.items()} == dict.fromkeys(by, HELD)
     assert (
         len(by) == 7 and len(by["rl_precision_tail"].checks) == 8
@@ -185,6 +187,21 @@ def test_findings_on_contrary_numbers_do_not_hold(tmp_path):
         "passk_entropy",
     ):
         assert by[key].verdict == NOT_HELD, key
+
+
+def test_a_knob_that_does_not_move_entropy_is_shown_absent(tmp_path):
+    """precision's entropy equals ce's to within 0.1% on 6 seeds: the check did not hold (absent), where
+    the direction test alone would stay inconclusive for ever."""
+    spec = paper_like(6)
+    spec["precision"] = [
+        dict(v, entropy=c["entropy"] + 0.0005 * (-1) ** i)
+        for i, (v, c) in enumerate(zip(spec["precision"], spec["ce"]))
+    ]
+    by = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))
+    prec = next(c for c in by["entropy_order"].checks if c.a == "precision")
+    assert prec.null_margin == pytest.approx(0.01 * prec.b_mean) and prec.p_adjusted > 0.05
+    assert prec.verdict == NOT_HELD and prec.p_absent_adjusted < 0.05
+    assert by["entropy_order"].verdict == NOT_HELD and by["tail_mass"].verdict == HELD
 
 
 def test_rl_gain_is_judged_apart_from_the_level(tmp_path):
@@ -235,6 +252,9 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
         "p",
         "p_adjusted",
         "margin",
+        "null_margin",
+        "p_absent",
+        "p_absent_adjusted",
         "mde",
         "seeds_needed",
         "verdict",
@@ -253,12 +273,16 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
                 direction.append(c)
             else:
                 assert c["margin"] > 0 and c["p_adjusted"] is None
-    # Holm over all direction checks of both models: the largest adjusted p is the largest p (or 1)
+    # Holm over all direction checks of both models and the absence tests of the pre-training entropy
+    # and tail-mass checks (3 per model); a check's two nulls exclude each other, so the first step
+    # multiplies by the number of checks
     assert len(direction) == 2 * 14 + 4
+    absence = [c for c in direction if c["null_margin"] is not None]
+    assert len(absence) == 2 * 3 and all(c["p_absent_adjusted"] >= c["p_absent"] for c in absence)
     assert all(c["p_adjusted"] >= c["p"] for c in direction)
-    assert min(c["p_adjusted"] for c in direction) == pytest.approx(
-        min(1.0, len(direction) * min(c["p"] for c in direction))
-    )
+    family = [c["p"] for c in direction] + [c["p_absent"] for c in absence]
+    adjusted = [c["p_adjusted"] for c in direction] + [c["p_absent_adjusted"] for c in absence]
+    assert min(adjusted) == pytest.approx(min(1.0, len(direction) * min(family)))
 
 
 def test_report_renders_from_fixture_metrics(tmp_path, capsys):

@@ -65,6 +65,16 @@ def test_t_matches_scipy_when_installed():
 # --- Holm, MDE --------------------------------------------------------------------------------------
 
 
+def test_holm_with_exclusive_groups():
+    p = [0.01, 0.02, 0.03, 0.04]
+    assert holm(p, groups=[0, 1, 2, 3]) == pytest.approx(holm(p))
+    # groups a, a, b, c: three can be true at first (x3), then a still holds one (x3), then b, c (x2, x1)
+    assert holm(p, groups=["a", "a", "b", "c"]) == pytest.approx([0.03, 0.06, 0.06, 0.06])
+    # b's two nulls: after the first rejection a is done (x3, then x2 while b holds one, then x1)
+    assert holm(p, groups=["a", "b", "b", "c"]) == pytest.approx([0.03, 0.04, 0.06, 0.06])
+    assert holm([0.04, 0.01], groups=["a", "a"]) == pytest.approx([0.04, 0.01])
+
+
 def test_holm_on_hand_made_pvalues():
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -233,3 +243,39 @@ def test_one_seed_grids_are_never_called_under_any_truth():
                 [direction("m", "a", "b", list(x), 1), parity("m", "a", "b", list(x), margin=0.1)]
             )
         } == {NOT_TESTED}
+
+
+# --- absence: a direction check with a smallest effect of interest ---------------------------------
+
+
+def test_absence_rules():
+    near_zero = [0.004, -0.003, 0.001, -0.002, 0.000, 0.002]
+    plain = _one(direction("m", "a", "b", near_zero, -1))
+    assert plain.verdict == INCONCLUSIVE and plain.p_absent is None  # no margin: never decisive
+    absent = _one(direction("m", "a", "b", near_zero, -1, null_margin=0.03))
+    assert absent.verdict == NOT_HELD and absent.p_absent_adjusted < 0.05 and "absence" in absent.test
+    # one check: its two nulls exclude each other, so neither p is multiplied
+    assert (absent.p_adjusted, absent.p_absent_adjusted) == pytest.approx((absent.p, absent.p_absent))
+    assert absent.seeds_needed is not None and absent.seeds_needed <= len(near_zero)
+    # a real effect inside the margin is still a real effect: the direction test decides first
+    small = _one(direction("m", "a", "b", [-0.010, -0.011, -0.009, -0.010], -1, null_margin=0.03))
+    assert small.verdict == HELD and small.p_absent_adjusted < 0.05
+    # noisy around zero: neither test decides
+    noisy = _one(direction("m", "a", "b", [0.05, -0.06, 0.02], -1, null_margin=0.03))
+    assert noisy.verdict == INCONCLUSIVE
+    # an effect beyond the margin is never called absent
+    big = _one(direction("m", "a", "b", [-0.10, -0.12, -0.11], -1, null_margin=0.03))
+    assert big.verdict == HELD and big.p_absent > 0.5
+    with pytest.raises(UserError, match="null_margin"):
+        direction("m", "a", "b", near_zero, -1, null_margin=0.0)
+
+
+def test_absence_errs_at_most_at_its_nominal_rate_on_the_margin():
+    rng, reps, margin = np.random.default_rng(6), 4000, 1.0
+    # a true effect exactly as large as the margin, in the claimed direction: "absent" is wrong
+    verdicts = [
+        decide([direction("m", "a", "b", list(x), -1, null_margin=margin)])[0]
+        for x in rng.normal(-margin, 1.0, size=(reps, 6))
+    ]
+    absent = sum(c.verdict == NOT_HELD and c.estimate < 0 for c in verdicts) / reps
+    assert absent <= 0.05 + _mc(0.05, reps)

@@ -27,6 +27,11 @@ within 5%. 0.049 nats is an order of magnitude below the entropy gaps the reward
 PASSK_MARGIN = 0.01
 """Non-superiority margin on Pass@k (a fraction): a raise below 1 point is smaller than the smallest RL
 effect the paper reports as real (1-2 points of Avg@128), so it does not count as 'higher'."""
+NULL_FRACTION = 0.01
+"""Smallest effect of interest of the pre-training mechanism checks (entropy, tail mass), as a fraction
+of ce's own mean value: a shift under 1% of ce's entropy or tail mass counts as no effect. The paper's
+entropy gaps are about 25% (1.8 vs 2.4 nats at 4B) and the perplexity parity margin is 5%, so 1% is a
+strict bar for calling an effect absent. Relative, so one rule serves any vocabulary, k and corpus."""
 SCHEMA_VERSION = 1
 
 
@@ -86,13 +91,19 @@ def seed_pairs(
     return out
 
 
-def make_check(kind: str, metric: str, a: str, b: str, pairs, **kw) -> Check:
+def make_check(
+    kind: str, metric: str, a: str, b: str, pairs, null_fraction: float | None = None, **kw
+) -> Check:
+    """A check from seed pairs; a direction check with `null_fraction` gets null_margin = that fraction
+    of |mean of b| (see NULL_FRACTION), when b's mean is not 0."""
     diffs = [x - y for _, _, x, y in pairs]
     means = (
         dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs))
         if pairs
         else {}
     )
+    if null_fraction is not None and means.get("b_mean"):
+        kw["null_margin"] = null_fraction * abs(means["b_mean"])
     return (direction if kind == "direction" else parity)(metric, a, b, diffs, **means, **kw)
 
 

@@ -11,7 +11,12 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
   direction ("a above b", expect=+1; "a below b", expect=-1): mean(d), its 95% t-interval and the
       two-sided one-sample t-test p-value; p is Holm-adjusted over every direction check given to
       `judge` (one report). held when p_adjusted < 0.05 and mean(d) has the claimed sign, did_not_hold
-      when p_adjusted < 0.05 with the other sign, else inconclusive.
+      when p_adjusted < 0.05 with the other sign, else inconclusive. With a `null_margin` (the smallest
+      effect of interest) a direction check also tests absence: TOST of |true d| < null_margin, its
+      p-value (p_absent) adjusted in the same family; when the direction test is not significant and
+      absence is, the claimed effect is shown absent: did_not_hold. A check's two null hypotheses
+      (d = 0, |d| >= null_margin) cannot both be true, so the family counts checks, not tests
+      (`holm` with groups): absence tests cost the other checks no power.
   parity ("about the same": |true d| < margin; upper_only, "not above": true d < margin): the 90%
       t-interval (two one-sided tests at 5%). held when it lies inside the margin, did_not_hold when it
       lies entirely beyond it, else inconclusive. p is the equivalence test's p-value; parity checks
@@ -21,16 +26,18 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
       are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
 MDE: the true difference detected with 80% power by the test this check faces, using the measured
 spread of d: for direction checks at level 0.05 / (number of direction checks), the level Holm's first
-step uses, so an effect this size is detected whatever the other checks show; for parity checks the
-smallest margin the equivalence test would establish at a true difference of 0. seeds_needed: seeds at
-which the same test reaches its verdict on the observed difference with 80% power (None: never, or
-> tdist.MAX_SEEDS).
+step uses, so an effect this size is detected
+whatever the other checks show; for parity checks the smallest margin the equivalence test would
+establish at a true difference of 0. seeds_needed: seeds at which the same test reaches its verdict
+on the observed difference with 80% power (None: never, or
+> tdist.MAX_SEEDS); with a null_margin, the fewer of the direction test's and the absence test's.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import UserError
@@ -60,14 +67,20 @@ def paired_se(a: list[float], b: list[float]) -> float:
     return statistics.stdev(x - y for x, y in zip(a, b)) / math.sqrt(len(a))
 
 
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input order."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    out, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+def holm(pvalues: list[float], groups: list | None = None) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order. Hypotheses that share a `groups` label
+    are logically exclusive (at most one of them is true, e.g. "d = 0" and "|d| >= margin" of one check):
+    each step then multiplies by the number of groups that still hold an unrejected hypothesis, the
+    most true hypotheses there can be (Shaffer's refinement of Holm; without groups, plain Holm)."""
+    groups = list(range(len(pvalues))) if groups is None else list(groups)
+    left = Counter(groups)
+    out, running = [0.0] * len(pvalues), 0.0
+    for i in sorted(range(len(pvalues)), key=lambda i: pvalues[i]):
+        running = max(running, min(1.0, len(left) * pvalues[i]))
         out[i] = running
+        left[groups[i]] -= 1
+        if not left[groups[i]]:
+            del left[groups[i]]
     return out
 
 
@@ -84,6 +97,8 @@ class Check:
     expect: int = 0
     """direction: +1 claims a > b, -1 a < b. parity: 0 two-sided margin, +1 "not above" (upper margin)."""
     margin: float | None = None
+    null_margin: float | None = None
+    """direction only: the smallest effect of interest; |true d| below it is 'absent' (see the module)."""
     a_mean: float | None = None
     b_mean: float | None = None
     prompt_ci: tuple[float, float] | None = None
@@ -94,6 +109,8 @@ class Check:
     ci: tuple[float, float] | None = None
     p: float | None = None
     p_adjusted: float | None = None
+    p_absent: float | None = None
+    p_absent_adjusted: float | None = None
     mde: float | None = None
     seeds_needed: int | None = None
     verdict: str = NOT_TESTED
@@ -123,6 +140,9 @@ class Check:
             "p": self.p,
             "p_adjusted": self.p_adjusted,
             "margin": self.margin,
+            "null_margin": self.null_margin,
+            "p_absent": self.p_absent,
+            "p_absent_adjusted": self.p_absent_adjusted,
             "mde": self.mde,
             "seeds_needed": self.seeds_needed,
             "verdict": self.verdict,
@@ -132,6 +152,8 @@ class Check:
 def direction(metric: str, a: str, b: str, diffs: list[float], expect: int, **kw) -> Check:
     if expect not in (1, -1):
         raise UserError(f"a direction check's expect must be +1 or -1; got {expect!r}")
+    if kw.get("null_margin") is not None and not kw["null_margin"] > 0:
+        raise UserError(f"a direction check's null_margin must be > 0 or None; got {kw['null_margin']!r}")
     return _prepare(Check(metric, a, b, "direction", _clean(diffs), expect, **kw))
 
 
@@ -169,23 +191,12 @@ def _prepare(c: Check) -> Check:
         c.ci = c._t_interval(0.95)
         c.p = 1.0 if c.estimate == 0 else 0.0 if se == 0 else 2 * tdist.t_sf(abs(c.estimate) / se, c.n - 1)
         c.test = f"paired t-test over {c.n} seeds, two-sided, Holm-adjusted"
+        if c.null_margin is not None:
+            c.p_absent = _tost_p(c.estimate, se, c.null_margin, c.n)
+            c.test += f"; absence: TOST |d| < {c.fmt.format(c.null_margin)}, Holm-adjusted"
     else:
         c.ci = c._t_interval(0.90)
-        upper = (
-            0.0
-            if (se == 0 and c.estimate < c.margin)
-            else 1.0
-            if se == 0
-            else tdist.t_cdf((c.estimate - c.margin) / se, c.n - 1)
-        )
-        lower = (
-            0.0
-            if (se == 0 and c.estimate > -c.margin)
-            else 1.0
-            if se == 0
-            else tdist.t_sf((c.estimate + c.margin) / se, c.n - 1)
-        )
-        c.p = upper if c.expect else max(upper, lower)
+        c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
         c.test = (
             f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: 90% t-interval "
@@ -194,17 +205,41 @@ def _prepare(c: Check) -> Check:
     return c
 
 
+def _tost_p(estimate: float, se: float, margin: float, n: int, upper_only: bool = False) -> float:
+    """p-value of equivalence |true d| < margin (two one-sided t-tests), or of d < margin (upper_only)."""
+    if se == 0:
+        inside = estimate < margin and (upper_only or estimate > -margin)
+        return 0.0 if inside else 1.0
+    upper = tdist.t_cdf((estimate - margin) / se, n - 1)
+    return upper if upper_only else max(upper, tdist.t_sf((estimate + margin) / se, n - 1))
+
+
+def _family(checks: list[Check]) -> list[tuple[Check, str]]:
+    """The Holm family: (check, "p") for every tested direction check, (check, "p_absent") for each
+    absence test."""
+    tested = [c for c in checks if c.p is not None and c.kind == "direction"]
+    return [(c, "p") for c in tested] + [(c, "p_absent") for c in tested if c.p_absent is not None]
+
+
 def decide(checks: list[Check]) -> list[Check]:
-    """Holm-adjust the direction checks' p-values together and set every check's verdict."""
-    directional = [c for c in checks if c.p is not None and c.kind == "direction"]
-    for c, p_adj in zip(directional, holm([c.p for c in directional])):
-        c.p_adjusted = p_adj
+    """Holm-adjust the direction and absence tests' p-values together and set every check's verdict."""
+    family = _family(checks)
+    groups = [id(c) for c, _ in family]  # a check's direction and absence nulls exclude each other
+    for (c, key), p_adj in zip(family, holm([getattr(c, key) for c, key in family], groups)):
+        setattr(c, f"{key}_adjusted", p_adj)
     for c in checks:
         if c.p is None:
             c.verdict, c.p_adjusted = NOT_TESTED, None
         elif c.kind == "direction":
             sign = 1 if c.estimate > 0 else -1
-            c.verdict = INCONCLUSIVE if c.p_adjusted >= ALPHA else HELD if sign == c.expect else NOT_HELD
+            absent = c.p_absent_adjusted is not None and c.p_absent_adjusted < ALPHA
+            c.verdict = (
+                (HELD if sign == c.expect else NOT_HELD)
+                if c.p_adjusted < ALPHA
+                else NOT_HELD
+                if absent
+                else INCONCLUSIVE
+            )
         else:
             lo, hi = c.ci
             inside = hi < c.margin and (c.expect or lo > -c.margin)
@@ -216,7 +251,7 @@ def decide(checks: list[Check]) -> list[Check]:
 def judge(checks: list[Check]) -> list[Check]:
     """`decide`, then every tested check's MDE and seeds needed (see the module docstring)."""
     decide(checks)
-    level = ALPHA / max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
+    level = ALPHA / max(1, len({id(c) for c, _ in _family(checks)}))
     for c in checks:
         if c.p is None:
             c.mde, c.seeds_needed = None, None
@@ -229,6 +264,9 @@ def judge(checks: list[Check]) -> list[Check]:
         if c.kind == "direction":
             c.mde = tdist.mde_direction(sd, c.n, level)
             c.seeds_needed = tdist.seeds_direction(c.estimate, sd, level)
+            if c.null_margin is not None and abs(c.estimate) < c.null_margin:
+                absent = tdist.seeds_parity(c.estimate, c.null_margin, sd, alpha=level)
+                c.seeds_needed = min((n for n in (c.seeds_needed, absent) if n is not None), default=None)
         else:
             c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only)
             c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only)

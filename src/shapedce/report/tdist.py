@@ -189,12 +189,14 @@ def seeds_direction(effect: float, sd: float, alpha: float) -> int | None:
     return _seeds(lambda n: power_direction(effect, sd, n, alpha))
 
 
-def seeds_parity(effect: float, margin: float, sd: float, upper_only: bool = False) -> int | None:
+def seeds_parity(
+    effect: float, margin: float, sd: float, upper_only: bool = False, alpha: float = 0.05
+) -> int | None:
     """Seeds to reach a parity verdict with 80% power at a true difference `effect`: inside the margin
-    (TOST) when it lies inside, outside it when it lies beyond; None exactly on the margin."""
+    (TOST at level alpha) when it lies inside, outside it when it lies beyond; None exactly on the margin."""
     inside = effect < margin if upper_only else abs(effect) < margin
     if inside:
-        return _seeds(lambda n: power_parity(effect, margin, sd, n, upper_only=upper_only))
+        return _seeds(lambda n: power_parity(effect, margin, sd, n, alpha=alpha, upper_only=upper_only))
     if (effect > margin) if upper_only else abs(effect) > margin:
-        return _seeds(lambda n: power_outside(effect, margin, sd, n))
+        return _seeds(lambda n: power_outside(effect, margin, sd, n, alpha=alpha))
     return None

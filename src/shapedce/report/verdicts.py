@@ -8,9 +8,11 @@
 Checks per model (a - b per seed; the rules are in `shapedce.report.stats`):
   ppl_parity         every configuration vs ce: final validation log-perplexity, parity within
                      PPL_MARGIN nats (a perplexity ratio within 5%).
-  entropy_order      precision < ce and diversity > ce: final validation entropy (direction).
-  tail_mass          tail < ce: final validation tail mass beyond the top-k (direction). A check of
-                     the mechanism (lambda_tail pushes mass out of the tail), not a claim of the paper.
+  entropy_order      precision < ce and diversity > ce: final validation entropy (direction; absent
+                     when within NULL_FRACTION of ce's entropy, see `shapedce.report.stats`).
+  tail_mass          tail < ce: final validation tail mass beyond the top-k (direction, with the same
+                     absence test). A check of the mechanism (lambda_tail pushes mass out of the
+                     tail), not a claim of the paper.
   rl_precision_tail  precision > ce and tail > ce on Avg@m and Pass@k of the RL task: the level after
                      RL, and the RL gain (after RL minus after midtrain, minus ce's) (direction).
   rl_diversity_entropy  diversity > ce: RL policy entropy over the first quarter of steps, and its
@@ -29,6 +31,7 @@ from __future__ import annotations
 import math
 
 from .checks import (
+    NULL_FRACTION,
     PASSK_MARGIN,
     PPL_MARGIN,
     SCHEMA_VERSION,
@@ -79,6 +82,7 @@ def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
             "ce",
             seed_pairs(grid, model, c, "ce", lambda r: r.last("pretrain", "val", "entropy")),
             expect=e,
+            null_fraction=NULL_FRACTION,
         )
         for c, e in (("precision", -1), ("diversity", 1))
     ]
@@ -96,7 +100,17 @@ def pretrain_tail_mass(grid: GridRecord, model: str) -> Finding:
         f"{model}:tail_mass",
         model,
         "Mechanism: tail suppression (lambda_tail=-0.1) lowers the pre-training tail mass beyond the top-k",
-        [make_check("direction", "final validation tail mass", "tail", "ce", pairs, expect=-1)],
+        [
+            make_check(
+                "direction",
+                "final validation tail mass",
+                "tail",
+                "ce",
+                pairs,
+                expect=-1,
+                null_fraction=NULL_FRACTION,
+            )
+        ],
     )
 
 
@@ -264,6 +278,7 @@ def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
         "min_seeds": MIN_SEEDS,
         "ppl_margin": PPL_MARGIN,
         "passk_margin": PASSK_MARGIN,
+        "null_fraction": NULL_FRACTION,
         "findings": [
             {
                 "id": f.id,
