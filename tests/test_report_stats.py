@@ -279,3 +279,19 @@ def test_absence_errs_at_most_at_its_nominal_rate_on_the_margin():
     ]
     absent = sum(c.verdict == NOT_HELD and c.estimate < 0 for c in verdicts) / reps
     assert absent <= 0.05 + _mc(0.05, reps)
+
+
+def test_absence_tests_keep_the_family_error_at_5_percent():
+    """12 checks with absence margins: 6 with no effect (a direction call is wrong, 'absent' right) and
+    6 with an effect on the margin (absent or the wrong sign is wrong). Shaffer's count is valid."""
+    rng, reps = np.random.default_rng(7), 1500
+    truth = [0.0 if i % 2 else -1.0 for i in range(12)]
+    wrong = 0
+    for x in rng.normal(0.0, 1.0, size=(reps, 12, 6)):
+        checks = decide(
+            [direction("m", "a", "b", list(d + t), -1, null_margin=1.0) for d, t in zip(x, truth)]
+        )
+        wrong += any(
+            (c.p_adjusted < 0.05) if t == 0.0 else (c.verdict == NOT_HELD) for c, t in zip(checks, truth)
+        )
+    assert wrong / reps <= 0.05 + _mc(0.05, reps)
