@@ -290,7 +290,7 @@ def test_report_renders_from_fixture_metrics(tmp_path, capsys):
     assert main(["report", str(root)]) == 0
     text = (root / "report.md").read_text()
     for model in ("tiny", "tiny-moe"):
-        for fig in ("pretrain", "shaping", "midtrain", "rl", "passk"):
+        for fig in ("pretrain", "shaping", "midtrain", "rl", "passk", "effects"):
             png = root / f"{fig}-{model}.png"
             assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
             assert f"]({fig}-{model}.png)" in text

@@ -9,7 +9,9 @@ Figures: pretrain (val perplexity and entropy against tokens), midtrain (Avg@m o
 task, e.g. knowledge and reasoning, after each stage), rl (train reward, evaluation Avg@k / Cons@k / Pass@k,
 entropy, response length against step), passk (Pass@k against k after each stage), shaping (how
 much each configuration's loss changes learning in pre-training: grad_shift = ||g_shaped - g_ce|| /
-||g_ce|| of the logit gradient, and the mean and max of w, on the training batches).
+||g_ce|| of the logit gradient, and the mean and max of w, on the training batches). And
+`effects_figure`: the pre-training checks' seed-paired differences, one dot per seed, with the mean,
+its interval and the check's margin band (parity margin, or absence margin), titled by the verdict.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from .load import GridRecord, RunRecord  # noqa: E402
+from .stats import Check  # noqa: E402
 
 STAGE_ORDER = ("pretrain", "midtrain", "rl")
 
@@ -164,6 +167,46 @@ def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
         ax.set(title=f"{model}: {task} Pass@k after {stage}", xlabel="k")
     axes[0].set_ylabel("Pass@k")
     return _finish(fig, list(axes), path)
+
+
+def effects_figure(checks: list[Check], model: str, path: Path) -> Path:
+    """One panel per check: d = a - b per seed (dots), mean and interval (bar), margin band (shaded)."""
+    fig, axes = plt.subplots(1, max(1, len(checks)), figsize=(3.2 * max(1, len(checks)), 3.6), squeeze=False)
+    axes = list(axes[0])
+    for ax, c in zip(axes, checks):
+        band = c.null_margin if c.null_margin is not None else c.margin
+        if band is not None:
+            absence = c.null_margin is not None
+            label = "absence margin (1% of b)" if absence else "parity margin"
+            ax.axhspan(-band, band, color="#f3d9b1" if absence else "0.88", label=label)
+        ax.axhline(0.0, color="0.4", linewidth=0.8)
+        n = len(c.diffs)
+        xs = [i / max(1, n - 1) - 0.5 for i in range(n)]
+        ax.plot(xs, c.diffs, "o", markersize=4, alpha=0.7, label="one seed")
+        if c.estimate is not None:
+            lo, hi = c.ci if c.ci is not None else (c.estimate, c.estimate)
+            ax.errorbar(
+                [0.8],
+                [c.estimate],
+                yerr=[[c.estimate - lo], [hi - c.estimate]],
+                fmt="s",
+                color="k",
+                capsize=4,
+                label="mean and interval",
+            )
+        ax.set_xticks([])
+        ax.set_xlim(-0.8, 1.1)
+        ax.set_title(f"{c.a} - {c.b}\n{c.metric.split(' (')[0]}\n{c.verdict} ({n} seeds)", fontsize=8)
+    axes[0].set_ylabel(f"{model}: a - b per seed")
+    legend = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 FIGURES = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..rundir import TRAIN_STAGES, GridDir
 from .checks import NULL_FRACTION, PASSK_MARGIN, PPL_MARGIN, Finding, passk_k, task_result
 from .load import GridRecord, load_grid_dir
-from .plots import draw_all
+from .plots import draw_all, effects_figure
 from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
 from .verdicts import judged_findings, verdicts_json
 
@@ -221,6 +221,10 @@ def _settings_lines(grid: GridRecord) -> list[str]:
     return lines
 
 
+PRETRAIN_FINDINGS = ("ppl_parity", "entropy_order", "tail_mass")
+"""The findings drawn in effects-MODEL.png: pre-training's, where pre-training-only seeds add power."""
+
+
 def write_report(root: str | Path) -> Path:
     """Render ROOT/report.md, ROOT/verdicts.json and ROOT/<figure>-<model>.png; returns the report's path."""
     root = Path(root)
@@ -243,6 +247,10 @@ def write_report(root: str | Path) -> Path:
     ]
     for model in grid.models:
         figs = draw_all(grid, model, root)
+        pretrain = [
+            c for f in found if f.model == model and f.id.split(":")[1] in PRETRAIN_FINDINGS for c in f.checks
+        ]
+        figs["effects"] = effects_figure(pretrain, model, root / f"effects-{model}.png")
         lines += ["", f"## {model} ({'MoE' if grid.is_moe(model) else 'dense'})", ""]
         lines += [f"![{name}]({path.name})" for name, path in figs.items()]
         for stage in TRAIN_STAGES:
