@@ -399,3 +399,17 @@ def test_moe_is_recognised_from_the_config_our_moe_flavor_saves():
 
     assert any(build_model("tiny-moe", seed=0).config.to_dict().get(k) for k in MOE_KEYS)
     assert not any(build_model("tiny", seed=0).config.to_dict().get(k) for k in MOE_KEYS)
+
+
+def test_runs_csv_holds_the_values_the_checks_pair(tmp_path):
+    import csv
+
+    spec = paper_like(3)
+    root = make_grid(tmp_path / "g", spec)
+    assert main(["report", str(root)]) == 0
+    rows = list(csv.DictReader((root / "runs.csv").open()))
+    assert len(rows) == 3 * len(spec)
+    ce1 = next(r for r in rows if r["config"] == "ce" and r["seed"] == "1")
+    assert float(ce1["pretrain_entropy"]) == pytest.approx(spec["ce"][1]["entropy"])
+    assert float(ce1["pretrain_tail_mass"]) == pytest.approx(spec["ce"][1]["tail_mass"])
+    assert float(ce1["rl_avg_at_m"]) > 0 and "midtrain_pass_at_4" in ce1

@@ -17,7 +17,7 @@ A stage directory (one `--out` of pretrain, midtrain or rl):
     from.txt             RL only: the model directory it started from
     error.log            tracebacks of internal errors (see shapedce.cli)
 A reproduce directory (`shapedce reproduce --out ROOT`):
-    grid.yaml, report.md, verdicts.json, *.png, .lock (held while a scheduler runs)
+    grid.yaml, report.md, verdicts.json, runs.csv, *.png, .lock (held while a scheduler runs)
     runs/MODEL/CONFIG/sSEED/{pretrain,midtrain,rl}/   stage directories as above
     runs/MODEL/CONFIG/sSEED/{log.txt, timings.json, .lock}
 Imports nothing heavy (no torch): the report and the scheduler read runs through it.
@@ -219,6 +219,10 @@ class GridDir:
     @property
     def verdicts(self) -> Path:
         return self.path / "verdicts.json"
+
+    @property
+    def runs_csv(self) -> Path:
+        return self.path / "runs.csv"
 
     def run_dir(self, model: str, config: str, seed: int) -> RunDir:
         return RunDir(self.path / "runs" / model / config / f"s{seed}")

@@ -1,4 +1,5 @@
-"""`shapedce report DIR`: DIR/report.md, DIR/verdicts.json and the PNG figures, from the grid's files alone.
+"""`shapedce report DIR`: DIR/report.md, DIR/verdicts.json, DIR/runs.csv (one row per run: the values
+the checks pair) and the PNG figures, from the grid's files alone.
 
     shapedce report runs/reproduce          # also run at the end of `shapedce reproduce`
     from shapedce.report import write_report; write_report("runs/reproduce")
@@ -13,6 +14,7 @@ verdict. Dense and MoE models get their own sections. verdicts.json holds the sa
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -221,6 +223,34 @@ def _settings_lines(grid: GridRecord) -> list[str]:
     return lines
 
 
+def runs_rows(grid: GridRecord) -> list[dict]:
+    """One row per run: the per-seed values the checks pair (final validation perplexity, entropy and
+    tail mass of pre-training; Avg@m and Pass@k of the RL task after midtrain and after RL). Empty
+    cells: the stage did not finish."""
+    task, m = grid.rl_task, grid.settings.get("eval_samples")
+    k = passk_k(int(m)) if isinstance(m, int) else None
+    rows = []
+    for r in sorted(grid.runs, key=lambda r: (r.model, r.config, r.seed)):
+        row = {"model": r.model, "config": r.config, "seed": r.seed}
+        for key in ("ppl", "entropy", "tail_mass"):
+            row[f"pretrain_{key}"] = r.last("pretrain", "val", key)
+        for stage in ("midtrain", "rl"):
+            res = task_result(r, stage, task) or {}
+            row[f"{stage}_avg_at_m"] = res.get("avg_at_m")
+            row[f"{stage}_pass_at_{k}"] = (res.get("pass_at_k") or {}).get(str(k))
+        rows.append(row)
+    return rows
+
+
+def write_runs_csv(grid: GridRecord, path: Path) -> Path:
+    rows = runs_rows(grid)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model", "config", "seed"])
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return path
+
+
 PRETRAIN_FINDINGS = ("ppl_parity", "entropy_order", "tail_mass")
 """The findings drawn in effects-MODEL.png: pre-training's, where pre-training-only seeds add power."""
 
@@ -263,6 +293,7 @@ def write_report(root: str | Path) -> Path:
         ]
     layout = GridDir(root)
     layout.verdicts.write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
+    write_runs_csv(grid, layout.runs_csv)
     path = layout.report
     path.write_text("\n".join(lines) + "\n")
     return path
