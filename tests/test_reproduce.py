@@ -184,3 +184,7 @@ def test_pretrain_seeds_grow_a_finished_grid_with_pretraining_only_runs(smoke_gr
         assert set(json.loads((run / "timings.json").read_text())) == {"pretrain", "eval-pretrain"}
         assert (run / "pretrain" / "eval" / "results.json").is_file() and not (run / "midtrain").exists()
     assert "1 of them pre-training only" in (smoke_grid / "report.md").read_text()
+    # a rerun that plans none of them (pretrain_seeds=0) trains nothing and still counts them
+    assert main(args[:-2] + ["pretrain_seeds=0", "configs=ce,tail"]) == 0
+    assert _timings(smoke_grid) == before
+    assert "1 of them pre-training only" in (smoke_grid / "report.md").read_text()

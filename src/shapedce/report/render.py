@@ -128,13 +128,12 @@ def verdict_lines(found: list[Finding]) -> list[str]:
 
 
 def _pretrain_only(grid: GridRecord) -> str:
-    """How many of the seeds stop after pre-training (grid `pretrain_seeds`), as a clause."""
-    n = grid.settings.get("pretrain_seeds")
-    return (
-        f" ({n} of them pre-training only: they enter the pre-training findings alone)"
-        if isinstance(n, int) and n > 0
-        else ""
-    )
+    """How many of the seeds present stop after pre-training, as a clause: the seeds at or above the
+    grid's `seeds` (the plan runs every stage on seeds 0..seeds-1 only). Counted from the runs, so a
+    rerun with a smaller `pretrain_seeds` still names the ones already there."""
+    full = grid.settings.get("seeds")
+    n = len({r.seed for r in grid.runs if isinstance(full, int) and r.seed >= full})
+    return f" ({n} of them pre-training only: they enter the pre-training findings alone)" if n else ""
 
 
 def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
