@@ -26,10 +26,9 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
       are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
 MDE: the true difference detected with 80% power by the test this check faces, using the measured
 spread of d: for direction checks at level 0.05 / (number of direction checks), the level Holm's first
-step uses, so an effect this size is detected
-whatever the other checks show; for parity checks the smallest margin the equivalence test would
-establish at a true difference of 0. seeds_needed: seeds at which the same test reaches its verdict
-on the observed difference with 80% power (None: never, or
+step uses, so an effect this size is detected whatever the other checks show; for parity checks the
+smallest margin the equivalence test would establish at a true difference of 0. seeds_needed: seeds at
+which the same test reaches its verdict on the observed difference with 80% power (None: never, or
 > tdist.MAX_SEEDS); with a null_margin, the fewer of the direction test's and the absence test's.
 """
 
@@ -232,14 +231,12 @@ def decide(checks: list[Check]) -> list[Check]:
             c.verdict, c.p_adjusted = NOT_TESTED, None
         elif c.kind == "direction":
             sign = 1 if c.estimate > 0 else -1
-            absent = c.p_absent_adjusted is not None and c.p_absent_adjusted < ALPHA
-            c.verdict = (
-                (HELD if sign == c.expect else NOT_HELD)
-                if c.p_adjusted < ALPHA
-                else NOT_HELD
-                if absent
-                else INCONCLUSIVE
-            )
+            if c.p_adjusted < ALPHA:
+                c.verdict = HELD if sign == c.expect else NOT_HELD
+            elif c.p_absent_adjusted is not None and c.p_absent_adjusted < ALPHA:
+                c.verdict = NOT_HELD  # the claimed effect is shown absent
+            else:
+                c.verdict = INCONCLUSIVE
         else:
             lo, hi = c.ci
             inside = hi < c.margin and (c.expect or lo > -c.margin)
@@ -251,7 +248,7 @@ def decide(checks: list[Check]) -> list[Check]:
 def judge(checks: list[Check]) -> list[Check]:
     """`decide`, then every tested check's MDE and seeds needed (see the module docstring)."""
     decide(checks)
-    level = ALPHA / max(1, len({id(c) for c, _ in _family(checks)}))
+    level = ALPHA / max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
     for c in checks:
         if c.p is None:
             c.mde, c.seeds_needed = None, None
