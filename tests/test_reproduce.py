@@ -124,6 +124,11 @@ def test_dry_run_validates_the_paper_grid(tmp_path, capsys):
         (["rl_overrides=steps=0"], "steps must be >= 1"),
         (["pretrain_overrides=train.stepz=3"], "did you mean 'train.steps'"),
         (["eval_tasks=nope"], "unknown task 'nope'"),
+        (
+            ["--configs", "ce,tail", "pretrain_configs=ce,head"],
+            "pretrain_configs: head not in configs (ce, tail)",
+        ),
+        (["pretrain_models=tiny-moe"], "pretrain_models: tiny-moe not in models (tiny)"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
@@ -188,3 +193,22 @@ def test_pretrain_seeds_grow_a_finished_grid_with_pretraining_only_runs(smoke_gr
     assert main(args[:-2] + ["pretrain_seeds=0", "configs=ce,tail"]) == 0
     assert _timings(smoke_grid) == before
     assert "1 of them pre-training only" in (smoke_grid / "report.md").read_text()
+    # more seeds for one configuration only: the report says how many seeds each one has
+    assert main(args[:-2] + ["pretrain_seeds=2", "configs=ce,tail", "pretrain_configs=ce"]) == 0
+    runs = smoke_grid / "runs" / "tiny"
+    assert (runs / "ce" / "s2" / "pretrain" / "eval" / "results.json").is_file()
+    assert not (runs / "tail" / "s2").exists()
+    text = (smoke_grid / "report.md").read_text()
+    assert (
+        "2 of them pre-training only" in text
+        and "seeds per model and configuration: tiny: ce 3, tail 2" in text
+    )
+
+
+def test_pretrain_configs_and_models_choose_who_runs_the_pretraining_only_seeds(tmp_path):
+    over = ["seeds=1", "pretrain_seeds=2", "configs=ce,precision,tail", "models=tiny,tiny-moe"]
+    grid = load_grid("smoke", [*over, "pretrain_configs=ce,precision", "pretrain_models=tiny"])
+    runs = {(r.model, r.config, r.seed) for r in plan(grid, tmp_path)}
+    full = {(m, c, 0) for m in ("tiny", "tiny-moe") for c in ("ce", "precision", "tail")}
+    assert runs == full | {("tiny", c, s) for c in ("ce", "precision") for s in (1, 2)}
+    assert len(plan(load_grid("smoke", over), tmp_path)) == 6 * 3  # empty: every model and config

@@ -133,7 +133,19 @@ def _pretrain_only(grid: GridRecord) -> str:
     rerun with a smaller `pretrain_seeds` still names the ones already there."""
     full = grid.settings.get("seeds")
     n = len({r.seed for r in grid.runs if isinstance(full, int) and r.seed >= full})
-    return f" ({n} of them pre-training only: they enter the pre-training findings alone)" if n else ""
+    counts: dict[str, dict[str, int]] = {}
+    for r in grid.runs:
+        counts.setdefault(r.model, {}).setdefault(r.config, 0)
+        counts[r.model][r.config] += 1
+    uneven = len({c for per in counts.values() for c in per.values()}) > 1
+    per = "; ".join(f"{m}: " + ", ".join(f"{c} {k}" for c, k in cs.items()) for m, cs in counts.items())
+    return (
+        f" ({n} of them pre-training only: they enter the pre-training findings alone"
+        + (f"; seeds per model and configuration: {per}" if uneven else "")
+        + ")"
+        if n
+        else ""
+    )
 
 
 def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:

@@ -51,6 +51,11 @@ class GridConfig:
     """Further seeds (seeds .. seeds + pretrain_seeds - 1) that run only pre-training and its
     evaluation: power for the pre-training findings (perplexity parity, entropy order, tail mass) at
     about 40% of a full run's cost. The RL findings use the first `seeds` seeds."""
+    pretrain_configs: str = ""
+    """Comma-separated subset of `configs` that the pre-training-only seeds run; empty = all of them
+    (e.g. "ce,precision" adds power to precision's checks alone: every check pairs with ce)."""
+    pretrain_models: str = ""
+    """Comma-separated subset of `models` that the pre-training-only seeds run; empty = all of them."""
     jobs: int = 0
     """Runs trained at the same time, each in its own process; 0 = auto (1 on GPU, one per CPU core)."""
     pretrain_preset: str = "tiny"
@@ -101,6 +106,12 @@ class GridConfig:
         for name in self.model_names:
             if name not in FLAVORS:
                 raise UserError(f"models: unknown flavor {name!r}; choose from {', '.join(FLAVORS)}")
+        for key, allowed in (("pretrain_configs", self.config_names), ("pretrain_models", self.model_names)):
+            extra = [n for n in _names(getattr(self, key)) if n not in allowed]
+            if extra:
+                raise UserError(
+                    f"{key}: {', '.join(extra)} not in {key.split('_')[1]} ({', '.join(allowed)})"
+                )
         for key in ("pretrain_overrides", "midtrain_overrides", "rl_overrides"):
             try:
                 shlex.split(getattr(self, key))
@@ -110,7 +121,7 @@ class GridConfig:
 
     @property
     def config_names(self) -> list[str]:
-        names = [c.strip() for c in self.configs.split(",") if c.strip()]
+        names = _names(self.configs)
         if not names or len(set(names)) != len(names):
             raise UserError(
                 f"configs must name distinct configurations, e.g. ce,precision; got {self.configs!r}"
@@ -119,10 +130,17 @@ class GridConfig:
 
     @property
     def model_names(self) -> list[str]:
-        names = [m.strip() for m in self.models.split(",") if m.strip()]
+        names = _names(self.models)
         if not names or len(set(names)) != len(names):
             raise UserError(f"models must name distinct flavors, e.g. tiny,tiny-moe; got {self.models!r}")
         return names
+
+    def runs_pretrain_only(self, model: str, config: str) -> bool:
+        """Whether (model, config) runs the pre-training-only seeds."""
+        return all(
+            not (names := _names(sel)) or name in names
+            for sel, name in ((self.pretrain_configs, config), (self.pretrain_models, model))
+        )
 
     def overrides(self, stage: str) -> list[str]:
         return shlex.split(getattr(self, f"{stage}_overrides"))
@@ -132,6 +150,10 @@ class GridConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def load_grid(preset: str, overrides: list[str] = ()) -> GridConfig:
@@ -178,13 +200,14 @@ class Run:
 
 def plan(grid: GridConfig, root: Path) -> list[Run]:
     """Every run of the grid, seed-major so that early results cover all configurations; the
-    pre-training-only seeds come last."""
+    pre-training-only seeds come last (on `pretrain_models` x `pretrain_configs`)."""
     layout = GridDir(root)
     return [
         Run(m, c, s, layout.run_dir(m, c, s).path, STAGES if s < grid.seeds else PRETRAIN_ONLY)
         for m in grid.model_names
         for s in range(grid.seeds + grid.pretrain_seeds)
         for c in grid.config_names
+        if s < grid.seeds or grid.runs_pretrain_only(m, c)
     ]
 
 
@@ -255,6 +278,11 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
         f"reproduce --preset {preset}: {len(runs)} runs = {len(grid.model_names)} model(s) x "
         f"{len(grid.config_names)} configs ({grid.configs}) x {grid.seeds} seed(s)"
         + (f" + {grid.pretrain_seeds} pre-training-only seed(s)" if grid.pretrain_seeds else "")
+        + (
+            f" on {grid.pretrain_models or 'every model'} x {grid.pretrain_configs or 'every config'}"
+            if grid.pretrain_seeds and (grid.pretrain_models or grid.pretrain_configs)
+            else ""
+        )
         + "; every config validated."
     ]
     for model in grid.model_names:

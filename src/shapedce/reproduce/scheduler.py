@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..rundir import FolderLock, GridDir, prepare_out
 from .grid import GridConfig, Run, check_grid, load_grid_file
 
-GROWABLE = {"configs", "models", "seeds", "pretrain_seeds", "jobs"}
+GROWABLE = {"configs", "models", "seeds", "pretrain_seeds", "pretrain_configs", "pretrain_models", "jobs"}
 """Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
 
 
