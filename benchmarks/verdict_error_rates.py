@@ -10,7 +10,10 @@ Normal seed noise (sd 1), the rules of `shapedce.report.stats` exactly as `shape
 - a direction check with an absence margin whose true effect equals the margin: wrongly absent;
 - 12 such checks in one report, half with no effect and half with an effect on the margin: any
   wrong call (a direction call on a null effect; absent or the wrong sign on a real one; "absent" on
-  a null effect is right).
+  a null effect is right);
+- the study's second look: the checks undecided at 20 seeds are extended to 33 and judged again in
+  the same family (12 checks, half at d = 0 and half at d = margin = half a seed spread), at level
+  0.025 (`second_look`) and, for contrast, at 0.05: any wrong call at either look, against one look.
 Prints one table: rate, its Monte-Carlo standard error, the nominal bound. The README quotes it.
 """
 
@@ -21,7 +24,7 @@ import math
 
 import numpy as np
 
-from shapedce.report.stats import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, decide, direction, parity
+from shapedce.report.stats import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, decide, direction, parity, second_look
 
 
 def _rate(hits: int, n: int) -> tuple[float, float]:
@@ -89,6 +92,37 @@ def main() -> None:
         )
     rows.append(
         ("12 checks with absence, 6 seeds, Holm-Shaffer: any wrong call", *_rate(wrong, reports), "5%")
+    )
+
+    # the study's second look (README: "What runs next"): every check still inconclusive at 20 seeds
+    # gets 13 more and the family is judged again, the grown checks at level 0.025 (`second_look`),
+    # or, for contrast, at 0.05. 12 checks as above with effects (and margins) of half a seed spread,
+    # so that most are undecided at 20: any wrong call at either look.
+    truth = np.array([0.0 if i % 2 else -0.5 for i in range(12)])
+
+    def family(rows, look):
+        return decide(
+            second_look([direction("m", "a", "b", list(d), -1, null_margin=0.5) for d in rows], look)
+        )
+
+    def wrong(checks):
+        return any(
+            (c.p_adjusted < c.level) if t == 0 else c.verdict == NOT_HELD for c, t in zip(checks, truth)
+        )
+
+    once, spent, unspent = 0, 0, 0
+    for x in rng.normal(0, 1, (reports, 12, 33)) + truth[:, None]:
+        first = family([d[:20] for d in x], 0)
+        grown = [d if c.verdict == INCONCLUSIVE else d[:20] for d, c in zip(x, first)]
+        once += wrong(first)
+        spent += wrong(first) or wrong(family(grown, 20))
+        unspent += wrong(first) or wrong(family(grown, 0))
+    rows.append(("12 checks with absence, 20 seeds: any wrong call", *_rate(once, reports), "5%"))
+    rows.append(
+        ("  + undecided ones to 33 seeds at level 0.025: any wrong call", *_rate(spent, reports), "5%")
+    )
+    rows.append(
+        ("  + undecided ones to 33 seeds at level 0.05: any wrong call", *_rate(unspent, reports), "-")
     )
 
     width = max(len(r[0]) for r in rows)

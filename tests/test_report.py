@@ -240,7 +240,11 @@ def test_one_seed_grids_give_only_not_tested(tmp_path):
 def test_verdicts_json_schema_with_three_seeds(tmp_path):
     grid = load_grid_dir(make_grid(tmp_path / "g", paper_like(3), models=("tiny", "tiny-moe")))
     doc = json.loads(json.dumps(verdicts_json(grid, judged_findings(grid))))
-    assert doc["seeds"] == 3 and [f["id"] for f in doc["findings"]][-1] == "tiny-moe:moe_gains"
+    assert (
+        doc["seeds"] == 3
+        and doc["first_look_seeds"] == 0
+        and [f["id"] for f in doc["findings"]][-1] == "tiny-moe:moe_gains"
+    )
     keys = {
         "metric",
         "a",
@@ -257,6 +261,7 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
         "p_absent_adjusted",
         "mde",
         "seeds_needed",
+        "level",
         "verdict",
     }
     direction = []
@@ -267,7 +272,12 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
             INCONCLUSIVE,
         )
         for c in f["checks"]:
-            assert set(c) == keys and c["kind"] in ("direction", "parity") and c["mde"] >= 0
+            assert (
+                set(c) == keys
+                and c["kind"] in ("direction", "parity")
+                and c["mde"] >= 0
+                and c["level"] == 0.05
+            )
             assert c["ci"][0] <= c["estimate"] <= c["ci"][1]
             if c["kind"] == "direction":
                 direction.append(c)
@@ -283,6 +293,12 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
     family = [c["p"] for c in direction] + [c["p_absent"] for c in absence]
     adjusted = [c["p_adjusted"] for c in direction] + [c["p_absent_adjusted"] for c in absence]
     assert min(adjusted) == pytest.approx(min(1.0, len(direction) * min(family)))
+    # read first at 2 seeds, then grown to 3: every check is a second look, at level 0.025
+    grid.settings["first_look_seeds"] = 2
+    grown = verdicts_json(grid, judged_findings(grid))
+    assert grown["first_look_seeds"] == 2 and {
+        c["level"] for f in grown["findings"] for c in f["checks"]
+    } == {0.025}
 
 
 def test_report_renders_from_fixture_metrics(tmp_path, capsys):
@@ -299,7 +315,10 @@ def test_report_renders_from_fixture_metrics(tmp_path, capsys):
     assert "Holm-adjusted" in text and "log 1.05" in text and "## How the findings are judged" in text
     row = next(line for line in text.splitlines() if line.startswith("| precision | 3 |"))
     assert " ± " in row
-    assert "held-out prompts" not in text
+    assert "held-out prompts" not in text and "Second look" not in text
+    (root / "grid.yaml").write_text((root / "grid.yaml").read_text() + "first_look_seeds: 2\n")
+    assert main(["report", str(root)]) == 0
+    assert "**Second look**: this study was first read at 2 seeds" in (root / "report.md").read_text()
 
 
 def test_knowledge_is_called_recall_never_held_out(tmp_path):

@@ -129,6 +129,7 @@ def test_dry_run_validates_the_paper_grid(tmp_path, capsys):
             "pretrain_configs: head not in configs (ce, tail)",
         ),
         (["pretrain_models=tiny-moe"], "pretrain_models: tiny-moe not in models (tiny)"),
+        (["first_look_seeds=-1"], "first_look_seeds must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
@@ -212,3 +213,18 @@ def test_pretrain_configs_and_models_choose_who_runs_the_pretraining_only_seeds(
     full = {(m, c, 0) for m in ("tiny", "tiny-moe") for c in ("ce", "precision", "tail")}
     assert runs == full | {("tiny", c, s) for c in ("ce", "precision") for s in (1, 2)}
     assert len(plan(load_grid("smoke", over), tmp_path)) == 6 * 3  # empty: every model and config
+
+
+def test_first_look_seeds_is_kept_once_recorded(tmp_path):
+    from shapedce.errors import UserError
+    from shapedce.reproduce.scheduler import _check_same_grid
+
+    load_grid("smoke").save(tmp_path / "grid.yaml")
+    first = load_grid("smoke", ["first_look_seeds=2"])
+    _check_same_grid(first, tmp_path)  # recorded the first time
+    first.save(tmp_path / "grid.yaml")
+    rerun = load_grid("smoke", ["pretrain_seeds=3"])
+    _check_same_grid(rerun, tmp_path)
+    assert rerun.first_look_seeds == 2  # a rerun that leaves it out keeps the record
+    with pytest.raises(UserError, match="first read at first_look_seeds=2"):
+        _check_same_grid(load_grid("smoke", ["first_look_seeds=3"]), tmp_path)

@@ -23,7 +23,7 @@ from .checks import NULL_FRACTION, PASSK_MARGIN, PPL_MARGIN, Accuracy, Finding, 
 from .load import GridRecord, load_grid_dir
 from .plots import draw_all, effects_figure
 from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
-from .verdicts import judged_findings, verdicts_json
+from .verdicts import first_look_seeds, judged_findings, verdicts_json
 
 KNOWLEDGE_NOTE = (
     " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "
@@ -91,7 +91,7 @@ def _p(x: float | None) -> str:
 
 
 def check_row(c: Check) -> str:
-    level = "90%" if c.kind == "parity" else "95%"
+    level = f"{100 * (1 - (2 if c.kind == 'parity' else 1) * c.level):g}%"
     ci = (
         "-"
         if c.ci is None
@@ -187,6 +187,16 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "so detected whatever the other checks show), for parity checks the smallest margin the test "
         "would establish at a true d of 0. **Seeds needed**: seeds at which the same test reaches a "
         "verdict on the observed difference with 80% power (at the same spread).",
+        *(
+            [
+                f"- **Second look**: this study was first read at {look} seeds and then grown; every check "
+                f"with more than {look} seeds is judged at level {ALPHA / 2:g} instead of {ALPHA} (its "
+                "direction interval 97.5%, its parity interval 95%), so that the family's chance of any "
+                "wrong call over both looks stays near 5% (`benchmarks/verdict_error_rates.py`)."
+            ]
+            if (look := first_look_seeds(grid))
+            else []
+        ),
         f"- With fewer than {MIN_SEEDS} seeds nothing is judged: every check is not_tested and its numbers "
         "are indicative only (with one seed, an interval over evaluation prompts covers evaluation noise, "
         "not seed-to-seed variation).",

@@ -1,6 +1,6 @@
 """The report's statistics: seed-paired checks, their verdicts, Holm's adjustment, MDEs (SPEC section 6).
 
-    from shapedce.report.stats import direction, parity, judge, decide
+    from shapedce.report.stats import direction, parity, judge, decide, second_look
     checks = [direction("Avg@8 after RL", "precision", "ce", diffs=[0.02, 0.05, 0.01], expect=+1),
               parity("log PPL", "tail", "ce", diffs=[0.01, -0.02, 0.00], margin=0.0488)]
     judge(checks)          # Holm over the direction checks, every verdict, MDE and seeds needed
@@ -22,6 +22,8 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
       lies entirely beyond it, else inconclusive. p is the equivalence test's p-value; parity checks
       are not Holm-adjusted ("held" needs every one of a finding's parity checks: an intersection-union
       test, level 5% without correction).
+  second look (`second_look`): a study read at N seeds and then grown judges every check with more
+      than N seeds at level 0.025 instead of 0.05 (intervals 97.5% and 95%), by error spending.
   fewer than MIN_SEEDS pairs: not_tested; the mean is shown, with the t-interval over the seeds there
       are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
 MDE: the true difference detected with 80% power by the test this check faces, using the measured
@@ -100,6 +102,8 @@ class Check:
     """direction only: the smallest effect of interest; |true d| below it is 'absent' (see the module)."""
     a_mean: float | None = None
     b_mean: float | None = None
+    level: float = ALPHA
+    """The test's level: ALPHA, or ALPHA / 2 on a second look (`second_look`)."""
     prompt_ci: tuple[float, float] | None = None
     """1 seed: an interval over evaluation prompts, shown as indicative, never judged."""
     fmt: str = "{:.3f}"
@@ -144,6 +148,7 @@ class Check:
             "p_absent_adjusted": self.p_absent_adjusted,
             "mde": self.mde,
             "seeds_needed": self.seeds_needed,
+            "level": self.level,
             "verdict": self.verdict,
         }
 
@@ -187,21 +192,34 @@ def _prepare(c: Check) -> Check:
         return c
     se = c.sd / math.sqrt(c.n)
     if c.kind == "direction":
-        c.ci = c._t_interval(0.95)
+        c.ci = c._t_interval(1 - c.level)
         c.p = 1.0 if c.estimate == 0 else 0.0 if se == 0 else 2 * tdist.t_sf(abs(c.estimate) / se, c.n - 1)
         c.test = f"paired t-test over {c.n} seeds, two-sided, Holm-adjusted"
         if c.null_margin is not None:
             c.p_absent = _tost_p(c.estimate, se, c.null_margin, c.n)
             c.test += f"; absence: TOST |d| < {c.fmt.format(c.null_margin)}, Holm-adjusted"
     else:
-        c.ci = c._t_interval(0.90)
+        c.ci = c._t_interval(1 - 2 * c.level)
         c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
         c.test = (
-            f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: 90% t-interval "
-            f"vs margin {side}"
+            f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: "
+            f"{100 * (1 - 2 * c.level):g}% t-interval vs margin {side}"
         )
+    if c.level != ALPHA:
+        c.test += f"; second look: level {c.level:g}"
     return c
+
+
+def second_look(checks: list[Check], first_look: int) -> list[Check]:
+    """A study read once at `first_look` seeds and grown: every check with more seeds is a second look,
+    judged at level ALPHA / 2 (its intervals widen to match), so that the family's chance of any wrong
+    call over both looks stays near ALPHA (`benchmarks/verdict_error_rates.py`). 0: one look."""
+    for c in checks:
+        if first_look > 0 and c.n > first_look:
+            c.level = ALPHA / 2
+            _prepare(c)
+    return checks
 
 
 def _tost_p(estimate: float, se: float, margin: float, n: int, upper_only: bool = False) -> float:
@@ -231,9 +249,9 @@ def decide(checks: list[Check]) -> list[Check]:
             c.verdict, c.p_adjusted = NOT_TESTED, None
         elif c.kind == "direction":
             sign = 1 if c.estimate > 0 else -1
-            if c.p_adjusted < ALPHA:
+            if c.p_adjusted < c.level:
                 c.verdict = HELD if sign == c.expect else NOT_HELD
-            elif c.p_absent_adjusted is not None and c.p_absent_adjusted < ALPHA:
+            elif c.p_absent_adjusted is not None and c.p_absent_adjusted < c.level:
                 c.verdict = NOT_HELD  # the claimed effect is shown absent
             else:
                 c.verdict = INCONCLUSIVE
@@ -248,8 +266,9 @@ def decide(checks: list[Check]) -> list[Check]:
 def judge(checks: list[Check]) -> list[Check]:
     """`decide`, then every tested check's MDE and seeds needed (see the module docstring)."""
     decide(checks)
-    level = ALPHA / max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
+    family = max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
     for c in checks:
+        level = c.level / family
         if c.p is None:
             c.mde, c.seeds_needed = None, None
             continue
@@ -265,8 +284,8 @@ def judge(checks: list[Check]) -> list[Check]:
                 absent = tdist.seeds_parity(c.estimate, c.null_margin, sd, alpha=level)
                 c.seeds_needed = min((n for n in (c.seeds_needed, absent) if n is not None), default=None)
         else:
-            c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only)
-            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only)
+            c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only, alpha=c.level)
+            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only, alpha=c.level)
     return checks
 
 

@@ -161,11 +161,11 @@ def mde_direction(sd: float, n: int, alpha: float) -> float:
     return _solve(lambda d: power_direction(d, sd, n, alpha), 0.0, sd)
 
 
-def mde_parity(sd: float, n: int, upper_only: bool = False) -> float:
+def mde_parity(sd: float, n: int, upper_only: bool = False, alpha: float = 0.05) -> float:
     """Smallest margin TOST (or non-superiority) establishes with 80% power when the truth is 0."""
     if sd <= 0:
         return 0.0
-    return _solve(lambda m: power_parity(0.0, m, sd, n, upper_only=upper_only), 0.0, sd)
+    return _solve(lambda m: power_parity(0.0, m, sd, n, alpha=alpha, upper_only=upper_only), 0.0, sd)
 
 
 def _seeds(power_at) -> int | None:

@@ -45,7 +45,7 @@ from .checks import (
     window_mean,
 )
 from .load import GridRecord, RunRecord
-from .stats import ALPHA, MIN_SEEDS, judge
+from .stats import ALPHA, MIN_SEEDS, judge, second_look
 
 
 def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
@@ -264,8 +264,14 @@ def judged_findings(grid: GridRecord) -> list[Finding]:
         ]
         if model == moe and dense is not None:
             found.append(moe_gains(grid, dense, moe))
-    judge([c for f in found for c in f.checks])
+    judge(second_look([c for f in found for c in f.checks], first_look_seeds(grid)))
     return found
+
+
+def first_look_seeds(grid: GridRecord) -> int:
+    """grid.yaml's `first_look_seeds`: the seeds at which the study was first read (0: one look)."""
+    n = grid.settings.get("first_look_seeds") or 0
+    return n if isinstance(n, int) and n > 0 else 0
 
 
 def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
@@ -279,6 +285,7 @@ def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
         "ppl_margin": PPL_MARGIN,
         "passk_margin": PASSK_MARGIN,
         "null_fraction": NULL_FRACTION,
+        "first_look_seeds": first_look_seeds(grid),
         "findings": [
             {
                 "id": f.id,

@@ -56,6 +56,10 @@ class GridConfig:
     (e.g. "ce,precision" adds power to precision's checks alone: every check pairs with ce)."""
     pretrain_models: str = ""
     """Comma-separated subset of `models` that the pre-training-only seeds run; empty = all of them."""
+    first_look_seeds: int = 0
+    """Seeds at which this grid's findings were first read, before it grew (0: read once). The report
+    judges every check with more seeds than this as a second look, at level 0.025 instead of 0.05.
+    Once set in a folder it stays: a rerun that leaves it out keeps it, another value is refused."""
     jobs: int = 0
     """Runs trained at the same time, each in its own process; 0 = auto (1 on GPU, one per CPU core)."""
     pretrain_preset: str = "tiny"
@@ -86,6 +90,7 @@ class GridConfig:
             [
                 ("seeds", self.seeds >= 1, ">= 1"),
                 ("pretrain_seeds", self.pretrain_seeds >= 0, ">= 0"),
+                ("first_look_seeds", self.first_look_seeds >= 0, ">= 0 (0 = read once)"),
                 (
                     "auto_target_entropy",
                     self.auto_target_entropy >= 0,

@@ -34,7 +34,15 @@ from ..errors import UserError
 from ..rundir import FolderLock, GridDir, prepare_out
 from .grid import GridConfig, Run, check_grid, load_grid_file
 
-GROWABLE = {"configs", "models", "seeds", "pretrain_seeds", "pretrain_configs", "pretrain_models", "jobs"}
+GROWABLE = {
+    "configs",
+    "models",
+    "seeds",
+    "pretrain_seeds",
+    "pretrain_configs",
+    "pretrain_models",
+    "jobs",
+}
 """Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
 
 
@@ -55,8 +63,16 @@ def _check_same_grid(grid: GridConfig, root: Path) -> None:
     if not path.is_file():
         return
     old = load_grid_file(path).to_dict()
+    look = old.get("first_look_seeds") or 0
+    if look and grid.first_look_seeds in (0, look):
+        grid.first_look_seeds = look  # a design record: a rerun that does not name it keeps it
+    elif look:
+        raise UserError(
+            f"{root} was first read at first_look_seeds={look}; that record cannot change "
+            f"(not {grid.first_look_seeds}): leave it out or rerun with the same value"
+        )
     for key, value in grid.to_dict().items():
-        if key not in GROWABLE and old.get(key) != value:
+        if key not in GROWABLE and key != "first_look_seeds" and old.get(key) != value:
             raise UserError(
                 f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
                 f"rerun with the same settings or choose another --out"
