@@ -432,3 +432,4 @@ def test_runs_csv_holds_the_values_the_checks_pair(tmp_path):
     assert float(ce1["pretrain_entropy"]) == pytest.approx(spec["ce"][1]["entropy"])
     assert float(ce1["pretrain_tail_mass"]) == pytest.approx(spec["ce"][1]["tail_mass"])
     assert float(ce1["rl_avg_at_m"]) > 0 and "midtrain_pass_at_4" in ce1
+    assert float(ce1["midtrain_ppl"]) == pytest.approx(spec["ce"][1]["ppl"] + 0.1 / 3)  # last val point

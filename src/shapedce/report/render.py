@@ -247,14 +247,16 @@ def _settings_lines(grid: GridRecord) -> list[str]:
 
 def runs_rows(grid: GridRecord) -> list[dict]:
     """One row per run: the per-seed values the checks pair (final validation perplexity, entropy and
-    tail mass of pre-training; Avg@m and Pass@k of the RL task after midtrain and after RL). Empty
-    cells: the stage did not finish."""
+    tail mass of pre-training; Avg@m and Pass@k of the RL task after midtrain and after RL), and
+    mid-training's final validation perplexity (how well the RL base was trained). Empty cells: the
+    stage did not finish."""
     acc = Accuracy(grid)
     rows = []
     for r in sorted(grid.runs, key=lambda r: (r.model, r.config, r.seed)):
         row = {"model": r.model, "config": r.config, "seed": r.seed}
         for key in ("ppl", "entropy", "tail_mass"):
             row[f"pretrain_{key}"] = r.last("pretrain", "val", key)
+        row["midtrain_ppl"] = r.last("midtrain", "val", "ppl")
         for stage in ("midtrain", "rl"):
             row[f"{stage}_avg_at_m"] = acc.value(r, stage, "avg")
             row[f"{stage}_pass_at_{acc.k}"] = acc.value(r, stage, "pass")
