@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 from ..rundir import TRAIN_STAGES, GridDir
@@ -91,7 +92,7 @@ def _p(x: float | None) -> str:
 
 
 def check_row(c: Check) -> str:
-    level = f"{100 * (1 - (2 if c.kind == 'parity' else 1) * c.level):g}%"
+    level = f"{100 * c.coverage:g}%"
     ci = (
         "-"
         if c.ci is None
@@ -133,12 +134,11 @@ def _pretrain_only(grid: GridRecord) -> str:
     rerun with a smaller `pretrain_seeds` still names the ones already there."""
     full = grid.settings.get("seeds")
     n = len({r.seed for r in grid.runs if isinstance(full, int) and r.seed >= full})
-    counts: dict[str, dict[str, int]] = {}
-    for r in grid.runs:
-        counts.setdefault(r.model, {}).setdefault(r.config, 0)
-        counts[r.model][r.config] += 1
-    uneven = len({c for per in counts.values() for c in per.values()}) > 1
-    per = "; ".join(f"{m}: " + ", ".join(f"{c} {k}" for c, k in cs.items()) for m, cs in counts.items())
+    counts = Counter((r.model, r.config) for r in grid.runs)
+    uneven = len(set(counts.values())) > 1
+    per = "; ".join(
+        f"{m}: " + ", ".join(f"{c} {k}" for (mm, c), k in counts.items() if mm == m) for m in grid.models
+    )
     return (
         f" ({n} of them pre-training only: they enter the pre-training findings alone"
         + (f"; seeds per model and configuration: {per}" if uneven else "")

@@ -127,6 +127,11 @@ class Check:
     def sd(self) -> float:
         return statistics.stdev(self.diffs) if self.n >= 2 else math.nan
 
+    @property
+    def coverage(self) -> float:
+        """The judged interval's coverage: 1 - level (direction), 1 - 2 level (parity: two one-sided)."""
+        return 1 - (2 if self.kind == "parity" else 1) * self.level
+
     def _t_interval(self, level: float) -> tuple[float, float]:
         half = tdist.t_ppf(0.5 + level / 2, self.n - 1) * self.sd / math.sqrt(self.n)
         return self.estimate - half, self.estimate + half
@@ -192,19 +197,19 @@ def _prepare(c: Check) -> Check:
         return c
     se = c.sd / math.sqrt(c.n)
     if c.kind == "direction":
-        c.ci = c._t_interval(1 - c.level)
+        c.ci = c._t_interval(c.coverage)
         c.p = 1.0 if c.estimate == 0 else 0.0 if se == 0 else 2 * tdist.t_sf(abs(c.estimate) / se, c.n - 1)
         c.test = f"paired t-test over {c.n} seeds, two-sided, Holm-adjusted"
         if c.null_margin is not None:
             c.p_absent = _tost_p(c.estimate, se, c.null_margin, c.n)
             c.test += f"; absence: TOST |d| < {c.fmt.format(c.null_margin)}, Holm-adjusted"
     else:
-        c.ci = c._t_interval(1 - 2 * c.level)
+        c.ci = c._t_interval(c.coverage)
         c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
         c.test = (
             f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: "
-            f"{100 * (1 - 2 * c.level):g}% t-interval vs margin {side}"
+            f"{100 * c.coverage:g}% t-interval vs margin {side}"
         )
     if c.level != ALPHA:
         c.test += f"; second look: level {c.level:g}"
@@ -215,8 +220,8 @@ def second_look(checks: list[Check], first_look: int) -> list[Check]:
     """A study read once at `first_look` seeds and grown: every check with more seeds is a second look,
     judged at level ALPHA / 2 (its intervals widen to match), so that the family's chance of any wrong
     call over both looks stays near ALPHA (`benchmarks/verdict_error_rates.py`). 0: one look."""
-    for c in checks:
-        if first_look > 0 and c.n > first_look:
+    for c in checks if first_look > 0 else []:
+        if c.n > first_look:
             c.level = ALPHA / 2
             _prepare(c)
     return checks

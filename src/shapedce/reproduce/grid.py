@@ -142,10 +142,8 @@ class GridConfig:
 
     def runs_pretrain_only(self, model: str, config: str) -> bool:
         """Whether (model, config) runs the pre-training-only seeds."""
-        return all(
-            not (names := _names(sel)) or name in names
-            for sel, name in ((self.pretrain_configs, config), (self.pretrain_models, model))
-        )
+        configs, models = _names(self.pretrain_configs), _names(self.pretrain_models)
+        return (not configs or config in configs) and (not models or model in models)
 
     def overrides(self, stage: str) -> list[str]:
         return shlex.split(getattr(self, f"{stage}_overrides"))

@@ -41,9 +41,11 @@ GROWABLE = {
     "pretrain_seeds",
     "pretrain_configs",
     "pretrain_models",
+    "first_look_seeds",
     "jobs",
 }
-"""Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid."""
+"""Grid fields a rerun in the same directory may change: the grid grows, finished runs stay valid
+(first_look_seeds only from 0: `_check_same_grid` keeps a recorded one)."""
 
 
 def resolve_jobs(requested: int, runs: int, cores: int | None = None) -> int:
@@ -59,6 +61,7 @@ def resolve_jobs(requested: int, runs: int, cores: int | None = None) -> int:
 
 
 def _check_same_grid(grid: GridConfig, root: Path) -> None:
+    """Refuse a grid ROOT's finished runs do not fit; carry over ROOT's recorded first_look_seeds."""
     path = GridDir(root).grid_file
     if not path.is_file():
         return
@@ -72,7 +75,7 @@ def _check_same_grid(grid: GridConfig, root: Path) -> None:
             f"(not {grid.first_look_seeds}): leave it out or rerun with the same value"
         )
     for key, value in grid.to_dict().items():
-        if key not in GROWABLE and key != "first_look_seeds" and old.get(key) != value:
+        if key not in GROWABLE and old.get(key) != value:
             raise UserError(
                 f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
                 f"rerun with the same settings or choose another --out"
