@@ -1,5 +1,5 @@
-"""The report: findings and verdicts.json from fixture metrics files, the full render, one-line errors on
-broken files, and that `shapedce.report` loads without torch.
+"""The report's findings and verdicts.json from a hand-written grid: paper-like numbers hold, contrary
+ones do not, absent effects are shown absent, and the schema of verdicts.json.
 
     PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 python -m pytest -q tests/test_report.py
 """
@@ -7,160 +7,20 @@ broken files, and that `shapedce.report` loads without torch.
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
 
-import numpy as np
 import pytest
-import yaml
 
-from shapedce.cli import main
-from shapedce.report import write_report
+from report_grid import by_finding, make_grid, paper_like
 from shapedce.report.checks import passk_k
 from shapedce.report.load import load_grid_dir
 from shapedce.report.stats import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED
 from shapedce.report.verdicts import judged_findings, verdicts_json
 
-# --- a fixture grid written by hand ---------------------------------------------------------------
-
-
-def _eval(avg: float, entropy: float, ppl: float, m: int = 8, prompts: int = 40) -> dict:
-    correct = round(avg * m * prompts)
-    counts = [m] * (correct // m) + ([correct % m] if correct % m else [])
-    counts += [0] * (prompts - len(counts))
-    curve = {
-        str(k): sum(
-            1.0 - math.prod(1 - k / i for i in range(m - c + 1, m + 1)) if m - c >= k else 1.0 for c in counts
-        )
-        / prompts
-        for k in (1, 2, 4, 8)
-    }
-    task = {
-        "prompts": prompts,
-        "samples": m,
-        "avg_at_m": sum(counts) / (m * prompts),
-        "cons_at_m": avg,
-        "pass_at_k": curve,
-        "correct_per_prompt": counts,
-        "response_length": {"mean": 50.0},
-    }
-    return {
-        "schema_version": 1,
-        "tasks": {"arith-compare": task, "knowledge": dict(task, correct_per_prompt=None)},
-        "text": {"ppl": ppl, "entropy_mean": entropy, "tail_mass": 0.01},
-    }
-
-
-def make_grid(root, spec: dict[str, list[dict]], models=("tiny",), moe=("tiny-moe",)):
-    """spec: config -> per seed {ppl, entropy, mid_avg, rl_avg, rl_h: (start, end), length: (start, end)}."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "grid.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "configs": ",".join(spec),
-                "models": ",".join(models),
-                "seeds": len(next(iter(spec.values()))),
-                "eval_samples": 8,
-                "eval_tasks": "knowledge,arith-compare",
-            }
-        )
-    )
-    for model in models:
-        for config, seeds in spec.items():
-            for seed, v in enumerate(seeds):
-                run = root / "runs" / model / config / f"s{seed}"
-                for stage in ("pretrain", "midtrain", "rl"):
-                    (run / stage / "eval").mkdir(parents=True)
-                    (run / stage / "final").mkdir()
-                    hf = {"num_local_experts": 4, "num_experts_per_tok": 2} if model in moe else {}
-                    (run / stage / "final" / "config.json").write_text(json.dumps(hf))
-                    rows = []
-                    if stage == "rl":
-                        for step in range(1, 9):
-                            f = (step - 1) / 7
-                            rows.append(
-                                {
-                                    "stage": "rl",
-                                    "step": step,
-                                    "tokens": step,
-                                    "split": "train",
-                                    "reward": 0.1 * f,
-                                    "entropy": v["rl_h"][0] + f * (v["rl_h"][1] - v["rl_h"][0]),
-                                    "response_length": v["length"][0] + f * (v["length"][1] - v["length"][0]),
-                                }
-                            )
-                        rows.append(
-                            {
-                                "stage": "rl",
-                                "step": 8,
-                                "tokens": 8,
-                                "split": "val",
-                                "avg_at_k": v["rl_avg"],
-                                "cons_at_k": v["rl_avg"],
-                                "pass_at_k": v["rl_avg"],
-                            }
-                        )
-                    else:
-                        rows += [
-                            {
-                                "stage": stage,
-                                "step": s,
-                                "tokens": 100 * s,
-                                "split": "val",
-                                "ppl": v["ppl"] + 0.1 / s,
-                                "entropy": v["entropy"],
-                                "tail_mass": v.get("tail_mass", 0.2),
-                            }
-                            for s in (1, 2, 3)
-                        ]
-                    (run / stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-                    avg = v["rl_avg"] if stage == "rl" else v.get("mid_avg", 0.1)
-                    (run / stage / "eval" / "results.json").write_text(
-                        json.dumps(_eval(avg, v["entropy"], v["ppl"]))
-                    )
-                (run / "timings.json").write_text(json.dumps({"pretrain": 60.0, "rl": 30.0}))
-    return root
-
-
-def paper_like(n_seeds: int, noise: float = 0.001, seed: int = 0):
-    """Numbers shaped like the paper's findings, with small independent noise per config, seed and value."""
-    rng = np.random.default_rng(seed)
-
-    def cfg(ppl, h, mid_avg, rl_avg, rl_h, length, tail_mass=0.2):
-        def e(scale=1.0):
-            return float(rng.normal(0.0, noise * scale))
-
-        return [
-            dict(
-                ppl=ppl + e(),
-                entropy=h + e(),
-                tail_mass=tail_mass + e(),
-                mid_avg=mid_avg + e(4),
-                rl_avg=rl_avg + e(4),
-                rl_h=(rl_h[0] + e(), rl_h[1] + e()),
-                length=(length[0] + 100 * e(), length[1] + 100 * e()),
-            )
-            for _ in range(n_seeds)
-        ]
-
-    return {
-        "ce": cfg(2.00, 1.00, 0.10, 0.300, (1.0, 0.8), (60, 58)),
-        "precision": cfg(2.02, 0.90, 0.10, 0.400, (0.9, 0.75), (60, 59)),
-        "diversity": cfg(1.99, 1.20, 0.05, 0.250, (1.3, 0.6), (60, 40)),
-        "tail": cfg(2.01, 0.98, 0.10, 0.380, (1.0, 0.8), (60, 58), tail_mass=0.18),
-        "head": cfg(2.03, 1.02, 0.10, 0.300, (1.0, 0.8), (60, 58)),
-    }
-
-
-def _by(grid) -> dict[str, object]:
-    return {f.id.split(":")[1]: f for f in judged_findings(grid)}
-
 
 def test_findings_on_paper_like_numbers_hold(tmp_path):
     # 4 seeds: with 3 (t on 2 degrees of freedom) the RL gains' p ~ 0.01 miss Holm's bar once the
     # entropy and tail checks' absence nulls (true here: their effects are beyond the margin) join the family
-    by = _by(load_grid_dir(make_grid(tmp_path / "g", paper_like(4))))
+    by = by_finding(load_grid_dir(make_grid(tmp_path / "g", paper_like(4))))
     assert {k: f.verdict for k, f in by.items()} == dict.fromkeys(by, HELD)
     assert (
         len(by) == 7 and len(by["rl_precision_tail"].checks) == 8
@@ -177,7 +37,7 @@ def test_findings_on_contrary_numbers_do_not_hold(tmp_path):
     spec["diversity"] = [
         dict(v, length=(60 + i, 70 + i), mid_avg=0.3 + i / 1000) for i, v in enumerate(spec["diversity"])
     ]
-    by = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))
+    by = by_finding(load_grid_dir(make_grid(tmp_path / "g", spec)))
     for key in (
         "ppl_parity",
         "entropy_order",
@@ -197,7 +57,7 @@ def test_a_knob_that_does_not_move_entropy_is_shown_absent(tmp_path):
         dict(v, entropy=c["entropy"] + 0.0005 * (-1) ** i)
         for i, (v, c) in enumerate(zip(spec["precision"], spec["ce"]))
     ]
-    by = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))
+    by = by_finding(load_grid_dir(make_grid(tmp_path / "g", spec)))
     prec = next(c for c in by["entropy_order"].checks if c.a == "precision")
     assert prec.null_margin == pytest.approx(0.01 * prec.b_mean) and prec.p_adjusted > 0.05
     assert prec.verdict == NOT_HELD and prec.p_absent_adjusted < 0.05
@@ -208,7 +68,7 @@ def test_rl_gain_is_judged_apart_from_the_level(tmp_path):
     """precision is above ce after RL only because it was above before RL: the level holds, the gain not."""
     spec = paper_like(3)
     spec["precision"] = [dict(v, mid_avg=v["mid_avg"] + 0.1) for v in spec["precision"]]
-    checks = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))["rl_precision_tail"].checks
+    checks = by_finding(load_grid_dir(make_grid(tmp_path / "g", spec)))["rl_precision_tail"].checks
     prec_avg = {c.metric: c for c in checks if c.a == "precision" and c.metric.startswith("Avg@")}
     assert prec_avg["Avg@8 after RL"].verdict == HELD
     gain = prec_avg["Avg@8 RL gain (after RL - after midtrain)"]
@@ -220,21 +80,8 @@ def test_response_length_is_judged_against_ce(tmp_path):
     spec = paper_like(3)
     for config in spec:
         spec[config] = [dict(v, length=(60 + i, 42 + i * 0.7)) for i, v in enumerate(spec[config])]
-    c = _by(load_grid_dir(make_grid(tmp_path / "g", spec)))["rl_length"].checks[0]
+    c = by_finding(load_grid_dir(make_grid(tmp_path / "g", spec)))["rl_length"].checks[0]
     assert c.verdict == INCONCLUSIVE and abs(c.estimate) < 0.01 and c.a_mean < -0.25 and c.b_mean < -0.25
-
-
-def test_one_seed_grids_give_only_not_tested(tmp_path):
-    root = make_grid(tmp_path / "g", paper_like(1))
-    assert main(["report", str(root)]) == 0
-    doc = json.loads((root / "verdicts.json").read_text())
-    assert doc["seeds"] == 1 and doc["correction"] == "holm" and doc["schema_version"] == 1
-    checks = [c for f in doc["findings"] for c in f["checks"]]
-    assert {f["verdict"] for f in doc["findings"]} == {c["verdict"] for c in checks} == {NOT_TESTED}
-    assert all(c["p"] is None and c["mde"] is None for c in checks)
-    # accuracy checks still show an indicative interval over the evaluation's prompts
-    assert any(c["ci"] is not None and "prompts" in c["test"] for c in checks)
-    assert "no finding is tested" in (root / "report.md").read_text()
 
 
 def test_verdicts_json_schema_with_three_seeds(tmp_path):
@@ -301,109 +148,14 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
     } == {0.025}
 
 
-def test_report_renders_from_fixture_metrics(tmp_path, capsys):
-    root = make_grid(tmp_path / "g", paper_like(3), models=("tiny", "tiny-moe"))
-    assert main(["report", str(root)]) == 0
-    text = (root / "report.md").read_text()
-    for model in ("tiny", "tiny-moe"):
-        for fig in ("pretrain", "shaping", "midtrain", "rl", "passk", "effects"):
-            png = root / f"{fig}-{model}.png"
-            assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
-            assert f"]({fig}-{model}.png)" in text
-    assert "## tiny (dense)" in text and "## tiny-moe (MoE)" in text
-    assert text.count("### After rl") == 2 and "**held**" in text
-    assert "Holm-adjusted" in text and "log 1.05" in text and "## How the findings are judged" in text
-    row = next(line for line in text.splitlines() if line.startswith("| precision | 3 |"))
-    assert " ± " in row
-    assert "held-out prompts" not in text and "Second look" not in text
-    (root / "grid.yaml").write_text((root / "grid.yaml").read_text() + "first_look_seeds: 2\n")
-    assert main(["report", str(root)]) == 0
-    assert "**Second look**: this study was first read at 2 seeds" in (root / "report.md").read_text()
-
-
-def test_knowledge_is_called_recall_never_held_out(tmp_path):
-    root = make_grid(tmp_path / "g", paper_like(3))
-    for run in (root / "runs" / "tiny").glob("*/s*"):
-        (run / "rl" / "config.yaml").write_text("task: knowledge\n")
-    text = write_report(root).read_text()
-    assert "recall of facts seen in pre-training" in text and "not held out" in text
-
-
 def test_unfinished_stages_are_not_tested(tmp_path):
     root = make_grid(tmp_path / "g", paper_like(3))
     (
         root / "runs" / "tiny" / "precision" / "s0" / "pretrain" / "final" / "config.json"
     ).unlink()  # still training
-    entropy = _by(load_grid_dir(root))["entropy_order"]
+    entropy = by_finding(load_grid_dir(root))["entropy_order"]
     assert [c.verdict for c in entropy.checks] == [NOT_TESTED, HELD] and entropy.verdict == NOT_TESTED
     assert entropy.checks[0].n == 2
-
-
-def test_report_errors_are_one_line(tmp_path, capsys):
-    def err() -> str:
-        assert main(["report", str(tmp_path)]) == 2
-        text = capsys.readouterr().err
-        assert text.count("\n") == 1 and "Traceback" not in text
-        return text
-
-    assert "not a reproduce directory" in err()
-    (tmp_path / "grid.yaml").write_text("configs: ce\nmodels: tiny\neval_tasks: knowledge\neval_samples: 8\n")
-    assert "holds no runs yet" in err()
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("configs: ce,precision\nmodels: [tiny,\n", "not valid YAML"),  # cut inside a flow list
-        ("configs: ce,precision\nmodels: tiny\n", "lacks eval_tasks, eval_samples"),  # cut after a line
-        ("", "holds NoneType"),
-        ("configs: ce\nmodels: tiny\neval_tasks: knowledge\neval_samples: x\n", "eval_samples must be"),
-    ],
-)
-def test_a_truncated_grid_yaml_is_a_one_line_error(tmp_path, capsys, text, message):
-    root = make_grid(tmp_path / "g", paper_like(1))
-    (root / "grid.yaml").write_text(text)
-    assert main(["report", str(root)]) == 2
-    out = capsys.readouterr().err
-    assert message in out and out.count("\n") == 1, out
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("[]", "holds list"),
-        ('{"tasks": [1]}', "holds dict"),
-        ('{"tas', "not valid JSON"),
-        ('{"tasks": {"k": 3}}', "must be an object"),
-    ],
-)
-def test_a_broken_results_json_is_a_one_line_error(tmp_path, capsys, content, message):
-    root = make_grid(tmp_path / "g", paper_like(1))
-    (root / "runs" / "tiny" / "tail" / "s0" / "rl" / "eval" / "results.json").write_text(content)
-    assert main(["report", str(root)]) == 2
-    out = capsys.readouterr().err
-    assert message in out and "results.json" in out and out.count("\n") == 1, out
-
-
-def test_report_has_an_auto_row_when_the_grid_runs_auto(tmp_path):
-    spec = paper_like(3)
-    spec["auto"] = [dict(v, entropy=0.85) for v in spec["ce"]]
-    text = write_report(make_grid(tmp_path / "g", spec)).read_text()
-    assert (
-        sum(line.startswith("| auto | 3 |") for line in text.splitlines()) == 3
-    )  # after pretrain, midtrain, rl
-    assert (
-        "| auto vs ce: final validation log-perplexity" in text
-    )  # every configuration's perplexity is judged
-
-
-def test_report_package_imports_no_torch():
-    code = (
-        "import sys, shapedce.report, shapedce.report.render, shapedce.report.verdicts; "
-        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
-        "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_passk_k():
@@ -418,18 +170,3 @@ def test_moe_is_recognised_from_the_config_our_moe_flavor_saves():
 
     assert any(build_model("tiny-moe", seed=0).config.to_dict().get(k) for k in MOE_KEYS)
     assert not any(build_model("tiny", seed=0).config.to_dict().get(k) for k in MOE_KEYS)
-
-
-def test_runs_csv_holds_the_values_the_checks_pair(tmp_path):
-    import csv
-
-    spec = paper_like(3)
-    root = make_grid(tmp_path / "g", spec)
-    assert main(["report", str(root)]) == 0
-    rows = list(csv.DictReader((root / "runs.csv").open()))
-    assert len(rows) == 3 * len(spec)
-    ce1 = next(r for r in rows if r["config"] == "ce" and r["seed"] == "1")
-    assert float(ce1["pretrain_entropy"]) == pytest.approx(spec["ce"][1]["entropy"])
-    assert float(ce1["pretrain_tail_mass"]) == pytest.approx(spec["ce"][1]["tail_mass"])
-    assert float(ce1["rl_avg_at_m"]) > 0 and "midtrain_pass_at_4" in ce1
-    assert float(ce1["midtrain_ppl"]) == pytest.approx(spec["ce"][1]["ppl"] + 0.1 / 3)  # last val point
