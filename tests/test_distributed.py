@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import load_file
 
 from shapedce.cli import main
+from shapedce.train.checkpoint.sharded import is_sharded_checkpoint
 from shapedce.train.dist import RENDEZVOUS, Dist, detect
-from shapedce.train.dist_checkpoint import is_sharded_checkpoint
 from shapedce.train.metrics import read_metrics
 
 pytestmark = pytest.mark.skipif(

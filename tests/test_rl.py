@@ -169,7 +169,7 @@ def test_resume_gives_the_uninterrupted_run(model_dir, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_rl(toy_config(), model_dir, straight, reward=parity_reward, prompts=PROMPTS)
     run_rl(toy_config(steps=2), model_dir, split, reward=parity_reward, prompts=PROMPTS)
-    state = json.loads((split / "checkpoints" / "checkpoint-2" / "rl_state.json").read_text())
+    state = torch.load(split / "checkpoints" / "step_0000002" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 2 and state["stream"]["drawn"] > 4  # refills were drawn
     run_rl(toy_config(), model_dir, split, resume=True, reward=parity_reward, prompts=PROMPTS)
     a, b = read_rows(straight), read_rows(split)
@@ -227,7 +227,7 @@ def test_smoke_preset_writes_every_field_and_resumes(model_dir, tmp_path):
     out = tmp_path / "run"
     final = run_rl(load_rl_config("smoke", ["steps=2"]), model_dir, out)
     assert (final / "config.json").is_file() and (final / "tokenizer.json").is_file()
-    with pytest.raises(UserError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a finished run"):
         run_rl(load_rl_config("smoke"), model_dir, out)
     train = read_rows(out)
     assert [r["step"] for r in train] == [1, 2] and [r["step"] for r in read_rows(out, "val")] == [0, 2]
@@ -287,12 +287,12 @@ def test_rl_needs_no_trl_and_samples_do_not_depend_on_the_split(model_dir):
     assert ids(whole) != ids(sample(model, tok, texts, cfg, backend="torch"))  # keys 0..3: other noise
 
 
-def test_checkpoint_without_json_state_is_refused(model_dir, tmp_path):
-    """E.g. a TRL-era checkpoint-N: no rl_state.json, so no exact resume; one line, nothing unpickled."""
+def test_checkpoint_of_an_earlier_version_is_refused(model_dir, tmp_path):
+    """An earlier version's checkpoint-N (another format): not resumed, one line, nothing unpickled."""
     out = tmp_path / "run"
     shutil.copytree(model_dir, out / "checkpoints" / "checkpoint-3")
     toy_config().save(out / "config.yaml")
-    with pytest.raises(UserError, match="has no rl_state.json"):
+    with pytest.raises(UserError, match="earlier shapedce version"):
         run_rl(toy_config(), model_dir, out, resume=True, reward=parity_reward, prompts=PROMPTS)
 
 

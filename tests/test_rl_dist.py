@@ -109,7 +109,7 @@ def test_two_processes_give_the_one_process_run(model_dir, one_process, tmp_path
 
 def test_two_processes_resume_into_the_one_process_run(model_dir, one_process, tmp_path):
     _launch(2, "half", tmp_path, model_dir)
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "rl_state.json").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "dcp" / "metadata.json").is_file()
     _launch(2, "resume", tmp_path, model_dir)
     _assert_same_run(one_process, tmp_path, train_only=True)  # the stopped run evaluated at its end
 

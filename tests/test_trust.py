@@ -94,8 +94,8 @@ def test_load_sharded_refuses_crafted_metadata_and_items(tmp_path):
     import torch.distributed.checkpoint as dcp
 
     from shapedce.errors import UserError
-    from shapedce.train.dcp_metadata import write_metadata_json
-    from shapedce.train.dist_checkpoint import _SafePlanner, _SafeReader, load_sharded
+    from shapedce.train.checkpoint.dcp_metadata import write_metadata_json
+    from shapedce.train.checkpoint.sharded import _SafePlanner, _SafeReader, load_sharded
 
     marker = tmp_path / MARKER_NAME
     (tmp_path / "ck" / "dcp").mkdir(parents=True)
@@ -128,8 +128,8 @@ def test_dcp_metadata_json_round_trips_and_loads(tmp_path):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    from shapedce.train.dcp_metadata import read_metadata_json, write_metadata_json
-    from shapedce.train.dist_checkpoint import load_sharded
+    from shapedce.train.checkpoint.dcp_metadata import read_metadata_json, write_metadata_json
+    from shapedce.train.checkpoint.sharded import load_sharded
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -196,7 +196,7 @@ def test_diverging_run_stops_with_one_line_and_no_final(tmp_path, capsys):
     rows = read_metrics(out / "metrics.jsonl")
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)  # no NaN row was logged
     for ckpt in (out / "checkpoints").glob("step_*"):  # every kept checkpoint is a good one
-        from shapedce.train.resume import check_checkpoint
+        from shapedce.train.checkpoint.policy import check_checkpoint
 
         check_checkpoint(ckpt)
 

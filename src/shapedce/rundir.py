@@ -9,8 +9,10 @@ A stage directory (one `--out` of pretrain, midtrain or rl):
     config.yaml          the resolved config (written first, after every check passed)
     metrics.jsonl        one JSON row per logged step: {"stage", "step", "tokens", "split", ...}
     tokenizer/, cache/   the run's tokenizer and token caches (pre-/mid-training)
-    checkpoints/         step_NNNNNNN/ (pre-/mid-training) or checkpoint-N/ (RL);
-                         .tmp-* are unfinished writes, corrupt-* were moved aside by --resume
+    checkpoints/         step_NNNNNNN/ for every stage (`checkpoint_name`); .tmp-* are unfinished
+                         writes (removed at the next start), corrupt-* were moved aside by --resume
+                         (`shapedce.train.checkpoint` writes and reads them)
+    .lock                held by the one process writing the folder (`FolderLock`)
     final/               a plain Hugging Face model directory; the stage is finished when
                          final/config.json exists
     eval/results.json    `shapedce eval` of final/ (what the reproduce grid's eval stages write)
@@ -40,6 +42,38 @@ FINAL = "final"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
+LOCK = ".lock"
+CHECKPOINT_PREFIX = "step_"
+"""Every stage's checkpoints are CHECKPOINTS/step_NNNNNNN (the optimizer step, 7 digits or more)."""
+TMP_PREFIX = ".tmp-"
+"""An unfinished atomic write (a folder renamed into place when complete); stale ones are removed."""
+CORRUPT_PREFIX = "corrupt-"
+"""A checkpoint `--resume` found corrupt and moved aside (never deleted)."""
+LEGACY_RL_PREFIX = "checkpoint-"
+"""RL checkpoints of earlier versions (checkpoint-N): recognised to say they cannot be resumed."""
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint after optimizer step `step`."""
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint folder name, or None for any other name (.tmp-*, corrupt-*, ...)."""
+    digits = name[len(CHECKPOINT_PREFIX) :]
+    if name.startswith(CHECKPOINT_PREFIX) and len(digits) >= 7 and digits.isdigit():
+        return int(digits)
+    return None
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """The checkpoint folders (step_N) under a checkpoints/ folder, oldest first; .tmp-* and corrupt-*
+    are not listed."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p.name) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p.name))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -144,9 +178,21 @@ class StageDir:
         """True once the stage wrote its config (it may have saved no checkpoint yet)."""
         return self.config.is_file()
 
-    def has_checkpoint(self, pattern: str = "step_*") -> bool:
-        """A complete checkpoint (step_* for pre-/mid-training, checkpoint-* for RL) is there."""
-        return self.checkpoints.is_dir() and any(p.is_dir() for p in self.checkpoints.glob(pattern))
+    @property
+    def lock(self) -> Path:
+        """The lock file the stage's one writer holds for its whole life."""
+        return self.path / LOCK
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / checkpoint_name(step)
+
+    def list_checkpoints(self) -> list[Path]:
+        """Complete checkpoints (step_N), oldest first; .tmp-* and corrupt-* are not listed."""
+        return list_checkpoints(self.checkpoints)
+
+    def has_checkpoint(self) -> bool:
+        """A complete checkpoint is there (its integrity is checked when --resume reads it)."""
+        return bool(self.list_checkpoints())
 
     def rows(self, split: str | None = None) -> list[dict[str, Any]]:
         """metrics.jsonl rows (of one split when given); [] before the first row."""

@@ -27,10 +27,10 @@ from ..rundir import STAGES, FolderLock, GridDir, StageDir
 from .grid import GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
 
 
-def _resume_or_restart(stage_dir: Path, pattern: str) -> bool:
-    """True when the stage has a checkpoint (`pattern` under checkpoints/) to resume from; a stage
-    that started but saved none is removed, to restart from scratch."""
-    if StageDir(stage_dir).has_checkpoint(pattern):
+def _resume_or_restart(stage_dir: Path) -> bool:
+    """True when the stage has a checkpoint (checkpoints/step_N) to resume from; a stage that
+    started but saved none is removed, to restart from scratch."""
+    if StageDir(stage_dir).has_checkpoint():
         return True
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
@@ -64,20 +64,20 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
     if stage.startswith("eval-"):
         evaluate(run.stage_dir(stage.split("-", 1)[1]), eval_settings(grid), out)
     elif stage == "pretrain":
-        train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out, "step_*"))
+        train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out))
     elif stage == "midtrain":
         run_midtrain(
             run.stage_dir("pretrain"),
             out,
             grid.overrides("midtrain"),
-            resume=_resume_or_restart(out, "step_*"),
+            resume=_resume_or_restart(out),
         )
-    elif stage == "rl":  # RL checkpoints are named checkpoint-N
+    elif stage == "rl":
         run_rl(
             rl_config(grid, run),
             run.stage_dir("midtrain"),
             out,
-            resume=_resume_or_restart(out, "checkpoint-*"),
+            resume=_resume_or_restart(out),
         )
     else:
         raise UserError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")

@@ -18,14 +18,16 @@ pre-training peak to `midtrain.final_lr_ratio` of it, `midtrain.seq_len_multipli
 sequences, RoPE base `midtrain.rope_theta`, and the reasoning-heavy data mix.
 Under torchrun the same commands run data-parallel (DDP or FSDP2, `train.parallel`) with the
 same global batch and loss curve as one process; `shapedce.train.dist` says how, and
-`shapedce.train.dist_checkpoint` how its sharded checkpoints resume at any world size.
+`shapedce.train.checkpoint` how its sharded checkpoints resume at any world size.
 
 State: `LMTrainer` (shapedce.train.lm_trainer) owns the model, optimizer, scheduler, batch stream
 and controller; its `state_dict()` is what a checkpoint holds beside the weights. Faults: a NaN or
 inf loss or gradient norm stops the run before that update (one line naming the step; the last
 good checkpoint stays; no final/ is written). `--resume` takes the newest intact checkpoint
-(`shapedce.train.resume`); a folder with no checkpoint can always be started again; every config
-check runs before the folder is written.
+(`shapedce.train.checkpoint`), refusing an override that changes the model or the data; a
+folder with no checkpoint can always be started again; every config check runs before the
+folder is written. Rank 0 holds RUN/.lock for the run's whole life: a second process on the
+folder stops at once with one line naming the holder's pid.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 from ..config import RunConfig, build_config, load_run_config
 from ..errors import UserError
 from ..models import flavor_config
 from ..rundir import FINAL, StageDir, prepare_out
 from . import dist as dist_
+from .checkpoint import Checkpointer, check_resume_config, lock_stage
 from .dist import Dist
 from .lm_trainer import (  # noqa: F401 - re-exported: the training API of this stage
     LMTrainer,
@@ -50,7 +55,9 @@ from .lm_trainer import (  # noqa: F401 - re-exported: the training API of this 
     resolve_device,
 )
 from .metrics import MetricsLog
-from .resume import remove_stale_writes, select_checkpoint
+
+RESUME_FIXED = ("stage", "model", "data")
+"""Settings a `--resume` override may not change (they fix the model's or the data's shape)."""
 
 
 def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -> RunConfig:
@@ -89,34 +96,29 @@ def _max_positions(cfg: RunConfig, init_from: Path | None, resume_from: Path | N
     return flavor_config(cfg.model.flavor).max_position_embeddings
 
 
-def _decide(stage: StageDir, resume: bool) -> Path | None:
-    """Rank 0's decision: the checkpoint to resume from, or None for a fresh start (a folder that
-    holds no checkpoint can always be started again, `--resume` included); UserError if refused."""
-    remove_stale_writes(stage.checkpoints)
-    if not resume:
-        if stage.finished():
-            raise UserError(f"{stage.path} already holds a finished run; choose another --out")
-        if stage.has_checkpoint():
-            raise UserError(
-                f"{stage.path} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        return None
-    resume_from = select_checkpoint(stage.checkpoints)
-    if resume_from is None:
+def _decide(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
+    """Rank 0's decision (`Checkpointer.decide`): the checkpoint to resume from, or None for a
+    fresh start; UserError if refused (a `--resume` override changing the model or data shape too)."""
+    resume_from = Checkpointer(stage, d, cfg.train.keep_last).decide(resume)
+    if resume_from is None and resume:
         print(
             f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
             file=sys.stderr,
         )
+    if resume_from is not None and stage.config.is_file():
+        saved = yaml.safe_load(stage.config.read_text())
+        if isinstance(saved, dict):
+            check_resume_config(saved, cfg.to_dict(), RESUME_FIXED, stage.config)
     return resume_from
 
 
-def _claim_folder(stage: StageDir, resume: bool, d: Dist) -> Path | None:
+def _claim_folder(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
     """Rank 0 decides fresh start or resume (`_decide`), every rank follows; a fresh start in a
     folder an earlier start wrote to drops that start's derived files."""
     outcome: Path | UserError | None = None
     if d.main:
         try:
-            outcome = _decide(stage, resume)
+            outcome = _decide(cfg, stage, resume, d)
         except UserError as err:
             outcome = err
     outcome = dist_.gather_objects(d, outcome)[0]
@@ -152,8 +154,10 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
     prepare_out(stage.path)  # every rank: a bad --out fails everywhere before the process group forms
     device = dist_.device_for(d, device)
     dist_.init(d, device)
+    lock = None
     try:
-        resume_from = _claim_folder(stage, resume, d)
+        lock = lock_stage(stage, d)
+        resume_from = _claim_folder(cfg, stage, resume, d)
         dist_.barrier(d)  # every rank has checked the folder before rank 0 writes to it
         if d.main:
             cfg.save(stage.config)
@@ -170,6 +174,8 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
                 log.close()
         return trainer.write_final()
     finally:
+        if lock is not None:
+            lock.release()
         dist_.teardown(d)
 
 

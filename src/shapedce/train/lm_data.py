@@ -19,6 +19,7 @@ from ..data.packing import PackedSequences, read_texts, tokenize_to_memmap
 from ..data.tokenizer import check_tokenizer_fits, load_tokenizer, train_tokenizer
 from ..errors import UserError
 from ..models import flavor_config
+from .checkpoint import save_tokenizer
 
 BUILTIN = {"builtin": "", "builtin-v2": "-v2"}
 """data.corpus values of the built-in corpora -> suffix of their mix names in shapedce.data.corpus."""
@@ -86,7 +87,7 @@ def prepare_data(cfg: RunConfig, out: Path, init_from: Path | None = None):
         tokenizer = train_tokenizer(train_texts, vocab)
     check_tokenizer_fits(tokenizer, vocab)
     if not tok_dir.is_dir():
-        tokenizer.save_pretrained(tok_dir)
+        save_tokenizer(tokenizer, tok_dir)  # atomic: a killed run never leaves half a tokenizer
     cache = out / "cache"
     train = PackedSequences(tokenize_to_memmap(train_texts, tokenizer, cache, key="train"), cfg.data.seq_len)
     val = PackedSequences(tokenize_to_memmap(val_texts, tokenizer, cache, key="val"), cfg.data.seq_len)

@@ -31,24 +31,8 @@ from ..loss import EntropyController
 from ..models import build_model, check_finite_weights, set_rope_theta
 from ..rundir import StageDir
 from . import dist as dist_
-from .checkpoint import (
-    list_checkpoints,
-    load_trainer_state,
-    load_weights,
-    save_checkpoint,
-    set_rng_state,
-    write_model_dir,
-)
+from .checkpoint import Checkpointer, list_checkpoints, load_weights, set_rng_state
 from .dist import Dist
-from .dist_checkpoint import (
-    full_optimizer_state,
-    is_sharded_checkpoint,
-    load_sharded,
-    model_from_checkpoint_config,
-    save_sharded_checkpoint,
-    set_full_optimizer_state,
-    write_final,
-)
 from .lm_data import BatchStream, prepare_data
 from .metrics import MetricsLog, merge_stats
 
@@ -92,11 +76,7 @@ def resolve_device(cfg: RunConfig) -> tuple[torch.device, torch.dtype | None]:
     return dev, amp
 
 
-def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None, resume_from: Path | None):
-    if resume_from is not None:
-        if is_sharded_checkpoint(resume_from):  # weights come from dcp/ once the model is wrapped
-            return model_from_checkpoint_config(resume_from)
-        return load_weights(resume_from)
+def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None):
     max_pos = cfg.model.max_position_embeddings or None
     if init_from is None:
         return build_model(
@@ -146,7 +126,7 @@ class NonFiniteError(UserError):
 class LMTrainer:
     """One pre-/mid-training stage of one rank: model, optimizer, scheduler, batch stream, entropy
     controller, and the loop. Its resumable state is `state_dict()` (model and optimizer go to the
-    checkpoint files beside it; see `checkpoint` and `dist_checkpoint`)."""
+    checkpoint files beside it; see `shapedce.train.checkpoint`)."""
 
     def __init__(
         self,
@@ -168,22 +148,23 @@ class LMTrainer:
         dist_.barrier(d)
         if not d.main:
             self.tokenizer, self.train_seqs, self.val_seqs, vocab = prepare_data(cfg, stage.path, init_from)
-        self.model = _start_model(cfg, vocab, init_from, resume_from).to(device)
+        self.ckpt = Checkpointer(stage, d, cfg.train.keep_last)
+        model = self.ckpt.start_model(resume_from) if resume_from else _start_model(cfg, vocab, init_from)
+        self.model = model.to(device)
         if init_from is not None and resume_from is None:
             check_finite_weights(self.model, init_from)
         self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
         patch_causal_lm(self.model, self.control.loss() if self.control else cfg.loss, return_stats=True)
         self.model.train()
         full_optim = None
-        if resume_from is not None and not is_sharded_checkpoint(resume_from) and d.on:
-            # a one-process checkpoint on N ranks: its optimizer state, keyed by name, is sharded below
-            saved = load_trainer_state(resume_from)["optimizer"]
-            full_optim = full_optimizer_state(self.model, make_optimizer(self.model, cfg)[0], saved)
+        if resume_from is not None:  # a one-process checkpoint on N ranks: its optimizer, sharded below
+            make_opt = lambda m: make_optimizer(m, cfg)[0]  # noqa: E731
+            full_optim = self.ckpt.full_optimizer(resume_from, self.model, make_opt)
         self.module = dist_.wrap(self.model, d, parallel, device)
         self.opt, self.sched = make_optimizer(self.module, cfg)
         self.stream = BatchStream(self.train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
         if resume_from is not None:
-            self._resume(resume_from, full_optim)
+            self.load_state_dict(self.ckpt.load(resume_from, self.module, self.opt, full_optim))
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -207,33 +188,8 @@ class LMTrainer:
         if self.control is not None:
             self.control.load_state_dict(state["entropy_control"])
 
-    def _resume(self, path: Path, full_optim: dict | None) -> None:
-        state = load_trainer_state(path)
-        if is_sharded_checkpoint(path):
-            load_sharded(path, self.module, self.opt)
-            state.pop("optimizer", None)
-        elif full_optim is not None:
-            set_full_optimizer_state(self.module, self.opt, full_optim)
-            state.pop("optimizer", None)
-        self.load_state_dict(state)
-
     def save_checkpoint(self) -> Path:
-        root, cfg = self.stage.checkpoints, self.cfg
-        if self.d.on:  # model and optimizer go to dcp/, sharded as they are trained
-            return save_sharded_checkpoint(
-                root,
-                self.step,
-                self.module,
-                self.opt,
-                self.tokenizer,
-                self.state_dict(),
-                cfg,
-                cfg.train.keep_last,
-                self.d,
-            )
-        return save_checkpoint(
-            root, self.step, self.model, self.tokenizer, self.state_dict(), cfg, cfg.train.keep_last
-        )
+        return self.ckpt.save(self.step, self.module, self.opt, self.tokenizer, self.state_dict(), self.cfg)
 
     # ------------------------------------------------------------------------------ loop
     def train_step(self) -> tuple[list, float, float, bool]:
@@ -345,7 +301,4 @@ class LMTrainer:
         )
 
     def write_final(self) -> Path:
-        if self.d.on:
-            return write_final(self.stage.final, self.module, self.tokenizer, self.cfg, self.d)
-        check_finite_weights(self.model, "the trained model")  # never write a non-finite final/
-        return write_model_dir(self.stage.final, self.model, self.tokenizer, self.cfg)
+        return self.ckpt.write_final(self.module, self.tokenizer, self.cfg)

@@ -21,11 +21,15 @@ How our GRPO departs from textbook GRPO (Shao et al. 2024), as the paper runs it
   - lr: AdamW, linear warm-up over `warmup_steps` ((s + 1) / (warmup_steps + 1)), then constant.
 Advantage A_i = (r_i - mean_group(r)) / (std_group(r) + 1e-4), std with Bessel's correction.
 
-Distributed (torchrun, gloo on CPU / nccl on GPU, DDP): rollouts are split by whole groups; every
-rank then holds the whole batch and trains on its share of each mini-batch (contiguous rows), so
-the update equals the one-process update. The held-out evaluation is split over the ranks
-(same samples as one process). Rank 0 alone writes metrics, evaluation rows,
-checkpoints and final/. A checkpoint holds no per-rank state (resume tested on 1 and 2 processes).
+Distributed (torchrun, gloo on CPU / nccl on GPU; `parallel`: DDP, or FSDP2 sharding parameters,
+gradients and optimizer state): rollouts are split by whole groups; every rank then holds the whole
+batch and trains on its share of each mini-batch (contiguous rows), so the update equals the
+one-process update. The held-out evaluation is split over the ranks (same samples as one process).
+Rank 0 writes metrics, evaluation rows and final/; checkpoints are sharded (every rank writes its
+part) and resume at any world size that divides the batch (`shapedce.train.checkpoint`).
+The loop itself is `shapedce.train.rl_trainer.RLTrainer` (Ctrl-C saves a checkpoint and exits 130;
+a non-finite loss, gradient or weight stops the run with one line and no final/). Rank 0 holds
+OUT/.lock for the run's whole life: a second process on the folder stops at once with one line.
 Rollouts: our KV-cache sampler, or a colocated vLLM engine per GPU (`rollout_backend=vllm`,
 `shapedce.train.rl_vllm`, not run here).
 
@@ -34,41 +38,37 @@ batch's reward, response_length, frac_truncated, entropy, and the same over all 
 (`*_all_rounds`), frac_groups_dropped, frac_reward_zero_std (all-equal groups seen, also with
 dynamic sampling off), sampling_rounds, loss, clip_frac, clip_frac_low,
 clip_frac_high, lr, grad_norm; val rows: held-out avg_at_k, cons_at_k, pass_at_k through
-`shapedce.eval.run.score_task` on the task's TEST split with fixed seeds), checkpoints/checkpoint-N
-(weights as safetensors, optimizer.pt read with weights_only=True, rl_state.json), final/.
+`shapedce.eval.run.score_task` on the task's TEST split with fixed seeds), checkpoints/step_N
+(as pre-training's: weights as safetensors or sharded dcp/, trainer_state.pt read weights-only), final/.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..errors import UserError
-from ..eval.loading import load_model, resolve_model_dir
+from ..eval.loading import resolve_model_dir
 from ..eval.metrics import summarize
 from ..eval.sample import SamplingConfig, sample
 from ..eval.scoring import score_task
-from ..models import check_finite_weights
-from ..rundir import CONFIG, FINAL, StageDir, prepare_out
+from ..rundir import StageDir, prepare_out
 from ..tasks import get_task, get_tasks
 from . import dist as dist_
-from .checkpoint import write_model_dir
-from .grpo import clipped_loss, group_advantages, token_logps
+from .checkpoint import Checkpointer, check_resume_config, lock_stage
 from .metrics import MetricsLog
 from .rl_config import RLConfig
-from .rl_rollout import Batch, DynamicSamplingError, PromptStream, collect_batch
+from .rl_rollout import DynamicSamplingError
+from .rl_trainer import RLTrainer
 
-__all__ = ["DynamicSamplingError", "run_rl", "train_on_batch", "heldout_eval"]
-CKPT = "checkpoint-"
-STATE_JSON = "rl_state.json"
-OPTIM = "optimizer.pt"
+__all__ = ["DynamicSamplingError", "run_rl", "heldout_eval"]
+RESUME_FIXED = ("task", "train_prompts", "prompts_per_step", "group_size", "max_completion_length", "seed")
+"""Settings a `--resume` override may not change (they fix the prompts and the batch's shape)."""
 _ONE_PROCESS = dist_.Dist()  # the default `d` of heldout_eval: a single process, no torch.distributed
 
 
@@ -115,131 +115,6 @@ def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) 
     }
 
 
-# ----------------------------------------------------------------------------- one generation batch
-
-
-def _rows(batch: Batch, mask_truncated: bool = True) -> list[tuple[list[int], list[int], float, bool]]:
-    """(prompt ids, completion ids, advantage, in the loss) per completion, in batch order."""
-    adv = group_advantages(torch.tensor([g.rewards for g in batch.groups], dtype=torch.float64))
-    return [
-        (g.prompt_ids, c, float(adv[i, s]), f or not mask_truncated)
-        for i, g in enumerate(batch.groups)
-        for s, (c, f) in enumerate(zip(g.completion_ids, g.finished))
-    ]
-
-
-def _logps(module, rows, pad: int, temperature: float, amp: bool):
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        return token_logps(module, [r[0] for r in rows], [r[1] for r in rows], pad, temperature)
-
-
-def train_on_batch(
-    module,
-    optimizer,
-    batch: Batch,
-    cfg: RLConfig,
-    d: dist_.Dist,
-    pad: int,
-    lrs: list[float],
-    amp: bool = False,
-) -> list[dict[str, float]]:
-    """One optimizer step per mini-batch, at the learning rates `lrs` (len(lrs) <= cfg.mini_batches
-    steps: a run's last batch may stop early); one stats dict per step.
-
-    Mini-batch m is rows [m R/M, (m+1) R/M) of the batch; rank r trains the r-th contiguous part of
-    it, in micro-batches of `cfg.micro_batch`. pi_old: the log-probs before the first step."""
-    rows = _rows(batch, cfg.mask_truncated)
-    M, W = cfg.mini_batches, d.world
-    per_mini, per_rank = len(rows) // M, len(rows) // (M * W)
-    mine = [rows[m * per_mini + d.rank * per_rank : m * per_mini + (d.rank + 1) * per_rank] for m in range(M)]
-    micro = cfg.micro_batch
-    chunks = [[part[i : i + micro] for i in range(0, per_rank, micro)] for part in mine]
-    old = None
-    if M > 1:  # pi_old = the sampling policy, frozen before the first update
-        with torch.no_grad():
-            old = [[_logps(module, c, pad, cfg.temperature, amp)[0] for c in part] for part in chunks]
-    out = []
-    for m, lr in enumerate(lrs[:M]):
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        tokens = sum(len(r[1]) for r in rows[m * per_mini : (m + 1) * per_mini] if r[3])
-        sums = {"loss": 0.0, "tokens": 0.0, "clipped_low": 0.0, "clipped_high": 0.0}
-        for i, c in enumerate(chunks[m]):
-            with dist_.grad_sync(module, i == len(chunks[m]) - 1):
-                logp, mask = _logps(module, c, pad, cfg.temperature, amp)
-                mask = mask * torch.tensor([float(r[3]) for r in c], device=mask.device)[:, None]
-                adv = torch.tensor([r[2] for r in c], device=logp.device)
-                ref = old[m][i] if old is not None else logp.detach()
-                loss, st = clipped_loss(logp, ref, adv, mask, cfg.epsilon_low, cfg.epsilon_high, tokens)
-                (loss * W).backward()  # DDP averages over ranks; the sum over ranks is the loss
-            sums["loss"] += float(loss.detach())
-            for key in ("tokens", "clipped_low", "clipped_high"):
-                sums[key] += st[key]
-        grad_norm = dist_.clip_grad_norm(module, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum, n, low, high = dist_.all_sum(
-            d, [sums["loss"], sums["tokens"], sums["clipped_low"], sums["clipped_high"]]
-        )
-        out.append(
-            {
-                "loss": loss_sum,
-                "clip_frac_low": low / max(n, 1.0),
-                "clip_frac_high": high / max(n, 1.0),
-                "clip_frac": (low + high) / max(n, 1.0),
-                "grad_norm": grad_norm,
-                "trained_tokens": n,
-                "lr": lr,
-            }
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _save(out: Path, step: int, model, tokenizer, optimizer, state: dict[str, Any], cfg: RLConfig) -> Path:
-    """OUT/checkpoints/checkpoint-STEP, written to a temporary sibling and renamed into place."""
-    root = StageDir(out).checkpoints
-    root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / f"{CKPT}{step}", root / f".tmp-{CKPT}{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIM)
-    (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=1))
-    cfg.save(tmp / CONFIG)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(root)[: -cfg.save_total_limit]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    found = (
-        [p for p in root.glob(f"{CKPT}*") if p.is_dir() and p.name[len(CKPT) :].isdigit()]
-        if root.is_dir()
-        else []
-    )
-    return sorted(found, key=lambda p: int(p.name[len(CKPT) :]))
-
-
-def _load_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(rl_state.json, optimizer state) of a checkpoint; never unpickles code (weights_only=True)."""
-    if not (ckpt / STATE_JSON).is_file():
-        raise UserError(
-            f"{ckpt} has no {STATE_JSON} (written by the earlier TRL-based trainer?); "
-            "it cannot be resumed: start the stage again"
-        )
-    try:
-        state = json.loads((ckpt / STATE_JSON).read_text())
-        optim = torch.load(ckpt / OPTIM, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"checkpoint {ckpt} is incomplete or corrupt: {type(err).__name__}") from None
-    return state, optim
-
-
 # ----------------------------------------------------------------------------- run
 
 
@@ -284,104 +159,76 @@ def run_rl(
             f"prompts_per_step * group_size ({rows}) must divide by mini_batches * world size * "
             f"micro_batch ({cfg.mini_batches} * {d.world} * {cfg.micro_batch}); lower micro_batch"
         )
+    parallel = dist_.resolve_parallel(cfg.parallel, device)
+    model_dir = resolve_model_dir(from_dir)
+    stage = StageDir(out)
+    prepare_out(stage.path)  # every rank: a bad --out fails everywhere before the process group forms
     device = dist_.device_for(d, device)
     dist_.init(d, device)
+    lock = None
     try:
-        return _run(cfg, Path(from_dir), Path(out), resume, d, device, reward, prompts)
+        lock = lock_stage(stage, d)
+        resume_from = _claim_folder(cfg, stage, resume, d)
+        dist_.barrier(d)  # every rank has read `out` before rank 0 writes to it
+        prompts = train_prompts(cfg) if prompts is None else prompts
+        trainer = RLTrainer(cfg, stage, model_dir, d, device, parallel, resume_from, reward, prompts)
+        log = None
+        if d.main:
+            cfg.save(stage.config)
+            (stage.path / "from.txt").write_text(str(model_dir) + "\n")
+            log = MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None)
+
+        def evaluate(at: int) -> None:
+            model, was_training = trainer.sampler, trainer.sampler.training
+            model.eval()
+            row = heldout_eval(model, trainer.tokenizer, cfg, d)
+            model.train(was_training)
+            if log is not None:
+                log.write("rl", at, trainer.tokens, "val", row)
+
+        try:
+            trainer.fit(log, evaluate)
+        finally:
+            if log is not None:
+                log.close()
+        return trainer.write_final()
     except UserError:
         if d.on and not d.main:  # every rank fails alike (shared decisions); rank 0 alone prints the line,
             time.sleep(3)  # and exits first, so torchrun does not stop it before it has printed
             raise SystemExit(2) from None
         raise
     finally:
+        if lock is not None:
+            lock.release()
         dist_.teardown(d)
 
 
-def _run(
-    cfg: RLConfig, from_dir: Path, out: Path, resume: bool, d: dist_.Dist, device, reward, prompts
-) -> Path:
-    model_dir = resolve_model_dir(from_dir)
-    stage = StageDir(out)
-    ckpts = _checkpoints(stage.checkpoints)
-    if not resume and (ckpts or stage.finished()):
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not ckpts:  # stopped before its first checkpoint: a folder is never stuck
-        if d.main:
-            print(
-                f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
-                file=sys.stderr,
-            )
-        resume = False
-    if d.main:
-        prepare_out(out)
-        if not resume and stage.metrics.exists():  # rows of an earlier start that saved no checkpoint
-            stage.metrics.unlink()
-    source = ckpts[-1] if resume else model_dir
-    state, optim_state = _load_state(source) if resume else ({"step": 0, "tokens": 0, "stream": None}, None)
-    model, tokenizer = load_model(source, torch.device("cpu"))
-    check_finite_weights(model, source)
-    model.to(device).train()
-    module = dist_.wrap(model, d, "ddp", device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-    prompts = train_prompts(cfg) if prompts is None else prompts
-    stream = PromptStream(len(prompts), cfg.seed, state["stream"])
-    step, tokens = int(state["step"]), int(state["tokens"])
-    dist_.barrier(d)  # every rank has read `out` before rank 0 writes to it
-    log = None
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(StageDir(out).config)
-        (out / "from.txt").write_text(str(model_dir) + "\n")
-        log = MetricsLog(out, truncate_after=step if resume else None)
-    amp, pad = device.type == "cuda", tokenizer.pad_token_id
-    vllm = None
-    if cfg.rollout_backend == "vllm":
-        from .rl_vllm import VLLMRollout
+def _decide(cfg: RLConfig, stage: StageDir, resume: bool, d: dist_.Dist) -> Path | None:
+    """Rank 0: the checkpoint to resume from, or None for a fresh start (`Checkpointer.decide`)."""
+    resume_from = Checkpointer(stage, d, cfg.save_total_limit).decide(resume)
+    if resume and resume_from is None:  # stopped before its first checkpoint: a folder is never stuck
+        print(
+            f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
+            file=sys.stderr,
+        )
+    if resume_from is not None and stage.config.is_file():
+        saved = yaml.safe_load(stage.config.read_text())
+        if isinstance(saved, dict):
+            check_resume_config(saved, cfg.to_dict(), RESUME_FIXED, stage.config)
+    return resume_from
 
-        vllm = VLLMRollout(source, cfg.vllm_gpu_memory, cfg.seed, d.on)
-        if resume:
-            vllm.push(model)
 
-    def evaluate(at: int) -> None:
-        model.eval()
-        row = heldout_eval(model, tokenizer, cfg, d)
-        model.train()
-        if log is not None:
-            log.write("rl", at, tokens, "val", row)
-
-    try:
-        if not resume:
-            evaluate(0)
-        while step < cfg.steps:
-            sampler = model if vllm is None else vllm.engine
-            batch = collect_batch(sampler, tokenizer, prompts, reward, stream, cfg, d)
-            gen_tokens = sum(
-                len(p.prompt_ids) * cfg.group_size + sum(map(len, p.completion_ids)) for p in batch.groups
-            )
-            start, tokens = step, tokens + gen_tokens
-            lrs = [
-                cfg.lr * min(1.0, (s + 1) / (cfg.warmup_steps + 1))
-                for s in range(step, min(step + cfg.mini_batches, cfg.steps))
-            ]
-            for i, st in enumerate(train_on_batch(module, optimizer, batch, cfg, d, pad, lrs, amp)):
-                step += 1
-                if log is not None:
-                    log.write("rl", step, tokens, "train", {**batch.stats, **st, "mini_batch": i})
-            if vllm is not None:
-                vllm.push(model)
-            if d.main and (step // cfg.save_steps > start // cfg.save_steps or step == cfg.steps):
-                _save(
-                    out, step, model, tokenizer, optimizer, {"tokens": tokens, "stream": stream.state()}, cfg
-                )
-            if step == cfg.steps or (cfg.eval_every and step // cfg.eval_every > start // cfg.eval_every):
-                evaluate(step)
-            dist_.barrier(d)
-    finally:
-        if log is not None:
-            log.close()
+def _claim_folder(cfg: RLConfig, stage: StageDir, resume: bool, d: dist_.Dist) -> Path | None:
+    """Rank 0 decides, every rank follows; a fresh start drops an earlier start's metrics."""
+    outcome: Path | UserError | None = None
     if d.main:
-        write_model_dir(out / FINAL, model, tokenizer, cfg)
-    dist_.barrier(d)
-    return out / FINAL
+        try:
+            outcome = _decide(cfg, stage, resume, d)
+        except UserError as err:
+            outcome = err
+    outcome = dist_.gather_objects(d, outcome)[0]
+    if isinstance(outcome, UserError):
+        raise outcome
+    if outcome is None and d.main and stage.metrics.exists():  # rows of a start that saved no checkpoint
+        stage.metrics.unlink()
+    return outcome

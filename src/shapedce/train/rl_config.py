@@ -89,6 +89,9 @@ class RLConfig:
     """Fraction of each GPU's memory the colocated vLLM engine may take (rollout_backend=vllm)."""
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
+    parallel: str = "auto"
+    """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2: parameters, gradients and optimizer state
+    sharded; rollouts sample from an unsharded copy), or "auto" (fsdp on CUDA, ddp on CPU)."""
 
     def validate(self) -> RLConfig:
         checks = [
@@ -105,7 +108,7 @@ class RLConfig:
             ("steps", self.steps >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, "a finite number >= 0"),
             ("grad_clip", self.grad_clip >= 0, ">= 0 (0 disables)"),
             ("epsilon_low", 0 <= self.epsilon_low < 1, "in [0, 1)"),
             ("epsilon_high", self.epsilon_high >= 0, ">= 0"),
@@ -123,6 +126,7 @@ class RLConfig:
             ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
             ("seed", self.seed >= 0, ">= 0"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+            ("parallel", self.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
             ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),
             ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]

@@ -1,6 +1,8 @@
-"""Resumable checkpoints: Hugging Face weights plus the trainer's state, written atomically.
+"""One-process checkpoints and model folders: Hugging Face weights plus the trainer's state, atomically.
 
-A checkpoint is a directory `RUN/checkpoints/step_0000100/` holding
+    from shapedce.train.checkpoint.files import save_checkpoint, write_model_dir
+
+A checkpoint is a directory `RUN/checkpoints/step_0000100/` (`shapedce.rundir.checkpoint_name`) holding
   - `model.safetensors` + `config.json` (`save_pretrained`) and the tokenizer files, so that
     `AutoModelForCausalLM.from_pretrained(path)` loads it with no project code;
   - `trainer_state.pt`: optimizer, scheduler, RNG states, data position, step;
@@ -13,17 +15,16 @@ code from a file: safetensors for weights, `torch.load(weights_only=True)`, `yam
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
+from ...rundir import TMP_PREFIX, checkpoint_name, list_checkpoints
 
 STATE_FILE = "trainer_state.pt"
-STEP_DIR = re.compile(r"^step_(\d{7})$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,6 +41,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _fresh_tmp(final: Path) -> Path:
+    """An empty temporary sibling of `final` (this process's), for a write renamed into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Rename the finished `tmp` to `final`, replacing an older folder of that name."""
+    if final.exists():  # the same step written again (e.g. a resumed run's last save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def save_tokenizer(tokenizer, path: Path) -> Path:
+    """Write a tokenizer folder atomically (a killed writer never leaves half a tokenizer)."""
+    tmp = _fresh_tmp(Path(path))
+    tokenizer.save_pretrained(tmp)
+    return replace_dir(tmp, Path(path))
+
+
 def write_model_dir(
     final: Path,
     model,
@@ -51,19 +76,13 @@ def write_model_dir(
     """Write a Hugging Face model directory (plus trainer state if given) atomically: a temporary
     sibling renamed into place, replacing an older directory of the same name. `state_dict`
     replaces the model's own weights (the full weights gathered from a sharded model)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = _fresh_tmp(final)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if trainer_state is not None:
         torch.save({**trainer_state, "rng": rng_state()}, tmp / STATE_FILE)
     config.save(tmp / "run_config.yaml")
-    if final.exists():  # same step written again (e.g. a resumed run's final save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    return replace_dir(tmp, final)
 
 
 def save_checkpoint(
@@ -71,18 +90,16 @@ def save_checkpoint(
 ) -> Path:
     """Write RUN/checkpoints/step_N atomically and prune old ones; returns its path."""
     final = write_model_dir(
-        root / f"step_{step:07d}", model, tokenizer, config, {**trainer_state, "step": step}
+        root / checkpoint_name(step), model, tokenizer, config, {**trainer_state, "step": step}
     )
-    for old in list_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(root, keep_last)
     return final
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories are ignored)."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints under `root`."""
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:

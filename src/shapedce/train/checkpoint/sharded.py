@@ -22,13 +22,12 @@ and written with `save_pretrained`.
 
 Loading never runs code from a file. DCP's own reader would unpickle its `dcp/.metadata` and read
 non-tensor items without the weights-only restriction; a crafted file would run. Rank 0 therefore
-also writes the metadata as `dcp/metadata.json` (`shapedce.train.dcp_metadata`), and `load_sharded`
+also writes the metadata as `dcp/metadata.json` (`shapedce.train.checkpoint.dcp_metadata`), and `load_sharded`
 reads only that (never the pickle) and reads non-tensor items with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -47,10 +46,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from ..errors import UserError
-from .checkpoint import STATE_FILE, list_checkpoints, rng_state, write_model_dir
+from ...errors import UserError
+from ...rundir import TMP_PREFIX, checkpoint_name
+from ..dist import Dist, barrier, gather_objects, unwrap
 from .dcp_metadata import read_metadata_json, write_metadata_json
-from .dist import Dist, barrier, gather_objects, unwrap
+from .files import STATE_FILE, prune, replace_dir, rng_state, write_model_dir
 
 SHARDED_DIR = "dcp"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -73,8 +73,8 @@ def save_sharded_checkpoint(
     d: Dist,
 ) -> Path:
     """Collective: every rank calls it. Writes root/step_N atomically and prunes old checkpoints."""
-    final = root / f"step_{step:07d}"
-    tmp = root / f".tmp-{final.name}"
+    final = root / checkpoint_name(step)
+    tmp = root / f"{TMP_PREFIX}{final.name}"
     if d.main:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
@@ -91,11 +91,8 @@ def save_sharded_checkpoint(
         config.save(tmp / "run_config.yaml")
         state = {**trainer_state, "step": step, "world_size": d.world, "rng": rngs[0], "rng_by_rank": rngs}
         torch.save(state, tmp / STATE_FILE)
-        if final.exists():  # the same step written again (a resumed run's last save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
+        prune(root, keep_last)
     barrier(d)
     return final
 

@@ -1,6 +1,6 @@
 """The metadata of a sharded (DCP) checkpoint as JSON, so that loading never unpickles a file.
 
-    from shapedce.train.dcp_metadata import write_metadata_json, read_metadata_json
+    from shapedce.train.checkpoint.dcp_metadata import write_metadata_json, read_metadata_json
     write_metadata_json(dcp.save(state, checkpoint_id=path), path)   # beside DCP's own .metadata
     metadata = read_metadata_json(path)                               # what the safe reader hands DCP
 
@@ -24,7 +24,7 @@ import torch
 from torch.distributed.checkpoint import metadata as dcp_md
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 
-from ..errors import UserError
+from ...errors import UserError
 
 FILE = "metadata.json"
 CLASSES = {

@@ -1,13 +1,15 @@
 """Which checkpoint `--resume` continues from, and the clean-up a run folder gets before it starts.
 
-    from shapedce.train.resume import select_checkpoint
+    from shapedce.train.checkpoint import select_checkpoint
     path = select_checkpoint(StageDir("runs/ce").checkpoints)   # newest intact step_N, or None
 
 A checkpoint is intact when its config.json and trainer_state.pt are there, the trainer state
 loads weights-only with finite tensors (optimizer moments included), and its weights are finite
 (model.safetensors) or, for a sharded checkpoint, its DCP metadata reads safely. Corrupt ones are
 named in one line each and moved aside to `corrupt-step_N` (never deleted); the newest intact one
-is used. Unfinished writes (`.tmp-*`, left by a killed writer) are removed.
+is used. Unfinished writes (`.tmp-*`, left by a killed writer) are removed. `lock_stage` takes the
+stage folder's lock (one writer per folder) and `check_resume_config` refuses a `--resume` override
+that changes the model or the data.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from .checkpoint import STATE_FILE, list_checkpoints, load_trainer_state
-from .dist_checkpoint import check_sharded_metadata, is_sharded_checkpoint
+from ...errors import UserError
+from ...rundir import CORRUPT_PREFIX, LEGACY_RL_PREFIX, TMP_PREFIX, FolderLock, StageDir
+from ..dist import Dist, gather_objects
+from .files import STATE_FILE, list_checkpoints, load_trainer_state
+from .sharded import check_sharded_metadata, is_sharded_checkpoint
 
 
 def _non_finite(obj: Any, where: str = "") -> str | None:
@@ -70,11 +74,11 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _move_aside(path: Path) -> Path:
-    target = path.with_name(f"corrupt-{path.name}")
+    target = path.with_name(f"{CORRUPT_PREFIX}{path.name}")
     n = 1
     while target.exists():
         n += 1
-        target = path.with_name(f"corrupt-{path.name}-{n}")
+        target = path.with_name(f"{CORRUPT_PREFIX}{path.name}-{n}")
     path.rename(target)
     return target
 
@@ -84,6 +88,12 @@ def select_checkpoint(root: Path) -> Path | None:
     moved aside and named in one line each; if every one is corrupt, one line says so. Call it from
     one process (rank 0 decides for all)."""
     ckpts = list_checkpoints(root)
+    legacy = sorted(root.glob(f"{LEGACY_RL_PREFIX}*")) if root.is_dir() else []
+    if not ckpts and legacy:
+        raise UserError(
+            f"{legacy[-1]} was written by an earlier shapedce version (checkpoint-N); it cannot be "
+            "resumed: start the stage again in a new --out"
+        )
     notes, reasons = [], []
     for path in reversed(ckpts):
         try:
@@ -102,12 +112,58 @@ def select_checkpoint(root: Path) -> Path | None:
     return None
 
 
-def remove_stale_writes(root: Path) -> list[Path]:
-    """Delete `.tmp-*` folders under `root`: a killed writer's unfinished checkpoint or final/."""
+def remove_stale_writes(*roots: Path) -> list[Path]:
+    """Delete `.tmp-*` folders directly under each root: a killed writer's unfinished checkpoint,
+    final/ or tokenizer/. Call it while holding the folder's lock (no other writer is alive)."""
     removed = []
-    if root.is_dir():
-        for tmp in root.glob(".tmp-*"):
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for tmp in root.glob(f"{TMP_PREFIX}*"):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)
     return removed
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_resume_config(
+    saved: dict[str, Any], new: dict[str, Any], fixed: tuple[str, ...], where: Path
+) -> None:
+    """One-line UserError when `new` (the saved config plus `--resume` overrides) changes a setting
+    that fixes the model's or the data's shape: a key in `fixed` or under `fixed` + "." (e.g.
+    "model" covers model.flavor). The checkpoint was trained with the saved value; config.yaml is
+    never rewritten to claim another."""
+    old, now = _flat(saved), _flat(new)
+    for key in sorted(set(old) | set(now)):
+        if any(key == f or key.startswith(f + ".") for f in fixed) and old.get(key) != now.get(key):
+            raise UserError(
+                f"--resume cannot change {key} ({old.get(key)!r} in {where}, {now.get(key)!r} asked): "
+                "it fixes the model or the data the checkpoint was trained on; start a new --out instead"
+            )
+
+
+def lock_stage(stage: StageDir, d: Dist) -> FolderLock | None:
+    """Rank 0 takes the stage folder's lock for the run's whole life (one writer per folder); a
+    second process on the folder gets one line naming the holder's pid. Every rank learns the
+    outcome (collective)."""
+    lock: FolderLock | UserError | None = None
+    if d.main:
+        try:
+            lock = FolderLock(stage.lock, f"run folder {stage.path}").acquire()
+        except UserError as err:
+            lock = err
+    failed = gather_objects(d, lock if isinstance(lock, UserError) else None)[0]
+    if isinstance(failed, UserError):
+        raise failed
+    return lock
