@@ -176,6 +176,11 @@ def cmd_readiness(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
+    parser.add_argument(
+        "--allow-unisolated-code",
+        action="store_true",
+        help="run model-written code even where it cannot be fully isolated (docs/guides/trust.md)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(
@@ -303,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     environment fault: its traceback goes to OUT/error.log (when OUT exists) and, with --debug or
     when there is no run folder, to the terminal (exit 1)."""
     args = build_parser().parse_args(argv)
+    if args.allow_unisolated_code:
+        from .tasks.sandbox import allow_unisolated
+
+        allow_unisolated()
     try:
         return args.func(args)
     except UserError as err:
