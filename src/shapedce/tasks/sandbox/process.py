@@ -89,6 +89,7 @@ class Sandbox:
             "LANG": "C.UTF-8",
             "PYTHONHASHSEED": "0",
         }
+        os.set_blocking(self._to, False)
         try:
             self.proc = subprocess.Popen(
                 iso.command(inner, self.level, self.uid, limits.file_mb),
@@ -100,6 +101,12 @@ class Sandbox:
                 pass_fds=(to_rd, from_wr),
                 start_new_session=True,
             )
+        except BaseException:
+            for fd in (self._to, self._from):
+                os.close(fd)
+            self._out.close()
+            iso.free_uid(self.uid)
+            raise
         finally:
             os.close(to_rd)
             os.close(from_wr)
@@ -123,28 +130,34 @@ class Sandbox:
         if self.failure is None:
             self.failure, self.status = why, status
 
+    def _wait(self, fd: int, event: int) -> bool:
+        """Whether `fd` is ready for `event` before the deadline (the failure noted otherwise)."""
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            poll = select.poll()
+            poll.register(fd, event)
+            if poll.poll(left * 1000):
+                return True
+        self._fail(f"timeout after {self.limits.wall_s:g} s", "timeout")
+        return False
+
     def _send(self, data: bytes) -> None:
+        """Write `data` to the sample (non-blocking: a sample that stops reading cannot hang us)."""
+        view = memoryview(data)
         try:
-            os.write(self._to, data) if len(data) < 65536 else self._send_big(data)
+            while view and self._wait(self._to, select.POLLOUT):
+                try:
+                    view = view[os.write(self._to, view[:65536]) :]
+                except BlockingIOError:
+                    continue
         except OSError:
             self._fail("the sample closed its input")
-
-    def _send_big(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            left = self.deadline - time.monotonic()
-            if left <= 0 or not select.select([], [self._to], [], left)[1]:
-                self._fail("timeout", "timeout")
-                return
-            view = view[os.write(self._to, view[:65536]) :]
 
     def _recv(self) -> list | None:
         """The next message, decoded strictly; None (and the failure noted) on EOF, timeout or junk."""
         cap = self.limits.file_mb << 20
         while b"\n" not in self._buf:
-            left = self.deadline - time.monotonic()
-            if left <= 0 or not select.select([self._from], [], [], left)[0]:
-                self._fail(f"timeout after {self.limits.wall_s:g} s", "timeout")
+            if not self._wait(self._from, select.POLLIN):
                 return None
             chunk = os.read(self._from, 1 << 20)
             if not chunk:
