@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import threading
 import time
 
@@ -31,6 +32,7 @@ from shapedce.tasks.sandbox import (
     levels,
     run_many,
     run_python,
+    seccomp,
 )
 from shapedce.tasks.sandbox.wire import WireError, decode, dumps, encode, loads
 
@@ -79,6 +81,22 @@ def test_memory_file_size_and_process_limits():
 def test_every_guard_holds_as_root():
     assert levels.isolation() == Isolation("full", "")
     assert guards() == dict.fromkeys(PROBES, True)
+
+
+@pytest.mark.skipif(seccomp.program() is None, reason="no seccomp table for this machine")
+def test_every_denied_system_call_fails_with_eperm():
+    column = seccomp.ARCHES[platform.machine()][1]
+    numbers = {name: nrs[column] for name, nrs in seccomp.DENY.items()}
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nbad = {}\n"
+        f"for name, nr in {numbers!r}.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    if libc.syscall(nr, 0, 0, 0, 0, 0) != -1 or ctypes.get_errno() != 1:\n"
+        "        bad[name] = ctypes.get_errno()\n"
+        "assert bad == {}, bad\n"
+    )
+    result = run_python(code, SHORT)
+    assert result.passed, result.output
 
 
 def test_without_full_isolation_code_runs_only_with_the_flag(monkeypatch, capsys):

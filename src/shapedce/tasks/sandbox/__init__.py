@@ -8,7 +8,8 @@
 
 Isolation (levels.py, docs/guides/trust.md): every sample runs under bubblewrap in its own user,
 PID, mount, IPC, UTS, cgroup and network namespaces, with a fresh uid of its own when we are root,
-no capabilities, no new privileges and no further user namespaces; it sees a read-only system
+no capabilities, no new privileges, no further user namespaces and a seccomp deny list
+(seccomp.py); it sees a read-only system
 (/usr, /lib*, the Python installation: nothing of /home, /root, /etc or /work) with private
 size-capped tmpfs at /tmp, /var/tmp, /dev/shm, /run/lock and its directory /box; rlimits cap its
 memory, CPU, file size, open files and processes (process.py). Its PID namespace ends every process
@@ -26,10 +27,11 @@ end: a program can forge that (it shares the launcher's process), so no score re
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import levels
+from . import levels, seccomp
 from .levels import FLAG, Isolation, allow_unisolated, allowed, isolation, require
 from .process import Limits, Result, SampleFailed, Sandbox
 from .wire import WireError
@@ -83,6 +85,7 @@ def run_many(codes: list[str], limits: Limits = DEFAULT, workers: int | None = N
         return list(pool.map(lambda c: run_python(c, limits), codes))
 
 
+_PTRACE = seccomp.DENY["ptrace"][seccomp.ARCHES.get(platform.machine(), (0, 0))[1]]
 PROBES = {
     "fresh_uid": "1_500_000_000 <= os.getuid() < 1_600_000_000 and os.getgroups() == []",
     "user_ns": "open('/proc/self/uid_map').read().split()[1:] != ['0', '4294967295']",
@@ -93,6 +96,8 @@ PROBES = {
     "private_tmp": "all(os.listdir(d) == [] for d in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock'))",
     "no_new_privs": "'NoNewPrivs:\\t1' in open('/proc/self/status').read()",
     "no_capabilities": "'CapEff:\\t0000000000000000' in open('/proc/self/status').read()",
+    "seccomp": "'Seccomp:\\t2' in open('/proc/self/status').read() and "
+    f"__import__('ctypes').CDLL(None).syscall({_PTRACE}, 0, 0, 0, 0) == -1",  # PTRACE_TRACEME refused
     "rlimits": "__import__('resource').getrlimit(__import__('resource').RLIMIT_NPROC)[1] == 16",
 }
 """What each guard means, as a check run inside the sandbox."""

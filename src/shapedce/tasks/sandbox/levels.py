@@ -9,7 +9,8 @@ Levels (docs/guides/trust.md says the same for users):
   full        root and bubblewrap: an outer `bwrap` (run as root, no user namespace) builds the view
               and the PID, network, IPC, UTS and cgroup namespaces; `setpriv` then drops to a fresh
               uid/gid of the sample's own (no groups, no capabilities) and an inner `bwrap` puts it in
-              a user namespace of its own with further user namespaces disabled.
+              a user namespace of its own with further user namespaces disabled and loads the
+              seccomp filter (seccomp.py).
   namespaces  bubblewrap without root (unprivileged user namespaces): the same namespaces and view,
               but the sample runs as your own uid: it can read every file you can read inside the
               view (the Python installation), and its process count shares your uid's limit.
@@ -38,6 +39,7 @@ import threading
 from dataclasses import dataclass
 
 from ...errors import UserError
+from . import seccomp
 
 BOX = "/box"
 """The sample's own (writable, private) directory inside the view."""
@@ -115,14 +117,18 @@ def view(tmpfs_mb: int) -> list[str]:
     return args + ["--remount-ro", "/", "--chdir", BOX]
 
 
-def command(inner: list[str], level: str, uid: int | None, tmpfs_mb: int) -> list[str]:
-    """The command line running `inner` (argv inside the sandbox) at `level`."""
+def command(
+    inner: list[str], level: str, uid: int | None, tmpfs_mb: int, seccomp: int | None = None
+) -> list[str]:
+    """The command line running `inner` (argv inside the sandbox) at `level`; `seccomp`: an fd
+    holding the filter (seccomp.py), loaded by the bwrap that execs `inner`."""
     bwrap = shutil.which("bwrap")
+    filt = [] if seccomp is None else ["--seccomp", str(seccomp)]
     if level == "none":
         return inner
     if level == "namespaces" or uid is None:
         flags = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
-        return [bwrap, *flags, *view(tmpfs_mb), "--", *inner]
+        return [bwrap, *flags, *view(tmpfs_mb), *filt, "--", *inner]
     outer = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     outer += ["--die-with-parent", "--new-session", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     drop = [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
@@ -131,7 +137,7 @@ def command(inner: list[str], level: str, uid: int | None, tmpfs_mb: int) -> lis
     own += ["--dev-bind", "/dev", "/dev"]
     for path in WRITABLE:
         own += ["--bind", path, path]
-    own += ["--chdir", BOX]
+    own += ["--chdir", BOX, *filt]
     return [bwrap, *outer, *view(tmpfs_mb), "--", *drop, bwrap, *own, "--", *inner]
 
 
@@ -152,14 +158,23 @@ def free_uid(uid: int | None) -> None:
 
 def _works(level: str) -> bool:
     uid = new_uid() if level == "full" else None
+    fd = seccomp.memfd()
     try:
-        cmd = command([python(), "-I", "-S", "-c", "import os; os.listdir('.')"], level, uid, 1)
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        cmd = command([python(), "-I", "-S", "-c", "import os; os.listdir('.')"], level, uid, 1, fd)
+        done = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            pass_fds=() if fd is None else (fd,),
+        )
         return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
     finally:
         free_uid(uid)
+        if fd is not None:
+            os.close(fd)
 
 
 @functools.cache

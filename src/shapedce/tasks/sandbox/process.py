@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from . import levels as iso
+from . import seccomp
 from .launcher import LAUNCHER
 from .wire import WireError, dumps, loads
 
@@ -90,15 +91,16 @@ class Sandbox:
             "PYTHONHASHSEED": "0",
         }
         os.set_blocking(self._to, False)
+        filt = seccomp.memfd() if self.level != "none" else None
         try:
             self.proc = subprocess.Popen(
-                iso.command(inner, self.level, self.uid, limits.file_mb),
+                iso.command(inner, self.level, self.uid, limits.file_mb, filt),
                 cwd=self._work or "/",
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=self._out,
                 stderr=subprocess.STDOUT,
-                pass_fds=(to_rd, from_wr),
+                pass_fds=(to_rd, from_wr) if filt is None else (to_rd, from_wr, filt),
                 start_new_session=True,
             )
         except BaseException:
@@ -108,8 +110,8 @@ class Sandbox:
             iso.free_uid(self.uid)
             raise
         finally:
-            os.close(to_rd)
-            os.close(from_wr)
+            for fd in (to_rd, from_wr) if filt is None else (to_rd, from_wr, filt):
+                os.close(fd)
         lim = limits
         rlimits = [("AS", lim.memory_mb << 20), ("CPU", lim.cpu_s), ("FSIZE", lim.file_mb << 20)]
         rlimits += [("NOFILE", lim.nofile), ("NPROC", lim.nproc), ("CORE", 0)]
