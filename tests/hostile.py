@@ -192,10 +192,16 @@ if __name__ == "__main__":  # python hostile.py SRC PROBLEM.json VICTIM_PID (as 
     tasks = types.ModuleType("shapedce.tasks")
     tasks.__path__ = [os.path.join(src, "shapedce", "tasks")]
     sys.modules["shapedce.tasks"] = tasks
-    from shapedce.tasks.sandbox import allow_unisolated, isolation
+    from shapedce.errors import UserError
+    from shapedce.tasks.sandbox import allow_unisolated, isolation, run_python
 
+    try:
+        run_python("pass")
+        refused = ""
+    except UserError as err:  # without the flag: one line saying what is not isolated
+        refused = str(err)
     allow_unisolated()
     with open(problem_file) as f:
         problem = json.load(f)
     graded = grade_all(problem, [victim, os.getpid(), os.getppid()], os.getcwd())
-    print(json.dumps({"level": isolation().level, "graded": graded}))
+    print(json.dumps({"level": isolation().level, "refused": refused, "graded": graded}))

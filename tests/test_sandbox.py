@@ -119,6 +119,8 @@ def test_without_full_isolation_code_runs_only_with_the_flag(monkeypatch, capsys
         allow_unisolated(False)
     assert main(["--allow-unisolated-code", "losses"]) == 0 and levels.allowed()
     allow_unisolated(False)
+    assert main(["losses", "--allow-unisolated-code"]) == 0 and levels.allowed()
+    allow_unisolated(False)
 
 
 def test_plain_data_round_trips_with_exact_types():

@@ -90,6 +90,8 @@ def test_hostile_completions_score_zero_as_nobody(problem, victim, tmp_path):
         if report["level"] == "none":
             pytest.skip("no user namespaces for nobody here: nothing isolates an unprivileged sample")
         assert report["level"] == "namespaces"
+        assert "--allow-unisolated-code" in report["refused"] and "own uid" in report["refused"]
+        assert "\n" not in report["refused"]
         assert "warning: running model-written code with namespaces isolation" in done.stderr
         check_outcome({k: tuple(v) for k, v in report["graded"].items()}, work, victim, secret)
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -78,6 +79,8 @@ class Sandbox:
         self.failure: str | None = None
         self.status: str | None = None
         self.done = False
+        self.output = ""
+        """The last 4 kB of its stdout and stderr, once closed."""
         self._buf = bytearray()
         self._work = tempfile.mkdtemp(prefix="shapedce-sbx-") if self.level == "none" else None
         self._out = tempfile.TemporaryFile()
@@ -108,6 +111,8 @@ class Sandbox:
                 os.close(fd)
             self._out.close()
             iso.free_uid(self.uid)
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
             raise
         finally:
             for fd in (to_rd, from_wr) if filt is None else (to_rd, from_wr, filt):
@@ -229,9 +234,10 @@ class Sandbox:
         os.close(self._from)
         iso.free_uid(self.uid)
         if self._work is not None:
-            import shutil
-
             shutil.rmtree(self._work, ignore_errors=True)
+        self._out.seek(max(0, self._out.seek(0, 2) - 4096))
+        self.output = self._out.read().decode("utf-8", "replace").rstrip()
+        self._out.close()
 
     def result(self, passed: bool) -> Result:
         """The sample's Result once closed, `passed` being the grader's verdict."""
@@ -240,8 +246,6 @@ class Sandbox:
         status = "passed" if passed and self.failure is None else (self.status or "failed")
         if status == "failed" and self._killed(rc) and self.failure in (None, "the sample exited"):
             status = "killed"
-        self._out.seek(max(0, self._out.seek(0, 2) - 4096))
-        text = self._out.read().decode("utf-8", "replace").rstrip()
-        self._out.close()
         reason = "" if status == "passed" else f"\n[sandbox] {self.failure or 'a wrong value'}"
-        return Result(status == "passed", status, rc, (text + reason).strip(), time.monotonic() - self.start)
+        output = (self.output + reason).strip()
+        return Result(status == "passed", status, rc, output, time.monotonic() - self.start)
