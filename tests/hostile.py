@@ -1,7 +1,7 @@
 """Hostile HumanEval/0 completions (issue 34's probes) and the host-side checks, shared by the tests.
 
-    from hostile import PROBES, grade_all, traces
-    results = grade_all(problem)     # {name: (passed, output)} graded by shapedce.tasks.sandbox.grade
+    from hostile import probes, grade_all, traces
+    grade_all(problem, victims, here)   # {name: (passed, output)}, graded by shapedce.tasks.sandbox.grade
 
 Importable by a plain `python -I` run as an unprivileged user (tests/test_sandbox_hostile.py runs it
 so): it needs only the standard library and shapedce.tasks.sandbox. Every probe carries TOKEN in the

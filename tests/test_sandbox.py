@@ -99,6 +99,20 @@ def test_every_denied_system_call_fails_with_eperm():
     assert result.passed, result.output
 
 
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="i386 machine code")
+def test_a_call_through_the_i386_abi_kills_the_sample():
+    code = (
+        "import ctypes, mmap\n"
+        "m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "m.write(bytes.fromhex('b814000000cd80c3'))  # mov eax, 20 (i386 getpid); int 0x80; ret\n"
+        "f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n"
+        "print('pid', f())\n"
+    )
+    result = run_python(code, SHORT)
+    assert not result.passed and result.status == "killed" and "pid" not in result.output
+    assert result.returncode == 128 + 31  # SIGSYS, as bubblewrap reports a child's signal
+
+
 def test_without_full_isolation_code_runs_only_with_the_flag(monkeypatch, capsys):
     monkeypatch.delenv(levels.ENV_FLAG, raising=False)
     monkeypatch.setattr(levels, "_allowed", False)

@@ -5,11 +5,11 @@
 
 A deny list on top of the namespaces: system calls no HumanEval program needs and that widen the
 kernel surface a sample can reach (debugging other processes, kernel keyrings, eBPF, perf events,
-userfaultfd, io_uring, mounting, module loading, namespace switching, ...) fail with EPERM. A
-system call of another ABI (i386 or x32 on x86_64, 32-bit ARM on aarch64), the classic way around
-a filter, kills the process. Numbers are the kernel's for x86_64 (asm/unistd_64.h) and for aarch64
-(asm-generic/unistd.h); on any other machine there is no filter (`memfd()` is None) and
-docs/guides/trust.md says so.
+userfaultfd, io_uring, mounting, module loading, namespace switching, ...) fail with EPERM, as
+does every x32 call on x86_64. A call through another ABI (i386 on x86_64, 32-bit ARM on aarch64),
+the classic way around a filter, kills the process. Numbers are the kernel's for x86_64
+(asm/unistd_64.h) and for aarch64 (asm-generic/unistd.h); on any other machine there is no
+filter (`memfd()` is None) and docs/guides/trust.md says so.
 """
 
 from __future__ import annotations
