@@ -1,52 +1,60 @@
-"""shapedce.tasks.sandbox: hostile programs score 0, stay within their limits and leave nothing behind.
+"""shapedce.tasks.sandbox: limits hold, the grader sees only plain data, below "full" isolation needs a flag.
 
-    python -m pytest tests/test_sandbox.py -q      # CPU, ~30 s (two programs wait out a short wall limit)
+    python -m pytest tests/test_sandbox.py -q      # CPU, ~20 s (two programs wait out a short wall limit)
 
-Run as root (the container) the uid / network / tmpfs guards are checked too; as another user
-those cases are skipped with the reason, and the Python-level guards are still tested.
+Run as root (the container) the sandbox is at its "full" level and every guard is checked; the
+hostile-completion suite is tests/test_sandbox_hostile.py.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import platform
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-from shapedce.tasks.sandbox import Limits, guards, run_many, run_python
+from shapedce.cli import main
+from shapedce.errors import UserError
+from shapedce.tasks.sandbox import (
+    FLAG,
+    PROBES,
+    Isolation,
+    Limits,
+    SampleFailed,
+    Sandbox,
+    allow_unisolated,
+    grade,
+    guards,
+    isolation,
+    levels,
+    run_many,
+    run_python,
+    seccomp,
+)
+from shapedce.tasks.sandbox.wire import WireError, decode, dumps, encode, loads
 
 ROOT = os.geteuid() == 0
 SHORT = Limits(wall_s=3.0, cpu_s=3, memory_mb=512)
 
 
-@pytest.fixture
-def marker(tmp_path_factory):
-    """A path outside the sandbox that no program may create; removed afterwards if one did."""
-    path = Path("/tmp") / f"shapedce-sbx-test-{uuid.uuid4().hex}"
-    yield path
-    existed = path.exists()
-    path.unlink(missing_ok=True)
-    assert not existed, f"{path} was written by a sandboxed program"
-
-
-def leftovers() -> set[str]:
-    """Sandbox directories in /tmp (other processes may have theirs: compare before and after)."""
-    return {
-        p.name for p in Path("/tmp").glob("shapedce-sbx-*") if not p.name.startswith("shapedce-sbx-test-")
-    }
+@pytest.fixture(autouse=True)
+def accept_this_machines_isolation():
+    """Where full isolation is not available (no root, no bubblewrap), these tests accept less, as
+    --allow-unisolated-code would; test_sandbox.py checks the refusal itself."""
+    if isolation().level != "full":
+        allow_unisolated()
+    yield
 
 
 def test_a_good_program_passes_and_a_failing_one_does_not():
-    before = leftovers()
     assert run_python("assert sum(range(4)) == 6\nprint('hi')").passed
     result = run_python("assert 1 == 2")
     assert not result.passed and result.status == "failed" and "AssertionError" in result.output
     assert not run_python("import os\nos._exit(0)").passed  # exit 0 before the end is no pass
     assert not run_python("raise SystemExit(0)").passed
-    assert leftovers() <= before
 
 
 def test_infinite_loop_is_killed_at_the_wall_limit():
@@ -56,87 +64,156 @@ def test_infinite_loop_is_killed_at_the_wall_limit():
     assert time.monotonic() - start < SHORT.wall_s + 5
 
 
-def test_fork_that_sleeps_then_writes_is_stopped(marker):
-    code = (
-        f"import os, time\nif os.fork() == 0:\n    time.sleep(1)\n"
-        f"    open({str(marker)!r}, 'w').write('x')\n    os._exit(0)\n"
-    )
-    assert not run_python(code, SHORT).passed
-    time.sleep(1.5)
-    assert not marker.exists()
-
-
-@pytest.mark.skipif(not ROOT, reason="the sweep by uid needs root (the per-sample uid)")
-def test_processes_that_left_the_group_are_swept_by_uid():
-    import subprocess
-
-    from shapedce.tasks.sandbox import _kill_uid
-
-    uid = 1_599_999_999
-    escaped = subprocess.Popen(["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True)
-    try:
-        _kill_uid(uid)
-        assert escaped.wait(timeout=5) == -9
-    finally:
-        escaped.kill()
-
-
-def test_writing_outside_its_directory_is_refused(marker):
-    for code in (
-        f"open({str(marker)!r}, 'w').write('x')",
-        f"import os\nos.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))",
-        f"import os\nos.mkdir({str(marker)!r})",
-        "open('inside.txt', 'w').write('ok')\nopen('../escape.txt', 'w').write('x')",
-    ):
-        result = run_python(code, SHORT)
-        assert not result.passed and "sandbox" in result.output, result.output
-    assert not (Path("/tmp") / "escape.txt").exists()
-    assert run_python("open('mine.txt', 'w').write('ok')\nassert open('mine.txt').read() == 'ok'").passed
-
-
-def test_allocating_8_gb_fails_within_the_memory_limit():
+def test_memory_file_size_and_process_limits():
     result = run_python("x = bytearray(8 * 1024 ** 3)\nprint(len(x))", SHORT)
     assert not result.passed and "MemoryError" in result.output
+    result = run_python("open('big', 'wb').write(b'x' * (32 << 20))", SHORT)  # over file_mb = 16
+    assert not result.passed
+    bomb = (
+        "import threading, time\n[threading.Thread(target=time.sleep, args=(2,)).start() for _ in range(64)]"
+    )
+    result = run_python(bomb, SHORT)
+    assert not result.passed and "can't start new thread" in result.output
+    assert run_python("open('/box/mine', 'w').write('ok')\nassert open('/box/mine').read() == 'ok'").passed
 
 
-def test_killing_the_parent_fails_and_we_survive():
-    for code in ("import os\nos.kill(os.getppid(), 9)", f"import os\nos.kill({os.getpid()}, 15)"):
-        result = run_python(code, SHORT)
-        assert not result.passed and "PermissionError" in result.output
-    assert os.getppid() > 0  # this process is alive to run the line
+@pytest.mark.skipif(not ROOT, reason="the 'full' level needs root")
+def test_every_guard_holds_as_root():
+    assert levels.isolation() == Isolation("full", "")
+    assert guards() == dict.fromkeys(PROBES, True)
 
 
-def test_environment_secrets_do_not_reach_the_program(monkeypatch):
-    secret = f"s3cr3t-{uuid.uuid4().hex}"
-    monkeypatch.setenv("SHAPEDCE_TEST_SECRET", secret)
+@pytest.mark.skipif(seccomp.program() is None, reason="no seccomp table for this machine")
+def test_every_denied_system_call_fails_with_eperm():
+    column = seccomp.ARCHES[platform.machine()][1]
+    numbers = {name: nrs[column] for name, nrs in seccomp.DENY.items()}
     code = (
-        f"import os\nprint(dict(os.environ))\n"
-        f"for pid in (os.getppid(), {os.getpid()}):\n"
-        "    try:\n        print(open(f'/proc/{pid}/environ').read())\n"
-        "    except OSError as e:\n        print('refused', e)\n"
-        "assert False, 'a hostile program is not a solution'"
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nbad = {}\n"
+        f"for name, nr in {numbers!r}.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    if libc.syscall(nr, 0, 0, 0, 0, 0) != -1 or ctypes.get_errno() != 1:\n"
+        "        bad[name] = ctypes.get_errno()\n"
+        "assert bad == {}, bad\n"
     )
     result = run_python(code, SHORT)
-    assert not result.passed
-    assert secret not in result.output and "SHAPEDCE_TEST_SECRET" not in result.output
-    assert "refused" in result.output if ROOT else True
+    assert result.passed, result.output
 
 
-def test_network_and_subprocess_are_refused():
-    for code in (
-        "import subprocess\nsubprocess.run(['true'])",
-        "import os\nos.system('true')",
-        "import ctypes\nctypes.CDLL(None)",
-    ):
-        result = run_python(code, SHORT)
-        assert not result.passed, code
-
-
-@pytest.mark.skipif(not ROOT, reason="the uid, network-namespace and tmpfs guards need root")
-def test_os_guards_hold_as_root():
-    assert guards() == dict.fromkeys(
-        ["rlimits", "process_group", "env_scrub", "audit_hook", "uid", "netns", "tmpfs"], True
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="i386 machine code")
+def test_a_call_through_the_i386_abi_kills_the_sample():
+    code = (
+        "import ctypes, mmap\n"
+        "m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "m.write(bytes.fromhex('b814000000cd80c3'))  # mov eax, 20 (i386 getpid); int 0x80; ret\n"
+        "f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n"
+        "print('pid', f())\n"
     )
+    result = run_python(code, SHORT)
+    assert not result.passed and result.status == "killed" and "pid" not in result.output
+    assert result.returncode == 128 + 31  # SIGSYS, as bubblewrap reports a child's signal
+
+
+def test_without_full_isolation_code_runs_only_with_the_flag(monkeypatch, capsys):
+    monkeypatch.delenv(levels.ENV_FLAG, raising=False)
+    monkeypatch.setattr(levels, "_allowed", False)
+    monkeypatch.setattr(levels.require, "warned", False, raising=False)
+    monkeypatch.setattr(
+        levels, "isolation", lambda: Isolation("none", "bwrap is not installed: no namespaces")
+    )
+    with pytest.raises(UserError, match=FLAG) as info:
+        run_python("pass")
+    assert "\n" not in str(info.value) and "bwrap is not installed" in str(info.value)
+    allow_unisolated()
+    try:
+        assert os.environ[levels.ENV_FLAG] == "1"  # child processes inherit the choice
+        assert run_python("assert 2 + 2 == 4", SHORT).passed  # level "none": a plain process
+        assert not run_python("assert 2 + 2 == 5", SHORT).passed
+        assert "warning: running model-written code with none isolation" in capsys.readouterr().err
+    finally:
+        allow_unisolated(False)
+    assert main(["--allow-unisolated-code", "losses"]) == 0 and levels.allowed()
+    allow_unisolated(False)
+    assert main(["losses", "--allow-unisolated-code"]) == 0 and levels.allowed()
+    allow_unisolated(False)
+
+
+def test_plain_data_round_trips_with_exact_types():
+    values = [None, True, 0, -(10**30), 2.5, -0.0, math.inf, 'é\n"', [1, [2]], (1, (2.0,)), {1, "a"}]
+    values += [{"k": [1], 2: (3,), (4, 5): None}, set(), (), {}, [[]]]
+    for v in values:
+        back = loads(dumps(v))
+        assert back == v and type(back) is type(v), v
+    assert math.isnan(loads(dumps(math.nan)))
+    assert type(loads(dumps(1))) is int and type(loads(dumps(1.0))) is float
+    assert type(loads(dumps(True))) is bool and loads(dumps((1,))) == (1,)
+
+
+def test_anything_else_is_refused_both_ways():
+    class Int(int):
+        pass
+
+    for bad in (Int(1), object(), b"x", frozenset(), range(3), [1, {2: object()}]):
+        with pytest.raises(TypeError):
+            encode(bad)
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(TypeError):
+        encode(deep)
+    for line in (
+        b"[" * 100_000,
+        b"1" * 5000,
+        b"{}",
+        b'{"t": 1}',
+        b'{"x": []}',
+        b'{"s": [[1]]}',
+        b"nope",
+        b"\xff",
+    ):
+        with pytest.raises(WireError):
+            loads(line)
+    with pytest.raises(WireError):
+        decode({"d": [[1]]})
+
+
+def test_grade_compares_outside_and_fails_on_any_sample_fault():
+    def check(candidate):
+        assert candidate(2) == 4 and candidate(x=3) == 6 and candidate(1.5) == 3.0
+        assert candidate([1]) == [1, 1] and candidate((1,)) == (1, 1)
+
+    assert grade("def f(x):\n    return x * 2", "f", check, SHORT).passed
+    for code in (
+        "def f(x):\n    return x + 2",  # wrong
+        "def f(x):\n    raise SystemExit(0)",
+        "def f(x):\n    import os\n    os._exit(0)",
+        "def f(x):\n    while True:\n        pass",
+        "def g(x):\n    return x * 2",  # no entry point
+        "f = 3",
+        "raise ValueError('at import')",
+        "def f(x):\n    return [x * 2] * (1 << 22)",  # a reply over file_mb
+    ):
+        result = grade(code, "f", check, SHORT)
+        assert not result.passed and "[sandbox]" in result.output, code
+    with Sandbox("def f(x):\n    return 1 / x", SHORT, entry="f") as box:
+        assert box.call(4) == 0.25
+        with pytest.raises(SampleFailed, match="ZeroDivisionError"):
+            box.call(0)
+        with pytest.raises(SampleFailed):  # a failed sample stays failed
+            box.call(1)
+
+
+def test_a_sample_that_stops_reading_cannot_hang_the_grader():
+    forge = "import os, sys, time\ndef f(x):\n    os.write(int(sys.argv[2]), b'[\"ok\", 1]\\n' * 5000)\n"
+    forge += "    time.sleep(60)\n"  # 5000 forged replies, and it never reads again
+
+    def check(candidate):
+        for _ in range(100):
+            assert candidate("x" * 40_000) == 1  # odd sizes: a blocking write would wait forever
+
+    start = time.monotonic()
+    result = grade(forge, "f", check, SHORT)
+    assert not result.passed and result.status == "timeout"
+    assert time.monotonic() - start < SHORT.wall_s + 5
 
 
 def test_many_in_parallel_and_from_threads():

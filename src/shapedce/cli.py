@@ -176,6 +176,11 @@ def cmd_readiness(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
+    parser.add_argument(
+        "--allow-unisolated-code",
+        action="store_true",
+        help="run model-written code where it cannot be fully isolated (docs/guides/trust.md); any position",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(
@@ -302,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A `UserError` prints one line (exit 2); any other exception is a bug or an
     environment fault: its traceback goes to OUT/error.log (when OUT exists) and, with --debug or
     when there is no run folder, to the terminal (exit 1)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unisolated = "--allow-unisolated-code" in argv  # accepted after the command too
+    args = build_parser().parse_args([a for a in argv if a != "--allow-unisolated-code"])
+    if unisolated:
+        from .tasks.sandbox import allow_unisolated
+
+        allow_unisolated()
     try:
         return args.func(args)
     except UserError as err:

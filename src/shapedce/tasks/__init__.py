@@ -16,7 +16,7 @@ Tasks (one module each):
   knowledge                        arith.py: recall of facts seen in pre-training (memory).
   rg-<dataset>, logic              gym.py: every reasoning-gym dataset, scored by its score_answer;
                                    logic = knights and knaves, syllogisms, propositions, zebra puzzles.
-  humaneval                        code.py: 164 HumanEval problems, tests run in sandbox.py.
+  humaneval                        code.py: 164 HumanEval problems, code run in sandbox/.
   file:PATH[?question=&answer=&chat=1]  files.py: the user's .jsonl/.parquet, math-verify checked.
 Math answers are checked by `mathcheck.verify_math`, bounded to 5 s in any thread.
 

