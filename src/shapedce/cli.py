@@ -1,6 +1,6 @@
 """The `shapedce` command line.
 
-    shapedce losses                                       # the paper's five reward settings
+    shapedce losses                                       # the named reward settings (paper's five, dft)
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
+    sub.add_parser("losses", help="print the named reward settings (the paper's five and dft)").set_defaults(
+        func=cmd_losses
+    )
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(
         func=cmd_models
     )

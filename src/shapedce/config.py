@@ -6,7 +6,7 @@
 
 Presets live in `src/shapedce/presets/<name>.yaml` and only list what differs from the defaults
 below. An override `a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work);
-`loss=NAME` selects one of the paper's five loss settings or `auto` (automatic beta,
+`loss=NAME` selects a named loss setting (the paper's five, `dft`) or `auto` (automatic beta,
 `shapedce.loss.control`). Unknown keys, wrong types and values out of range fail with one line
 that names the key.
 """
