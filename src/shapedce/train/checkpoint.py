@@ -2,7 +2,8 @@
 
 A checkpoint is a directory `RUN/checkpoints/step_0000100/` holding
   - `model.safetensors` + `config.json` (`save_pretrained`) and the tokenizer files, so that
-    `AutoModelForCausalLM.from_pretrained(path)` loads it with no project code;
+    `AutoModelForCausalLM.from_pretrained(path)` loads it with no project code; config.json and
+    generation_config.json name the tokenizer's eos, bos and pad ids (`name_special_tokens`);
   - `trainer_state.pt`: optimizer, scheduler, RNG states, data position, step;
   - `run_config.yaml`: the resolved run config.
 It is written to a temporary sibling and renamed into place, so a crash never leaves a
@@ -12,6 +13,7 @@ code from a file: safetensors for weights, `torch.load(weights_only=True)`, `yam
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -40,6 +42,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def name_special_tokens(model, tokenizer) -> None:
+    """Copy the tokenizer's eos, bos and pad token ids into `model.config` and a fresh
+    `model.generation_config` (saved as generation_config.json), so a plain `model.generate()` stops
+    at eos and pads with pad. Ids the tokenizer lacks are left as the config has them."""
+    from transformers import GenerationConfig
+
+    ids = {name: getattr(tokenizer, name, None) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
+    ids = {name: value for name, value in ids.items() if value is not None}
+    for name, value in ids.items():
+        setattr(model.config, name, value)
+    old = getattr(model, "generation_config", None)  # keeps sampling defaults already set (temperature, ...)
+    generation = GenerationConfig.from_model_config(model.config) if old is None else copy.deepcopy(old)
+    for name, value in ids.items():
+        setattr(generation, name, value)
+    model.generation_config = generation
+
+
 def write_model_dir(
     final: Path,
     model,
@@ -55,6 +74,7 @@ def write_model_dir(
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    name_special_tokens(model, tokenizer)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if trainer_state is not None:
