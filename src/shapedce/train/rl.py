@@ -334,7 +334,9 @@ def _run(
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(StageDir(out).config)
         (out / "from.txt").write_text(str(model_dir) + "\n")
-        log = MetricsLog(out, truncate_after=step if resume else None)
+        log = MetricsLog(
+            out, truncate_after=step if resume else None, report_to=cfg.report_to, config=cfg.to_dict()
+        )
     amp, pad = device.type == "cuda", tokenizer.pad_token_id
     vllm = None
     if cfg.rollout_backend == "vllm":
