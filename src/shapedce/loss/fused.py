@@ -19,6 +19,8 @@ Design (the shape of Liger-Kernel's fused linear cross-entropy, written anew):
 - reduction="none" cannot pre-reduce grad_W (each row has its own incoming gradient), so the
   forward only computes values and the backward recomputes the chunks with those scales.
 - With lambda_top = lambda_tail = 0 and no stats, no top-k is computed at all.
+- token_weights w_t (one number per row) multiply each row's value and its row scale, so they enter
+  the same in-place gradient; no [N, V] work or memory is added. The chunk loop is `chunks.py`.
 - Logit transforms of some model families: z = softcap * tanh(s * (h W^T + b) / softcap)
   (Gemma 2/3 final-logit softcapping), or z = s * (h W^T + b) without a cap (`logit_scale` s:
   Cohere's logit_scale, Granite's 1 / logits_scaling). They are applied to each chunk right after
