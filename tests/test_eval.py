@@ -85,12 +85,17 @@ def test_path_that_is_not_a_model(tmp_path, capsys):
 
 
 def test_tokenizer_without_a_pad_token(run_dir, tmp_path, capsys):
+    """Evaluation pads with eos when the tokenizer has no pad (released models); with neither: refused."""
     model = tmp_path / "model"
     shutil.copytree(run_dir / "final", model)
     cfg_path = model / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg.pop("pad_token", None)
     cfg_path.write_text(json.dumps(cfg))
+    assert main(["eval", str(model), "--samples", "2", "--problems", "1", "--max-new-tokens", "4"]) == 0
+    cfg.pop("eos_token", None)
+    cfg_path.write_text(json.dumps(cfg))
+    capsys.readouterr()
     fails(capsys, "eval", model, "--samples", "2", "--problems", "1", needle="pad")
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import reference_loss
 from shapedce.loss import PRESETS, ShapedLoss, fused_linear_shaped_cross_entropy, shaped_cross_entropy
-from shapedce.loss import fused as fused_module
+from shapedce.loss import chunks as chunks_module
 from shapedce.loss.rows import ground_truth_weight
 
 SETTINGS = {
@@ -234,8 +234,8 @@ def test_stats_are_the_paper_diagnostics(impl):
 
 def test_no_topk_work_when_both_lambdas_are_zero(monkeypatch):
     calls = []
-    real = fused_module.top_k
-    monkeypatch.setattr(fused_module, "top_k", lambda z, k: calls.append(k) or real(z, k))
+    real = chunks_module.top_k
+    monkeypatch.setattr(chunks_module, "top_k", lambda z, k: calls.append(k) or real(z, k))
     h, w, b, t = make_inputs(dtype=torch.float32)
     for name in ("ce", "precision", "diversity"):
         fused_linear_shaped_cross_entropy(h, w, t, bias=b, **SETTINGS[name]).backward()

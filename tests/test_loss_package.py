@@ -14,7 +14,8 @@ from shapedce.loss import PRESETS, SETTINGS, LossConfig, ShapedLoss
 from shapedce.loss import config as config_module
 
 PACKAGE = Path(loss_pkg.__file__).parent
-ORDER = ["config", "rows", "reference", "fused", "shaped", "control"]  # each may import only earlier ones
+# each may import only earlier ones
+ORDER = ["config", "rows", "chunks", "reference", "fused", "shaped", "control"]
 
 
 def parsed(name: str) -> ast.Module:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from shapedce.cli import main
 from shapedce.models import get_rope_theta
@@ -45,6 +45,10 @@ def test_pretrain_then_midtrain_through_the_cli(tmp_path, flavor):
     model = AutoModelForCausalLM.from_pretrained(pre / "final")  # plain transformers, no project code
     assert type(model).__name__ == ("Qwen3MoeForCausalLM" if flavor == "tiny-moe" else "Qwen3ForCausalLM")
     assert (pre / "config.yaml").is_file() and (pre / "tokenizer" / "tokenizer.json").is_file()
+    tok = AutoTokenizer.from_pretrained(pre / "final")
+    gen = GenerationConfig.from_pretrained(pre / "final")  # generation_config.json: generate() stops at eos
+    for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        assert getattr(model.config, name) == getattr(gen, name) == getattr(tok, name) is not None, name
 
     assert run_cli("midtrain", "--from", pre, "--out", mid) == 0
     mid_rows = train_rows(mid)

@@ -1,6 +1,6 @@
 """The `shapedce` command line.
 
-    shapedce losses                                       # the paper's five reward settings
+    shapedce losses                                       # the named reward settings (paper's five, dft)
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
     shapedce midtrain --from runs/ce --out runs/ce-mid [a.b=value ...] [--resume]
@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run model-written code where it cannot be fully isolated (docs/guides/trust.md); any position",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
+    sub.add_parser("losses", help="print the named reward settings (the paper's five and dft)").set_defaults(
+        func=cmd_losses
+    )
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(
         func=cmd_models
     )

@@ -6,7 +6,7 @@
 
 Presets live in `src/shapedce/presets/<name>.yaml` and only list what differs from the defaults
 below. An override `a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work);
-`loss=NAME` selects one of the paper's five loss settings or `auto` (automatic beta,
+`loss=NAME` selects a named loss setting (the paper's five, `dft`) or `auto` (automatic beta,
 `shapedce.loss.control`). Unknown keys, wrong types and values out of range fail with one line
 that names the key.
 """
@@ -110,6 +110,10 @@ class TrainConfig:
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2 fully_shard per decoder layer: sharded
     parameters, gradients, optimizer state) or "auto" = fsdp on CUDA, ddp on CPU. One process ignores it."""
+    report_to: str = "auto"
+    """Where the metrics rows go besides RUN/metrics.jsonl (always written), as Hugging Face's
+    `report_to`: a comma-separated subset of tensorboard, trackio, wandb; "none"; or "auto" =
+    tensorboard when installed. A named backend that is not installed is a one-line error."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -190,6 +194,7 @@ class RunConfig:
             ),
         ]
         check_ranges(self, checks)
+        report_backends(self.train.report_to, "train.report_to")
         per_micro = self.train.micro_batch * self.data.seq_len
         if self.train.global_batch_tokens % per_micro:
             raise UserError(
@@ -293,6 +298,31 @@ def parse_override(text: str) -> dict[str, Any]:
     for part in reversed(key.strip().split(".")):
         out = {part: out}
     return out
+
+
+REPORT_BACKENDS = ("tensorboard", "trackio", "wandb")
+"""Logging backends a `report_to` field may name (`shapedce.train.metrics.MetricsLog`)."""
+
+
+def report_backends(value: str, key: str) -> tuple[str, ...]:
+    """The backends of a `report_to` value ("auto": tensorboard if installed; "none": none), or a
+    one-line UserError naming `key` for an unknown name or a backend that is not installed."""
+    import importlib.util
+
+    if value == "auto":
+        return ("tensorboard",) if importlib.util.find_spec("tensorboard") is not None else ()
+    names = tuple(dict.fromkeys(n.strip() for n in str(value).split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    for name in names:
+        if name not in REPORT_BACKENDS:
+            raise UserError(
+                f"{key} must be auto, none or a comma-separated subset of {', '.join(REPORT_BACKENDS)}; "
+                f"got {value!r}"
+            )
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"{key}={value}: {name} is not installed (pip install {name}, or leave it out)")
+    return names
 
 
 def check_ranges(cfg: Any, checks: list[tuple[str, bool, str]]) -> None:

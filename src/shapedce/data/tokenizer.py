@@ -111,8 +111,9 @@ def _wrap(bpe: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a fast tokenizer from a local directory (never the hub); it must define a pad token."""
+def load_tokenizer(path: str | Path, pad_from_eos: bool = False) -> PreTrainedTokenizerFast:
+    """Load a fast tokenizer from a local directory (never the hub); it must define a pad token, or with
+    `pad_from_eos` (evaluation: every pad position is masked) one is taken from its eos token."""
     directory = Path(path)
     if not directory.is_dir():
         raise UserError(f"tokenizer directory not found: {str(directory)!r} (a local directory is required)")
@@ -129,6 +130,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         raise UserError(
             f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})"
         )
+    if pad_from_eos and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # many released models ship without a pad token
     check_special_tokens(tokenizer, where=str(directory))
     return tokenizer
 

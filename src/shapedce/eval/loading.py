@@ -32,11 +32,14 @@ def pick_device(device: str = "auto") -> torch.device:
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
 
 
-def load_model(path: Path, device: torch.device):
-    """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights."""
+def load_model(path: Path, device: torch.device, *, pad_from_eos: bool = False):
+    """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights.
+
+    `pad_from_eos=True` (evaluation only) accepts a tokenizer without a pad token, as many released
+    models have, padding with eos: evaluation masks every pad position, training would not."""
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(path)  # first: a bad tokenizer fails before any weights are read
+    tokenizer = load_tokenizer(path, pad_from_eos=pad_from_eos)  # first: fails before any weights are read
     check_special_tokens(tokenizer)
     try:
         model = AutoModelForCausalLM.from_pretrained(path)

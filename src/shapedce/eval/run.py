@@ -103,7 +103,7 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
     tasks = get_tasks(settings.tasks)
     model_dir = resolve_model_dir(path)
     out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
-    model, tokenizer = load_model(model_dir, pick_device(device))
+    model, tokenizer = load_model(model_dir, pick_device(device), pad_from_eos=True)
     cfg = SamplingConfig(
         temperature=settings.temperature,
         top_p=settings.top_p,

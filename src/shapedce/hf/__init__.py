@@ -1,11 +1,14 @@
-"""Hugging Face integration of the shaped loss: a Trainer loss function and a causal-LM patch.
+"""Hugging Face integration of the shaped loss: a Trainer loss function, a causal-LM patch, a callback.
 
-    from shapedce.hf import compute_loss_func, patch_causal_lm, set_shaped_loss
+    from shapedce.hf import ShapedLossCallback, compute_loss_func, patch_causal_lm, set_shaped_loss
     trainer = Trainer(model=model, args=args, train_dataset=ds,
                       compute_loss_func=compute_loss_func("precision"))       # on logits
 
     patch_causal_lm(model, "precision")                     # fused: no [B, T, V] logits
     out = model(input_ids=ids, labels=ids)                   # out.loss, out.loss_stats
+    trainer = Trainer(model=model, ..., callbacks=[ShapedLossCallback()])   # stats in the logs; beta=auto
+
+Guide with runnable examples (Trainer, SFTTrainer, GRPOTrainer): docs/guides/huggingface.md.
 
 `compute_loss_func` works with any model that returns logits (it is what `transformers.Trainer`
 and TRL's `SFTTrainer` call as `compute_loss_func(outputs, labels, num_items_in_batch)`).
@@ -15,7 +18,11 @@ own logit scale and final-logit softcap (read from its forward by `heads.py`), a
 router auxiliary loss, whatever `config.output_router_logits` says (generation needs that off;
 pass `output_router_logits=False` to drop the term), weighted by this micro-batch's share of
 `num_items_in_batch` when given, so gradient accumulation adds up to one global-batch term.
-Tests: `PYTHONPATH=src python -m pytest -q tests/test_hf.py tests/test_hf_families.py`.
+`ShapedLossCallback` (in `callback.py`) puts the loss statistics into the Trainer's own log rows (so
+every `report_to` backend gets them) and runs the automatic-beta controller for beta="auto".
+No module here imports trl, datasets, tensorboard, trackio or wandb.
+It is loaded on first access (`transformers.trainer_callback` pulls in accelerate and peft: seconds).
+Tests: `python -m pytest -q tests/test_hf.py tests/test_hf_families.py tests/test_hf_callback.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .patch import (
 __all__ = [
     "HeadSpec",
     "ShapedCausalLMOutput",
+    "ShapedLossCallback",
     "as_shaped_loss",
     "compute_loss_func",
     "patch_causal_lm",
@@ -41,6 +49,14 @@ __all__ = [
     "set_shaped_loss",
     "shift_labels_of",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ShapedLossCallback":  # lazy: importing the Trainer's callback module is slow
+        from .callback import ShapedLossCallback
+
+        return ShapedLossCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def compute_loss_func(shaped_loss: ShapedLoss | str, *, router_aux_loss_coef: float = 0.0):

@@ -10,7 +10,14 @@ Without labels (generation) the model's original forward runs untouched, and `sa
 writes the usual files. A `PeftModel` is patched through its base model; a frozen head gets no
 weight gradient. TRL's `SFTTrainer` installs its own cross-entropy head (`add_fused_lm_head`)
 when it is built: patch `trainer.model` after building the trainer, and the forward answers TRL's
-`fused_lm_head=True` calls with the shaped loss (see `_trl_output`).
+`fused_lm_head=True` calls with the shaped loss (see `_trl_output`), with TRL's per-token entropy and
+top-1 (token accuracy) computed in the same fused pass.
+
+`token_weights=` (the labels' shape, shifted with them; or `shift_labels`' shape) weighs each token's
+loss; the mean still divides by the number of counted tokens (`shapedce.loss.shaped_cross_entropy`).
+A loss with beta="auto" is accepted but needs `shapedce.hf.ShapedLossCallback`, which sets beta each
+optimizer step; without it the loss path raises a UserError. While a callback collects
+(`_shaped_collect` is a list), every training-mode loss-path call appends (loss, loss_stats) to it.
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ class ShapedCausalLMOutput(ModelOutput):
     """What a patched model returns on the loss path; `logits` is None unless asked for.
 
     On TRL's `fused_lm_head=True` path `log_probs` holds minus the per-token shaped loss (so TRL's
-    `-log_probs.sum() / tokens` is the shaped loss), `entropy` the batch-mean entropy on every
-    counted token, and `is_top1` NaN (not computed: TRL's token accuracy logs NaN).
+    `-log_probs.sum() / tokens` is the shaped loss), `entropy` each counted token's entropy and
+    `is_top1` whether its target has the largest logit (TRL's token accuracy); 0 on ignored tokens.
     """
 
     loss: Tensor | None = None
@@ -88,6 +95,32 @@ def _router_aux(self, outputs, attention_mask):
     return _load_balancing_loss_func(self)(outputs.router_logits, experts, top_k, attention_mask)
 
 
+def current_loss(lm) -> ShapedLoss:
+    """The fixed-beta loss the next loss-path call of a patched model uses (beta=auto: the callback's)."""
+    knobs: ShapedLoss = lm._shaped_loss
+    if not knobs.auto_beta:
+        return knobs
+    step = getattr(lm, "_shaped_step_loss", None)
+    if step is None:
+        raise UserError(
+            "beta=auto on a patched model needs shapedce.hf.ShapedLossCallback in the Trainer's callbacks "
+            "(it sets beta every optimizer step)"
+        )
+    return step
+
+
+def _collect(self, loss: Tensor, stats) -> None:
+    if self.training and stats is not None and isinstance(getattr(self, "_shaped_collect", None), list):
+        self._shaped_collect.append((float(loss.detach()), {k: v for k, v in stats.items() if v.dim() == 0}))
+
+
+def _shift_weights(token_weights, labels, shift_labels):
+    """token_weights aligned with the next-token targets (shifted like the labels)."""
+    if token_weights is None or shift_labels is not None or labels is None:
+        return token_weights
+    return torch.nn.functional.pad(token_weights, (0, 1), value=0.0)[..., 1:]
+
+
 def _fused_loss(self, hidden: Tensor, targets: Tensor, **kwargs):
     spec: HeadSpec = self._shaped_spec
     head = getattr(self, spec.head)
@@ -100,7 +133,7 @@ def _fused_loss(self, hidden: Tensor, targets: Tensor, **kwargs):
     if spec.softcap is not None:
         shape["softcap"] = spec.softcap
     hidden = hidden.to(head.weight.device)
-    return self._shaped_loss.fused(
+    return current_loss(self).fused(
         hidden,
         head.weight,
         targets.to(hidden.device),
@@ -122,9 +155,11 @@ def _shaped_forward(
     skip_logits=None,
     return_loss_stats=None,
     fused_lm_head=False,
+    token_weights=None,
     **kwargs,
 ):
     knobs: ShapedLoss = self._shaped_loss
+    token_weights = _shift_weights(token_weights, labels, shift_labels)
     targets = (
         shift_labels
         if shift_labels is not None or labels is None
@@ -136,7 +171,10 @@ def _shaped_forward(
     if not skip_logits and not fused_lm_head:  # the original forward, then (if labels) the loss on its logits
         out = self._shaped_original_forward(input_ids, attention_mask, *args, **kwargs)
         if targets is not None:
-            loss = knobs(out.logits, targets.to(out.logits.device), reduction=reduction)
+            tw = None if token_weights is None else token_weights.to(out.logits.device)
+            loss = current_loss(self)(
+                out.logits, targets.to(out.logits.device), reduction=reduction, token_weights=tw
+            )
             out.loss = _reduce(loss, num_items_in_batch)
         return out
     if args:
@@ -156,12 +194,18 @@ def _shaped_forward(
     aux_loss = None
     if spec.moe and kwargs["output_router_logits"]:
         aux_loss = _router_aux(self, outputs, attention_mask)
+    if token_weights is not None:
+        token_weights = token_weights.to(hidden.device)
     if fused_lm_head:
-        return _trl_output(self, hidden, targets, aux_loss, num_items_in_batch)
+        return _trl_output(self, hidden, targets, aux_loss, num_items_in_batch, token_weights)
     want_stats = self._shaped_return_stats if return_loss_stats is None else return_loss_stats
-    result = _fused_loss(self, hidden, targets, reduction=reduction, return_stats=want_stats)
+    want_stats = want_stats or isinstance(getattr(self, "_shaped_collect", None), list)
+    result = _fused_loss(
+        self, hidden, targets, reduction=reduction, return_stats=want_stats, token_weights=token_weights
+    )
     loss, stats = result if want_stats else (result, None)
     loss = _reduce(loss, num_items_in_batch)
+    _collect(self, loss, stats)
     if aux_loss is not None:
         share = 1.0  # with num_items_in_batch this micro-batch is a part of a larger batch: weigh by tokens
         if num_items_in_batch is not None:
@@ -177,23 +221,33 @@ def _shaped_forward(
     )
 
 
-def _trl_output(self, hidden, targets, aux_loss, num_items_in_batch):
-    """Answer TRL's `fused_lm_head=True` call: per-token shaped losses where TRL expects -log_probs."""
-    per_token, stats = _fused_loss(self, hidden, targets, reduction="none", return_stats=True)
+def _trl_output(self, hidden, targets, aux_loss, num_items_in_batch, token_weights=None):
+    """Answer TRL's `fused_lm_head=True` call: per-token shaped losses where TRL expects -log_probs, and
+    each token's entropy and top-1 hit from the same fused pass (TRL's entropy and token accuracy)."""
+    per_token, stats = _fused_loss(
+        self,
+        hidden,
+        targets,
+        reduction="none",
+        return_stats=True,
+        token_stats=True,
+        token_weights=token_weights,
+    )
     mask = targets.to(per_token.device) != self._shaped_loss.ignore_index
     denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     loss = per_token.sum() / denominator
+    entropy, is_top1 = stats.pop("token_entropy"), stats.pop("token_is_top1")
+    _collect(self, loss, stats)
     if aux_loss is not None:
         loss = loss + module_at(self, self._shaped_spec.router[2]) * aux_loss.to(loss.device)
-    nan = torch.full_like(per_token, float("nan"))
     return ShapedCausalLMOutput(
         loss=loss,
         aux_loss=aux_loss,
         loss_stats=stats,
         log_probs=-per_token,
         label_mask=mask,
-        entropy=(stats["entropy"].to(per_token.dtype) * mask).detach(),
-        is_top1=torch.where(mask, nan, torch.zeros_like(per_token)),
+        entropy=entropy.to(per_token.dtype),
+        is_top1=is_top1.bool(),
     )
 
 
@@ -232,7 +286,8 @@ def patch_causal_lm(
 
     With `return_stats=True` each loss-path output carries `loss_stats` (ce, entropy,
     topk_mass, tail_mass, target_in_topk, tokens). Calling it again replaces the loss; models
-    whose logits it cannot reproduce exactly are refused with a UserError.
+    whose logits it cannot reproduce exactly are refused with a UserError. A beta="auto" loss
+    needs `ShapedLossCallback` (see the module docstring).
     """
     lm = _causal_lm_of(model)
     if not isinstance(lm, torch.nn.Module):
@@ -259,4 +314,6 @@ def set_shaped_loss(model, shaped_loss: ShapedLoss | str):
             f"set_shaped_loss needs a model patched by patch_causal_lm; got {type(model).__name__}"
         )
     lm._shaped_loss = as_shaped_loss(shaped_loss)
+    if not lm._shaped_loss.auto_beta:
+        lm._shaped_step_loss = None
     return model

@@ -19,8 +19,8 @@ lets the trainer adjust beta online so that the per-token entropy approaches H n
 [-1, beta_max], stepping by beta_lr per unit of relative error of an EMA (weight entropy_ema) of
 the measured entropy. These four settings are flat keys of the `loss:` section (loss.beta_lr=...),
 validated here by `check_control`, which the controller uses too. Such a loss cannot be called
-directly: `at_beta(b)` gives the fixed-beta loss of one step. `SETTINGS` = the paper's five
-`PRESETS` plus "auto".
+directly: `at_beta(b)` gives the fixed-beta loss of one step. `SETTINGS` = the `PRESETS` (the
+paper's five and "dft") plus "auto".
 """
 
 from __future__ import annotations
@@ -155,8 +155,11 @@ PRESETS: dict[str, LossConfig] = {
     "diversity": LossConfig(beta=0.5),
     "tail": LossConfig(lambda_tail=-0.1, k=100),
     "head": LossConfig(lambda_top=0.1, k=100),
+    "dft": LossConfig(beta=float("inf")),
 }
-"""The paper's five reward configurations, by the names the CLI and reports use."""
+"""The paper's five reward configurations, by the names the CLI and reports use, and "dft": Dynamic
+Fine-Tuning (Wu et al. 2025, arXiv 2508.05629), the beta -> +inf limit, loss_t = -sg(pi_x) log pi_x
+(TRL's SFTConfig(loss_type="dft"))."""
 
 AUTO_TARGET_ENTROPY = 0.55
 """Default target of the "auto" setting, nats per token: 16% below the 0.657 training entropy CE ends
@@ -168,5 +171,5 @@ SETTINGS: dict[str, LossConfig] = {
     **PRESETS,
     "auto": LossConfig(beta="auto", target_entropy=AUTO_TARGET_ENTROPY),
 }
-"""Every named setting `loss=NAME` and `shapedce reproduce --configs` accept: the paper's five and
-"auto" (automatic beta towards AUTO_TARGET_ENTROPY)."""
+"""Every named setting `loss=NAME` and `shapedce reproduce --configs` accept: the paper's five, "dft"
+and "auto" (automatic beta towards AUTO_TARGET_ENTROPY)."""

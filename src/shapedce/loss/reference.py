@@ -25,6 +25,7 @@ from .config import check_knobs, check_reduction
 from .rows import (
     check_float,
     check_targets,
+    check_token_weights,
     compute_dtype,
     ground_truth_weight,
     stats_dict,
@@ -51,9 +52,13 @@ def shaped_cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     return_stats: bool = False,
+    token_weights: Tensor | None = None,
 ):
     """Reward-shaped next-token loss on logits [..., V] and targets [...].
 
+    `token_weights` ([...], float, finite; constants: no gradient reaches them) multiplies each
+    position's loss: "mean" is then sum_t w_t * loss_t / (number of non-ignored positions), "sum" the
+    weighted sum, "none" the weighted rows. The statistics stay unweighted (they describe pi).
     Returns the loss (a scalar, or [...] for reduction="none"; ignored positions give 0), or
     `(loss, stats)` with `return_stats=True`: per-token means of ce (-log pi_x), entropy,
     topk_mass, tail_mass, target_in_topk, w_mean and of the squared logit-gradient norms
@@ -67,6 +72,7 @@ def shaped_cross_entropy(
         raise UserError(f"logits must have shape [..., V] with V >= 1; got {tuple(logits.shape)}")
     vocab = logits.shape[-1]
     check_targets(targets, logits.shape[:-1], vocab, ignore_index, "logits")
+    check_token_weights(token_weights, targets)
 
     z = logits.reshape(-1, vocab).to(compute_dtype(logits.dtype))
     x = targets.reshape(-1)
@@ -87,6 +93,8 @@ def shaped_cross_entropy(
         lam = (in_top.to(z.dtype) * (lambda_top - lambda_tail) + lambda_tail).scatter(1, x, 0.0)
         if lambda_top != 0 or lambda_tail != 0:
             rows = rows - (lam * pi).sum(-1)
+    if token_weights is not None:
+        rows = rows * token_weights.detach().reshape(-1).to(rows.dtype)
     rows = torch.where(valid, rows, 0.0)
     loss = reduce_rows(rows.reshape(targets.shape), int(valid.sum()), reduction)
     if not return_stats:

@@ -47,6 +47,22 @@ def check_targets(
         raise UserError(f"targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; got {value}")
 
 
+def check_token_weights(token_weights: Tensor | None, targets: Tensor) -> None:
+    """One-line UserErrors unless token_weights is None or a finite float tensor of targets' shape."""
+    if token_weights is None:
+        return
+    if not isinstance(token_weights, Tensor) or not token_weights.is_floating_point():
+        kind = getattr(token_weights, "dtype", type(token_weights).__name__)
+        raise UserError(f"token_weights must be a floating-point tensor; got {kind}")
+    if token_weights.shape != targets.shape:
+        raise UserError(
+            f"token_weights shape {tuple(token_weights.shape)} must equal "
+            f"targets shape {tuple(targets.shape)}"
+        )
+    if not bool(torch.isfinite(token_weights).all()):
+        raise UserError("token_weights must be finite (no NaN or inf)")
+
+
 def check_float(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
         raise UserError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")

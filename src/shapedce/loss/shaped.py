@@ -37,7 +37,7 @@ class ShapedLoss(LossConfig):
 
 
 PRESETS: dict[str, ShapedLoss] = {name: ShapedLoss.named(name) for name in config.PRESETS}
-"""The paper's five reward configurations (see `shapedce.loss.config.PRESETS`), callable."""
+"""The paper's five reward configurations and "dft" (see `shapedce.loss.config.PRESETS`), callable."""
 
 SETTINGS: dict[str, ShapedLoss] = {name: ShapedLoss.named(name) for name in config.SETTINGS}
-"""Every named setting `loss=NAME` accepts: the paper's five and "auto" (automatic beta), callable."""
+"""Every named setting `loss=NAME` accepts: the paper's five, "dft" and "auto" (automatic beta), callable."""

@@ -11,8 +11,9 @@ CPU and bf16 autocast on GPU. The loss is the fused shaped loss through
 `shapedce.hf.patch_causal_lm`, whose statistics give the logged perplexity and entropy.
 With `loss.beta=auto` an `EntropyController` (shapedce.loss.control) sets each step's beta from the
 previous steps' entropy; train rows log `beta` and `entropy_ema`, checkpoints hold its state.
-Outputs in RUN/: config.yaml, metrics.jsonl (+ TensorBoard events in tb/ when tensorboard is
-installed), tokenizer/, checkpoints/step_N/ (resumable), final/ (a plain HF model directory).
+Outputs in RUN/: config.yaml, metrics.jsonl (+ the `train.report_to` backends: TensorBoard events in
+tb/ by default when installed, trackio, wandb), tokenizer/, checkpoints/step_N/ (resumable), final/
+(a plain HF model directory whose config names eos, bos and pad ids).
 Mid-training starts from RUN/final of a pre-training run: same loss, lr decaying from the
 pre-training peak to `midtrain.final_lr_ratio` of it, `midtrain.seq_len_multiplier` x longer
 sequences, RoPE base `midtrain.rope_theta`, and the reasoning-heavy data mix.
@@ -163,7 +164,13 @@ def train_lm(cfg: RunConfig, out: Path, *, resume: bool = False, init_from: Path
             cfg.save(stage.config)
         trainer = LMTrainer(cfg, stage, d, device, amp, parallel, per_rank, init_from, resume_from)
         log = (
-            MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None)
+            MetricsLog(
+                stage.path,
+                truncate_after=trainer.step if resume_from is not None else None,
+                report_to=cfg.train.report_to,
+                key="train.report_to",
+                config=cfg.to_dict(),
+            )
             if d.main
             else None
         )

@@ -7,8 +7,10 @@ and, for train rows, lr, grad_norm, tokens_per_s (with loss.beta=auto also beta,
 step used, and entropy_ema, the controller's smoothed entropy after it). w_mean / w_max: mean and
 maximum of the ground-truth weight w over the step's tokens; grad_shift = ||G_shaped - G_ce||_F /
 ||G_ce||_F, how much the shaping changes the logit gradient of the step's tokens (0 for CE;
-definition in `shapedce.loss.rows.grad_shift_rows`). TensorBoard events go to RUN/tb/ when the
-`tensorboard` package is installed. Read a run back with `read_metrics(path)`.
+definition in `shapedce.loss.rows.grad_shift_rows`). The same numbers go to the `report_to` backends
+(`train.report_to` / RL's `report_to`, like Hugging Face's): TensorBoard events in RUN/tb/ (the
+default when installed; x axis: tokens), trackio, wandb (x axis: step; keys split/name). Each
+backend is imported only when named. Read a run back with `read_metrics(path)`.
 
     python -m pytest -q tests/test_loss_stats.py      # merge_stats against one unsplit batch
 """
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import report_backends
 from ..loss import MAX_STAT_NAMES, STAT_NAMES
 from ..rundir import StageDir
 
@@ -75,36 +79,95 @@ def merge_stats(
     return row
 
 
-class MetricsLog:
-    """Appends rows to RUN/metrics.jsonl; on resume, first drops rows past the checkpoint step."""
+class _TensorBoard:
+    def __init__(self, run_dir: Path, name: str, config: dict | None, resume: bool):
+        from torch.utils.tensorboard import SummaryWriter
 
-    def __init__(self, run_dir: Path, truncate_after: int | None = None):
+        self.writer = SummaryWriter(str(Path(run_dir) / "tb"))
+
+    def log(self, split: str, step: int, tokens: int, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(f"{split}/{key}", value, tokens)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Trackio:
+    """trackio (local SQLite under $TRACKIO_DIR, no server, no network unless a Space is configured)."""
+
+    def __init__(self, run_dir: Path, name: str, config: dict | None, resume: bool):
+        import trackio
+
+        self.trackio = trackio
+        project = os.environ.get("TRACKIO_PROJECT", "shapedce")
+        trackio.init(project=project, name=name, config=config, resume="allow" if resume else "never")
+
+    def log(self, split: str, step: int, tokens: int, values: dict[str, float]) -> None:
+        self.trackio.log({f"{split}/{k}": v for k, v in values.items()} | {"tokens": tokens}, step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+class _Wandb:
+    def __init__(self, run_dir: Path, name: str, config: dict | None, resume: bool):
+        import wandb
+
+        self.wandb = wandb
+        project = os.environ.get("WANDB_PROJECT", "shapedce")
+        self.run = wandb.init(project=project, name=name, dir=str(run_dir), config=config, resume="allow")
+
+    def log(self, split: str, step: int, tokens: int, values: dict[str, float]) -> None:
+        self.run.log({f"{split}/{k}": v for k, v in values.items()} | {"tokens": tokens}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+BACKENDS = {"tensorboard": _TensorBoard, "trackio": _Trackio, "wandb": _Wandb}
+"""The `report_to` backends; each is imported only when named (`shapedce.config.report_backends`)."""
+
+
+class MetricsLog:
+    """Appends rows to RUN/metrics.jsonl and hands their numbers to the `report_to` backends; on resume,
+    first drops rows past the checkpoint step.
+
+    `report_to` as the configs' field ("auto" = tensorboard when installed; "none"; or a comma-separated
+    subset of tensorboard, trackio, wandb); `key` names that field in errors. trackio and wandb runs
+    are named after the run folder (project: $TRACKIO_PROJECT / $WANDB_PROJECT, default "shapedce")
+    and get `config` (the resolved run config) as their config; their x axis is the step."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        truncate_after: int | None = None,
+        *,
+        report_to: str = "auto",
+        key: str = "report_to",
+        config: dict | None = None,
+    ):
         self.path = StageDir(run_dir).metrics
         if truncate_after is not None and self.path.exists():
             keep = [r for r in read_metrics(self.path) if r["step"] <= truncate_after]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        names = report_backends(report_to, key)  # before any file is opened: a missing one fails first
         self.file = open(self.path, "a")
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
-        except ImportError:  # tensorboard is optional
-            pass
+        name = Path(run_dir).resolve().name
+        self.backends = [BACKENDS[n](Path(run_dir), name, config, truncate_after is not None) for n in names]
 
     def write(self, stage: str, step: int, tokens: int, split: str, values: dict[str, Any]) -> None:
         row = {"stage": stage, "step": step, "tokens": tokens, "split": split, **values}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self.tb.add_scalar(f"{split}/{key}", value, tokens)
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for backend in self.backends:
+            backend.log(split, step, tokens, numbers)
 
     def close(self) -> None:
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        for backend in self.backends:
+            backend.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

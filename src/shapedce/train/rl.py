@@ -176,7 +176,12 @@ def run_rl(
         if d.main:
             cfg.save(stage.config)
             (stage.path / "from.txt").write_text(str(model_dir) + "\n")
-            log = MetricsLog(stage.path, truncate_after=trainer.step if resume_from is not None else None)
+            log = MetricsLog(
+                stage.path,
+                truncate_after=trainer.step if resume_from is not None else None,
+                report_to=cfg.report_to,
+                config=cfg.to_dict(),
+            )
 
         def evaluate(at: int) -> None:
             model, was_training = trainer.sampler, trainer.sampler.training

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset
+from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset, report_backends
 from ..errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
@@ -92,6 +92,9 @@ class RLConfig:
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2: parameters, gradients and optimizer state
     sharded; rollouts sample from an unsharded copy), or "auto" (fsdp on CUDA, ddp on CPU)."""
+    report_to: str = "auto"
+    """Metrics backends besides RUN/metrics.jsonl, as `train.report_to` of pre-training: tensorboard,
+    trackio, wandb (comma-separated), "none", or "auto" = tensorboard when installed."""
 
     def validate(self) -> RLConfig:
         checks = [
@@ -131,6 +134,7 @@ class RLConfig:
             ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]
         check_ranges(self, checks)
+        report_backends(self.report_to, "report_to")
         rows, per = self.prompts_per_step * self.group_size, self.micro_batch * self.mini_batches
         if rows % per:
             fits = [m for m in range(1, rows + 1) if rows % (m * self.mini_batches) == 0]

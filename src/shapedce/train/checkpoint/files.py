@@ -4,7 +4,8 @@
 
 A checkpoint is a directory `RUN/checkpoints/step_0000100/` (`shapedce.rundir.checkpoint_name`) holding
   - `model.safetensors` + `config.json` (`save_pretrained`) and the tokenizer files, so that
-    `AutoModelForCausalLM.from_pretrained(path)` loads it with no project code;
+    `AutoModelForCausalLM.from_pretrained(path)` loads it with no project code; config.json and
+    generation_config.json name the tokenizer's eos, bos and pad ids (`name_special_tokens`);
   - `trainer_state.pt`: optimizer, scheduler, RNG states, data position, step;
   - `run_config.yaml`: the resolved run config.
 It is written to a temporary sibling and renamed into place, so a crash never leaves a
@@ -14,6 +15,7 @@ code from a file: safetensors for weights, `torch.load(weights_only=True)`, `yam
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from pathlib import Path
@@ -65,6 +67,23 @@ def save_tokenizer(tokenizer, path: Path) -> Path:
     return replace_dir(tmp, Path(path))
 
 
+def name_special_tokens(model, tokenizer) -> None:
+    """Copy the tokenizer's eos, bos and pad token ids into `model.config` and a fresh
+    `model.generation_config` (saved as generation_config.json), so a plain `model.generate()` stops
+    at eos and pads with pad. Ids the tokenizer lacks are left as the config has them."""
+    from transformers import GenerationConfig
+
+    ids = {name: getattr(tokenizer, name, None) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
+    ids = {name: value for name, value in ids.items() if value is not None}
+    for name, value in ids.items():
+        setattr(model.config, name, value)
+    old = getattr(model, "generation_config", None)  # keeps sampling defaults already set (temperature, ...)
+    generation = GenerationConfig.from_model_config(model.config) if old is None else copy.deepcopy(old)
+    for name, value in ids.items():
+        setattr(generation, name, value)
+    model.generation_config = generation
+
+
 def write_model_dir(
     final: Path,
     model,
@@ -77,6 +96,7 @@ def write_model_dir(
     sibling renamed into place, replacing an older directory of the same name. `state_dict`
     replaces the model's own weights (the full weights gathered from a sharded model)."""
     tmp = _fresh_tmp(final)
+    name_special_tokens(model, tokenizer)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if trainer_state is not None:
