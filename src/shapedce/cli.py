@@ -1,5 +1,6 @@
 """The `shapedce` command line.
 
+    shapedce --version                                    # the installed version
     shapedce losses                                       # the paper's five reward settings
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
@@ -26,6 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 from .loss import PRESETS
 from .rundir import StageDir
@@ -176,6 +178,7 @@ def cmd_readiness(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
+    parser.add_argument("--version", action="version", version=f"shapedce {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="print the paper's five reward settings").set_defaults(func=cmd_losses)
     sub.add_parser("models", help="print the model flavors and their parameter counts").set_defaults(

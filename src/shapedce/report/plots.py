@@ -20,8 +20,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from ..errors import require
 
+matplotlib = require("matplotlib", "pipeline")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402

