@@ -50,7 +50,7 @@ def _allowed(kind: str, lo: object, hi: object, lo_open: bool = False, hi_open: 
     return kind
 
 
-def check_int(name: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> None:
     """One-line UserError unless `value` is an integer in [lo, hi] (a None bound is open)."""
     ok = is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
     check(ok, name, _allowed("an integer", lo, hi), value)
@@ -58,7 +58,7 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
 
 def check_real(
     name: str,
-    value: object,
+    value,
     lo: float | None = None,
     hi: float | None = None,
     *,
