@@ -75,6 +75,10 @@ SLOW = {
     "test_tasks_math.py::test_the_hard_bound_kills_a_slow_worker_and_a_fresh_one_serves_next",
     "test_tasks.py::test_exhausted_space_says_so",
     "test_config_docs.py::test_every_field_is_on_the_page_with_its_docstring",
+    "test_layers.py::test_report_and_rundir_load_no_torch",
+    "test_hf.py::test_transformers_trainer_runs_with_compute_loss_func",
+    "test_eval.py::test_held_out_text_follows_the_models_world",
+    "test_release.py::test_the_check_can_see_a_heavy_import",
 }
 """Tests that are slow: "file.py::test_name" (every parametrisation) or a node id with parameters."""
 
