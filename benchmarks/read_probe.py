@@ -11,7 +11,7 @@ number greedily:
     answer                     t after "The answer is ", copied from the second line
 
 Chance is about 0.1 everywhere; copying near 1 means the model attends to the right positions. This
-is how the default grid's mid-training budget was chosen (README: "The built-in world").
+is how the default grid's mid-training budget was chosen (docs/history/2026-11-30-world-v2.md).
 
 Run on CPU from the repository root (seconds per model):
     python benchmarks/read_probe.py runs/reproduce/runs/tiny/ce/s0/midtrain runs/reproduce/runs/tiny/ce/s0/rl

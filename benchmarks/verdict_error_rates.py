@@ -14,7 +14,8 @@ Normal seed noise (sd 1), the rules of `shapedce.report.stats` exactly as `shape
 - the study's second look: the checks undecided at 20 seeds are extended to 33 and judged again in
   the same family (12 checks, half at d = 0 and half at d = margin = half a seed spread), at level
   0.025 (`second_look`) and, for contrast, at 0.05: any wrong call at either look, against one look.
-Prints one table: rate, its Monte-Carlo standard error, the nominal bound. The README quotes it.
+Prints one table: rate, its Monte-Carlo standard error, the nominal bound (quoted in
+docs/method/statistics.md).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
         ("12 checks with absence, 6 seeds, Holm-Shaffer: any wrong call", *_rate(wrong, reports), "5%")
     )
 
-    # the study's second look (README: "What runs next"): every check still inconclusive at 20 seeds
+    # the study's second look (docs/history/2026-12-01-second-look.md): every check still
+    # inconclusive at 20 seeds
     # gets 13 more and the family is judged again, the grown checks at level 0.025 (`second_look`),
     # or, for contrast, at 0.05. 12 checks as above with effects (and margins) of half a seed spread,
     # so that most are undecided at 20: any wrong call at either look.

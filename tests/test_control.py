@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import math
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
+from conftest import kill, spawn_cli, wait_for
 from shapedce.cli import main
 from shapedce.config import load_config
 from shapedce.hf import patch_causal_lm
@@ -151,9 +148,6 @@ def test_auto_beta_resumes_exactly_in_train_lm(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["pretrain", "--preset", "smoke", "--out", str(straight), *common]) == 0
     cmd = [
-        sys.executable,
-        "-m",
-        "shapedce",
         "pretrain",
         "--preset",
         "smoke",
@@ -162,13 +156,9 @@ def test_auto_beta_resumes_exactly_in_train_lm(tmp_path):
         *common,
         "train.steps=500",
     ]  # the lr schedule is flat after warm-up, so 500 and 6 steps agree up to step 6
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000003").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "the run to kill ended or stalled"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = spawn_cli(*cmd)
+    wait_for(lambda: (killed / "checkpoints" / "step_0000003").is_dir(), proc)
+    kill(proc)
     assert main(["pretrain", "--out", str(killed), "--resume", "train.steps=6"]) == 0
 
     def rows(run):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from conftest import kill, spawn_cli, wait_for
 from shapedce.cli import main
 from shapedce.models import get_rope_theta
 from shapedce.train.lm import lr_factor
@@ -127,21 +124,6 @@ def test_beta_orders_the_entropy_at_equal_steps(tmp_path):
     assert max(ce.values()) < 1.01 * min(ce.values()), ce
 
 
-def _spawn(out: Path, *overrides: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "shapedce", "pretrain", "--preset", "smoke", "--out", str(out), *overrides]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"run ended early: {proc.stderr.read().decode()[-500:]}"
-        assert time.time() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
-
-
 def _comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
 
@@ -152,10 +134,11 @@ def test_sigkill_then_resume_gives_the_same_loss_curve(tmp_path):
     assert run_cli("pretrain", "--preset", "smoke", "--out", straight, "train.steps=9", *common) == 0
 
     killed = tmp_path / "killed"
-    proc = _spawn(killed, "train.steps=500", *common)  # far more steps than it will live for
-    _wait_for(lambda: (killed / "checkpoints" / "step_0000003").is_dir(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = spawn_cli(
+        "pretrain", "--preset", "smoke", "--out", killed, "train.steps=500", *common
+    )  # outlives it
+    wait_for(lambda: (killed / "checkpoints" / "step_0000003").is_dir(), proc)
+    kill(proc)
     assert run_cli("pretrain", "--out", killed, "--resume", "train.steps=9") == 0
     assert _comparable(read_metrics(killed / "metrics.jsonl")) == _comparable(
         read_metrics(straight / "metrics.jsonl")
@@ -164,8 +147,10 @@ def test_sigkill_then_resume_gives_the_same_loss_curve(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
-    proc = _spawn(out, "train.steps=500", "train.ckpt_every=1000")
-    _wait_for(lambda: (out / "metrics.jsonl").is_file() and len(train_rows(out)) >= 2, proc)
+    proc = spawn_cli(
+        "pretrain", "--preset", "smoke", "--out", out, "train.steps=500", "train.ckpt_every=1000"
+    )
+    wait_for(lambda: (out / "metrics.jsonl").is_file() and len(train_rows(out)) >= 2, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     ckpts = sorted((out / "checkpoints").iterdir())

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import kill, spawn_cli, wait_for
 from shapedce.cli import main
 from shapedce.rundir import FolderLock
 from shapedce.train.metrics import read_metrics
@@ -210,28 +211,11 @@ def test_midtrain_refuses_a_non_finite_model(run3, tmp_path, capsys):
 
 def test_folder_without_checkpoint_can_start_again_or_resume(tmp_path, capsys):
     out = tmp_path / "early"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shapedce",
-            "pretrain",
-            "--preset",
-            "smoke",
-            "--out",
-            str(out),
-            "train.steps=500",
-            "train.ckpt_every=1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_cli(
+        "pretrain", "--preset", "smoke", "--out", out, "train.steps=500", "train.ckpt_every=1000"
     )
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").is_file():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # killed before its first checkpoint
-    proc.wait()
+    wait_for(lambda: (out / "metrics.jsonl").is_file(), proc)
+    kill(proc)  # before its first checkpoint
     assert not list((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else True
     assert main(["pretrain", "--out", str(out), "--resume", "train.steps=2"]) == 0
     assert "starting the run from the beginning" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The `shapedce` command line.
 
+    shapedce --version                                    # the installed version
     shapedce losses                                       # the named reward settings (paper's five, dft)
     shapedce models                                       # model flavors and parameter counts
     shapedce pretrain --preset tiny --out runs/ce [a.b=value ...] [--resume]
@@ -26,6 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 from .loss import PRESETS
 from .rundir import StageDir
@@ -176,6 +178,7 @@ def cmd_readiness(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
+    parser.add_argument("--version", action="version", version=f"shapedce {__version__}")
     parser.add_argument(
         "--allow-unisolated-code",
         action="store_true",

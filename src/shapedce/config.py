@@ -71,8 +71,11 @@ class OptimConfig:
     weight_decay: float = 0.1
     """AdamW weight decay, applied to matrices only (not norms or biases)."""
     beta1: float = 0.9
+    """AdamW decay rate of the gradient's running mean."""
     beta2: float = 0.95
+    """AdamW decay rate of the squared gradient's running mean."""
     eps: float = 1e-8
+    """AdamW term added to the denominator for numerical stability."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 disables)."""
     warmup_steps: int = 20
@@ -93,6 +96,7 @@ class TrainConfig:
     micro_batch: int = 16
     """Sequences per forward/backward; global_batch_tokens must divide by micro_batch * seq_len."""
     log_every: int = 1
+    """Write a train row to metrics.jsonl every this many steps (and at the last step)."""
     val_every: int = 50
     """Validate on the fixed held-out set every this many steps (and at the end)."""
     val_sequences: int = 64
@@ -121,6 +125,7 @@ class MidtrainConfig:
     """How `shapedce midtrain` derives its run from a pre-training run (SPEC section 2)."""
 
     steps: int = 100
+    """Mid-training optimizer steps."""
     seq_len_multiplier: int = 4
     """Mid-training sequence length = pre-training seq_len times this (paper: 4096 -> 16384)."""
     rope_theta: float = 1e6
@@ -136,6 +141,7 @@ class MidtrainConfig:
     corpus: str = "builtin"
     """"builtin" (the reasoning-heavy mid-training mix), "builtin-v2" (its v2 mix) or a local data path."""
     n_docs: int = 20000
+    """Documents generated for the built-in mid-training corpus."""
 
 
 @dataclass(kw_only=True, slots=True)

@@ -50,7 +50,7 @@ def _allowed(kind: str, lo: object, hi: object, lo_open: bool = False, hi_open: 
     return kind
 
 
-def check_int(name: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> None:
     """One-line UserError unless `value` is an integer in [lo, hi] (a None bound is open)."""
     ok = is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
     check(ok, name, _allowed("an integer", lo, hi), value)
@@ -58,7 +58,7 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
 
 def check_real(
     name: str,
-    value: object,
+    value,
     lo: float | None = None,
     hi: float | None = None,
     *,
@@ -72,3 +72,30 @@ def check_real(
     if ok and hi is not None:
         ok = value < hi if hi_open else value <= hi
     check(ok, name, _allowed("a finite number", lo, hi, lo_open, hi_open), value)
+
+
+def check_installed(module: str, extra: str) -> None:
+    """One-line UserError unless `module` can be imported; the message names the extra that installs it.
+
+    The core install (`pip install shapedce`) gives the loss and the Hugging Face patch only; the
+    pipeline's and the evaluation's heavier packages come with extras (`pipeline`, `eval`, `all`).
+    """
+    import importlib.util
+
+    top = module.split(".")[0]
+    if importlib.util.find_spec(top) is None:
+        hint = f'pip install "shapedce[{extra}]"'
+        raise UserError(f"this needs {top}, which the core install leaves out: {hint}")
+
+
+def require(module: str, extra: str):
+    """Import and return `module`, or raise `check_installed`'s one-line UserError when it is missing.
+
+    plt = require("matplotlib.pyplot", "pipeline")
+    # without it: UserError: this needs matplotlib, which the core install leaves out:
+    # pip install "shapedce[pipeline]"
+    """
+    import importlib
+
+    check_installed(module, extra)
+    return importlib.import_module(module)

@@ -235,7 +235,7 @@ SMALL_SHARE = {"pretrain-v2": 0.5, "midtrain-v2": 1.0}
 default grid's RL family); the rest are the six classic families, evenly. Mid-training concentrates on
 it: a ~1M-parameter model learns to read its operands from the prompt (copy them into the worked
 steps) only when such documents are dense; diluted among general text it stays at chance for 800
-steps (README: "The built-in world"). The v1 corpora draw the six classic families evenly."""
+steps (docs/history/2026-11-30-world-v2.md). The v1 corpora draw the six classic families evenly."""
 
 
 def is_reasoning_doc(doc: str) -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError, check_int, is_int
+from ..errors import UserError, check_installed, check_int, is_int
 
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> `datasets` builder."""
@@ -78,6 +78,7 @@ def _files(path: Path) -> list[Path]:
 
 
 def _read_one(path: Path, text_field: str, cache_dir: str | None) -> list[str]:
+    check_installed("datasets", "pipeline")
     from datasets import load_dataset
     from datasets.utils.logging import disable_progress_bar
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 from ..errors import UserError, check, check_int, check_real, is_int, is_real
 
@@ -85,8 +85,9 @@ class LossConfig:
     """beta=auto only: weight of the newest step's entropy in the smoothed measurement, in (0, 1]."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, float) and self.k.is_integer():  # YAML may give 100.0
-            object.__setattr__(self, "k", int(self.k))
+        k: Any = self.k
+        if isinstance(k, float) and k.is_integer():  # YAML may give 100.0
+            object.__setattr__(self, "k", int(k))
         if is_int(self.beta):
             object.__setattr__(self, "beta", float(self.beta))
         for name in ("target_entropy", "beta_max", "beta_lr", "entropy_ema"):
@@ -95,7 +96,8 @@ class LossConfig:
             object.__setattr__(self, name, float(value))
         if isinstance(self.beta, str) and self.beta != "auto":
             raise UserError(f"beta must be a number >= -1 or 'auto'; got {self.beta!r}")
-        check_knobs(0.0 if self.auto_beta else self.beta, self.lambda_top, self.lambda_tail, self.k)
+        beta = 0.0 if isinstance(self.beta, str) else self.beta  # "auto": the controller starts at CE
+        check_knobs(beta, self.lambda_top, self.lambda_tail, self.k)
         check_control(self.target_entropy, self.beta_max, self.beta_lr, self.entropy_ema)
         if self.auto_beta and self.target_entropy <= 0:
             raise UserError(
@@ -109,7 +111,7 @@ class LossConfig:
         check_int("ignore_index", self.ignore_index)
 
     @classmethod
-    def named(cls, name: str, **overrides: Any) -> LossConfig:
+    def named(cls, name: str, **overrides: Any) -> Self:
         """One of the named settings (see `SETTINGS`) as a `cls`, optionally with fields overridden."""
         if name not in SETTINGS:
             raise UserError(f"unknown loss setting {name!r}; choose one of {', '.join(SETTINGS)}")
@@ -120,7 +122,7 @@ class LossConfig:
         """True when beta is set online by `shapedce.loss.control.EntropyController`."""
         return self.beta == "auto"
 
-    def at_beta(self, beta: float) -> LossConfig:
+    def at_beta(self, beta: float) -> Self:
         """This loss with a fixed beta (the controller's value for one step); no controller fields."""
         return replace(self, beta=float(beta), target_entropy=0.0)
 

@@ -73,7 +73,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def top_k(z: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+def top_k(z: Tensor, k: int) -> torch.return_types.topk | None:
     """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
 
     K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
@@ -145,7 +145,8 @@ def negative_sums(e: Tensor, top, sum_neg: Tensor) -> tuple[Tensor, Tensor, Tens
         scaled = e.index_select(0, tiny) * torch.exp2(exp2).unsqueeze(1)
         fix = torch.exp2(-exp2.double())
         redone = _sums(scaled, None if top_i is None else top_i.index_select(0, tiny))
-        out = tuple(a.index_copy(0, tiny, b * f) for a, b, f in zip(out, redone, (fix, fix * fix) * 2))
+        a0, a1, a2, a3 = (a.index_copy(0, tiny, b * f) for a, b, f in zip(out, redone, (fix, fix * fix) * 2))
+        out = (a0, a1, a2, a3)
     return out
 
 

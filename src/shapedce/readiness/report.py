@@ -19,8 +19,9 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+from ..errors import require
 
+matplotlib = require("matplotlib", "pipeline")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 

@@ -15,6 +15,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..eval.metrics import pass_at_k
 from .load import GridRecord, RunRecord
@@ -97,7 +98,7 @@ def make_check(
     """A check from seed pairs; a direction check with `null_fraction` gets null_margin = that fraction
     of |mean of b| (see NULL_FRACTION), when b's mean is not 0."""
     diffs = [x - y for _, _, x, y in pairs]
-    means = (
+    means: dict[str, Any] = (
         dict(a_mean=statistics.fmean(p[2] for p in pairs), b_mean=statistics.fmean(p[3] for p in pairs))
         if pairs
         else {}
@@ -136,9 +137,10 @@ class Accuracy:
 
 def prompt_ci(per_prompt: list[list[float] | None], signs: list[int]) -> tuple[float, float] | None:
     """95% t-interval over prompts of sum(sign * value) per prompt (one seed: evaluation noise only)."""
-    if any(p is None for p in per_prompt) or len({len(p) for p in per_prompt}) != 1 or len(per_prompt[0]) < 2:
+    known = [p for p in per_prompt if p is not None]
+    if len(known) < len(per_prompt) or len({len(p) for p in known}) != 1 or len(known[0]) < 2:
         return None
-    d = [sum(s * p[i] for s, p in zip(signs, per_prompt)) for i in range(len(per_prompt[0]))]
+    d = [sum(s * p[i] for s, p in zip(signs, known)) for i in range(len(known[0]))]
     mean, sd = statistics.fmean(d), statistics.stdev(d)
     half = t975(len(d) - 1) * sd / math.sqrt(len(d))
     return mean - half, mean + half
@@ -149,7 +151,8 @@ def accuracy_checks(grid: GridRecord, model: str, a: str, b: str, metric: str, e
     acc = Accuracy(grid)
     level = seed_pairs(grid, model, a, b, lambda r: acc.value(r, "rl", metric))
     gain = seed_pairs(grid, model, a, b, lambda r: acc.gain(r, metric))
-    kw_level, kw_gain = {}, {}
+    kw_level: dict[str, Any] = {}
+    kw_gain: dict[str, Any] = {}
     if len(level) == 1:
         ra, rb = level[0][:2]
         kw_level["prompt_ci"] = prompt_ci(

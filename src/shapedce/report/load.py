@@ -133,8 +133,8 @@ def load_run(model: str, config: str, seed_dir: Path) -> RunRecord:
             if not all(isinstance(t, dict) for t in results["tasks"].values()):
                 raise UserError(f"{files.results}: every task entry must be an object")
             run.evals[stage] = results
-        config = _read_object(files.final / "config.json") if stage in run.finished else None
-        run.moe = run.moe or any((config or {}).get(key) for key in MOE_KEYS)
+        model_config = _read_object(files.final / "config.json") if stage in run.finished else None
+        run.moe = run.moe or any((model_config or {}).get(key) for key in MOE_KEYS)
     run.timings = _read_object(layout.timings) or {}
     return run
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from ..errors import require
 
+matplotlib = require("matplotlib", "pipeline")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
@@ -172,8 +174,8 @@ def passk_figure(grid: GridRecord, model: str, path: Path) -> Path:
 def effects_figure(checks: list[Check], model: str, path: Path) -> Path:
     """One panel per check: d = a - b per seed (dots), mean and interval (bar), margin band (shaded)."""
     fig, axes = plt.subplots(1, max(1, len(checks)), figsize=(3.2 * max(1, len(checks)), 3.6), squeeze=False)
-    axes = list(axes[0])
-    for ax, c in zip(axes, checks):
+    panels = list(axes[0])
+    for ax, c in zip(panels, checks):
         band = c.null_margin if c.null_margin is not None else c.margin
         if band is not None:
             absence = c.null_margin is not None
@@ -197,9 +199,9 @@ def effects_figure(checks: list[Check], model: str, path: Path) -> Path:
         ax.set_xticks([])
         ax.set_xlim(-0.8, 1.1)
         ax.set_title(f"{c.a} - {c.b}\n{c.metric.split(' (')[0]}\n{c.verdict} ({n} seeds)", fontsize=8)
-    axes[0].set_ylabel(f"{model}: a - b per seed")
-    legend = {}
-    for ax in axes:
+    panels[0].set_ylabel(f"{model}: a - b per seed")
+    legend: dict[str, Any] = {}
+    for ax in panels:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), frameon=False)

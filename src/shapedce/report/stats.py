@@ -133,6 +133,7 @@ class Check:
         return 1 - (2 if self.kind == "parity" else 1) * self.level
 
     def _t_interval(self, level: float) -> tuple[float, float]:
+        assert self.estimate is not None, "an interval needs an estimate"
         half = tdist.t_ppf(0.5 + level / 2, self.n - 1) * self.sd / math.sqrt(self.n)
         return self.estimate - half, self.estimate + half
 
@@ -196,6 +197,7 @@ def _prepare(c: Check) -> Check:
             c.test = "not tested: 1 seed, no interval"
         return c
     se = c.sd / math.sqrt(c.n)
+    assert c.estimate is not None  # n >= MIN_SEEDS differences
     if c.kind == "direction":
         c.ci = c._t_interval(c.coverage)
         c.p = 1.0 if c.estimate == 0 else 0.0 if se == 0 else 2 * tdist.t_sf(abs(c.estimate) / se, c.n - 1)
@@ -204,6 +206,7 @@ def _prepare(c: Check) -> Check:
             c.p_absent = _tost_p(c.estimate, se, c.null_margin, c.n)
             c.test += f"; absence: TOST |d| < {c.fmt.format(c.null_margin)}, Holm-adjusted"
     else:
+        assert c.margin is not None, "a parity check has a margin"
         c.ci = c._t_interval(c.coverage)
         c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
@@ -253,6 +256,7 @@ def decide(checks: list[Check]) -> list[Check]:
         if c.p is None:
             c.verdict, c.p_adjusted = NOT_TESTED, None
         elif c.kind == "direction":
+            assert c.estimate is not None and c.p_adjusted is not None
             sign = 1 if c.estimate > 0 else -1
             if c.p_adjusted < c.level:
                 c.verdict = HELD if sign == c.expect else NOT_HELD
@@ -261,6 +265,7 @@ def decide(checks: list[Check]) -> list[Check]:
             else:
                 c.verdict = INCONCLUSIVE
         else:
+            assert c.ci is not None and c.margin is not None
             lo, hi = c.ci
             inside = hi < c.margin and (c.expect or lo > -c.margin)
             outside = lo > c.margin or (not c.expect and hi < -c.margin)
@@ -278,6 +283,7 @@ def judge(checks: list[Check]) -> list[Check]:
             c.mde, c.seeds_needed = None, None
             continue
         sd, upper_only = c.sd, bool(c.expect)
+        assert c.estimate is not None  # tested checks have one
         if sd == 0:  # identical differences on every seed: any n >= MIN_SEEDS decides, or nothing does
             c.mde = 0.0
             c.seeds_needed = c.n if c.verdict in (HELD, NOT_HELD) else None
@@ -289,6 +295,7 @@ def judge(checks: list[Check]) -> list[Check]:
                 absent = tdist.seeds_parity(c.estimate, c.null_margin, sd, alpha=level)
                 c.seeds_needed = min((n for n in (c.seeds_needed, absent) if n is not None), default=None)
         else:
+            assert c.margin is not None
             c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only, alpha=c.level)
             c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only, alpha=c.level)
     return checks

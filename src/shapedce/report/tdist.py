@@ -35,7 +35,7 @@ _erfc = np.frompyfunc(math.erfc, 1, 1)
 
 def norm_cdf(x) -> np.ndarray:
     """Standard normal CDF, elementwise."""
-    return _erfc(-np.asarray(x, dtype=float) / math.sqrt(2.0)).astype(float) / 2.0
+    return np.asarray(_erfc(-np.asarray(x, dtype=float) / math.sqrt(2.0))).astype(float) / 2.0
 
 
 def _check_df(df: int) -> None:

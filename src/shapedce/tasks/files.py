@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from ..errors import UserError
+from ..errors import UserError, check_installed
 from .arith import BoxedAnswers
 from .base import Prompt, Task, _uid
 
@@ -50,6 +50,7 @@ class FileTask(BoxedAnswers, Task):
 
     def rows(self) -> list[Prompt]:
         if self._rows is None:
+            check_installed("datasets", "eval")
             from datasets import load_dataset
 
             data = load_dataset(SUFFIXES[self.path.suffix], data_files=str(self.path), split="train")

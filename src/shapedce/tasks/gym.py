@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, check_installed, require
 from .base import NUMBER, NUMBER_RE, SPLITS, Prompt, Task, _take, get_task
 
 RG_CONFIGS: dict[str, dict[str, Any]] = {
@@ -65,6 +65,7 @@ def reference(entry: dict) -> str:
 
 def rg_datasets() -> list[str]:
     """Every dataset name reasoning-gym registers."""
+    check_installed("reasoning_gym", "eval")
     from reasoning_gym.factory import DATASETS
 
     return sorted(DATASETS)
@@ -94,7 +95,7 @@ class RGTask(Task):
 
     def block(self, seed: int):
         """BLOCK items of the dataset from dataset seed `seed`; a config it refuses is a UserError."""
-        import reasoning_gym
+        reasoning_gym = require("reasoning_gym", "eval")
 
         try:
             return reasoning_gym.create_dataset(self.dataset, seed=seed, size=self.BLOCK, **self.config)
@@ -139,7 +140,7 @@ class RGTask(Task):
 
     def score(self, answer: str | None, prompt: Prompt) -> float:
         if self._scorer is None:
-            import reasoning_gym
+            reasoning_gym = require("reasoning_gym", "eval")
 
             self._scorer = reasoning_gym.get_score_answer_fn(self.dataset)
         entry = prompt.meta.get("entry") or {"question": "", "answer": prompt.answer, "metadata": {}}

@@ -28,6 +28,8 @@ import subprocess
 import sys
 import threading
 
+from ..errors import check_installed
+
 MAX_CHARS = 300
 """Longest answer sent to math-verify."""
 BOUND_S = 5.0
@@ -52,6 +54,7 @@ class _Worker:
 
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
+            check_installed("math_verify", "eval")
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "shapedce.tasks.mathcheck", "--serve"],
                 stdin=subprocess.PIPE,

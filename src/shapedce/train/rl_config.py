@@ -49,6 +49,7 @@ class RLConfig:
     warmup_steps: int = 0
     """Linear warm-up steps before the constant lr."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 disables)."""
     epsilon_low: float = 0.2
@@ -58,6 +59,7 @@ class RLConfig:
     temperature: float = 1.0
     """Sampling temperature of the rollouts (paper 1.0)."""
     top_p: float = 1.0
+    """Nucleus (top-p) sampling of the rollouts; 1 samples the whole distribution (paper: 1)."""
     max_completion_length: int = 64
     """Response length cap in tokens (paper: 8192, then 16384); truncated responses are masked out."""
     mask_truncated: bool = True
@@ -74,12 +76,15 @@ class RLConfig:
     eval_samples: int = 16
     """Samples per held-out prompt (k of Avg@k)."""
     eval_temperature: float = 1.0
+    """Sampling temperature of the held-out evaluation."""
     eval_max_new_tokens: int = 64
+    """Response length cap of the held-out evaluation, in tokens."""
     eval_seed: int = 0
     """Seed of the held-out prompts and of the counter-based sampling noise (fixed across the run)."""
     save_steps: int = 50
     """Checkpoint (for --resume) at the end of the generation batch that reaches a multiple of this."""
     save_total_limit: int = 2
+    """Checkpoints kept; older ones are deleted."""
     seed: int = 0
     """Seed of the trainer (data order, sampling)."""
     rollout_backend: str = "torch"
