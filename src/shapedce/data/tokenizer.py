@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..errors import UserError, check, check_int, is_int
+from .pretrained import load_auto_tokenizer
 
 SPECIAL_TOKENS: dict[str, str] = {
     "bos_token": "<|bos|>",
@@ -112,7 +113,7 @@ def _wrap(bpe: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a fast tokenizer from a local directory (never the hub); it must define a pad token."""
+    """A fast tokenizer from a local directory (never the hub, never its code); it must define a pad token."""
     directory = Path(path)
     if not directory.is_dir():
         raise UserError(f"tokenizer directory not found: {str(directory)!r} (a local directory is required)")
@@ -120,11 +121,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         raise UserError(
             f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required"
         )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as err:  # noqa: BLE001 - any loader failure becomes one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load tokenizer from {str(directory)!r}: {first}") from err
+    tokenizer = load_auto_tokenizer(directory)  # refuses a folder asking to run its own code
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise UserError(
             f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})"

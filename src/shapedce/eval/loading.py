@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.pretrained import load_causal_lm
 from ..data.tokenizer import check_special_tokens, load_tokenizer
 from ..errors import UserError
 from ..models import check_finite_weights
@@ -34,13 +35,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def load_model(path: Path, device: torch.device):
     """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights."""
-    from transformers import AutoModelForCausalLM
-
     tokenizer = load_tokenizer(path)  # first: a bad tokenizer fails before any weights are read
     check_special_tokens(tokenizer)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
+    model = load_causal_lm(path)  # remote code refused, one line on failure
     check_finite_weights(model, path)
     return model.to(device).eval(), tokenizer
