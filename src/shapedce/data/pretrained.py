@@ -34,6 +34,8 @@ SKIPPED = {"tokenizer.json", "model.safetensors.index.json"}
 """JSON files transformers parses as data only (vocabularies, weight maps): not scanned."""
 
 __all__ = [
+    "available_memory",
+    "check_fits_memory",
     "check_model_folder",
     "load_auto_config",
     "load_auto_tokenizer",
@@ -135,6 +137,8 @@ def load_causal_lm(path: str | Path, **kwargs: Any):
     from transformers import AutoModelForCausalLM
 
     folder = check_model_folder(path)
+    config = kwargs.get("config") or load_auto_config(folder)
+    check_fits_memory(config, str(folder / "config.json"))
     try:
         return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs, **_SAFE)
     except Exception as err:  # noqa: BLE001 - missing or corrupt weights
@@ -157,6 +161,50 @@ def load_auto_tokenizer(path: str | Path, **kwargs: Any):
         return AutoTokenizer.from_pretrained(str(folder), **kwargs, **_SAFE)
     except Exception as err:  # noqa: BLE001 - any loader failure becomes one line
         raise UserError(f"cannot load tokenizer from {str(folder)!r}: {_first_line(err)}") from None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate on the host: MemAvailable, capped by a cgroup v2 limit
+    (containers); None where neither can be read."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            found.append(max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_fits_memory(config, what: str, bytes_per_param: int = 4) -> int:
+    """Parameters of the model `config` describes, counted on the meta device (no memory); one
+    UserError line when their weights alone (`bytes_per_param` each) exceed the host's free memory,
+    before anything is allocated (a vocabulary of 2e9 used to abort inside a native library)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except Exception as err:  # noqa: BLE001 - sizes the model class refuses
+        raise UserError(f"{what}: cannot build this model config: {_first_line(err)}") from None
+    n = sum(p.numel() for p in model.parameters())
+    free = available_memory()
+    need = n * bytes_per_param
+    if free is not None and need > free:
+        raise UserError(
+            f"{what}: {n:,} parameters need {need / 2**30:.1f} GiB for the weights alone, more than the "
+            f"{free / 2**30:.1f} GiB of free memory (vocab_size {getattr(config, 'vocab_size', '?')}, "
+            f"hidden_size {getattr(config, 'hidden_size', '?')})"
+        )
+    return n
 
 
 def _first_line(err: BaseException) -> str:

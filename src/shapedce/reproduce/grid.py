@@ -23,7 +23,16 @@ from typing import Any
 
 import yaml
 
-from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
+from ..config import (
+    TEMPERATURE_MIN,
+    RunConfig,
+    build_config,
+    check_ranges,
+    load_config,
+    load_run_config,
+    read_preset,
+    temperature_ok,
+)
 from ..errors import UserError
 from ..loss import SETTINGS
 from ..models import FLAVORS
@@ -99,7 +108,11 @@ class GridConfig:
                 ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
                 ("eval_problems", self.eval_problems >= 1, ">= 1"),
                 ("eval_samples", self.eval_samples >= 1, ">= 1"),
-                ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
+                (
+                    "eval_temperature",
+                    temperature_ok(self.eval_temperature, greedy=True),
+                    f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}",
+                ),
                 ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
                 ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
                 ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
