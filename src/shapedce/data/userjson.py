@@ -135,14 +135,17 @@ def read_rows(path: str | Path, columns: list[str] | None = None) -> Iterator[tu
     `columns` (parquet) limits what is read; JSON rows are whole objects."""
     path = Path(path)
     suffix = path.suffix
-    if suffix == ".parquet":
-        yield from _parquet_rows(path, list(columns or []))
-    elif suffix == ".json":
-        yield from _json_rows(path)
-    elif suffix == ".jsonl":
-        yield from _jsonl_rows(path)
-    else:
+    readers = {
+        ".parquet": lambda: _parquet_rows(path, list(columns or [])),
+        ".json": lambda: _json_rows(path),
+    }
+    reader = readers.get(suffix, lambda: _jsonl_rows(path))
+    if suffix not in (".parquet", ".json", ".jsonl"):
         raise UserError(f"{path}: unsupported suffix {suffix!r}; allowed: .jsonl, .json, .parquet")
+    try:
+        yield from reader()
+    except OSError as err:  # unreadable, a directory, vanished while read
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def row_text(row: dict[str, Any], field: str, where: str, numbers: bool = False) -> str:
@@ -152,6 +155,10 @@ def row_text(row: dict[str, Any], field: str, where: str, numbers: bool = False)
         raise UserError(f"{where}: has no field {field!r}; available fields: {known}")
     value = row[field]
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate such as "\\ud800"
+            raise UserError(f"{where}: field {field!r} holds an invalid character at {err.start}") from None
         return value
     if numbers and isinstance(value, (int, float)) and math.isfinite(value):
         return str(value)
