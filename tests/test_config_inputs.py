@@ -151,13 +151,18 @@ def test_model_sizes_are_checked_against_memory_before_allocation(monkeypatch):
     from shapedce.models import build_model, flavor_config
 
     monkeypatch.setattr(pretrained, "available_memory", lambda: 1 << 20)  # 1 MiB free
-    with pytest.raises(UserError, match=r"model flavor 'tiny': [\d,]+ parameters need") as info:
+    with pytest.raises(UserError, match=r"model flavor 'tiny': about [\d,]+ parameters") as info:
         build_model("tiny")
-    assert "free memory" in str(info.value) and "\n" not in str(info.value)
+    assert "GiB free" in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setattr(pretrained, "available_memory", lambda: 3 << 20)  # the exact count decides
+    with pytest.raises(UserError, match=r"model flavor 'tiny': 1,049,984 parameters need 0.0 GiB"):
+        build_model("tiny")
     assert build_model("tiny", device="meta").device.type == "meta"  # the meta device allocates nothing
     monkeypatch.setattr(pretrained, "available_memory", lambda: None)  # unknown: not checked
     n = pretrained.check_fits_memory(flavor_config("tiny", vocab_size=2_000_000_000), "x")
     assert n > 2_000_000_000 * 128  # counted on the meta device, nothing allocated
+    with pytest.raises(UserError, match="far more than the 1e[+]13 cap"):  # not even built on meta
+        pretrained.check_fits_memory(flavor_config("tiny", vocab_size=10**12), "x")
 
 
 def test_available_memory_reads_this_host():

@@ -302,8 +302,8 @@ def build_model(
         overrides["max_position_embeddings"] = max_position_embeddings
     config = flavor_config(flavor, **overrides)
     check_int("seed", seed)
-    if torch.device(device).type != "meta":
-        check_fits_memory(config, f"model flavor {flavor!r}")  # before any allocation
+    if torch.device(device).type == "cpu":
+        check_fits_memory(config, f"model flavor {flavor!r}")  # host memory, before any allocation
     torch.manual_seed(seed)
     with torch.device(device):
         model = _CAUSAL_LM[type(config)](config)

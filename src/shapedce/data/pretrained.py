@@ -149,6 +149,7 @@ def model_from_config(config):
     """`AutoModelForCausalLM.from_config`, remote code refused (the config is from `load_auto_config`)."""
     from transformers import AutoModelForCausalLM
 
+    check_fits_memory(config, "checkpoint model config")
     return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
 
 
@@ -183,6 +184,23 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
+MAX_ROUGH_PARAMS = 10**13
+"""Models estimated above this many parameters are refused before even a meta-device build."""
+
+
+def _rough_params(config) -> int:
+    """A quick upper-bound-ish parameter estimate from the config's size fields (no model is built), so
+    that a config claiming 10**9 layers is refused before building 10**9 modules on the meta device."""
+
+    def size(name: str) -> int:
+        value = getattr(config, name, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    hidden, layers = size("hidden_size"), size("num_hidden_layers")
+    inner = max(size("intermediate_size"), size("moe_intermediate_size") * max(size("num_experts"), 1))
+    return size("vocab_size") * hidden + layers * (4 * hidden * hidden + 3 * hidden * inner)
+
+
 def check_fits_memory(config, what: str, bytes_per_param: int = 4) -> int:
     """Parameters of the model `config` describes, counted on the meta device (no memory); one
     UserError line when their weights alone (`bytes_per_param` each) exceed the host's free memory,
@@ -190,13 +208,22 @@ def check_fits_memory(config, what: str, bytes_per_param: int = 4) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
+    free = available_memory()
+    rough = _rough_params(config)
+    if rough > MAX_ROUGH_PARAMS or (free is not None and rough * bytes_per_param > 4 * free):
+        free_text = f"{free / 2**30:.1f} GiB free" if free is not None else f"the {MAX_ROUGH_PARAMS:.0e} cap"
+        raise UserError(
+            f"{what}: about {rough:,} parameters (vocab_size {getattr(config, 'vocab_size', '?')}, "
+            f"hidden_size {getattr(config, 'hidden_size', '?')}, layers "
+            f"{getattr(config, 'num_hidden_layers', '?')}) need about "
+            f"{rough * bytes_per_param / 2**30:,.0f} GiB, far more than {free_text}"
+        )
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - sizes the model class refuses
         raise UserError(f"{what}: cannot build this model config: {_first_line(err)}") from None
     n = sum(p.numel() for p in model.parameters())
-    free = available_memory()
     need = n * bytes_per_param
     if free is not None and need > free:
         raise UserError(
