@@ -72,6 +72,7 @@ def test_a_run_config_yaml_with_a_tag_is_refused(tmp_path, capsys):
         ("model.vocab_size=2000000000", "model.vocab_size must be in [0, 4194304]"),
         ("data.seq_len=2000000", "data.seq_len must be in [2, 1048576]"),
         ("model.max_position_embeddings=10000000", "model.max_position_embeddings must be in [0, 1048576]"),
+        ("data.n_docs=1000000000000", "data.n_docs must be in [1, 100000000]"),
     ],
 )
 def test_pretrain_ranges(tmp_path, capsys, override, needle):
@@ -125,6 +126,7 @@ def test_rl_command_checks_before_loading(tmp_path, capsys):
         (["eval_temperature=1e-300"], "eval_temperature must be 0 (greedy)"),
         (["eval_top_p=.nan"], "eval_top_p must be in (0, 1]"),
         (["seeds=!!int 2"], "YAML tags"),
+        (["seeds=1000000000"], "seeds must be in [1, 1000]"),
     ],
 )
 def test_grid_ranges(tmp_path, capsys, args, needle):

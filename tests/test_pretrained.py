@@ -191,3 +191,25 @@ def test_yes_piped_into_the_real_command(runs, tmp_path):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("shapedce")]
     assert len(lines) == 1 and "'auto_map'" in lines[0] and "Traceback" not in proc.stderr
     assert not marker.exists()
+
+
+def test_every_from_pretrained_goes_through_the_checked_loader():
+    """A static guard: no module but data/pretrained.py calls from_pretrained / from_config or names
+    AutoTokenizer / AutoConfig, so a new loader cannot bypass the folder check."""
+    import ast
+
+    src = Path(__file__).resolve().parent.parent / "src" / "shapedce"
+    found = []
+    for path in src.rglob("*.py"):
+        if path == src / "data" / "pretrained.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("from_pretrained", "from_config"):
+                found.append(f"{path.relative_to(src)}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.alias) and node.name in (
+                "AutoTokenizer",
+                "AutoConfig",
+                "GenerationConfig",
+            ):
+                found.append(f"{path.relative_to(src)}:{node.name}")
+    assert not found, "loaders outside shapedce.data.pretrained:\n" + "\n".join(found)

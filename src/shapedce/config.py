@@ -38,6 +38,8 @@ VOCAB_MAX = 1 << 22
 """Largest `model.vocab_size` (4,194,304: above any released model's); memory is checked too."""
 LENGTH_MAX = 1 << 20
 """Largest sequence length / position count (1,048,576 tokens)."""
+DOCS_MAX = 10**8
+"""Most documents of a generated (built-in) corpus: about 20 GB of text held in memory."""
 
 
 def seed_ok(value: Any) -> bool:
@@ -187,8 +189,9 @@ class RunConfig:
                 0 <= self.model.vocab_size <= VOCAB_MAX,
                 f"in [0, {VOCAB_MAX}] (0 keeps the flavor's)",
             ),
-            ("data.n_docs", self.data.n_docs >= 1, ">= 1"),
-            ("data.val_docs", self.data.val_docs >= 1, ">= 1"),
+            ("data.n_docs", 1 <= self.data.n_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
+            ("data.val_docs", 1 <= self.data.val_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
+            ("midtrain.n_docs", 1 <= self.midtrain.n_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
             ("data.seq_len", 2 <= self.data.seq_len <= LENGTH_MAX, f"in [2, {LENGTH_MAX}]"),
             ("data.seed", seed_ok(self.data.seed), SEED_RANGE),
             ("optim.lr", self.optim.lr > 0 and math.isfinite(self.optim.lr), "a finite number > 0"),

@@ -97,8 +97,8 @@ class GridConfig:
         check_ranges(
             self,
             [
-                ("seeds", self.seeds >= 1, ">= 1"),
-                ("pretrain_seeds", self.pretrain_seeds >= 0, ">= 0"),
+                ("seeds", 1 <= self.seeds <= 1000, "in [1, 1000]"),
+                ("pretrain_seeds", 0 <= self.pretrain_seeds <= 1000, "in [0, 1000]"),
                 ("first_look_seeds", self.first_look_seeds >= 0, ">= 0 (0 = read once)"),
                 (
                     "auto_target_entropy",
