@@ -55,6 +55,7 @@ POISONS = {
     "unknown model_type": ("config.json", {"model_type": "evil"}, "model_type"),
     "custom tokenizer_class": ("tokenizer_config.json", {"tokenizer_class": "EvilTok"}, "tokenizer_class"),
     "custom pipeline": ("config.json", {"custom_pipelines": {"x": {"impl": "evil.P"}}}, "custom_pipelines"),
+    "hub kernel": ("config.json", {"_attn_implementation": "kernels-community/evil"}, "_attn_implementation"),
 }
 
 

@@ -12,7 +12,8 @@ its small JSON files are read as plain data (depth- and size-limited, `data/user
 folder is refused, with one line naming the file and the key, when
   - any of them holds `auto_map` or `custom_pipelines` (code shipped in the folder);
   - `config.json` has a `model_type` the installed transformers does not know;
-  - a `tokenizer_class` (in tokenizer_config.json or config.json) is not a transformers class.
+  - a `tokenizer_class` (in tokenizer_config.json or config.json) is not a transformers class;
+  - an `attn_implementation` names a hub kernel ("org/repo"): code fetched from outside transformers.
 Then transformers is called with `trust_remote_code=False` and `local_files_only=True`: it never
 asks "Do you wish to run the custom code?" (the prompt a `yes |` pipe would answer) and never goes
 to the network. A path that is not a local folder is refused (no hub names).
@@ -28,6 +29,8 @@ from .userjson import parse_json_bytes
 
 CODE_KEYS = ("auto_map", "custom_pipelines")
 """Keys with which a folder asks transformers to import Python files it ships."""
+ATTN_KEYS = ("attn_implementation", "_attn_implementation")
+"""Keys naming the attention code; a hub kernel ("kernels-community/...") would be downloaded and run."""
 MAX_JSON_BYTES = 64 << 20
 """Largest small JSON file read for the check; tokenizer.json (large, no code keys) is not read."""
 SKIPPED = {"tokenizer.json", "model.safetensors.index.json"}
@@ -66,6 +69,21 @@ def _find_key(value: Any, keys: tuple[str, ...], path: str = "") -> str | None:
     return None
 
 
+def _hub_kernel(value: Any) -> tuple[str, str] | None:
+    """(key path, value) of an `attn_implementation` naming a hub kernel ("org/repo", "repo:fn")."""
+    stack = [(value, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key in ATTN_KEYS and isinstance(item, str) and ("/" in item or ":" in item):
+                    return f"{where}{key}", item
+                stack.append((item, f"{where}{key}."))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}{i}.") for i, item in enumerate(node))
+    return None
+
+
 def _known_tokenizer_class(name: str) -> bool:
     from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
@@ -98,6 +116,12 @@ def check_model_folder(path: str | Path) -> Path:
             raise UserError(
                 f"{file} asks to run code shipped in the folder (key '{key}'); refusing: "
                 "shapedce never loads remote code (remove the key to use transformers' own classes)"
+            )
+        kernel = _hub_kernel(data)
+        if kernel is not None:
+            raise UserError(
+                f"{file}: key '{kernel[0]}' asks for the attention kernel {kernel[1]!r} from the hub "
+                "(code from outside transformers); refusing: use eager, sdpa or flash_attention_2"
             )
         if not isinstance(data, dict):
             continue
