@@ -23,37 +23,11 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import UserError, is_int, is_real
+from .errors import DOCS_MAX, LENGTH_MAX, SEED_RANGE, VOCAB_MAX, UserError, finite, seed_ok
 from .loss.config import SETTINGS as LOSS_SETTINGS
 from .loss.config import LossConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
-
-SEED_MAX = 2**32 - 1
-"""Largest seed: torch, numpy and `random` all accept seeds in [0, 2**32 - 1]."""
-SEED_RANGE = "an integer in [0, 2**32 - 1]"
-TEMPERATURE_MIN = 1e-3
-"""Smallest sampling temperature above 0: logits / T stays finite in float32 (1e-300 gave NaN)."""
-VOCAB_MAX = 1 << 22
-"""Largest `model.vocab_size` (4,194,304: above any released model's); memory is checked too."""
-LENGTH_MAX = 1 << 20
-"""Largest sequence length / position count (1,048,576 tokens)."""
-DOCS_MAX = 10**8
-"""Most documents of a generated (built-in) corpus: about 20 GB of text held in memory."""
-
-
-def seed_ok(value: Any) -> bool:
-    """An integer seed every generator accepts (see `SEED_MAX`)."""
-    return is_int(value) and 0 <= value <= SEED_MAX
-
-
-def finite(value: Any) -> bool:
-    return is_real(value) and math.isfinite(value)
-
-
-def temperature_ok(value: Any, greedy: bool = False) -> bool:
-    """A finite temperature >= `TEMPERATURE_MIN` (or exactly 0 = greedy when `greedy`)."""
-    return finite(value) and (value >= TEMPERATURE_MIN or (greedy and value == 0))
 
 
 @dataclass(kw_only=True, slots=True)

@@ -44,8 +44,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..config import TEMPERATURE_MIN, temperature_ok
-from ..errors import UserError, check, check_int, is_int, is_real
+from ..errors import TEMPERATURE_MIN, UserError, check, check_int, is_int, is_real, temperature_ok
 from .sample_step import (  # noqa: F401 - counter_uniform, pick_tokens and _mix are part of this API
     NUCLEUS_GUESS,
     _mix,

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import SEED_RANGE, TEMPERATURE_MIN, seed_ok, temperature_ok
-from ..errors import UserError
+from ..errors import SEED_RANGE, TEMPERATURE_MIN, UserError, seed_ok, temperature_ok
 from ..eval.loading import load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
 from ..eval.scoring import default_text_docs, score_task

@@ -23,17 +23,8 @@ from typing import Any
 
 import yaml
 
-from ..config import (
-    TEMPERATURE_MIN,
-    RunConfig,
-    build_config,
-    check_ranges,
-    load_config,
-    load_run_config,
-    read_preset,
-    temperature_ok,
-)
-from ..errors import UserError
+from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
+from ..errors import TEMPERATURE_MIN, UserError, temperature_ok
 from ..loss import SETTINGS
 from ..models import FLAVORS
 from ..rundir import STAGES as STAGES  # re-exported: `from shapedce.reproduce.grid import STAGES`

@@ -17,19 +17,8 @@ from typing import Any
 
 import yaml
 
-from ..config import (
-    SEED_RANGE,
-    TEMPERATURE_MIN,
-    build_config,
-    check_ranges,
-    finite,
-    load_run_config,
-    preset_names,
-    read_preset,
-    seed_ok,
-    temperature_ok,
-)
-from ..errors import UserError
+from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset
+from ..errors import SEED_RANGE, TEMPERATURE_MIN, UserError, finite, seed_ok, temperature_ok
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 
