@@ -127,7 +127,9 @@ def check_model_folder(path: str | Path) -> Path:
             continue
         if file.name == "config.json":
             model_type = data.get("model_type")
-            if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
+            if model_type is not None and not (
+                isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES
+            ):
                 raise UserError(
                     f"{file}: key 'model_type' is {model_type!r}, which the installed transformers does "
                     "not know; refusing (it would need code from the folder)"
