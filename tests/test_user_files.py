@@ -249,3 +249,25 @@ def test_chat_template_rendered_in_the_child_equals_the_direct_one(model):
     convs = [[{"role": "user", "content": f"q{i} \u00e9"}] for i in range(5)]
     direct = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
     assert render_conversations(tok, convs) == direct and direct[0].endswith("assistant\n")
+
+
+def test_run_folder_json_nested_past_the_parser_is_one_line_or_skipped(tmp_path):
+    """Files a run folder holds (metrics rows, results, DCP metadata) nested 10,000 deep: a metrics
+    row is skipped like a torn one; a results or metadata file is one UserError line."""
+    from shapedce.errors import UserError
+    from shapedce.report.load import _read_object
+    from shapedce.rundir import read_jsonl
+    from shapedce.train.dcp_metadata import read_metadata_json
+    from shapedce.train.metrics import read_metrics
+
+    rows = tmp_path / "metrics.jsonl"
+    rows.write_text('{"step": 1}\n' + DEEP + "\n" + '{"step": 2}\n')
+    assert read_jsonl(rows) == [{"step": 1}, {"step": 2}]
+    assert [r["step"] for r in read_metrics(rows) if isinstance(r, dict)] == [1, 2]
+    (tmp_path / "results.json").write_text(DEEP)
+    with pytest.raises(UserError, match="results.json is not valid JSON"):
+        _read_object(tmp_path / "results.json")
+    (tmp_path / "dcp").mkdir()
+    (tmp_path / "dcp" / "metadata.json").write_text(DEEP)
+    with pytest.raises(UserError, match="metadata.json is corrupt"):
+        read_metadata_json(tmp_path / "dcp")
