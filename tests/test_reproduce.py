@@ -120,7 +120,7 @@ def test_dry_run_validates_the_paper_grid(tmp_path, capsys):
     [
         (["--configs", "ce,bogus"], "configs: unknown configuration 'bogus'"),
         (["--models", "tiny,huge"], "models: unknown flavor 'huge'"),
-        (["--seeds", "0"], "seeds must be >= 1"),
+        (["--seeds", "0"], "seeds must be in [1, 1000]"),
         (["rl_overrides=steps=0"], "steps must be >= 1"),
         (["pretrain_overrides=train.stepz=3"], "did you mean 'train.steps'"),
         (["eval_tasks=nope"], "unknown task 'nope'"),

@@ -279,8 +279,10 @@ def test_tiny_moe(tok):
     [
         ("samples", 0, "samples must be an integer >= 1"),
         ("samples", 2.0, "samples must be an integer >= 1"),
-        ("temperature", -0.1, "temperature must be a finite number >= 0"),
-        ("temperature", math.nan, "temperature must be a finite number >= 0"),
+        ("temperature", -0.1, "temperature must be 0 (greedy) or a finite number >= 0.001"),
+        ("temperature", math.nan, "temperature must be 0 (greedy) or a finite number >= 0.001"),
+        ("temperature", 1e-300, "temperature must be 0 (greedy) or a finite number >= 0.001"),
+        ("temperature", math.inf, "temperature must be 0 (greedy) or a finite number >= 0.001"),
         ("top_p", 0.0, "top_p must be a number in (0, 1]"),
         ("top_p", 1.5, "top_p must be a number in (0, 1]"),
         ("max_new_tokens", 0, "max_new_tokens must be an integer >= 1"),

@@ -161,7 +161,7 @@ def test_tiny_preset_is_the_world_v2_of_the_default_grid():
     assert load_config("tiny", ["loss=tail"]).loss.k == 100  # the paper's k needs no override
     grid = load_grid("tiny")  # the default grid pre-trains with exactly `shapedce pretrain --preset tiny`
     assert grid.pretrain_preset == "tiny" and not grid.pretrain_overrides and not grid.midtrain_overrides
-    with pytest.raises(UserError, match="model.vocab_size must be >= 0"):
+    with pytest.raises(UserError, match=r"model.vocab_size must be in \[0, 4194304\]"):
         load_config("tiny", ["model.vocab_size=-1"])
 
 

@@ -23,7 +23,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import UserError
+from .errors import DOCS_MAX, LENGTH_MAX, SEED_RANGE, VOCAB_MAX, UserError, finite, seed_ok
 from .loss.config import SETTINGS as LOSS_SETTINGS
 from .loss.config import LossConfig
 
@@ -158,18 +158,40 @@ class RunConfig:
     def validate(self) -> RunConfig:
         checks = [
             ("stage", self.stage in ("pretrain", "midtrain"), "one of pretrain, midtrain"),
-            ("model.rope_theta", self.model.rope_theta > 0, "> 0"),
-            ("model.max_position_embeddings", self.model.max_position_embeddings >= 0, ">= 0"),
-            ("model.vocab_size", self.model.vocab_size >= 0, ">= 0 (0 keeps the flavor's)"),
-            ("data.n_docs", self.data.n_docs >= 1, ">= 1"),
-            ("data.val_docs", self.data.val_docs >= 1, ">= 1"),
-            ("data.seq_len", self.data.seq_len >= 2, ">= 2"),
+            (
+                "model.rope_theta",
+                finite(self.model.rope_theta) and self.model.rope_theta > 0,
+                "a finite number > 0",
+            ),
+            (
+                "model.max_position_embeddings",
+                0 <= self.model.max_position_embeddings <= LENGTH_MAX,
+                f"in [0, {LENGTH_MAX}] (0 keeps the flavor's)",
+            ),
+            (
+                "model.vocab_size",
+                0 <= self.model.vocab_size <= VOCAB_MAX,
+                f"in [0, {VOCAB_MAX}] (0 keeps the flavor's)",
+            ),
+            ("data.n_docs", 1 <= self.data.n_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
+            ("data.val_docs", 1 <= self.data.val_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
+            ("midtrain.n_docs", 1 <= self.midtrain.n_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
+            ("data.seq_len", 2 <= self.data.seq_len <= LENGTH_MAX, f"in [2, {LENGTH_MAX}]"),
+            ("data.seed", seed_ok(self.data.seed), SEED_RANGE),
             ("optim.lr", self.optim.lr > 0 and math.isfinite(self.optim.lr), "a finite number > 0"),
-            ("optim.weight_decay", self.optim.weight_decay >= 0, ">= 0"),
+            (
+                "optim.weight_decay",
+                finite(self.optim.weight_decay) and self.optim.weight_decay >= 0,
+                "a finite number >= 0",
+            ),
             ("optim.beta1", 0 <= self.optim.beta1 < 1, "in [0, 1)"),
             ("optim.beta2", 0 <= self.optim.beta2 < 1, "in [0, 1)"),
-            ("optim.eps", self.optim.eps > 0, "> 0"),
-            ("optim.grad_clip", self.optim.grad_clip >= 0, ">= 0 (0 disables)"),
+            ("optim.eps", finite(self.optim.eps) and self.optim.eps > 0, "a finite number > 0"),
+            (
+                "optim.grad_clip",
+                finite(self.optim.grad_clip) and self.optim.grad_clip >= 0,
+                "a finite number >= 0 (0 disables)",
+            ),
             ("optim.warmup_steps", self.optim.warmup_steps >= 0, ">= 0"),
             ("optim.decay_fraction", 0 <= self.optim.decay_fraction <= 1, "in [0, 1]"),
             ("optim.final_lr_ratio", 0 <= self.optim.final_lr_ratio <= 1, "in [0, 1]"),
@@ -181,12 +203,17 @@ class RunConfig:
             ("train.val_sequences", self.train.val_sequences >= 1, ">= 1"),
             ("train.ckpt_every", self.train.ckpt_every >= 1, ">= 1"),
             ("train.keep_last", self.train.keep_last >= 1, ">= 1"),
+            ("train.seed", seed_ok(self.train.seed), SEED_RANGE),
             ("train.device", self.train.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
             ("train.precision", self.train.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
             ("train.parallel", self.train.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
             ("midtrain.steps", self.midtrain.steps >= 1, ">= 1"),
-            ("midtrain.seq_len_multiplier", self.midtrain.seq_len_multiplier >= 1, ">= 1"),
-            ("midtrain.rope_theta", self.midtrain.rope_theta > 0, "> 0"),
+            ("midtrain.seq_len_multiplier", 1 <= self.midtrain.seq_len_multiplier <= 64, "in [1, 64]"),
+            (
+                "midtrain.rope_theta",
+                finite(self.midtrain.rope_theta) and self.midtrain.rope_theta > 0,
+                "a finite number > 0",
+            ),
             ("midtrain.final_lr_ratio", 0 <= self.midtrain.final_lr_ratio <= 1, "in [0, 1]"),
             (
                 "midtrain.global_batch_tokens",
@@ -295,7 +322,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise UserError(f"override {text!r} must look like key=value (e.g. train.steps=100)")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = parse_value(raw, key) if raw.strip() else ""
     if key == "loss" and isinstance(value, str):
         if value not in LOSS_SETTINGS:
             raise UserError(f"unknown loss setting {value!r}; choose one of {', '.join(LOSS_SETTINGS)}")
@@ -329,6 +356,32 @@ def report_backends(value: str, key: str) -> tuple[str, ...]:
         if importlib.util.find_spec(name) is None:
             raise UserError(f"{key}={value}: {name} is not installed (pip install {name}, or leave it out)")
     return names
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`text` as plain YAML: numbers, strings, booleans, lists and mappings only.
+
+    YAML tags (`!!python/...`, `!x`) and anchors/aliases (`&a`, `*a`) are refused with one line
+    naming `where`, as is any text YAML cannot parse; the event stream is checked before anything
+    is constructed."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if getattr(event, "anchor", None) is not None or isinstance(event, yaml.AliasEvent):
+                raise UserError(f"{where}: YAML anchors and aliases (&, *) are not allowed")
+            tag = getattr(event, "tag", None)
+            if tag is not None:  # untagged nodes carry no tag in the event stream
+                raise UserError(f"{where}: YAML tags ({tag}) are not allowed; write a plain value")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{where}: not plain YAML ({first})") from None
+    except RecursionError:
+        raise UserError(f"{where}: values nested too deep") from None
+
+
+def parse_value(raw: str, key: str) -> Any:
+    """An override's value (the text after `=`), parsed by `parse_yaml`."""
+    return parse_yaml(raw, f"override {key}")
 
 
 def check_ranges(cfg: Any, checks: list[tuple[str, bool, str]]) -> None:
@@ -369,7 +422,7 @@ def load_run_config(
     if not path.is_file():
         raise UserError(f"no {what} at {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return build_config(data, overrides, cls)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {what} {path}: {err}") from None
+    return build_config(parse_yaml(text, str(path)), overrides, cls)

@@ -2,6 +2,7 @@
 
     from shapedce.errors import UserError, check, check_int, check_real
     check_int("train.steps", cfg.train.steps, 1)  # UserError: train.steps must be an integer >= 1; got 0
+    seed_ok(-1), temperature_ok(1e-300)             # False, False: the ranges every config shares
 
 `UserError` marks a fault in what the user gave (a config value, a path, a file's content): the
 CLI prints it as one line and exits 2. Any other exception is a bug or an environment fault and
@@ -99,3 +100,32 @@ def require(module: str, extra: str):
 
     check_installed(module, extra)
     return importlib.import_module(module)
+
+
+# ------------------------------------------------------------------ ranges shared by every config
+SEED_MAX = 2**32 - 1
+"""Largest seed: torch, numpy and `random` all accept seeds in [0, 2**32 - 1]."""
+SEED_RANGE = "an integer in [0, 2**32 - 1]"
+TEMPERATURE_MIN = 1e-3
+"""Smallest sampling temperature above 0: logits / T stays finite in float32 (1e-300 gave NaN)."""
+VOCAB_MAX = 1 << 22
+"""Largest `model.vocab_size` (4,194,304: above any released model's); memory is checked too."""
+LENGTH_MAX = 1 << 20
+"""Largest sequence length / position count (1,048,576 tokens)."""
+DOCS_MAX = 10**8
+"""Most documents of a generated (built-in) corpus: about 20 GB of text held in memory."""
+
+
+def seed_ok(value: object) -> bool:
+    """An integer seed every generator accepts (see `SEED_MAX`)."""
+    return is_int(value) and 0 <= value <= SEED_MAX
+
+
+def finite(value: object) -> bool:
+    """A real number that is neither NaN nor infinite."""
+    return is_real(value) and math.isfinite(value)
+
+
+def temperature_ok(value: object, greedy: bool = False) -> bool:
+    """A finite temperature >= `TEMPERATURE_MIN` (or exactly 0 = greedy when `greedy`)."""
+    return finite(value) and (value >= TEMPERATURE_MIN or (greedy and value == 0))

@@ -40,6 +40,7 @@ from transformers import (
     Qwen3MoeForCausalLM,
 )
 
+from .data.pretrained import check_fits_memory
 from .errors import UserError, check_int, check_real
 
 QWEN3_VOCAB = 151936
@@ -301,6 +302,8 @@ def build_model(
         overrides["max_position_embeddings"] = max_position_embeddings
     config = flavor_config(flavor, **overrides)
     check_int("seed", seed)
+    if torch.device(device).type == "cpu":
+        check_fits_memory(config, f"model flavor {flavor!r}")  # host memory, before any allocation
     torch.manual_seed(seed)
     with torch.device(device):
         model = _CAUSAL_LM[type(config)](config)

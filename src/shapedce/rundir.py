@@ -82,7 +82,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     for line in Path(path).read_text().splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # torn, or nested past the parser's stack
             continue
         if isinstance(row, dict):
             rows.append(row)

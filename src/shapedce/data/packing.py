@@ -8,11 +8,13 @@
 
 Run the demo on a CPU (seconds): `python -m shapedce.data.packing`
 
-File formats (read through `datasets`, offline; bytes are checked as UTF-8 first):
-  .txt      one document per paragraph: documents are separated by a blank line, so a document
-            may span several lines (worked solutions do). Paragraphs are stripped; empty ones dropped.
-  .jsonl    one JSON object per line; the document is its `text_field` (default "text").
-  .parquet  one row per document; the document is its `text_field` column.
+File formats (bytes are checked as UTF-8 first; every malformed file is one line naming file, row, field):
+  .txt      one document per paragraph (read through `datasets`, offline): documents are separated
+            by a blank line, so a document may span several lines (worked solutions do).
+            Paragraphs are stripped; empty ones dropped.
+  .jsonl    one JSON object per line; the document is its `text_field` (default "text"), a string.
+            Read by `data/userjson.py`: lines, nesting depth and NaN are limited/refused there.
+  .parquet  one row per document; the document is its `text_field` column (pyarrow, that column only).
 A directory is read as all of its files with these suffixes (not recursive), in sorted name order.
 
 Token file: every document's ids followed by EOS, concatenated, as uint16 when the tokenizer has
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, check_installed, check_int, is_int
+from .userjson import read_rows, row_text
 
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> `datasets` builder."""
@@ -78,38 +81,34 @@ def _files(path: Path) -> list[Path]:
 
 
 def _read_one(path: Path, text_field: str, cache_dir: str | None) -> list[str]:
+    builder = SUFFIXES[path.suffix]
+    if builder != "text":  # JSON lines / parquet rows: size- and depth-limited, one line per fault
+        texts = []
+        if path.stat().st_size == 0:
+            raise UserError(f"{path} is empty: it holds no data")
+        for where, row in read_rows(path, columns=[text_field]):
+            value = row_text(row, text_field, where)
+            if value:
+                texts.append(value)
+        if not texts:
+            raise UserError(f"{path} is empty: no non-empty {text_field!r} documents")
+        return texts
     check_installed("datasets", "pipeline")
     from datasets import load_dataset
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
-    builder = SUFFIXES[path.suffix]
-    if builder == "parquet":
-        if path.stat().st_size == 0:
-            raise UserError(f"{path} is empty: it holds no data")
-    else:
-        _check_utf8(path)
-    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+    _check_utf8(path)
     try:
-        data = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+        data = load_dataset(
+            "text", data_files=str(path), split="train", cache_dir=cache_dir, sample_by="paragraph"
+        )
     except Exception as err:  # noqa: BLE001 - a malformed file becomes one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read {path} as {builder}: {first}") from err
-    field = "text" if builder == "text" else text_field
-    if field not in data.column_names:
-        raise UserError(
-            f"{path} has no field {field!r}; available fields: {', '.join(data.column_names) or 'none'}"
-        )
-    texts = []
-    for i, value in enumerate(data[field]):
-        if not isinstance(value, str):
-            raise UserError(f"{path} row {i}: field {field!r} must be a string; got {type(value).__name__}")
-        if builder == "text":
-            value = value.strip()
-        if value:
-            texts.append(value)
+        raise UserError(f"cannot read {path} as text: {first}") from err
+    texts = [value.strip() for value in data["text"] if value.strip()]
     if not texts:
-        raise UserError(f"{path} is empty: no non-empty {field!r} documents")
+        raise UserError(f"{path} is empty: no non-empty 'text' documents")
     return texts
 
 

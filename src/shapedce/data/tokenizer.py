@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..errors import UserError, check, check_int, is_int
+from .pretrained import load_auto_tokenizer
 
 SPECIAL_TOKENS: dict[str, str] = {
     "bos_token": "<|bos|>",
@@ -121,11 +122,7 @@ def load_tokenizer(path: str | Path, pad_from_eos: bool = False) -> PreTrainedTo
         raise UserError(
             f"no tokenizer.json in {str(directory)!r}: a fast tokenizer (save_pretrained) is required"
         )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as err:  # noqa: BLE001 - any loader failure becomes one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load tokenizer from {str(directory)!r}: {first}") from err
+    tokenizer = load_auto_tokenizer(directory)  # refuses a folder asking to run its own code
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise UserError(
             f"tokenizer in {str(directory)!r} is not a fast tokenizer ({type(tokenizer).__name__})"

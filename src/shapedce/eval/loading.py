@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.pretrained import load_causal_lm
 from ..data.tokenizer import check_special_tokens, load_tokenizer
 from ..errors import UserError
 from ..models import check_finite_weights
@@ -37,13 +38,8 @@ def load_model(path: Path, device: torch.device, *, pad_from_eos: bool = False):
 
     `pad_from_eos=True` (evaluation only) accepts a tokenizer without a pad token, as many released
     models have, padding with eos: evaluation masks every pad position, training would not."""
-    from transformers import AutoModelForCausalLM
-
     tokenizer = load_tokenizer(path, pad_from_eos=pad_from_eos)  # first: fails before any weights are read
     check_special_tokens(tokenizer)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"cannot load a causal LM from {path}: {str(err).strip().splitlines()[0]}") from None
+    model = load_causal_lm(path)  # remote code refused, one line on failure
     check_finite_weights(model, path)
     return model.to(device).eval(), tokenizer

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from ..errors import UserError, check_int
 from ..rundir import RESULTS, prepare_out
-from ..tasks import get_tasks, render_chat
+from ..tasks import get_tasks
+from ..tasks.files import render_chats
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
 from .sample import SamplingConfig, sample, vllm_available
@@ -84,7 +85,7 @@ def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig
     """Sample and grade one task, CHUNK sequences at a time: (summary, groups, lengths, finished)."""
     n = settings.problems if task.size is None else min(settings.problems, task.size)
     prompts = task.prompts("test", n, seed=settings.seed)
-    texts = [render_chat(p, tokenizer) for p in prompts]
+    texts = render_chats(prompts, tokenizer)  # chat templates: time-bounded
     step = len(prompts) if vllm_available() else max(1, CHUNK // settings.samples)
     groups, lengths, finished = [], [], []
     for i in range(0, len(prompts), step):
@@ -101,10 +102,7 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
 
     settings.validate()
     tasks = get_tasks(settings.tasks)
-    model_dir = resolve_model_dir(path)
-    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
-    model, tokenizer = load_model(model_dir, pick_device(device), pad_from_eos=True)
-    cfg = SamplingConfig(
+    cfg = SamplingConfig(  # before the model is loaded: a bad setting costs nothing
         temperature=settings.temperature,
         top_p=settings.top_p,
         max_new_tokens=settings.max_new_tokens,
@@ -112,6 +110,16 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
         seed=settings.seed,
         batch_size=settings.batch_size,
     )
+    # user files are read (and a malformed one refused in one line) before any model is loaded
+    total = sum(settings.problems if t.size is None else min(settings.problems, t.size) for t in tasks)
+    user_docs = None
+    if settings.text and settings.text not in BUILTIN_TEXTS:
+        from ..data.packing import read_texts
+
+        user_docs = read_texts(settings.text)
+    model_dir = resolve_model_dir(path)
+    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
+    model, tokenizer = load_model(model_dir, pick_device(device), pad_from_eos=True)
     results = {
         "schema_version": SCHEMA_VERSION,
         "model": str(model_dir),
@@ -119,7 +127,6 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
         "tasks": {},
     }
     pooled_groups, pooled_len, pooled_fin = [], [], []
-    total = sum(settings.problems if t.size is None else min(settings.problems, t.size) for t in tasks)
     with tqdm(total=total * settings.samples, desc="eval", unit="sample") as bar:
         for task in tasks:
             bar.set_postfix_str(task.name)
@@ -130,12 +137,10 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
             pooled_fin += finished
     results["overall"] = summarize(pooled_groups, settings.ks())
     results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
-    if settings.text in BUILTIN_TEXTS or not settings.text:
+    if user_docs is None:
         docs = default_text_docs(text=settings.text or builtin_text_of(model_dir))
     else:
-        from ..data.packing import read_texts
-
-        docs = read_texts(settings.text)
+        docs = user_docs
     results["text"] = text_stats(model, tokenizer, docs, max_tokens=settings.text_tokens)
 
     (out / RESULTS).write_text(json.dumps(results, indent=1))

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import UserError, check, check_int, is_int, is_real
+from ..errors import TEMPERATURE_MIN, UserError, check, check_int, is_int, is_real, temperature_ok
 from .sample_step import (  # noqa: F401 - counter_uniform, pick_tokens and _mix are part of this API
     NUCLEUS_GUESS,
     _mix,
@@ -64,7 +64,7 @@ class SamplingConfig:
     """How to sample; validated on construction (one-line ValueErrors)."""
 
     temperature: float = 0.7
-    """Softmax temperature. 0 = greedy (argmax, top_p ignored). Allowed: >= 0."""
+    """Softmax temperature. 0 = greedy (argmax, top_p ignored). Allowed: 0 or finite >= 1e-3."""
     top_p: float = 0.95
     """Nucleus: keep the most likely tokens whose mass before them is < top_p. Allowed: (0, 1]."""
     max_new_tokens: int = 256
@@ -78,9 +78,8 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         t, p, s = self.temperature, self.top_p, self.seed
-        check(
-            is_real(t) and math.isfinite(t) and t >= 0, "temperature", "a finite number >= 0 (0 = greedy)", t
-        )
+        allowed = f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}"  # 1e-300 gave NaN
+        check(temperature_ok(t, greedy=True), "temperature", allowed, t)
         check(is_real(p) and 0 < p <= 1, "top_p", "a number in (0, 1]", p)
         for name in ("max_new_tokens", "samples", "batch_size"):
             check_int(name, getattr(self, name), 1)

@@ -65,7 +65,7 @@ def cached_signals(model_dir: Path, cache: Path, settings: ReadinessSettings) ->
         data = json.loads(cache.read_text())
         if data.get("settings") == asdict(settings):
             return data
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     data = compute_signals(model_dir, settings)
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import SEED_RANGE, TEMPERATURE_MIN, UserError, seed_ok, temperature_ok
 from ..eval.loading import load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
 from ..eval.scoring import default_text_docs, score_task
@@ -55,7 +55,8 @@ class ReadinessSettings:
         for key, ok, allowed in [
             ("problems", self.problems >= 1, ">= 1"),
             ("samples", self.samples >= 1, ">= 1"),
-            ("temperature", self.temperature > 0, "> 0"),
+            ("temperature", temperature_ok(self.temperature), f"a finite number >= {TEMPERATURE_MIN}"),
+            ("seed", seed_ok(self.seed), SEED_RANGE),
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
             ("text_tokens", self.text_tokens >= 1, ">= 1"),
         ]:

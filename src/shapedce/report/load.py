@@ -106,7 +106,7 @@ def _read_object(path: Path, needs: str | None = None) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise UserError(
             f"{path} is not valid JSON ({str(err).splitlines()[0]}); rerun that stage or delete the file"
         ) from None

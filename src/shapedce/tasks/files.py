@@ -10,7 +10,8 @@ asks for the final answer in \\boxed{}; the last \\boxed{...} of the completion 
 the answer with math-verify (`mathcheck.verify_math`, time-bounded). `?chat=1` renders the prompt
 with the checkpoint's chat template (for instruct models: `render_chat` at evaluation time).
 Every row is a test prompt (there is no train split); seed 0 keeps the file's order, others shuffle.
-Files are read with `datasets` (json / parquet builders), never executed or unpickled.
+Files are read by `data/userjson.py` (size- and depth-limited JSON, pyarrow for parquet), never executed
+or unpickled; a malformed file is one line naming the file, row and field.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import random
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from ..errors import UserError, check_installed
+from ..data.userjson import read_rows, row_text
+from ..errors import UserError
 from .arith import BoxedAnswers
 from .base import Prompt, Task, _uid
+from .chat import render_conversations
 
 SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 OPTIONS = ("question", "answer", "chat")
@@ -50,28 +53,42 @@ class FileTask(BoxedAnswers, Task):
 
     def rows(self) -> list[Prompt]:
         if self._rows is None:
-            check_installed("datasets", "eval")
-            from datasets import load_dataset
-
-            data = load_dataset(SUFFIXES[self.path.suffix], data_files=str(self.path), split="train")
-            names = data.column_names
-            q = self.question_field or next((f for f in ("problem", "question") if f in names), None)
-            for field, label in ((q, "question"), (self.answer_field, "answer")):
-                if field not in data.column_names:
-                    raise UserError(
-                        f"task {self.name!r}: no {label} field {field!r} in {self.path}; "
-                        f"its fields are "
-                        f"{', '.join(data.column_names)} (choose with ?{label}=NAME)"
-                    )
-            out = []
-            for i, row in enumerate(data):
-                answer = str(row[self.answer_field]).strip()
+            out, q = [], self.question_field
+            for i, (where, row) in enumerate(read_rows(self.path, columns=self._columns())):
+                if i == 0:
+                    q = q or next((f for f in ("problem", "question") if f in row), None)
+                    for field, label in ((q, "question"), (self.answer_field, "answer")):
+                        if field not in row:
+                            named = repr(field) if field else "('problem' or 'question')"
+                            raise UserError(
+                                f"task {self.name!r}: no {label} field {named} in {where}; its fields are "
+                                f"{', '.join(map(str, row))} (choose with ?{label}=NAME)"
+                            )
+                question = row_text(row, q, where, numbers=True).strip()
+                answer = row_text(row, self.answer_field, where, numbers=True).strip()
                 answer = self.extract(answer) or answer
-                text = f"Problem: {str(row[q]).strip()} Put the final answer in \\boxed{{}}.\nSolution:\n"
-                meta = {"split": "test", "row": i, "chat": self.chat, "question": str(row[q]).strip()}
+                if not question or not answer:
+                    raise UserError(f"{where}: field {q if not question else self.answer_field!r} is empty")
+                text = f"Problem: {question} Put the final answer in \\boxed{{}}.\nSolution:\n"
+                meta = {"split": "test", "row": i, "chat": self.chat, "question": question}
                 out.append(Prompt(self.name, text, answer, _uid(self.name, f"{i}:{text}"), meta))
+            if not out:
+                raise UserError(f"task {self.name!r}: {self.path} holds no rows")
             self._rows = out
         return self._rows
+
+    def _columns(self) -> list[str]:
+        """The parquet columns to read: the named fields, or the default question names present."""
+        if self.path.suffix != ".parquet":
+            return []
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(self.path).names
+        except Exception:  # noqa: BLE001 - read_rows names the fault in one line
+            names = []
+        q = self.question_field or next((f for f in ("problem", "question") if f in names), "problem")
+        return [q, self.answer_field]
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
         rows = self.rows()
@@ -89,11 +106,21 @@ class FileTask(BoxedAnswers, Task):
 
 def render_chat(prompt: Prompt, tokenizer) -> str:
     """The prompt through the tokenizer's chat template when the task asked for it, else its text."""
-    if not prompt.meta.get("chat"):
-        return prompt.text
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"task {prompt.task!r} asks for a chat template (?chat=1) but the tokenizer has none")
-    question = prompt.meta["question"] + " Put the final answer in \\boxed{}."
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
+    return render_chats([prompt], tokenizer)[0]
+
+
+def render_chats(prompts: list[Prompt], tokenizer) -> list[str]:
+    """`render_chat` of every prompt; the templates run in one time- and memory-bounded child
+    process (`tasks/chat.py`), so a hostile template cannot hang the evaluation."""
+    chat = [p for p in prompts if p.meta.get("chat")]
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"task {chat[0].task!r} asks for a chat template (?chat=1) but the tokenizer has none"
+        )
+    conversations = [
+        [{"role": "user", "content": p.meta["question"] + " Put the final answer in \\boxed{}."}]
+        for p in chat
+    ]
+    where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    rendered = iter(render_conversations(tokenizer, conversations, where=where))
+    return [next(rendered) if p.meta.get("chat") else p.text for p in prompts]

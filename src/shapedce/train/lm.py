@@ -92,7 +92,7 @@ def _max_positions(cfg: RunConfig, init_from: Path | None, resume_from: Path | N
     if source is not None:
         try:
             return int(json.loads((Path(source) / "config.json").read_text())["max_position_embeddings"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise UserError(f"cannot read max_position_embeddings from {source}/config.json") from None
     return flavor_config(cfg.model.flavor).max_position_embeddings
 

@@ -72,9 +72,9 @@ def corpus_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
 def prepare_data(cfg: RunConfig, out: Path, init_from: Path | None = None):
     """Returns (tokenizer, train sequences, val sequences, model vocabulary size)."""
     if init_from is not None:
-        from transformers import AutoConfig
+        from ..data.pretrained import load_auto_config
 
-        vocab = AutoConfig.from_pretrained(init_from).vocab_size
+        vocab = load_auto_config(init_from).vocab_size
     else:
         vocab = cfg.model.vocab_size or flavor_config(cfg.model.flavor).vocab_size
     train_texts, val_texts = corpus_texts(cfg)

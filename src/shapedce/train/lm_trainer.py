@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig
 
 from ..config import RunConfig
+from ..data.pretrained import load_auto_config
 from ..errors import UserError
 from ..hf import patch_causal_lm, set_shaped_loss
 from ..loss import EntropyController
@@ -86,7 +86,7 @@ def _start_model(cfg: RunConfig, vocab: int, init_from: Path | None):
             max_position_embeddings=max_pos,
             seed=cfg.train.seed,
         )
-    config = AutoConfig.from_pretrained(init_from)  # edit before construction: RoPE caches inv_freq
+    config = load_auto_config(init_from)  # edit before construction: RoPE caches inv_freq
     set_rope_theta(config, cfg.model.rope_theta)
     if max_pos:
         config.max_position_embeddings = max_pos

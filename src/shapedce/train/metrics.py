@@ -176,6 +176,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     for line in Path(path).read_text().splitlines():
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
     return rows

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..config import build_config, check_ranges, load_run_config, preset_names, read_preset, report_backends
-from ..errors import UserError
+from ..errors import SEED_RANGE, TEMPERATURE_MIN, UserError, finite, seed_ok, temperature_ok
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "rl"
 
@@ -116,23 +116,35 @@ class RLConfig:
             ("steps", self.steps >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
-            ("weight_decay", 0 <= self.weight_decay < math.inf, "a finite number >= 0"),
-            ("grad_clip", self.grad_clip >= 0, ">= 0 (0 disables)"),
+            ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            (
+                "grad_clip",
+                finite(self.grad_clip) and self.grad_clip >= 0,
+                "a finite number >= 0 (0 disables)",
+            ),
             ("epsilon_low", 0 <= self.epsilon_low < 1, "in [0, 1)"),
-            ("epsilon_high", self.epsilon_high >= 0, ">= 0"),
-            ("temperature", self.temperature > 0, "> 0"),
+            (
+                "epsilon_high",
+                finite(self.epsilon_high) and 0 <= self.epsilon_high <= 10,
+                "a finite number in [0, 10]",
+            ),
+            ("temperature", temperature_ok(self.temperature), f"a finite number >= {TEMPERATURE_MIN}"),
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
             ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
             ("max_sampling_rounds", self.max_sampling_rounds >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_problems", self.eval_problems >= 1, ">= 1"),
             ("eval_samples", self.eval_samples >= 1, ">= 1"),
-            ("eval_temperature", self.eval_temperature >= 0, ">= 0"),
+            (
+                "eval_temperature",
+                temperature_ok(self.eval_temperature, greedy=True),
+                f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}",
+            ),
             ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
-            ("eval_seed", self.eval_seed >= 0, ">= 0"),
+            ("eval_seed", seed_ok(self.eval_seed), SEED_RANGE),
             ("save_steps", self.save_steps >= 1, ">= 1"),
             ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
-            ("seed", self.seed >= 0, ">= 0"),
+            ("seed", seed_ok(self.seed), SEED_RANGE),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
             ("parallel", self.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
             ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),

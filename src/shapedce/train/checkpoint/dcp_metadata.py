@@ -115,7 +115,7 @@ def read_metadata_json(dcp_dir: Path) -> dcp_md.Metadata:
         )
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise UserError(f"{path} is corrupt ({type(err).__name__})") from None
     try:
         metadata = _decode(data, path)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ...data.pretrained import load_causal_lm
 from ...errors import UserError
 from ...rundir import TMP_PREFIX, checkpoint_name, list_checkpoints
 
@@ -134,11 +135,6 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def load_weights(path: Path, **kwargs):
-    """`AutoModelForCausalLM.from_pretrained(path)` with a one-line error on a missing or corrupt file."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except Exception as err:  # noqa: BLE001
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load model weights from {path}: {first}") from None
+    """`AutoModelForCausalLM.from_pretrained(path)`, remote code refused, with a one-line error on a
+    missing or corrupt file (`data/pretrained.py`)."""
+    return load_causal_lm(path, **kwargs)

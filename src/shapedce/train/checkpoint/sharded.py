@@ -99,13 +99,9 @@ def save_sharded_checkpoint(
 
 def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
     """A model with the checkpoint's architecture (weights are loaded afterwards by `load_sharded`)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from ..data.pretrained import load_auto_config, model_from_config
 
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except Exception as err:  # noqa: BLE001 - a missing or corrupt config.json
-        raise UserError(f"cannot read the model config of checkpoint {path}: {type(err).__name__}") from None
-    return AutoModelForCausalLM.from_config(config).to(torch.float32)
+    return model_from_config(load_auto_config(path)).to(torch.float32)
 
 
 class _SafeReader(FileSystemReader):
