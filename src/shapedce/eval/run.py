@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError, check_int
-from ..rundir import RESULTS, prepare_out
+from ..rundir import LOCK, RESULTS, FolderLock, prepare_out
 from ..tasks import get_tasks, render_chat
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
@@ -96,13 +96,19 @@ def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig
 
 
 def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, device: str = "auto") -> dict:
-    """Run the evaluation, write results.json / results.md, return the results dict."""
+    """Run the evaluation, write results.json / results.md, return the results dict. The output
+    folder's lock (OUT/.lock) is held throughout: a second writer stops at once with one line."""
+    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
+    with FolderLock(out / LOCK, f"eval folder {out}").acquire():
+        return _evaluate(path, settings, out, device)
+
+
+def _evaluate(path: str | Path, settings: EvalSettings, out: Path, device: str) -> dict:
     from tqdm.auto import tqdm
 
     settings.validate()
     tasks = get_tasks(settings.tasks)
     model_dir = resolve_model_dir(path)
-    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
     model, tokenizer = load_model(model_dir, pick_device(device))
     cfg = SamplingConfig(
         temperature=settings.temperature,
