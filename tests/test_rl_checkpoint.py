@@ -175,3 +175,24 @@ def test_ctrl_c_on_the_command_line_exits_130_and_resumes(model_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [r["step"] for r in read_rows(out)] == list(range(1, step + 2))
     assert json.loads((out / "final" / "config.json").read_text())["model_type"]
+
+
+def test_only_the_checkpointer_writes_training_state():
+    """Calls of `torch.save` / `.save_pretrained` appear only in shapedce/train/checkpoint/ (and in the
+    vLLM sampler's export of a model to a throw-away folder, which is no training state)."""
+    import ast
+
+    src = Path(__file__).resolve().parent.parent / "src" / "shapedce"
+    allowed = {src / "eval" / "sample.py"}
+    found, seen = [], 0
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                f = node.func
+                if f.attr == "save_pretrained" or (
+                    f.attr == "save" and isinstance(f.value, ast.Name) and f.value.id == "torch"
+                ):
+                    seen += 1
+                    if src / "train" / "checkpoint" not in path.parents and path not in allowed:
+                        found.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert seen >= 5 and not found, found  # seen: the checkpointer's own calls are found
