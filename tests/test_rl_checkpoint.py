@@ -149,6 +149,17 @@ def test_resume_refuses_a_shape_changing_override(model_dir, tmp_path, capsys):
     assert main([*argv, "--resume", "steps=2"]) == 0  # a longer run is fine
 
 
+def test_pretrain_resume_refuses_a_shape_changing_override(tmp_path, capsys):
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--preset", "smoke", "--out", str(out), "train.steps=1"]) == 0
+    before = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", "data.seq_len=64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume cannot change data.seq_len" in err[0]
+    assert (out / "config.yaml").read_text() == before
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_the_command_line_exits_130_and_resumes(model_dir, tmp_path):
     out = tmp_path / "run"
