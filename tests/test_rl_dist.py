@@ -1,6 +1,7 @@
 """Data-parallel RL on CPU (gloo): two processes launched by torch.distributed.run against one
 process with the same seeds: the same groups kept, the same losses, clip fractions and final
-weights, also across a 2-process checkpoint and resume; a filter outcome where every kept group
+weights, under DDP and FSDP2, also across a 2-process (sharded) checkpoint and resume, Ctrl-C on
+one rank, and resuming at another world size; a filter outcome where every kept group
 comes from rank 0 (refills, no hang); the round cap printing one line under torchrun.
 
     python -m pytest tests/test_rl_dist.py -q
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +38,27 @@ def _worker(mode: str, out: Path, model_dir: Path) -> None:
     from shapedce.train.rl_rollout import PromptStream, collect_batch
     from test_rl import PROMPTS, load, parity_reward, toy_config
 
-    cfg = toy_config(steps=2 if mode == "half" else 4, mini_batches=2, micro_batch=2)
+    parallel, mode = ("fsdp", mode[5:]) if mode.startswith("fsdp-") else ("ddp", mode)
+    cfg = toy_config(steps=2 if mode == "half" else 4, mini_batches=2, micro_batch=2, parallel=parallel)
     if mode in ("run", "half", "resume"):  # "half" stops after the first batch; "resume" continues it
         run_rl(cfg, model_dir, out, resume=mode == "resume", reward=parity_reward, prompts=PROMPTS)
         return
+    if mode == "sigint":  # Ctrl-C on rank 0 during the first batch's rollouts: every rank saves and stops
+        rank0 = os.environ.get("RANK", "0") == "0"
+        calls = [0]
+
+        def reward(prompt, text):
+            calls[0] += 1
+            if rank0 and calls[0] == 2:
+                signal.raise_signal(signal.SIGINT)
+            return parity_reward(prompt, text)
+
+        try:
+            run_rl(cfg, model_dir, out, reward=reward, prompts=PROMPTS)
+        except KeyboardInterrupt:
+            (out / f"interrupted-{os.environ.get('RANK', '0')}").write_text("")
+            return
+        raise SystemExit("not interrupted")
     # "collect": informative only for prompts at stream positions 0, 4, 8, ...: sampled by rank 0 alone
     d = dist_.detect()
     dist_.init(d, torch.device("cpu"))
@@ -112,6 +131,31 @@ def test_two_processes_resume_into_the_one_process_run(model_dir, one_process, t
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "dcp" / "metadata.json").is_file()
     _launch(2, "resume", tmp_path, model_dir)
     _assert_same_run(one_process, tmp_path, train_only=True)  # the stopped run evaluated at its end
+
+
+def test_fsdp_two_processes_give_the_one_process_run(model_dir, one_process, tmp_path):
+    """FSDP2 (parameters, gradients, optimizer state sharded; rollouts from an unsharded copy)."""
+    _launch(2, "fsdp-run", tmp_path, model_dir)
+    _assert_same_run(one_process, tmp_path)
+
+
+def test_sigint_under_fsdp_saves_sharded_and_resumes_on_one_process(model_dir, one_process, tmp_path):
+    """Ctrl-C on rank 0 of 2 FSDP ranks: both save their shards and stop; the sharded checkpoint then
+    resumes on one process (another world size) into the uninterrupted run."""
+    _launch(2, "fsdp-sigint", tmp_path, model_dir)
+    run = tmp_path / "run"
+    assert (run / "interrupted-0").is_file() and (run / "interrupted-1").is_file()
+    assert (run / "checkpoints" / "step_0000002" / "dcp" / "metadata.json").is_file()
+    assert not (run / "final").exists()
+    _launch(1, "resume", tmp_path, model_dir)
+    _assert_same_run(one_process, tmp_path, train_only=True)
+
+
+def test_one_process_checkpoint_resumes_on_two_fsdp_ranks(model_dir, one_process, tmp_path):
+    _launch(1, "half", tmp_path, model_dir)
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+    _launch(2, "fsdp-resume", tmp_path, model_dir)
+    _assert_same_run(one_process, tmp_path, train_only=True)
 
 
 def _assert_same_run(one: Path, two: Path, train_only: bool = False) -> None:

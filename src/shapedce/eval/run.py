@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError, check_int
-from ..rundir import RESULTS, prepare_out
+from ..rundir import LOCK, RESULTS, FolderLock, prepare_out
 from ..tasks import get_tasks
 from ..tasks.files import render_chats
 from .loading import load_model, pick_device, resolve_model_dir
@@ -97,7 +97,14 @@ def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig
 
 
 def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, device: str = "auto") -> dict:
-    """Run the evaluation, write results.json / results.md, return the results dict."""
+    """Run the evaluation, write results.json / results.md, return the results dict. The output
+    folder's lock (OUT/.lock) is held throughout: a second writer stops at once with one line."""
+    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
+    with FolderLock(out / LOCK, f"eval folder {out}").acquire():
+        return _evaluate(path, settings, out, device)
+
+
+def _evaluate(path: str | Path, settings: EvalSettings, out: Path, device: str) -> dict:
     from tqdm.auto import tqdm
 
     settings.validate()
@@ -118,7 +125,6 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
 
         user_docs = read_texts(settings.text)
     model_dir = resolve_model_dir(path)
-    out = prepare_out(Path(out) if out else Path(path) / "eval")  # a bad --out fails before sampling
     model, tokenizer = load_model(model_dir, pick_device(device), pad_from_eos=True)
     results = {
         "schema_version": SCHEMA_VERSION,

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..eval.loading import resolve_model_dir  # noqa: E402
 from ..eval.text import HIST_EDGES  # noqa: E402
 from ..report.stats import t975  # noqa: E402
-from ..rundir import prepare_out  # noqa: E402
+from ..rundir import LOCK, FolderLock, prepare_out  # noqa: E402
 from .compare import Reference, correlate, nearest_config, reference_runs  # noqa: E402
 from .signals import COVERAGE_KS, ReadinessSettings, compute_signals, flatten  # noqa: E402
 
@@ -249,10 +249,16 @@ def run_readiness(
     cache_dir: str | Path | None = None,
     log=print,
 ) -> Path:
-    """Compute, compare and write the report; returns OUT/readiness.md."""
+    """Compute, compare and write the report; returns OUT/readiness.md. OUT/.lock is held throughout
+    (one writer per folder: a second process stops at once with one line)."""
     out = Path(out)
     settings.validate()
     prepare_out(out)  # a bad --out fails now, not after the models are scored
+    with FolderLock(out / LOCK, f"readiness folder {out}").acquire():
+        return _run_readiness(path, out, settings, reference, cache_dir, log)
+
+
+def _run_readiness(path, out: Path, settings: ReadinessSettings, reference, cache_dir, log) -> Path:
     model_dir = str(resolve_model_dir(path))  # a bad PATH fails before any reference model is scored
     refs: list[Reference] = []
     task = settings.tasks.split(",")[0].strip()

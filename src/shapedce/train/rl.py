@@ -4,6 +4,7 @@
     shapedce rl --from runs/ce-mid --out runs/ce-rl --preset tiny            # a run dir or any HF model dir
     shapedce rl --from runs/ce-mid --out runs/ce-rl --resume                 # from the last checkpoint
     torchrun --standalone --nproc-per-node 8 -m shapedce rl --from ... --out ... --preset paper
+    torchrun --standalone --nproc-per-node 8 -m shapedce rl --from ... --out ... parallel=fsdp   # sharded
 
 How our GRPO departs from textbook GRPO (Shao et al. 2024), as the paper runs it (SPEC section 3):
   - no KL term and no reference model;
