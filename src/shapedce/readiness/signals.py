@@ -1,7 +1,7 @@
 """RL-readiness signals of one causal LM: what its sampling and its next-token distributions offer RL.
 
     from shapedce.readiness.signals import ReadinessSettings, compute_signals
-    sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-compare"))
+    sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-small"))
     sig["tasks"]["knowledge"]["pass_at_k"], sig["tasks"]["knowledge"]["coverage"]["5"]
     sig["text"]["forking_share"]
 
@@ -19,7 +19,7 @@ Works on any Hugging Face causal LM directory with a fast tokenizer that has a p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,39 +30,11 @@ from ..eval.sample import SamplingConfig, sample
 from ..eval.scoring import default_text_docs, score_task
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks
+from .settings import ReadinessSettings as ReadinessSettings  # re-exported
 
 COVERAGE_KS = (1, 5, 20)
 FORKING_THRESHOLD = 1.0
 """Entropy (nats) above which a token counts as a "forking" token, as in shapedce.eval.text."""
-
-
-@dataclass(kw_only=True)
-class ReadinessSettings:
-    tasks: str = "knowledge,arith-compare"
-    """Comma-separated tasks (shapedce.tasks); the reference grid's evaluated tasks by default."""
-    problems: int = 32
-    """Held-out test prompts per task."""
-    samples: int = 8
-    """Completions per prompt (m of the Pass@k curve)."""
-    temperature: float = 1.0
-    """Sampling temperature: RL's (SPEC section 3), so Pass@k measures RL's exploration space."""
-    max_new_tokens: int = 64
-    text_tokens: int = 5000
-    """Held-out text tokens for the entropy distribution."""
-    seed: int = 0
-
-    def validate(self) -> ReadinessSettings:
-        for key, ok, allowed in [
-            ("problems", self.problems >= 1, ">= 1"),
-            ("samples", self.samples >= 1, ">= 1"),
-            ("temperature", self.temperature > 0, "> 0"),
-            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-            ("text_tokens", self.text_tokens >= 1, ">= 1"),
-        ]:
-            if not ok:
-                raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
-        get_tasks(self.tasks)  # unknown task names fail here, before any model is loaded
-        return self
 
 
 def reference_continuation(prompt: Prompt) -> str:
