@@ -32,7 +32,7 @@ from ..tasks import get_tasks, render_chat
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
 from .sample import SamplingConfig, sample, vllm_available
-from .scoring import BUILTIN_TEXTS, builtin_text_of, default_text_docs, grade_groups, length_stats, summary_of
+from .scoring import BUILTIN_TEXTS, default_text_docs, grade_groups, length_stats, summary_of
 from .settings import EvalSettings as EvalSettings  # re-exported: shapedce.eval.run.EvalSettings
 from .text import text_stats
 
@@ -92,8 +92,8 @@ def evaluate(path: str | Path, settings: EvalSettings, out: Path | None = None, 
             pooled_fin += finished
     results["overall"] = summarize(pooled_groups, settings.ks())
     results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
-    if settings.text in BUILTIN_TEXTS or not settings.text:
-        docs = default_text_docs(text=settings.text or builtin_text_of(model_dir))
+    if settings.text in BUILTIN_TEXTS:
+        docs = default_text_docs(text=settings.text)
     else:
         from ..data.packing import read_texts
 

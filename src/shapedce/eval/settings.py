@@ -31,15 +31,17 @@ class EvalSettings:
     """Seed of the held-out prompts and of the counter-based sampling noise."""
     batch_size: int = 64
     """Sequences per forward pass (bounds memory, never changes the samples)."""
-    text: str = ""
-    """Held-out text for perplexity and entropy: "" = the built-in world's validation sample
-    (builtin-v2), or a local text / jsonl / parquet path."""
+    text: str = "builtin-v2"
+    """Held-out text for perplexity and entropy: builtin-v2 (the built-in world's validation sample)
+    or a local text / jsonl / parquet path."""
     text_tokens: int = 20000
     """Held-out text tokens scored."""
     pass_k: str = ""
     """Comma-separated k of the Pass@k curve, e.g. 1,8,64; "" = 1, 2, 4, ..., samples."""
 
     def validate(self) -> EvalSettings:
+        if not self.text.strip():
+            raise UserError("--text must be builtin-v2 or a local text / jsonl / parquet path; got ''")
         for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
             check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
         for k in self.ks() or ():

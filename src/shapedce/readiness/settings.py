@@ -26,6 +26,9 @@ class ReadinessSettings:
     """Sampling temperature: RL's (docs/method/pipeline.md), so Pass@k measures RL's exploration space."""
     max_new_tokens: int = 64
     """Length cap per sample in tokens."""
+    text: str = "builtin-v2"
+    """Held-out text for the entropy distribution: builtin-v2 (the built-in world's validation
+    sample) or a local text / jsonl / parquet path."""
     text_tokens: int = 5000
     """Held-out text tokens for the entropy distribution."""
     seed: int = 0

@@ -12,7 +12,7 @@ Per task, on `problems` held-out test prompts (shapedce.tasks):
     the task has one, else " " + answer): top-k coverage = share of its tokens inside the model's
     top-k at their position (k = 1, 5, 20; ties at the k-th logit count as inside), their mean
     negative log-likelihood, mean entropy and forking share (entropy > 1 nat).
-On held-out text (the built-in validation documents): shapedce.eval.text's perplexity, entropy
+On held-out text (the built-in validation documents, or `text`): shapedce.eval.text's perplexity, entropy
 distribution, forking-token share and tail mass.
 Works on any Hugging Face causal LM directory with a fast tokenizer that has a pad token.
 """
@@ -27,7 +27,7 @@ import torch
 from ..errors import UserError
 from ..eval.loading import load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
-from ..eval.scoring import default_text_docs, score_task
+from ..eval.scoring import BUILTIN_TEXTS, default_text_docs, score_task
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks
 from .settings import ReadinessSettings as ReadinessSettings  # re-exported
@@ -88,6 +88,15 @@ def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, b
     }
 
 
+def text_docs(text: str) -> list[str]:
+    """The held-out documents of `ReadinessSettings.text`: the built-in sample, or a local file's."""
+    if text in BUILTIN_TEXTS:
+        return default_text_docs(text=text)
+    from ..data.packing import read_texts
+
+    return read_texts(text)
+
+
 def compute_signals(path: str | Path, settings: ReadinessSettings, device: str = "auto") -> dict:
     """Every readiness signal of the model at `path` (a run directory with final/, or a model dir)."""
     settings.validate()
@@ -117,7 +126,7 @@ def compute_signals(path: str | Path, settings: ReadinessSettings, device: str =
     out["text"] = text_stats(
         model,
         tokenizer,
-        default_text_docs(),
+        text_docs(settings.text),
         max_tokens=settings.text_tokens,
         forking_threshold=FORKING_THRESHOLD,
     )

@@ -49,7 +49,7 @@ SECTION_PRESETS = {"pretrain": PRETRAIN_PRESET_DIR, "rl": RL_PRESET_DIR}
 
 @dataclass(kw_only=True, slots=True)
 class EvalSection:
-    """`shapedce eval` after every stage; the held-out text is that of the pre-training world."""
+    """`shapedce eval` after every stage; the held-out text is the built-in world's (builtin-v2)."""
 
     tasks: str = "knowledge,arith-small"
     """Tasks scored after every stage: knowledge (recall of the corpus's facts) and the RL task."""
@@ -335,16 +335,10 @@ def rl_config(grid: GridConfig, run: Run) -> RLConfig:
 
 
 def eval_settings(grid: GridConfig):
-    """How every stage of every run is evaluated; the held-out text is that of the pre-training world."""
+    """How every stage of every run is evaluated; the held-out text is the built-in world's."""
     from ..eval.run import EvalSettings
-    from ..eval.scoring import BUILTIN_TEXTS
 
-    corpus = grid.pretrain.data.corpus
-    return EvalSettings(
-        text=corpus if corpus in BUILTIN_TEXTS else "",
-        **dataclasses.asdict(grid.eval),
-        seed=0,
-    ).validate()
+    return EvalSettings(**dataclasses.asdict(grid.eval), seed=0).validate()
 
 
 def check_grid(grid: GridConfig, root: Path) -> list[Run]:

@@ -20,7 +20,7 @@ from ..data.tokenizer import check_tokenizer_fits, load_tokenizer, train_tokeniz
 from ..errors import UserError
 from ..models import flavor_config
 
-BUILTIN = {"builtin": "", "builtin-v2": "-v2"}
+BUILTIN = {"builtin-v2": "-v2"}
 """data.corpus values of the built-in corpora -> suffix of their mix names in shapedce.data.corpus."""
 
 
