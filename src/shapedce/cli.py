@@ -8,7 +8,7 @@
     shapedce eval runs/ce-mid --tasks arith,humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,8,64
     shapedce tasks [--rg]                                 # the registered tasks (--rg: all reasoning-gym)
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe]
-                       [--seeds N] [--out DIR]
+                       [--seeds N] [--out DIR] [rl.steps=32 eval.samples=16 ...]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
@@ -227,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dry-run", action="store_true", help="print the plan and validate every config; train nothing"
     )
-    g.add_argument("overrides", nargs="*", help="key=value grid overrides (see shapedce.reproduce.grid)")
+    g.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value grid overrides, nested: rl.steps=32 (shapedce.reproduce.grid)",
+    )
     g.set_defaults(func=cmd_reproduce)
 
     rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
