@@ -105,9 +105,13 @@ def test_an_older_flat_grid_yaml_reads_as_the_grid_it_meant(tmp_path):
     assert grid.pretrain == load_config("tiny", ["train.steps=50", "optim.lr=1e-3"])
 
 
-def test_an_older_grid_yaml_with_midtrain_overrides_is_refused_in_one_line(tmp_path):
+def test_older_midtrain_overrides_read_as_the_field_or_are_refused_in_one_line(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({**OLD_TINY, "midtrain_overrides": "train.steps=480"}))
+    grid = load_grid_file(path)  # the README's MoE 480-step grid: mid-training steps have a field
+    assert grid == load_grid("tiny", ["pretrain.midtrain.steps=480"])
+    assert midtrain_config(grid, plan(grid, tmp_path)[0]).train.steps == 480
+    path.write_text(yaml.safe_dump({**OLD_TINY, "midtrain_overrides": "train.steps=480 optim.lr=1e-3"}))
     with pytest.raises(UserError, match=r"midtrain_overrides .* now pretrain\.midtrain\.\*") as err:
         load_grid_file(path)
     assert "\n" not in str(err.value)

@@ -234,9 +234,12 @@ LEGACY = ("pretrain_preset", "pretrain_overrides", "midtrain_overrides", "rl_pre
 
 def _from_flat(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """The sections of a grid.yaml written before them (stage settings as preset names and override
-    strings); its mid-training overrides have no section and are refused."""
-    data = dict(data)
-    if data.pop("midtrain_overrides", ""):
+    strings). Of its mid-training overrides only train.steps=N has a field (pretrain.midtrain.steps)."""
+    data, mid = dict(data), {}
+    for text in shlex.split(str(data.pop("midtrain_overrides", "") or "")):
+        mid = merge(mid, parse_override(text))
+    steps = mid.get("train", {}).get("steps") if isinstance(mid.get("train"), dict) else None
+    if mid and mid != {"train": {"steps": steps}}:
         raise UserError(
             f"{path}: midtrain_overrides of an older grid.yaml are no longer read; the grid's mid-training "
             "is now pretrain.midtrain.* (rerun in another --out)"
@@ -247,6 +250,8 @@ def _from_flat(data: dict[str, Any], path: Path) -> dict[str, Any]:
         for text in shlex.split(str(data.get(f"{name}_overrides") or "")):
             section = merge(section, parse_override(text))
         out[name] = section
+    if mid:
+        out["pretrain"] = merge(out["pretrain"], {"midtrain": {"steps": steps}})
     out["eval"] = {k[len("eval_") :]: v for k, v in data.items() if k.startswith("eval_")}
     return out
 
