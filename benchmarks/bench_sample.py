@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    tok = train_tokenizer(builtin_corpus("pretrain", 1000), vocab_size=2048)  # fits every CPU flavor
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 1000), vocab_size=2048)  # fits every CPU flavor
     prompts = [p.query for p in heldout_problems("add", n=args.prompts, seed=0)]
     lengths = [len(tok(p)["input_ids"]) for p in prompts]
     print(

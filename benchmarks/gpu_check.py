@@ -185,7 +185,7 @@ def check_sample(out: Path) -> tuple[bool, str]:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    tok = train_tokenizer(builtin_corpus("pretrain", 300), vocab_size=2048)
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 300), vocab_size=2048)
     model = build_model("tiny", seed=0).float().eval()
     prompts = ["Problem: What is 2 + 3?\n", "The city of", "Once upon a time", "Answer:"]
     figures, ok = [], True

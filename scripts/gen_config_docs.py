@@ -1,6 +1,6 @@
-"""Write docs/guides/configs.md: every config field, its type, default and docstring, from the dataclasses.
+"""Write docs/reference/config-fields.md: every config field, its type, default and docstring.
 
-    python scripts/gen_config_docs.py            # rewrite docs/guides/configs.md
+    python scripts/gen_config_docs.py            # rewrite docs/reference/config-fields.md
     python scripts/gen_config_docs.py --check    # exit 1 if the committed page is out of date (CI, tests)
 
 The field docstrings (the string literal under each field) are read from the source with `ast`;
@@ -20,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "docs" / "guides" / "configs.md"
+PAGE = ROOT / "docs" / "reference" / "config-fields.md"
 sys.path.insert(0, str(ROOT / "src"))
 
 from shapedce.config import RunConfig  # noqa: E402

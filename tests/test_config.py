@@ -37,8 +37,8 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_validation_sample_shares_the_training_world():
     """Regression: validation documents once came from another seed, i.e. another world."""
-    train = builtin_corpus("pretrain", 300, seed=3)
-    val = builtin_corpus("pretrain", 300, seed=3, split="val")
+    train = builtin_corpus("pretrain-v2", 300, seed=3)
+    val = builtin_corpus("pretrain-v2", 300, seed=3, split="val")
     assert train != val
     cities = [f.entity for f in fact_base(3) if f.attribute == "country"]
     assert any(c in doc for doc in val for c in cities)

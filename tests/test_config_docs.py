@@ -1,4 +1,4 @@
-"""The config reference (docs/guides/configs.md) is generated and up to date; every field has a docstring.
+"""The config reference (docs/reference/config-fields.md) is generated, current, and documents every field.
 
 python -m pytest -q tests/test_config_docs.py
 python scripts/gen_config_docs.py          # regenerate the page after changing a config

@@ -53,7 +53,7 @@ def one_line(excinfo: pytest.ExceptionInfo, *needles: str) -> None:
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer(builtin_corpus("pretrain", 400) + builtin_corpus("midtrain", 200), VOCAB)
+    return train_tokenizer(builtin_corpus("pretrain-v2", 400) + builtin_corpus("midtrain-v2", 200), VOCAB)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -138,16 +138,16 @@ def test_corpora_deterministic_by_seed():
     assert fact_base(5) == fact_base(5) != fact_base(6)
     with pytest.raises(ValueError) as e:
         builtin_corpus("posttrain", 10)
-    one_line(e, "unknown corpus 'posttrain'", "pretrain, midtrain")
+    one_line(e, "unknown corpus 'posttrain'", "pretrain-v2, midtrain-v2")
     with pytest.raises(ValueError) as e:
-        builtin_corpus("pretrain", 0)
+        builtin_corpus("pretrain-v2", 0)
     one_line(e, "n_docs must be an integer >= 1")
 
 
 def test_reasoning_share_midtrain_above_pretrain():
     share = {name: np.mean([is_reasoning_doc(d) for d in builtin_corpus(name, 400)]) for name in CORPORA}
-    assert share["pretrain"] == pytest.approx(0.25) and share["midtrain"] == pytest.approx(0.70)
-    assert share["midtrain"] > share["pretrain"]
+    assert set(CORPORA) == {"pretrain-v2", "midtrain-v2"}  # world v1 is gone
+    assert share["pretrain-v2"] == pytest.approx(0.22) and share["midtrain-v2"] == pytest.approx(0.80)
     worked = {name: np.mean(["\nSolution:\n" in d for d in builtin_corpus(name, 400)]) for name in CORPORA}
     assert worked == {name: pytest.approx(mix["worked"]) for name, mix in MIXES.items()}
 
@@ -175,7 +175,7 @@ def test_problems_are_correct():
 
 
 def test_heldout_disjoint_from_corpora():
-    docs = builtin_corpus("pretrain", 600) + builtin_corpus("midtrain", 600)
+    docs = builtin_corpus("pretrain-v2", 600) + builtin_corpus("midtrain-v2", 600)
     prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in docs if is_reasoning_doc(d)]
     assert len(prompts) > 500 and not any(is_heldout(p) for p in prompts)
     corpus_keys = {problem_key(p) for p in prompts}
@@ -192,7 +192,7 @@ def test_heldout_disjoint_from_corpora():
 
 def test_knowledge_probes_are_stated_in_pretrain():
     n_docs = 300
-    docs = builtin_corpus("pretrain", n_docs)
+    docs = builtin_corpus("pretrain-v2", n_docs)
     facts = {f.probe(): f for f in fact_base(0)}
     probes = knowledge_probes(0, 30, n_docs=n_docs)
     assert len(set(probes)) == 30 and probes == knowledge_probes(0, 30, n_docs=n_docs)
@@ -261,7 +261,7 @@ def test_read_texts_bad_input(tmp_path):
 
 
 def test_memmap_cached_once(tok, tmp_path):
-    docs = builtin_corpus("pretrain", 50)
+    docs = builtin_corpus("pretrain-v2", 50)
     tokens = tokenize_to_memmap(docs, tok, tmp_path, key="pre")
     files = list(tmp_path.glob("pre-*.bin"))
     assert len(files) == 1 and tokens.dtype == np.uint16 and not list(tmp_path.glob("*.tmp"))

@@ -116,7 +116,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_two_processes_give_the_one_process_curve_and_final_model(runs):
     one, two = runs["one"], runs["two"]
-    _assert_same_curve(two, one, rel=1e-5)
+    _assert_same_curve(two, one)  # float32 all-reduce order: grad_norm agrees to ~1e-5 relative
     assert len([r for r in read_metrics(two / "metrics.jsonl") if r["split"] == "train"]) == 6
     _assert_same_weights(two / "final", one / "final")  # final/ is a plain save_pretrained directory
     ckpts = sorted((two / "checkpoints").iterdir())

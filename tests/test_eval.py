@@ -163,18 +163,17 @@ def test_tasks_command_lists_one_line_each(capsys):
     assert "rg-knights_knaves" in rg and len(rg) > 100
 
 
-def test_held_out_text_follows_the_models_world(tmp_path):
-    """Regression: the eval's built-in text was always the v1 corpus, also for a model of world v2."""
-    from shapedce.eval.scoring import builtin_text_of, default_text_docs
+def test_held_out_text_is_the_built_in_world_by_default():
+    """World v1 is gone: the default held-out text is world v2's, for every model and every grid stage."""
+    from shapedce.errors import UserError
+    from shapedce.eval.run import EvalSettings
+    from shapedce.eval.scoring import BUILTIN_TEXTS, default_text_docs
     from shapedce.reproduce.grid import eval_settings, load_grid
 
-    assert builtin_text_of(None) == builtin_text_of(tmp_path) == "builtin"
-    (tmp_path / "run_config.yaml").write_text("data: {corpus: builtin-v2}\n")
-    assert builtin_text_of(tmp_path) == "builtin-v2"
-    for bad in ("data: [1, 2]\n", "{{{{", "- 1\n", "task: arith-small\n"):  # RL configs have no data section
-        (tmp_path / "run_config.yaml").write_text(bad)
-        assert builtin_text_of(tmp_path) == "builtin"
-    v1, v2 = default_text_docs(50), default_text_docs(50, "builtin-v2")
-    assert v1 != v2 and sum(d.startswith(("The ", "A ", "When ", "There ")) for d in v2) > 10
-    assert eval_settings(load_grid("tiny")).text == "builtin-v2"  # every stage, RL included
-    assert eval_settings(load_grid("smoke")).text == "builtin"
+    assert EvalSettings().text == "builtin-v2" and set(BUILTIN_TEXTS) == {"builtin-v2"}
+    v2 = default_text_docs(50)
+    assert v2 == default_text_docs(50, "builtin-v2")
+    assert sum(d.startswith(("The ", "A ", "When ", "There ")) for d in v2) > 10  # general text
+    assert eval_settings(load_grid("tiny")).text == eval_settings(load_grid("smoke")).text == "builtin-v2"
+    with pytest.raises(UserError, match="--text must be builtin-v2 or a local"):
+        EvalSettings(text="").validate()

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "shapedce"
 
 LAYERS = [
     ["errors", "rundir"],  # imports nothing from the project
-    ["config", "loss.config"],  # typed configs (the loss knobs are a config section)
+    ["config", "loss.config", "flags"],  # typed configs (the loss knobs are a config section), their flags
     ["data"],
     ["models"],
     ["loss"],

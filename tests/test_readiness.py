@@ -53,7 +53,7 @@ def models(tmp_path_factory, one_thread):
     assert main(["pretrain", "--preset", "smoke", "--out", str(root / "ours"), "train.steps=3"]) == 0
     foreign = {}
     for seed in (1, 2):
-        tok = train_tokenizer(builtin_corpus("pretrain", 200, seed=seed), vocab_size=300)
+        tok = train_tokenizer(builtin_corpus("pretrain-v2", 200, seed=seed), vocab_size=300)
         cfg = LlamaConfig(
             vocab_size=len(tok),
             hidden_size=48,

@@ -88,7 +88,8 @@ def test_stage_resumes_from_its_checkpoint(tmp_path):
                 "ce",
                 "--out",
                 str(out),
-                "pretrain_overrides=train.steps=6 train.ckpt_every=3",
+                "pretrain.train.steps=6",
+                "pretrain.train.ckpt_every=3",
             ]
         )
         == 0
@@ -121,9 +122,20 @@ def test_dry_run_validates_the_paper_grid(tmp_path, capsys):
         (["--configs", "ce,bogus"], "configs: unknown configuration 'bogus'"),
         (["--models", "tiny,huge"], "models: unknown flavor 'huge'"),
         (["--seeds", "0"], "seeds must be in [1, 1000]"),
-        (["rl_overrides=steps=0"], "steps must be >= 1"),
-        (["pretrain_overrides=train.stepz=3"], "did you mean 'train.steps'"),
-        (["eval_tasks=nope"], "unknown task 'nope'"),
+        (["rl.steps=0"], "rl.steps must be >= 1; got 0"),
+        (["rl.micro_batch=3"], "rl.prompts_per_step * group_size (2 * 4 = 8) must divide by"),
+        (["rl.stepz=3"], "unknown config key 'rl.stepz'; did you mean 'rl.steps'?"),
+        (["pretrain.train.stepz=3"], "did you mean 'pretrain.train.steps'"),
+        (["pretrain.optim.lr=-1"], "pretrain.optim.lr must be a finite number > 0"),
+        (["pretrain.loss=precision"], "pretrain.loss is set per run"),
+        (["pretrain.model.flavor=small"], "pretrain.model.flavor is set per run"),
+        (["rl.seed=3"], "rl.seed is set per run"),
+        (["pretrain.preset=huge"], "unknown pretrain.preset 'huge'; choose one of"),
+        (["pretrain.data.corpus=builtin"], "pretrain.data.corpus must be builtin-v2"),
+        (["eval.tasks=nope"], "eval.tasks: unknown task 'nope'"),
+        (["eval.samples=0"], "eval.samples must be >= 1"),
+        (["rl.task=nope"], "rl.task: unknown task 'nope'"),
+        (["pretrain_overrides=train.steps=3"], "unknown config key 'pretrain_overrides'"),
         (
             ["--configs", "ce,tail", "pretrain_configs=ce,head"],
             "pretrain_configs: head not in configs (ce, tail)",
@@ -139,8 +151,8 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
 
 
 def test_other_settings_in_the_same_directory_are_refused(smoke_grid, capsys):
-    assert main(["reproduce", "--preset", "smoke", "--out", str(smoke_grid), "eval_samples=2"]) == 2
-    assert "holds a grid with eval_samples=4" in capsys.readouterr().err
+    assert main(["reproduce", "--preset", "smoke", "--out", str(smoke_grid), "eval.samples=2"]) == 2
+    assert "holds a grid with eval.samples=4, not 2" in capsys.readouterr().err
 
 
 def test_failed_run_names_its_stage(tmp_path, capsys):
@@ -153,7 +165,8 @@ def test_failed_run_names_its_stage(tmp_path, capsys):
         "ce",
         "--out",
         str(tmp_path / "f"),
-        "rl_overrides=dynamic_sampling=true max_sampling_rounds=1",
+        "rl.dynamic_sampling=true",
+        "rl.max_sampling_rounds=1",
     ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory) -> Path:
     from shapedce.models import build_model
 
     path = tmp_path_factory.mktemp("rl-model")
-    tok = train_tokenizer(builtin_corpus("pretrain", 120), vocab_size=320)
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 120), vocab_size=320)
     build_model("tiny", vocab_size=len(tok), seed=0, max_position_embeddings=256).save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -33,7 +33,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer(builtin_corpus("pretrain", 300), vocab_size=2048)
+    return train_tokenizer(builtin_corpus("pretrain-v2", 300), vocab_size=2048)
 
 
 @pytest.fixture(scope="module")

@@ -155,12 +155,13 @@ def test_midtrain_v2_works_every_problem_out_and_all_are_small():
 
 def test_tiny_preset_is_the_world_v2_of_the_default_grid():
     from shapedce.reproduce.grid import load_grid
+    from shapedce.train.rl_config import load_rl_config
 
     tiny = load_config("tiny")
     assert tiny.model.vocab_size == 8192 and tiny.data.corpus == tiny.midtrain.corpus == "builtin-v2"
     assert load_config("tiny", ["loss=tail"]).loss.k == 100  # the paper's k needs no override
     grid = load_grid("tiny")  # the default grid pre-trains with exactly `shapedce pretrain --preset tiny`
-    assert grid.pretrain_preset == "tiny" and not grid.pretrain_overrides and not grid.midtrain_overrides
+    assert grid.pretrain == tiny and grid.rl == load_rl_config("tiny")
     with pytest.raises(UserError, match=r"model.vocab_size must be in \[0, 4194304\]"):
         load_config("tiny", ["model.vocab_size=-1"])
 

@@ -9,7 +9,7 @@
     shapedce eval runs/ce-mid --tasks arith,humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,8,64
     shapedce tasks [--rg]                                 # the registered tasks (--rg: all reasoning-gym)
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe]
-                       [--seeds N] [--out DIR]
+                       [--seeds N] [--out DIR] [rl.steps=32 eval.samples=16 ...]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+from .flags import add_flags
 from .loss import PRESETS
 from .rundir import StageDir
 
@@ -83,19 +84,9 @@ def cmd_rl(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.run import EvalSettings, evaluate, markdown
+    from .flags import flag_values
 
-    settings = EvalSettings(
-        tasks=args.tasks,
-        samples=args.samples,
-        problems=args.problems,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        text=args.text,
-        pass_k=args.pass_k,
-    )
+    settings = EvalSettings(**flag_values(EvalSettings, args))
     results = evaluate(args.path, settings, Path(args.out) if args.out else None, device=args.device)
     print(markdown(results))
     return 0
@@ -158,24 +149,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_readiness(args: argparse.Namespace) -> int:
+    from .flags import flag_values
     from .readiness import ReadinessSettings, run_readiness
     from .report.load import load_grid_dir
 
-    tasks = args.tasks or (
-        ",".join(load_grid_dir(args.reference).eval_tasks) if args.reference else ReadinessSettings().tasks
-    )
-    settings = ReadinessSettings(
-        tasks=tasks,
-        problems=args.problems,
-        samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        text_tokens=args.text_tokens,
-    )
+    values = flag_values(ReadinessSettings, args)
+    if args.reference and "tasks" not in values:
+        values["tasks"] = ",".join(load_grid_dir(args.reference).eval_tasks)
+    settings = ReadinessSettings(**values)
     print(f"written: {run_readiness(args.path, args.out, settings, args.reference, args.cache_dir)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .eval.settings import EvalSettings
+    from .readiness.settings import ReadinessSettings
+
     parser = argparse.ArgumentParser(prog="shapedce", description="Reward-shaped next-token pre-training.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     parser.add_argument("--version", action="version", version=f"shapedce {__version__}")
@@ -225,22 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
     e.add_argument("path", help="a run directory (uses its final/) or any Hugging Face model directory")
-    e.add_argument(
-        "--tasks", default="arith", help="comma-separated task names (`shapedce tasks` lists them)"
-    )
-    e.add_argument("--samples", type=int, default=128, help="samples per prompt, m (paper: 128)")
-    e.add_argument(
-        "--problems", type=int, default=100, help="held-out prompts per task (at most the task's size)"
-    )
-    e.add_argument("--temperature", type=float, default=0.7)
-    e.add_argument("--top-p", type=float, default=0.95)
-    e.add_argument("--max-new-tokens", type=int, default=256)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (bounds memory)")
-    e.add_argument(
-        "--pass-k", default="", help="k values of the Pass@k curve, e.g. 1,8,64 (default 1,2,4,...,m)"
-    )
-    e.add_argument("--text", default="", help="held-out text for perplexity / entropy (default: built-in)")
+    add_flags(e, EvalSettings)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default="", help="output directory (default PATH/eval)")
     e.set_defaults(func=cmd_eval)
@@ -263,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dry-run", action="store_true", help="print the plan and validate every config; train nothing"
     )
-    g.add_argument("overrides", nargs="*", help="key=value grid overrides (see shapedce.reproduce.grid)")
+    g.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value grid overrides, nested: rl.steps=32 (shapedce.reproduce.grid)",
+    )
     g.set_defaults(func=cmd_reproduce)
 
     rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
@@ -283,18 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument(
         "--cache-dir", help="where reference signals are cached (default RUN/midtrain/readiness.json)"
     )
-    rd.add_argument(
-        "--tasks",
-        help="comma-separated held-out tasks (default: the reference grid's, else knowledge,arith-compare)",
-    )
-    rd.add_argument("--problems", type=int, default=32, help="test prompts per task (default 32)")
-    rd.add_argument(
-        "--samples", type=int, default=8, help="samples per prompt at T=1, m of Pass@k (default 8)"
-    )
-    rd.add_argument("--max-new-tokens", type=int, default=64, help="length cap per sample (default 64)")
-    rd.add_argument(
-        "--text-tokens", type=int, default=5000, help="held-out text tokens for the entropy (default 5000)"
-    )
+    add_flags(rd, ReadinessSettings)
     rd.set_defaults(func=cmd_readiness)
     return parser
 

@@ -5,10 +5,10 @@
     cfg.save("runs/x/config.yaml")
 
 Presets live in `src/shapedce/presets/<name>.yaml` and only list what differs from the defaults
-below. An override `a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work);
-`loss=NAME` selects a named loss setting (the paper's five, `dft`) or `auto` (automatic beta,
-`shapedce.loss.control`). Unknown keys, wrong types and values out of range fail with one line
-that names the key.
+below, which are the `tiny` preset's (the default run: `tiny.yaml` lists nothing). An override
+`a.b=value` parses `value` as YAML (so `1e-3`, `true`, `[1, 2]` work); `loss=NAME` selects a named
+loss setting (the paper's five, `dft`) or `auto` (automatic beta, `shapedce.loss.control`). Unknown keys,
+wrong types and values out of range fail with one line that names the key.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .loss.config import SETTINGS as LOSS_SETTINGS
 from .loss.config import LossConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
+WORLD_V1_GONE = "builtin-v2 (the built-in world; 'builtin', world v1, was removed) or a local data path"
 
 
 @dataclass(kw_only=True, slots=True)
@@ -36,20 +37,20 @@ class ModelConfig:
     """Key of `shapedce.models.FLAVORS` (tiny, tiny-moe, small, small-moe, 1b, 4b, moe-...)."""
     rope_theta: float = 1e4
     """RoPE base (paper: 1e4 in pre-training, 1e6 from mid-training on)."""
-    max_position_embeddings: int = 0
+    max_position_embeddings: int = 2048
     """Longest sequence the model accepts; 0 keeps the flavor's value."""
-    vocab_size: int = 0
+    vocab_size: int = 8192
     """Vocabulary size V of the model and of the BPE trained on the corpus; 0 keeps the flavor's
-    value (tiny: 2048). A new run only: mid-training and resumes keep the source model's."""
+    value (tiny: 2048). 8192: 93% of the built-in world's general-text words are one token. A new
+    run only: mid-training and resumes keep the source model's."""
 
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
-    corpus: str = "builtin"
-    """"builtin" (generated offline: the pre-training mix, or the mid-training mix in the
-    midtrain stage), "builtin-v2" (the same plus general text with real entropy, the mixes
-    pretrain-v2 / midtrain-v2 of `shapedce.data.corpus`; the `tiny` preset's world) or a
-    local .txt / .jsonl / .parquet file or directory."""
+    corpus: str = "builtin-v2"
+    """"builtin-v2" (the built-in world, generated offline: general text with real entropy beside
+    facts and worked arithmetic, the mix pretrain-v2 of `shapedce.data.corpus`, or midtrain-v2 in the
+    midtrain stage) or a local .txt / .jsonl / .parquet file or directory."""
     text_field: str = "text"
     """Field holding the text in jsonl / parquet files."""
     n_docs: int = 20000
@@ -91,17 +92,17 @@ class OptimConfig:
 class TrainConfig:
     steps: int = 200
     """Optimizer steps."""
-    global_batch_tokens: int = 8192
+    global_batch_tokens: int = 4096
     """Tokens per optimizer step; reached by gradient accumulation (paper: 16M)."""
     micro_batch: int = 16
     """Sequences per forward/backward; global_batch_tokens must divide by micro_batch * seq_len."""
     log_every: int = 1
     """Write a train row to metrics.jsonl every this many steps (and at the last step)."""
-    val_every: int = 50
+    val_every: int = 25
     """Validate on the fixed held-out set every this many steps (and at the end)."""
     val_sequences: int = 64
     """Held-out sequences scored at each validation (at most what the val docs hold)."""
-    ckpt_every: int = 100
+    ckpt_every: int = 50
     """Write a resumable checkpoint every this many steps (and at the end)."""
     keep_last: int = 2
     """Checkpoints kept; older ones are deleted."""
@@ -124,24 +125,25 @@ class TrainConfig:
 class MidtrainConfig:
     """How `shapedce midtrain` derives its run from a pre-training run (SPEC section 2)."""
 
-    steps: int = 100
-    """Mid-training optimizer steps."""
+    steps: int = 320
+    """Mid-training optimizer steps (the compute of 160 x 4,096 tokens in 320 steps of 2,048: twice
+    the updates)."""
     seq_len_multiplier: int = 4
     """Mid-training sequence length = pre-training seq_len times this (paper: 4096 -> 16384)."""
     rope_theta: float = 1e6
     """RoPE base raised for long context (paper: 1e4 -> 1e6)."""
     final_lr_ratio: float = 0.1
     """lr decays linearly from the pre-training peak to this fraction of it (paper: 0.1)."""
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     """Linear warm-up to the peak lr first: mid-training starts a fresh AdamW state, whose first
-    steps at the full peak lr spike the loss (the `tiny` preset warms up 10 steps)."""
-    global_batch_tokens: int = 0
+    steps at the full peak lr spike the loss."""
+    global_batch_tokens: int = 2048
     """Tokens per mid-training optimizer step; 0 keeps pre-training's `train.global_batch_tokens`.
-    The `tiny` preset halves it and doubles the steps: at the same compute, twice the updates."""
-    corpus: str = "builtin"
-    """"builtin" (the reasoning-heavy mid-training mix), "builtin-v2" (its v2 mix) or a local data path."""
-    n_docs: int = 20000
-    """Documents generated for the built-in mid-training corpus."""
+    2048 halves the default's: with twice the steps, the same compute and twice the updates."""
+    corpus: str = "builtin-v2"
+    """"builtin-v2" (the built-in world's reasoning-heavy mix midtrain-v2, every problem worked) or a
+    local data path."""
+    n_docs: int = 12000
 
 
 @dataclass(kw_only=True, slots=True)
@@ -178,6 +180,10 @@ class RunConfig:
             ("midtrain.n_docs", 1 <= self.midtrain.n_docs <= DOCS_MAX, f"in [1, {DOCS_MAX}]"),
             ("data.seq_len", 2 <= self.data.seq_len <= LENGTH_MAX, f"in [2, {LENGTH_MAX}]"),
             ("data.seed", seed_ok(self.data.seed), SEED_RANGE),
+            *(
+                (f"{key}.corpus", section.corpus != "builtin", WORLD_V1_GONE)
+                for key, section in (("data", self.data), ("midtrain", self.midtrain))
+            ),
             ("optim.lr", self.optim.lr > 0 and math.isfinite(self.optim.lr), "a finite number > 0"),
             (
                 "optim.weight_decay",

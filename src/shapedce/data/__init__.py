@@ -1,7 +1,7 @@
 """Data: the tokenizer, the built-in synthetic corpora, and user data packed into sequences.
 
     from shapedce.data import builtin_corpus, train_tokenizer, tokenize_to_memmap, PackedSequences
-    docs = builtin_corpus("pretrain", n_docs=5000, seed=0)
+    docs = builtin_corpus("pretrain-v2", n_docs=5000, seed=0)
     tok = train_tokenizer(docs, vocab_size=512)
     tokens = tokenize_to_memmap(docs, tok, "runs/cache", key="pretrain")
     data = PackedSequences(tokens, seq_len=128)      # data.batch([0, 5]) -> LongTensor [2, 129]

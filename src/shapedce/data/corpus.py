@@ -2,7 +2,7 @@
 worked solutions, and a held-out partition of problems for RL and evaluation.
 
     from shapedce.data.corpus import builtin_corpus, knowledge_probes, heldout_problems
-    docs = builtin_corpus("pretrain", n_docs=5000, seed=0)     # or "midtrain"
+    docs = builtin_corpus("pretrain-v2", n_docs=5000, seed=0)  # or "midtrain-v2"
     probes = knowledge_probes(seed=0, n=100, n_docs=5000)       # (prompt, answer): recall of stated facts
     problems = heldout_problems("add", n=200, seed=0)           # never in any corpus
 
@@ -12,21 +12,21 @@ The world is small on purpose (tiny models, minutes of CPU training): invented c
 river, founder, flag color, founding year) and people (home city, job, pet), three paraphrases
 per fact, short documents. Every document is one of these kinds:
 
-    kind     content                                         pretrain  midtrain  pretrain-v2  midtrain-v2
-    general  grammar over a Zipfian lexicon (world.py)            -         -       50 %          6 %
-    profile  all facts of one entity (round-robin)             20 %      10 %       12 %          5 %
-    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts       10 %       8 %        6 %          4 %
-    story    a short narrative about a person, true to facts   30 %       8 %        6 %          3 %
-    world    two cities compared (country, founding year)      15 %       4 %        4 %          2 %
-    short    "Problem: ...\\nThe answer is N."                   15 %      10 %       13 %          -
-    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N." 10 %      60 %        9 %         80 %
+    kind     content                                                pretrain-v2  midtrain-v2
+    general  grammar over a Zipfian lexicon (world.py)                   50 %          6 %
+    profile  all facts of one entity (round-robin)                       12 %          5 %
+    quiz     "Question: ...\\nAnswer: ..." about 2-3 facts                  6 %          4 %
+    story    a short narrative about a person, true to facts              6 %          3 %
+    world    two cities compared (country, founding year)                 4 %          2 %
+    short    "Problem: ...\\nThe answer is N."                             13 %          -
+    worked   "Problem: ...\\nSolution:\\n<steps>The answer is N."           9 %         80 %
 
-Reasoning share (short + worked = documents starting "Problem:"): pretrain 25 %, midtrain 70 %,
-pretrain-v2 22 %, midtrain-v2 80 %, exact (largest-remainder quotas, then a seeded shuffle).
-The v2 corpora (`data.corpus=builtin-v2`, the world of the `tiny` preset) add general text whose
-next-token distributions carry real entropy, so the loss's knobs have something to act on, and
-draw half of pretrain-v2's problems and all of midtrain-v2's from the `small` family
-(`SMALL_SHARE`), the default RL family; midtrain-v2 works every problem out step by step.
+Reasoning share (short + worked = documents starting "Problem:"): pretrain-v2 22 %, midtrain-v2 80 %,
+exact (largest-remainder quotas, then a seeded shuffle). These are world v2 (`data.corpus=builtin-v2`,
+the default; world v1, without general text, was removed): general text whose next-token
+distributions carry real entropy, so the loss's knobs have something to act on, and half of
+pretrain-v2's problems and all of midtrain-v2's from the `small` family (`SMALL_SHARE`), the default
+RL family; midtrain-v2 works every problem out step by step.
 The paper's mid-training is ~5 % synthetic and raises the reasoning share;
 here all is synthetic and midtrain replays the pretrain kinds.
 
@@ -205,9 +205,7 @@ def fact_base(seed: int = 0, n_entities: int = N_ENTITIES) -> list[Fact]:
 # ----------------------------------------------------------------------------- corpora
 
 MIXES: dict[str, dict[str, float]] = {
-    "pretrain": {"profile": 0.20, "quiz": 0.10, "story": 0.30, "world": 0.15, "short": 0.15, "worked": 0.10},
-    "midtrain": {"profile": 0.10, "quiz": 0.08, "story": 0.08, "world": 0.04, "short": 0.10, "worked": 0.60},
-    # world v2 (data.corpus=builtin-v2): the same kinds plus "general" text (shapedce.data.world)
+    # world v2 (data.corpus=builtin-v2): "general" text (shapedce.data.world) beside facts and problems
     "pretrain-v2": {
         "general": 0.50,
         "profile": 0.12,
@@ -235,7 +233,7 @@ SMALL_SHARE = {"pretrain-v2": 0.5, "midtrain-v2": 1.0}
 default grid's RL family); the rest are the six classic families, evenly. Mid-training concentrates on
 it: a ~1M-parameter model learns to read its operands from the prompt (copy them into the worked
 steps) only when such documents are dense; diluted among general text it stays at chance for 800
-steps (docs/history/2026-11-30-world-v2.md). The v1 corpora draw the six classic families evenly."""
+steps (docs/history/2026-11-30-world-v2.md)."""
 
 
 def is_reasoning_doc(doc: str) -> bool:
@@ -253,7 +251,7 @@ def _quotas(mix: dict[str, float], n_docs: int) -> dict[str, int]:
 
 
 def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") -> list[str]:
-    """`n_docs` short documents of the built-in corpus `name` ("pretrain" or "midtrain").
+    """`n_docs` short documents of the built-in corpus `name` ("pretrain-v2" or "midtrain-v2").
 
     `seed` fixes the world (the fact base); `split` ("train", "val", ...) draws another sample of
     documents about the same world, e.g. a validation set of the same distribution.
@@ -296,8 +294,7 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
         return " ".join([f"{p} lives in {home}.", *(extra[i] for i in picks), scene])
 
     def problem(worked: bool) -> str:
-        small = SMALL_SHARE.get(name, 0.0)
-        family = "small" if small and rng.random() < small else rng.choice(PROBLEM_FAMILIES)
+        family = "small" if rng.random() < SMALL_SHARE[name] else rng.choice(PROBLEM_FAMILIES)
         while is_heldout((p := generate_problem(family, rng)).prompt):  # held out: never in a corpus
             pass
         return p.doc(worked)
@@ -327,7 +324,7 @@ def builtin_corpus(name: str, n_docs: int, seed: int = 0, split: str = "train") 
 
 
 def knowledge_probes(
-    seed: int = 0, n: int = 100, n_docs: int | None = None, corpus: str = "pretrain"
+    seed: int = 0, n: int = 100, n_docs: int | None = None, corpus: str = "pretrain-v2"
 ) -> list[tuple[str, str]]:
     """`n` distinct (prompt, answer) recall probes about facts the seed's pretrain corpus states.
 

@@ -223,7 +223,7 @@ def _demo() -> None:
     from .corpus import builtin_corpus
     from .tokenizer import train_tokenizer
 
-    docs = builtin_corpus("pretrain", 300)
+    docs = builtin_corpus("pretrain-v2", 300)
     tok = train_tokenizer(docs, vocab_size=384)
     with tempfile.TemporaryDirectory() as cache:
         tokens = tokenize_to_memmap(docs, tok, cache, key="demo")

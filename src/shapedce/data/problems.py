@@ -27,7 +27,8 @@ from ..errors import UserError, check_int
 
 PLACES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands")
 PROBLEM_FAMILIES = ("add", "sub", "mul", "chain", "linear", "compare")
-"""The six families of the `arith` task and the v1 corpora."""
+"""The six families of the `arith` task; the built-in corpora draw from them the problems that
+`shapedce.data.corpus.SMALL_SHARE` leaves."""
 ALL_FAMILIES = (*PROBLEM_FAMILIES, "small")
 """Every family: the v2 corpora add `small` (`shapedce.data.corpus.SMALL_SHARE`)."""
 ANSWER_RE = re.compile(r"The answer is (-?\d+)\.")

@@ -1,7 +1,7 @@
 """Tokenizers: a byte-level BPE trained locally on the run's corpus, or a local tokenizer directory.
 
     from shapedce.data import builtin_corpus, train_tokenizer, load_tokenizer, check_tokenizer_fits
-    tok = train_tokenizer(builtin_corpus("pretrain", 2000), vocab_size=512)
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 2000), vocab_size=512)
     tok.save_pretrained("runs/tok")                 # AutoTokenizer.from_pretrained("runs/tok") works too
     tok = load_tokenizer("runs/tok")
     check_tokenizer_fits(tok, model.config.vocab_size)
@@ -163,7 +163,7 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerFast, vocab_size: int) ->
 def _demo() -> None:
     from .corpus import builtin_corpus
 
-    tok = train_tokenizer(builtin_corpus("pretrain", 500), vocab_size=384)
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 500), vocab_size=384)
     text = "Problem: What is 487 + 356?\nThe answer is 843."
     ids = tok(text)["input_ids"]
     print(f"vocab {len(tok)}, {len(ids)} tokens: {tok.convert_ids_to_tokens(ids)}")

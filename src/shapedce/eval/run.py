@@ -24,61 +24,23 @@ TEXT = the dict of `shapedce.eval.text.text_stats`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from ..errors import UserError, check_int
 from ..rundir import LOCK, RESULTS, FolderLock, prepare_out
 from ..tasks import get_tasks
 from ..tasks.files import render_chats
 from .loading import load_model, pick_device, resolve_model_dir
 from .metrics import summarize
 from .sample import SamplingConfig, sample, vllm_available
-from .scoring import BUILTIN_TEXTS, builtin_text_of, default_text_docs, grade_groups, length_stats, summary_of
+from .scoring import BUILTIN_TEXTS, default_text_docs, grade_groups, length_stats, summary_of
+from .settings import EvalSettings as EvalSettings  # re-exported: shapedce.eval.run.EvalSettings
 from .text import text_stats
 
 SCHEMA_VERSION = 1
 CHUNK = 4096
 """Sequences sampled per call before they are graded and dropped (only their lengths and grades are
 kept): with `batch_size` sequences per forward pass, this bounds memory at any --samples."""
-
-
-@dataclass(kw_only=True)
-class EvalSettings:
-    tasks: str = "arith"
-    samples: int = 128
-    problems: int = 100
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    seed: int = 0
-    batch_size: int = 64
-    text: str = ""
-    """"" = the built-in validation sample of the model's world (builtin-v2 when its run_config.yaml
-    says so, else builtin); "builtin" / "builtin-v2" name one; else a local text / jsonl / parquet path."""
-    text_tokens: int = 20000
-    pass_k: str = ""
-    """Comma-separated k of the Pass@k curve; "" = 1, 2, 4, ..., samples."""
-
-    def validate(self) -> EvalSettings:
-        for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
-            check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
-        for k in self.ks() or ():
-            if not 1 <= k <= self.samples:
-                raise UserError(
-                    f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples"
-                )
-        return self
-
-    def ks(self) -> list[int] | None:
-        if not self.pass_k:
-            return None
-        try:
-            return [int(k) for k in self.pass_k.split(",") if k.strip()]
-        except ValueError:
-            raise UserError(
-                f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}"
-            ) from None
 
 
 def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig, bar) -> tuple:
@@ -144,7 +106,7 @@ def _evaluate(path: str | Path, settings: EvalSettings, out: Path, device: str) 
     results["overall"] = summarize(pooled_groups, settings.ks())
     results["overall"]["response_length"] = length_stats(pooled_len, pooled_fin)
     if user_docs is None:
-        docs = default_text_docs(text=settings.text or builtin_text_of(model_dir))
+        docs = default_text_docs(text=settings.text)
     else:
         docs = user_docs
     results["text"] = text_stats(model, tokenizer, docs, max_tokens=settings.text_tokens)

@@ -375,7 +375,7 @@ def _demo() -> None:
     from shapedce.data import builtin_corpus, train_tokenizer
     from shapedce.models import build_model
 
-    tok = train_tokenizer(builtin_corpus("pretrain", 300), vocab_size=2048)
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 300), vocab_size=2048)
     model = build_model("tiny", seed=0)
     cfg = SamplingConfig(samples=2, max_new_tokens=16)
     for i, row in enumerate(

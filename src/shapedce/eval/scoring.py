@@ -11,9 +11,6 @@ response lengths.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
-
-import yaml
 
 
 def length_stats(lengths: list[int], finished: list[bool]) -> dict:
@@ -55,22 +52,11 @@ def score_task(task, completions, prompts, ks):
     return summary_of(groups, lengths, finished, ks), groups, lengths, finished
 
 
-BUILTIN_TEXTS = {"builtin": "pretrain", "builtin-v2": "pretrain-v2"}
-"""Names `--text` accepts for the built-in held-out validation samples, and their corpora."""
+BUILTIN_TEXTS = {"builtin-v2": "pretrain-v2"}
+"""Names `--text` accepts for the built-in held-out validation sample, and its corpus."""
 
 
-def builtin_text_of(model_dir: str | Path | None) -> str:
-    """ "builtin-v2" when MODEL_DIR/run_config.yaml (saved beside every pre-/mid-training checkpoint)
-    says data.corpus=builtin-v2, else "builtin": the held-out text of the world the model learned."""
-    path = Path(model_dir) / "run_config.yaml" if model_dir else None
-    try:
-        data = (yaml.safe_load(path.read_text()) or {}).get("data") if path and path.is_file() else None
-    except (OSError, yaml.YAMLError, AttributeError):
-        data = None
-    return "builtin-v2" if isinstance(data, dict) and data.get("corpus") == "builtin-v2" else "builtin"
-
-
-def default_text_docs(n: int = 400, text: str = "builtin") -> list[str]:
+def default_text_docs(n: int = 400, text: str = "builtin-v2") -> list[str]:
     """The built-in held-out validation text (`text`: a key of BUILTIN_TEXTS) for perplexity and entropy."""
     from ..data.corpus import builtin_corpus
 

@@ -9,7 +9,18 @@ midtrain models and correlates each signal with the RL gain they later got; repo
 Markdown and PNG report. Sits above eval/ and report/ (imports eval, tasks, report.load).
 """
 
-from .report import run_readiness
-from .signals import ReadinessSettings, compute_signals
+from .settings import ReadinessSettings
 
 __all__ = ["ReadinessSettings", "compute_signals", "run_readiness"]
+
+
+def __getattr__(name: str):  # the heavy parts (torch, plots) load on first use, not with the settings
+    if name == "run_readiness":
+        from .report import run_readiness
+
+        return run_readiness
+    if name == "compute_signals":
+        from .signals import compute_signals
+
+        return compute_signals
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """RL-readiness signals of one causal LM: what its sampling and its next-token distributions offer RL.
 
     from shapedce.readiness.signals import ReadinessSettings, compute_signals
-    sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-compare"))
+    sig = compute_signals("runs/ce-mid", ReadinessSettings(tasks="knowledge,arith-small"))
     sig["tasks"]["knowledge"]["pass_at_k"], sig["tasks"]["knowledge"]["coverage"]["5"]
     sig["text"]["forking_share"]
 
@@ -12,58 +12,29 @@ Per task, on `problems` held-out test prompts (shapedce.tasks):
     the task has one, else " " + answer): top-k coverage = share of its tokens inside the model's
     top-k at their position (k = 1, 5, 20; ties at the k-th logit count as inside), their mean
     negative log-likelihood, mean entropy and forking share (entropy > 1 nat).
-On held-out text (the built-in validation documents): shapedce.eval.text's perplexity, entropy
+On held-out text (the built-in validation documents, or `text`): shapedce.eval.text's perplexity, entropy
 distribution, forking-token share and tail mass.
 Works on any Hugging Face causal LM directory with a fast tokenizer that has a pad token.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..errors import SEED_RANGE, TEMPERATURE_MIN, UserError, seed_ok, temperature_ok
+from ..errors import UserError
 from ..eval.loading import load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
-from ..eval.scoring import default_text_docs, score_task
+from ..eval.scoring import BUILTIN_TEXTS, default_text_docs, score_task
 from ..eval.text import text_stats
 from ..tasks import Prompt, get_tasks
+from .settings import ReadinessSettings as ReadinessSettings  # re-exported
 
 COVERAGE_KS = (1, 5, 20)
 FORKING_THRESHOLD = 1.0
 """Entropy (nats) above which a token counts as a "forking" token, as in shapedce.eval.text."""
-
-
-@dataclass(kw_only=True)
-class ReadinessSettings:
-    tasks: str = "knowledge,arith-compare"
-    """Comma-separated tasks (shapedce.tasks); the reference grid's evaluated tasks by default."""
-    problems: int = 32
-    """Held-out test prompts per task."""
-    samples: int = 8
-    """Completions per prompt (m of the Pass@k curve)."""
-    temperature: float = 1.0
-    """Sampling temperature: RL's (SPEC section 3), so Pass@k measures RL's exploration space."""
-    max_new_tokens: int = 64
-    text_tokens: int = 5000
-    """Held-out text tokens for the entropy distribution."""
-    seed: int = 0
-
-    def validate(self) -> ReadinessSettings:
-        for key, ok, allowed in [
-            ("problems", self.problems >= 1, ">= 1"),
-            ("samples", self.samples >= 1, ">= 1"),
-            ("temperature", temperature_ok(self.temperature), f"a finite number >= {TEMPERATURE_MIN}"),
-            ("seed", seed_ok(self.seed), SEED_RANGE),
-            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-            ("text_tokens", self.text_tokens >= 1, ">= 1"),
-        ]:
-            if not ok:
-                raise UserError(f"--{key.replace('_', '-')} must be {allowed}; got {getattr(self, key)}")
-        get_tasks(self.tasks)  # unknown task names fail here, before any model is loaded
-        return self
 
 
 def reference_continuation(prompt: Prompt) -> str:
@@ -117,6 +88,15 @@ def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, b
     }
 
 
+def text_docs(text: str) -> list[str]:
+    """The held-out documents of `ReadinessSettings.text`: the built-in sample, or a local file's."""
+    if text in BUILTIN_TEXTS:
+        return default_text_docs(text=text)
+    from ..data.packing import read_texts
+
+    return read_texts(text)
+
+
 def compute_signals(path: str | Path, settings: ReadinessSettings, device: str = "auto") -> dict:
     """Every readiness signal of the model at `path` (a run directory with final/, or a model dir)."""
     settings.validate()
@@ -146,7 +126,7 @@ def compute_signals(path: str | Path, settings: ReadinessSettings, device: str =
     out["text"] = text_stats(
         model,
         tokenizer,
-        default_text_docs(),
+        text_docs(settings.text),
         max_tokens=settings.text_tokens,
         forking_threshold=FORKING_THRESHOLD,
     )

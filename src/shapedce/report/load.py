@@ -157,6 +157,8 @@ def load_grid_dir(root: str | Path) -> GridRecord:
         raise UserError(
             f"{root}/grid.yaml holds {type(settings).__name__}, not the grid's settings (truncated?)"
         )
+    if isinstance(settings.get("eval"), dict):  # the grid's eval section; flat eval_* in older folders
+        settings = {**{f"eval_{k}": v for k, v in settings["eval"].items()}, **settings}
     missing = [k for k in GRID_KEYS if not str(settings.get(k) or "").strip()]
     if missing:
         raise UserError(

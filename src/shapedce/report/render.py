@@ -219,6 +219,24 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
     return lines
 
 
+def _stages_line(s: dict) -> str:
+    """The stages' settings: the grid's sections (grid.yaml holds every field), or in older folders
+    the preset names and override strings."""
+    pre, rl = s.get("pretrain"), s.get("rl")
+    if isinstance(pre, dict) and isinstance(rl, dict):
+        train, mid, data = pre.get("train") or {}, pre.get("midtrain") or {}, pre.get("data") or {}
+        return (
+            f"- pretrain {train.get('steps')} steps x {train.get('global_batch_tokens')} tokens on "
+            f"`{data.get('corpus')}`; midtrain {mid.get('steps')} steps; RL {rl.get('steps')} steps on "
+            f"{rl.get('task')} at lr {rl.get('lr')} (every setting: grid.yaml)"
+        )
+    return (
+        f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
+        f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` "
+        f"{s.get('rl_overrides', '')}"
+    )
+
+
 def _settings_lines(grid: GridRecord) -> list[str]:
     s = grid.settings
     seeds = sorted({r.seed for r in grid.runs})
@@ -229,9 +247,7 @@ def _settings_lines(grid: GridRecord) -> list[str]:
     lines = [
         f"- configurations: {', '.join(grid.configs)}; models: {', '.join(grid.models)}; seeds: "
         f"{', '.join(map(str, seeds))}{_pretrain_only(grid)} ({len(grid.runs)} runs)",
-        f"- pretrain preset `{s.get('pretrain_preset')}` {s.get('pretrain_overrides', '')}; midtrain "
-        f"{s.get('midtrain_overrides') or '(preset)'}; RL preset `{s.get('rl_preset')}` "
-        f"{s.get('rl_overrides', '')}",
+        _stages_line(s),
         f"- evaluation after every stage: {s.get('eval_tasks')}, {s.get('eval_problems')} prompts x "
         f"{s.get('eval_samples')} samples, T={s.get('eval_temperature')}, top-p={s.get('eval_top_p')}"
         f"{KNOWLEDGE_NOTE if 'knowledge' in grid.eval_tasks else ''}; "

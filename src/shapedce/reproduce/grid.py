@@ -1,9 +1,14 @@
 """The experiment grid of `shapedce reproduce`: its typed config, presets, and the plan of runs.
 
     from shapedce.reproduce.grid import load_grid, plan
-    grid = load_grid("tiny", ["seeds=3", "configs=ce,precision"])    # presets: presets/reproduce/*.yaml
+    grid = load_grid("tiny", ["seeds=3", "configs=ce,precision", "rl.steps=32"])  # presets/reproduce/*.yaml
     for run in plan(grid, root):                                       # one Run per (model, config, seed)
-        print(run.name, [s.name for s in run.stages()])
+        print(run.name, run.stages)
+
+Stage settings are typed sections: `pretrain` (a `shapedce.config.RunConfig`; its `midtrain` section
+shapes mid-training), `rl` (a `shapedce.train.rl_config.RLConfig`), `eval` (`EvalSection`). Overrides
+reach any nested field (`pretrain.train.steps=50`, `rl.lr=1e-5`); `pretrain.preset=NAME` (or `rl.`)
+starts a section from a stage preset. The output folder's grid.yaml holds the resolved sections.
 
 A run is one reward configuration (a named setting of `shapedce.loss.SETTINGS`) on one model
 flavor with one seed, through six stages: pretrain, eval of the pre-trained model, midtrain, its
@@ -16,23 +21,82 @@ noise stay fixed, so configurations compare paired.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import RunConfig, build_config, check_ranges, load_config, load_run_config, read_preset
+from ..config import PRESET_DIR as PRETRAIN_PRESET_DIR
+from ..config import (
+    RunConfig,
+    build_config,
+    check_ranges,
+    from_dict,
+    merge,
+    parse_override,
+    parse_yaml,
+    read_preset,
+)
 from ..errors import TEMPERATURE_MIN, UserError, temperature_ok
 from ..loss import SETTINGS
 from ..models import FLAVORS
 from ..rundir import STAGES as STAGES  # re-exported: `from shapedce.reproduce.grid import STAGES`
 from ..rundir import GridDir, RunDir
+from ..train.rl_config import PRESET_DIR as RL_PRESET_DIR
+from ..train.rl_config import RLConfig
 
 PRETRAIN_ONLY = STAGES[:2]
 """The stages of a `pretrain_seeds` run: pretrain and eval-pretrain."""
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "reproduce"
+PER_RUN = {"pretrain": ("stage", "loss", "model.flavor", "train.seed"), "rl": ("seed",)}
+"""Section fields the grid sets per run (from configs, auto_target_entropy, models and the seed)."""
+SECTION_PRESETS = {"pretrain": PRETRAIN_PRESET_DIR, "rl": RL_PRESET_DIR}
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalSection:
+    """`shapedce eval` after every stage; the held-out text is the built-in world's (builtin-v2)."""
+
+    tasks: str = "knowledge,arith-small"
+    """Tasks scored after every stage: knowledge (recall of the corpus's facts) and the RL task."""
+    problems: int = 128
+    """Held-out prompts per task."""
+    samples: int = 8
+    """Samples per prompt, m of Avg@m / Cons@m (paper: 128)."""
+    temperature: float = 0.7
+    """Sampling temperature (paper: 0.7)."""
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    """Length cap per sample in tokens."""
+    text_tokens: int = 20000
+    """Held-out text tokens for perplexity, entropy and tail mass."""
+
+    def validate(self) -> EvalSection:
+        check_ranges(
+            self,
+            [
+                ("problems", self.problems >= 1, ">= 1"),
+                ("samples", self.samples >= 1, ">= 1"),
+                (
+                    "temperature",
+                    temperature_ok(self.temperature, greedy=True),
+                    f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}",
+                ),
+                ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+                ("text_tokens", self.text_tokens >= 1, ">= 1"),
+            ],
+        )
+        from ..tasks import get_tasks
+
+        try:
+            get_tasks(self.tasks)
+        except UserError as err:
+            raise UserError(f"tasks: {err}") from None
+        return self
 
 
 @dataclass(kw_only=True, slots=True)
@@ -62,30 +126,15 @@ class GridConfig:
     Once set in a folder it stays: a rerun that leaves it out keeps it, another value is refused."""
     jobs: int = 0
     """Runs trained at the same time, each in its own process; 0 = auto (1 on GPU, one per CPU core)."""
-    pretrain_preset: str = "tiny"
-    """Preset of `shapedce pretrain` (smoke | tiny | small | paper)."""
-    pretrain_overrides: str = ""
-    """Space-separated key=value overrides of the pre-training config, e.g. "train.steps=200"."""
-    midtrain_overrides: str = ""
-    """Space-separated key=value overrides of the derived mid-training config."""
-    rl_preset: str = "tiny"
-    """Preset of `shapedce rl` (smoke | tiny | long | paper)."""
-    rl_overrides: str = ""
-    """Space-separated key=value overrides of the RL config, e.g. "steps=20 lr=5e-5"."""
-    eval_tasks: str = "knowledge,arith-compare"
-    """Tasks scored after every stage: knowledge (recall) and reasoning (the RL task)."""
-    eval_problems: int = 64
-    """Held-out prompts per eval task."""
-    eval_samples: int = 8
-    """Samples per prompt, m of Avg@m / Cons@m (paper: 128)."""
-    eval_temperature: float = 0.7
-    """Sampling temperature of every stage's evaluation (paper: 0.7)."""
-    eval_top_p: float = 0.95
-    """Top-p of every stage's evaluation (paper: 0.95)."""
-    eval_max_new_tokens: int = 128
-    """Response length cap of every stage's evaluation, in tokens."""
-    eval_text_tokens: int = 20000
-    """Held-out text tokens for perplexity, entropy and tail mass."""
+    pretrain: RunConfig = field(default_factory=RunConfig)
+    """The pre-training config of every run (`shapedce.config`; default: the `tiny` preset), and in
+    its `midtrain` section how mid-training derives from it. `pretrain: {preset: NAME, ...}` starts
+    from another preset. The grid sets stage, loss, model.flavor and train.seed per run."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """The RL config of every run (`shapedce.train.rl_config`; default: the `tiny` RL preset);
+    `rl: {preset: NAME, ...}` starts from another. The grid sets seed per run."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """How every stage of every run is evaluated."""
 
     def validate(self) -> GridConfig:
         check_ranges(
@@ -100,16 +149,6 @@ class GridConfig:
                     ">= 0 (0 = the auto setting's default)",
                 ),
                 ("jobs", self.jobs >= 0, ">= 0 (0 = auto)"),
-                ("eval_problems", self.eval_problems >= 1, ">= 1"),
-                ("eval_samples", self.eval_samples >= 1, ">= 1"),
-                (
-                    "eval_temperature",
-                    temperature_ok(self.eval_temperature, greedy=True),
-                    f"0 (greedy) or a finite number >= {TEMPERATURE_MIN}",
-                ),
-                ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
-                ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
-                ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
             ],
         )
         for name in self.config_names:
@@ -124,11 +163,14 @@ class GridConfig:
                 raise UserError(
                     f"{key}: {', '.join(extra)} not in {key.split('_')[1]} ({', '.join(allowed)})"
                 )
-        for key in ("pretrain_overrides", "midtrain_overrides", "rl_overrides"):
+        for name in ("pretrain", "rl", "eval"):
+            section = getattr(self, name)
             try:
-                shlex.split(getattr(self, key))
-            except ValueError as err:
-                raise UserError(f"{key}: {err}") from None
+                section.validate()
+            except UserError as err:  # name the field in the grid: "rl.steps must be >= 1"
+                head = re.match(r"\w*", str(err)).group()
+                sep = "." if head in {f.name for f in fields(section)} else ": "
+                raise UserError(f"{name}{sep}{err}") from None
         return self
 
     @property
@@ -152,11 +194,17 @@ class GridConfig:
         configs, models = _names(self.pretrain_configs), _names(self.pretrain_models)
         return (not configs or config in configs) and (not models or model in models)
 
-    def overrides(self, stage: str) -> list[str]:
-        return shlex.split(getattr(self, f"{stage}_overrides"))
-
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, nested; the fields set per run left out (they are no setting of the grid)."""
+        data = dataclasses.asdict(self)
+        for section, keys in PER_RUN.items():
+            for key in keys:
+                *parents, last = key.split(".")
+                node = data[section]
+                for part in parents:
+                    node = node[part]
+                node.pop(last, None)
+        return data
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -166,14 +214,71 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def build_grid(data: dict[str, Any], overrides: list[str] = ()) -> GridConfig:
+    """GridConfig from a nested dict plus `a.b=value` overrides (`rl.steps=5`), validated: a section's
+    `preset` key starts it from that stage preset, its other keys go on top."""
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    data = dict(data)
+    for key in (f"{name}.{key}" for name, keys in PER_RUN.items() for key in keys):
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            raise UserError(
+                f"{key} is set per run (from configs, models and the seed); leave it out of the grid"
+            )
+    for name, preset_dir in SECTION_PRESETS.items():
+        section = data.get(name)
+        if isinstance(section, dict) and "preset" in section:
+            section = dict(section)
+            base = read_preset(str(section.pop("preset")), preset_dir, f"{name}.preset")
+            data[name] = merge(base, section)
+    return from_dict(GridConfig, data).validate()
+
+
 def load_grid(preset: str, overrides: list[str] = ()) -> GridConfig:
     """A reproduce preset, then `key=value` overrides, validated."""
-    return build_config(read_preset(preset, PRESET_DIR, "reproduce preset"), overrides, GridConfig)
+    return build_grid(read_preset(preset, PRESET_DIR, "reproduce preset"), overrides)
+
+
+LEGACY = ("pretrain_preset", "pretrain_overrides", "midtrain_overrides", "rl_preset", "rl_overrides")
+
+
+def _from_flat(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The sections of a grid.yaml written before them (stage settings as preset names and override
+    strings). Of its mid-training overrides only train.steps=N has a field (pretrain.midtrain.steps)."""
+    data, mid = dict(data), {}
+    for text in shlex.split(str(data.pop("midtrain_overrides", "") or "")):
+        mid = merge(mid, parse_override(text))
+    steps = mid.get("train", {}).get("steps") if isinstance(mid.get("train"), dict) else None
+    if mid and mid != {"train": {"steps": steps}}:
+        raise UserError(
+            f"{path}: midtrain_overrides of an older grid.yaml are no longer read; the grid's mid-training "
+            "is now pretrain.midtrain.* (rerun in another --out)"
+        )
+    out = {k: v for k, v in data.items() if k not in LEGACY and not k.startswith("eval_")}
+    for name in SECTION_PRESETS:
+        section: dict[str, Any] = {"preset": data.get(f"{name}_preset", "tiny")}
+        for text in shlex.split(str(data.get(f"{name}_overrides") or "")):
+            section = merge(section, parse_override(text))
+        out[name] = section
+    if mid:
+        out["pretrain"] = merge(out["pretrain"], {"midtrain": {"steps": steps}})
+    out["eval"] = {k[len("eval_") :]: v for k, v in data.items() if k.startswith("eval_")}
+    return out
 
 
 def load_grid_file(path: str | Path, overrides: list[str] = ()) -> GridConfig:
-    """The grid a reproduce directory saved (DIR/grid.yaml), plus overrides."""
-    return load_run_config(path, overrides, GridConfig, "reproduce grid")
+    """The grid a reproduce directory saved (DIR/grid.yaml), plus overrides. A grid.yaml from before
+    the sections reads as the grid it meant, with its presets as they are now."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no reproduce grid at {path}")
+    data = parse_yaml(path.read_text(), str(path))  # plain YAML: tags and aliases refused
+    if isinstance(data, dict) and any(k in data for k in LEGACY):
+        data = _from_flat(data, path)
+    return build_grid(data, overrides)
 
 
 @dataclass(frozen=True)
@@ -227,54 +332,36 @@ def pretrain_config(grid: GridConfig, run: Run) -> RunConfig:
         if run.config == "auto" and grid.auto_target_entropy
         else []
     )
-    return load_config(
-        grid.pretrain_preset,
-        [
-            f"loss={run.config}",
-            *target,
-            f"model.flavor={run.model}",
-            f"train.seed={run.seed}",
-            *grid.overrides("pretrain"),
-        ],
+    return build_config(
+        grid.pretrain.to_dict(),
+        [f"loss={run.config}", *target, f"model.flavor={run.model}", f"train.seed={run.seed}"],
     )
 
 
-def rl_config(grid: GridConfig, run: Run):
-    from ..train.rl_config import load_rl_config
+def midtrain_config(grid: GridConfig, run: Run) -> RunConfig:
+    """The run's mid-training config, derived from its pre-training one as `shapedce midtrain` does."""
+    from ..train.lm import midtrain_config as derive
 
-    return load_rl_config(grid.rl_preset, [f"seed={run.seed}", *grid.overrides("rl")])
+    return derive(pretrain_config(grid, run), run.stage_dir("pretrain"))
+
+
+def rl_config(grid: GridConfig, run: Run) -> RLConfig:
+    return build_config(grid.rl.to_dict(), [f"seed={run.seed}"], RLConfig)
 
 
 def eval_settings(grid: GridConfig):
-    """How every stage of every run is evaluated; the held-out text is that of the pre-training world."""
+    """How every stage of every run is evaluated; the held-out text is the built-in world's."""
     from ..eval.run import EvalSettings
-    from ..eval.scoring import BUILTIN_TEXTS
 
-    corpus = load_config(grid.pretrain_preset, grid.overrides("pretrain")).data.corpus
-    return EvalSettings(
-        text=corpus if corpus in BUILTIN_TEXTS else "",
-        tasks=grid.eval_tasks,
-        samples=grid.eval_samples,
-        problems=grid.eval_problems,
-        temperature=grid.eval_temperature,
-        top_p=grid.eval_top_p,
-        max_new_tokens=grid.eval_max_new_tokens,
-        text_tokens=grid.eval_text_tokens,
-        seed=0,
-    ).validate()
+    return EvalSettings(**dataclasses.asdict(grid.eval), seed=0).validate()
 
 
 def check_grid(grid: GridConfig, root: Path) -> list[Run]:
     """Validate every stage's config of every run without training (one-line errors); the plan."""
-    from ..tasks import get_tasks
-    from ..train.lm import midtrain_config
-
     runs = plan(grid, root)
-    get_tasks(grid.eval_tasks)
     eval_settings(grid)
     for run in runs:
-        pre = pretrain_config(grid, run)
-        midtrain_config(pre, run.stage_dir("pretrain"), grid.overrides("midtrain"))
+        midtrain_config(grid, run)
         rl_config(grid, run)
     return runs
 
@@ -282,7 +369,6 @@ def check_grid(grid: GridConfig, root: Path) -> list[Run]:
 def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
     """The plan as text: per model its sizes and the tokens / steps of every stage (for --dry-run)."""
     from ..models import param_counts
-    from ..train.lm import midtrain_config
 
     lines = [
         f"reproduce --preset {preset}: {len(runs)} runs = {len(grid.model_names)} model(s) x "
@@ -297,9 +383,7 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
     ]
     for model in grid.model_names:
         run = next(r for r in runs if r.model == model)
-        pre = pretrain_config(grid, run)
-        mid = midtrain_config(pre, run.stage_dir("pretrain"), grid.overrides("midtrain"))
-        rl = rl_config(grid, run)
+        pre, mid, rl = pretrain_config(grid, run), midtrain_config(grid, run), rl_config(grid, run)
         total, active = param_counts(pre.model.flavor)
         pre_tok, mid_tok = (
             pre.train.steps * pre.train.global_batch_tokens,
@@ -318,7 +402,7 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
             f"  rl        {rl.steps:,} steps x {rl.prompts_per_step} prompts x {rl.group_size} samples "
             f"on {rl.task}, "
             f"lr {rl.lr:g}, responses <= {rl.max_completion_length} tokens",
-            f"  eval      {grid.eval_tasks}: {grid.eval_problems} prompts x {grid.eval_samples} samples "
+            f"  eval      {grid.eval.tasks}: {grid.eval.problems} prompts x {grid.eval.samples} samples "
             "after every stage",
             f"  compute   ~{flops:.2e} training FLOPs per run (6 x active params x tokens, pre + mid)",
         ]

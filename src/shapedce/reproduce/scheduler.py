@@ -74,12 +74,24 @@ def _check_same_grid(grid: GridConfig, root: Path) -> None:
             f"{root} was first read at first_look_seeds={look}; that record cannot change "
             f"(not {grid.first_look_seeds}): leave it out or rerun with the same value"
         )
-    for key, value in grid.to_dict().items():
-        if key not in GROWABLE and old.get(key) != value:
+    old, new = _flat(old), _flat(grid.to_dict())
+    for key in dict.fromkeys([*new, *old]):
+        if key not in GROWABLE and old.get(key) != new.get(key):
             raise UserError(
-                f"{root} holds a grid with {key}={old.get(key)!r}, not {value!r}; "
+                f"{root} holds a grid with {key}={old.get(key)!r}, not {new.get(key)!r}; "
                 f"rerun with the same settings or choose another --out"
             )
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    """{"rl": {"steps": 5}} -> {"rl.steps": 5}: the dotted key of every setting."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _stage_progress(run: Run, stage: str) -> tuple[int, int | None]:

@@ -66,12 +66,7 @@ def run_stage(grid: GridConfig, run: Run, stage: str) -> None:
     elif stage == "pretrain":
         train_lm(pretrain_config(grid, run), out, resume=_resume_or_restart(out))
     elif stage == "midtrain":
-        run_midtrain(
-            run.stage_dir("pretrain"),
-            out,
-            grid.overrides("midtrain"),
-            resume=_resume_or_restart(out),
-        )
+        run_midtrain(run.stage_dir("pretrain"), out, resume=_resume_or_restart(out))
     elif stage == "rl":
         run_rl(
             rl_config(grid, run),

@@ -1,0 +1,62 @@
+"""The settings of `shapedce eval` (a light module: the command line builds its flags from it).
+
+from shapedce.eval.settings import EvalSettings
+EvalSettings(tasks="arith", samples=16).validate()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UserError, check_int
+
+
+@dataclass(kw_only=True)
+class EvalSettings:
+    """What `shapedce eval` measures; its flags are generated from these fields (`shapedce.flags`)."""
+
+    tasks: str = "arith"
+    """Comma-separated task names (`shapedce tasks` lists them)."""
+    samples: int = 128
+    """Samples per prompt, m of Avg@m / Cons@m (paper: 128)."""
+    problems: int = 100
+    """Held-out test prompts per task (at most the task's size)."""
+    temperature: float = 0.7
+    """Sampling temperature (paper: 0.7)."""
+    top_p: float = 0.95
+    """Nucleus sampling threshold (paper: 0.95)."""
+    max_new_tokens: int = 256
+    """Length cap per sample in tokens."""
+    seed: int = 0
+    """Seed of the held-out prompts and of the counter-based sampling noise."""
+    batch_size: int = 64
+    """Sequences per forward pass (bounds memory, never changes the samples)."""
+    text: str = "builtin-v2"
+    """Held-out text for perplexity and entropy: builtin-v2 (the built-in world's validation sample)
+    or a local text / jsonl / parquet path."""
+    text_tokens: int = 20000
+    """Held-out text tokens scored."""
+    pass_k: str = ""
+    """Comma-separated k of the Pass@k curve, e.g. 1,8,64; "" = 1, 2, 4, ..., samples."""
+
+    def validate(self) -> EvalSettings:
+        if not self.text.strip():
+            raise UserError("--text must be builtin-v2 or a local text / jsonl / parquet path; got ''")
+        for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
+            check_int(f"--{key.replace('_', '-')}", getattr(self, key), 1)
+        for k in self.ks() or ():
+            if not 1 <= k <= self.samples:
+                raise UserError(
+                    f"--pass-k {k} is outside [1, --samples={self.samples}]: Pass@k needs k <= samples"
+                )
+        return self
+
+    def ks(self) -> list[int] | None:
+        if not self.pass_k:
+            return None
+        try:
+            return [int(k) for k in self.pass_k.split(",") if k.strip()]
+        except ValueError:
+            raise UserError(
+                f"--pass-k must be comma-separated integers, e.g. 1,8,64; got {self.pass_k!r}"
+            ) from None
