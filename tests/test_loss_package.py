@@ -14,7 +14,15 @@ from shapedce.loss import PRESETS, SETTINGS, LossConfig, ShapedLoss
 from shapedce.loss import config as config_module
 
 PACKAGE = Path(loss_pkg.__file__).parent
-ORDER = ["config", "rows", "reference", "fused", "shaped", "control"]  # each may import only earlier ones
+ORDER = [
+    "config",
+    "rows",
+    "reference",
+    "fused",
+    "shaped",
+    "control",
+    "token_head",
+]  # each may import only earlier ones
 
 
 def parsed(name: str) -> ast.Module:
