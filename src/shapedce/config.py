@@ -110,6 +110,11 @@ class TrainConfig:
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2 fully_shard per decoder layer: sharded
     parameters, gradients, optimizer state) or "auto" = fsdp on CUDA, ddp on CPU. One process ignores it."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (Hugging Face gradient checkpointing, non-reentrant, so it composes with FSDP2): about one more
+    forward per step for a fraction of the activation memory. Same losses; `shapedce plan` shows
+    the saving."""
 
 
 @dataclass(kw_only=True, slots=True)

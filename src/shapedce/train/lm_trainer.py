@@ -50,6 +50,7 @@ from .dist_checkpoint import (
     write_final,
 )
 from .lm_data import BatchStream, prepare_data
+from .memory import set_activation_checkpointing
 from .metrics import MetricsLog, merge_stats
 
 _ONE_PROCESS = Dist()  # the default `d` of evaluate_lm: a single process, no torch.distributed
@@ -174,6 +175,7 @@ class LMTrainer:
         self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
         patch_causal_lm(self.model, self.control.loss() if self.control else cfg.loss, return_stats=True)
         self.model.train()
+        set_activation_checkpointing(self.model, cfg.train.activation_checkpointing)
         full_optim = None
         if resume_from is not None and not is_sharded_checkpoint(resume_from) and d.on:
             # a one-process checkpoint on N ranks: its optimizer state, keyed by name, is sharded below

@@ -61,6 +61,7 @@ from ..tasks import get_task, get_tasks
 from . import dist as dist_
 from .checkpoint import write_model_dir
 from .grpo import clipped_loss, group_advantages, token_logps
+from .memory import set_activation_checkpointing
 from .metrics import MetricsLog
 from .rl_config import RLConfig
 from .rl_rollout import Batch, DynamicSamplingError, PromptStream, collect_batch
@@ -321,6 +322,7 @@ def _run(
     model, tokenizer = load_model(source, torch.device("cpu"))
     check_finite_weights(model, source)
     model.to(device).train()
+    set_activation_checkpointing(model, cfg.activation_checkpointing)
     module = dist_.wrap(model, d, "ddp", device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optim_state is not None:

@@ -89,6 +89,9 @@ class RLConfig:
     """Fraction of each GPU's memory the colocated vLLM engine may take (rollout_backend=vllm)."""
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
+    activation_checkpointing: bool = False
+    """Recompute decoder activations in the backward pass (as `train.activation_checkpointing` of
+    pre-training): same gradients, a fraction of the activation memory of long completions."""
 
     def validate(self) -> RLConfig:
         checks = [
