@@ -83,6 +83,8 @@ class GridConfig:
     eval_max_new_tokens: int = 128
     eval_text_tokens: int = 20000
     """Held-out text tokens for perplexity, entropy and tail mass."""
+    eval_batch_size: int = 64
+    """Sequences per sampling forward pass: bounds the KV cache (`shapedce plan` shows it)."""
 
     def validate(self) -> GridConfig:
         check_ranges(
@@ -103,6 +105,7 @@ class GridConfig:
                 ("eval_top_p", 0 < self.eval_top_p <= 1, "in (0, 1]"),
                 ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
                 ("eval_text_tokens", self.eval_text_tokens >= 1, ">= 1"),
+                ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ],
         )
         for name in self.config_names:
@@ -253,6 +256,7 @@ def eval_settings(grid: GridConfig):
         top_p=grid.eval_top_p,
         max_new_tokens=grid.eval_max_new_tokens,
         text_tokens=grid.eval_text_tokens,
+        batch_size=grid.eval_batch_size,
         seed=0,
     ).validate()
 
