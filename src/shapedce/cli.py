@@ -68,13 +68,16 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     from .train.preflight import check_lm
 
     if not args.force:
-        if args.resume:
-            cfg = load_run_config(StageDir(args.out).config, args.overrides)
-        else:
-            cfg = midtrain_config(
-                load_run_config(StageDir(args.from_dir).config), Path(args.from_dir), args.overrides
-            )
-        check_lm(cfg, device_gib=args.device_gib)
+        try:
+            if args.resume:
+                cfg = load_run_config(StageDir(args.out).config, args.overrides)
+            else:
+                pre = load_run_config(StageDir(args.from_dir).config)
+                cfg = midtrain_config(pre, Path(args.from_dir), args.overrides)
+        except UserError:
+            cfg = None  # run_midtrain reports what is wrong with --from / --out in its own words
+        if cfg is not None:
+            check_lm(cfg, device_gib=args.device_gib)
 
     final = run_midtrain(Path(args.from_dir), Path(args.out), args.overrides, resume=args.resume)
     print(f"done: {final}")

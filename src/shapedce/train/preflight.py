@@ -97,5 +97,9 @@ def check_rl(cfg: RLConfig, from_dir, *, force: bool = False, device_gib: float 
     if force:
         return
     device = device_of(cfg.device)
-    plan = plan_rl(cfg, model_shape(from_dir), world_size(), device)
+    try:
+        shape = model_shape(from_dir)
+    except Exception:  # noqa: BLE001 - not a readable model dir: run_rl says so in its own words
+        return
+    plan = plan_rl(cfg, shape, world_size(), device)
     check(plan, *budget_of(device, device_gib), force, "", "micro_batch")
