@@ -9,7 +9,7 @@ Per device and stage, in bytes: parameters, gradients, AdamW state (8 B per para
 gradient buckets, the bf16 weight copies autocast keeps for the backward, FSDP2's all-gathered layers,
 activations (with and without checkpointing), the loss or log-prob head's chunk buffers and
 gradients, the sampling KV cache and the sampler's last-position logits. The peak is the largest
-of the stage's phases (forward/backward, optimizer step; for RL also the rollout). Each term is a
+of the stage's phases (forward, backward, optimizer step; for RL also the rollout). Each term is a
 formula from the model's shape (`shapedce.models` or any HF config), documented in
 docs/guides/scaling.md with its measured accuracy (`benchmarks/bench_memory_plan.py`).
 
@@ -98,7 +98,7 @@ class StagePlan:
     terms: dict[str, float] = field(default_factory=dict)
     peak: float = 0.0
     phase: str = ""
-    """Which phase sets the peak (forward/backward, optimizer step, rollout)."""
+    """Which phase sets the peak (forward, backward, optimizer step, rollout)."""
     settings: dict[str, object] = field(default_factory=dict)
     """The settings the terms came from (tokens per micro-batch, sharding, checkpointing, ...)."""
     peak_terms: list[str] = field(default_factory=list)
@@ -130,20 +130,27 @@ def _state_terms(shape: Shape, shards: int, ddp_buckets: bool, amp: bool) -> dic
 
 
 def _activations(shape: Shape, tokens: int, amp: bool) -> tuple[float, float]:
-    """(without, with) checkpointing, for `tokens` tokens in one micro-batch."""
+    """(without, with) checkpointing, for `tokens` tokens in one micro-batch. With checkpointing each
+    layer keeps its float32 input; the layer being recomputed holds its activations and, while its
+    backward runs, about as much again (calibrated on CPU, benchmarks/bench_memory_plan.py)."""
     per_layer = shape.act_bytes(amp) * tokens
     edges = 2 * 4.0 * shape.hidden * tokens  # embedding output, final norm
-    return shape.layers * per_layer + edges, shape.layers * 4.0 * shape.hidden * tokens + per_layer + edges
-
-
-def _head(shape: Shape, tokens: int, softcap: bool = False, buffers: int = 1) -> float:
-    """The fused loss / log-prob head: chunk buffers, its float32 weight gradient and grad_hidden."""
-    chunk = default_chunk_rows(tokens, shape.vocab)
     return (
-        4.0 * chunk * shape.vocab * (buffers + softcap)
-        + 4.0 * shape.vocab * shape.hidden
-        + 4.0 * tokens * shape.hidden
+        shape.layers * per_layer + edges,
+        shape.layers * 4.0 * shape.hidden * tokens + 2 * per_layer + edges,
     )
+
+
+def _head(shape: Shape, tokens: int, buffers: int = 1) -> tuple[float, float]:
+    """The fused loss / log-prob head: (chunk buffers, its float32 weight gradient + grad_hidden)."""
+    chunk = default_chunk_rows(tokens, shape.vocab)
+    return 4.0 * chunk * shape.vocab * buffers, 4.0 * shape.vocab * shape.hidden + 4.0 * tokens * shape.hidden
+
+
+def _backward_transient(shape: Shape, tokens: int, amp: bool) -> float:
+    """Gradients of one layer's intermediate activations while its backward runs (about twice what
+    the layer saves: calibrated on CPU by benchmarks/bench_memory_plan.py)."""
+    return 2.0 * shape.act_bytes(amp) * tokens
 
 
 def _finish(plan: StagePlan, phases: dict[str, list[str]]) -> StagePlan:
@@ -162,7 +169,8 @@ def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str
     full, ckpt = _activations(shape, tokens, amp)
     on = cfg.train.activation_checkpointing
     plan.terms.update(activations=ckpt if on else full, activations_no_ckpt=full, activations_ckpt=ckpt)
-    plan.terms["loss_head"] = _head(shape, tokens)
+    plan.terms["loss_head"], plan.terms["head_grads"] = _head(shape, tokens)
+    plan.terms["backward_transient"] = _backward_transient(shape, tokens, amp)
     plan.terms["optimizer_step_temp"] = 4.0 * shape.params / (world if sharded else 1)
     plan.settings = dict(
         tokens_per_micro_batch=tokens,
@@ -171,10 +179,12 @@ def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str
         activation_checkpointing=on,
     )
     state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
+    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
     return _finish(
         plan,
         {
-            "forward/backward": [*state, "autocast_weights", "fsdp_unsharded", "activations", "loss_head"],
+            "forward": [*live, "loss_head", "head_grads"],
+            "backward": [*live, "head_grads", "backward_transient"],
             "optimizer step": [*state, "optimizer_step_temp"],
         },
     )
@@ -195,7 +205,10 @@ def plan_rl(
     on = bool(getattr(cfg, "activation_checkpointing", False))
     width = prompt_tokens + cfg.max_completion_length
     plan.terms.update(activations=ckpt if on else full, activations_no_ckpt=full, activations_ckpt=ckpt)
-    plan.terms["logprob_head"] = _head(shape, cfg.micro_batch * cfg.max_completion_length, buffers=3)
+    # the head's backward: one chunk buffer (two with an entropy gradient, which GRPO's loss has not)
+    head = _head(shape, cfg.micro_batch * cfg.max_completion_length, buffers=1)
+    plan.terms["logprob_head"] = sum(head)
+    plan.terms["backward_transient"] = _backward_transient(shape, tokens, amp)
     plan.terms["attention_mask"] = float(cfg.micro_batch) * width * width  # boolean [rows, 1, T, T]
     rows = cfg.rollout_batch
     plan.terms["kv_cache"] = shape.kv_bytes(rows, length)
@@ -210,17 +223,12 @@ def plan_rl(
         activation_checkpointing=on,
     )
     state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
+    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
     return _finish(
         plan,
         {
-            "forward/backward": [
-                *state,
-                "autocast_weights",
-                "fsdp_unsharded",
-                "activations",
-                "logprob_head",
-                "attention_mask",
-            ],
+            "head backward": [*live, "logprob_head", "attention_mask"],
+            "backward": [*live, "backward_transient", "attention_mask"],
             "rollout": [
                 "parameters",
                 "optimizer",
