@@ -18,6 +18,8 @@ def set_activation_checkpointing(model, on: bool) -> None:
     """Turn the model's gradient checkpointing on or off (a no-op for off on a model without it)."""
     new_api = hasattr(model, "activation_checkpointing_enable")  # transformers >= 5.2x; the old names warn
     if not on:
+        if not any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+            return  # never turned on: leave the model exactly as it is
         if new_api:
             model.activation_checkpointing_disable()
         elif hasattr(model, "gradient_checkpointing_disable"):
