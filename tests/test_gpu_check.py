@@ -45,8 +45,8 @@ def test_unknown_check_name_is_one_line(gpu_check, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert gpu_check.main(["--only", "grad,nope"]) == 2
     assert (
-        capsys.readouterr().out.strip()
-        == "gpu_check: unknown check 'nope'; choose from bench, grad, pretrain, sample, rl"
+        capsys.readouterr().out.strip() == "gpu_check: unknown check 'nope'; choose from "
+        "bench, grad, pretrain, sample, rl, paper_pre, paper_rl"
     )
 
 

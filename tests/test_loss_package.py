@@ -15,7 +15,7 @@ from shapedce.loss import config as config_module
 
 PACKAGE = Path(loss_pkg.__file__).parent
 # each may import only earlier ones
-ORDER = ["config", "rows", "chunks", "reference", "fused", "shaped", "control"]
+ORDER = ["config", "rows", "chunks", "reference", "fused", "shaped", "control", "token_head"]
 
 
 def parsed(name: str) -> ast.Module:

@@ -11,12 +11,14 @@
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe]
                        [--seeds N] [--out DIR] [rl.steps=32 eval.samples=16 ...]
     shapedce report DIR                                   # re-render DIR/report.md from its metrics files
+    shapedce plan --preset paper [--world-size 8] [--device-gib 80] [--json]   # memory per device, per stage
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
 Overrides are `key=value` pairs over the preset (`loss=precision`, `loss.beta=-0.25`,
 `train.steps=100`); see `shapedce.config` for every key. Bad input prints one line and exits 2;
 an internal error prints one line naming OUT/error.log, which holds its traceback (exit 1).
-`shapedce --debug CMD ...` prints every traceback on the terminal.
+`shapedce --debug CMD ...` prints every traceback on the terminal. Training commands check the
+memory plan first (`shapedce.train.preflight`); `--force` runs a plan that does not fit.
 """
 
 from __future__ import annotations
@@ -51,18 +53,34 @@ def cmd_models(_: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .config import load_config, load_run_config
     from .train.lm import train_lm
+    from .train.preflight import check_lm
 
     if args.resume:
         cfg = load_run_config(StageDir(args.out).config, args.overrides)
     else:
         cfg = load_config(args.preset, args.overrides)
+    check_lm(cfg, force=args.force, device_gib=args.device_gib)
     final = train_lm(cfg, Path(args.out), resume=args.resume)
     print(f"done: {final}")
     return 0
 
 
 def cmd_midtrain(args: argparse.Namespace) -> int:
-    from .train.lm import run_midtrain
+    from .config import load_run_config
+    from .train.lm import midtrain_config, run_midtrain
+    from .train.preflight import check_lm
+
+    if not args.force:
+        try:
+            if args.resume:
+                cfg = load_run_config(StageDir(args.out).config, args.overrides)
+            else:
+                pre = load_run_config(StageDir(args.from_dir).config)
+                cfg = midtrain_config(pre, Path(args.from_dir), args.overrides)
+        except UserError:
+            cfg = None  # run_midtrain reports what is wrong with --from / --out in its own words
+        if cfg is not None:
+            check_lm(cfg, device_gib=args.device_gib)
 
     final = run_midtrain(Path(args.from_dir), Path(args.out), args.overrides, resume=args.resume)
     print(f"done: {final}")
@@ -70,6 +88,7 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
 
 
 def cmd_rl(args: argparse.Namespace) -> int:
+    from .train.preflight import check_rl
     from .train.rl import run_rl
     from .train.rl_config import load_rl_config, load_rl_run_config
 
@@ -77,6 +96,7 @@ def cmd_rl(args: argparse.Namespace) -> int:
         cfg = load_rl_run_config(StageDir(args.out).config, args.overrides)
     else:
         cfg = load_rl_config(args.preset, args.overrides)
+    check_rl(cfg, args.from_dir, force=args.force, device_gib=args.device_gib)
     final = run_rl(cfg, Path(args.from_dir), Path(args.out), resume=args.resume)
     print(f"done: {final}")
     return 0
@@ -128,6 +148,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     ]
     grid = load_grid(args.preset, [*flags, *args.overrides])
     out = Path(args.out)
+    if not args.dry_run:
+        from .reproduce.memory import check_grid
+
+        check_grid(grid, force=args.force, device_gib=args.device_gib)
     if args.dry_run:
         print(describe(grid, check_grid(grid, out), args.preset))
         return 0
@@ -161,6 +185,27 @@ def cmd_readiness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from .train.plan import plan_preset, render
+
+    plan = plan_preset(
+        args.preset,
+        args.overrides,
+        world_size=args.world_size,
+        device_gib=args.device_gib,
+        device=args.device,
+    )
+    print(json.dumps(plan, indent=1) if args.json else render(plan))
+    return 0
+
+
+def _memory_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="run even when the memory plan says it will not fit")
+    p.add_argument("--device-gib", type=float, help="memory budget per device in GiB (default: the device's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .eval.settings import EvalSettings
     from .readiness.settings import ReadinessSettings
@@ -186,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    _memory_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
     m = sub.add_parser(
@@ -195,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="run directory")
     m.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     m.add_argument("overrides", nargs="*", help="key=value config overrides")
+    _memory_flags(m)
     m.set_defaults(func=cmd_midtrain)
 
     r = sub.add_parser(
@@ -210,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="tiny", help="smoke | tiny | long | paper (default tiny)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     r.add_argument("overrides", nargs="*", help="key=value config overrides (see shapedce.train.rl_config)")
+    _memory_flags(r)
     r.set_defaults(func=cmd_rl)
 
     e = sub.add_parser("eval", help="Avg@m / Cons@m / Pass@k on verifiable tasks, perplexity and entropy")
@@ -242,7 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help="key=value grid overrides, nested: rl.steps=32 (shapedce.reproduce.grid)",
     )
+    _memory_flags(g)
     g.set_defaults(func=cmd_reproduce)
+
+    pl = sub.add_parser("plan", help="memory per device of every stage of a preset, and whether it fits")
+    pl.add_argument("--preset", default="paper", help="smoke | tiny | small | paper (default paper)")
+    pl.add_argument("--world-size", type=int, default=8, help="devices (default 8, one node)")
+    pl.add_argument("--device-gib", type=float, default=80.0, help="memory per device in GiB (default 80)")
+    pl.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda: bf16 autocast, FSDP2")
+    pl.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    pl.add_argument(
+        "overrides", nargs="*", help="key=value run overrides; rl.KEY=V for RL, eval.batch_size=N"
+    )
+    pl.set_defaults(func=cmd_plan)
 
     rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
     rp.add_argument("dir", help="a `shapedce reproduce` output directory")

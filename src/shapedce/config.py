@@ -119,6 +119,11 @@ class TrainConfig:
     """Where the metrics rows go besides RUN/metrics.jsonl (always written), as Hugging Face's
     `report_to`: a comma-separated subset of tensorboard, trackio, wandb; "none"; or "auto" =
     tensorboard when installed. A named backend that is not installed is a one-line error."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (Hugging Face gradient checkpointing, non-reentrant, so it composes with FSDP2): about one more
+    forward per step for a fraction of the activation memory. Same losses; `shapedce plan` shows
+    the saving."""
 
 
 @dataclass(kw_only=True, slots=True)

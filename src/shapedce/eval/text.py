@@ -10,7 +10,8 @@ whole next-token distribution. "Forking" tokens are the high-entropy ones (entro
 `forking_threshold` nats, default 1.0): the positions where a sampled continuation can branch,
 which the paper's exploration argument is about. The histogram has fixed edges so runs compare.
 `tail_mass` is the probability outside each position's top-`tail_k` tokens (k = 100 as in the
-paper's rank-aware reward), the mass the tail-suppression setting pushes down.
+paper's rank-aware reward), the mass the tail-suppression setting pushes down. All three come from
+the fused per-token head (`shapedce.hf.tokens`): no [batch, T, V] logits are held.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import torch
 
 from ..errors import UserError
+from ..hf.tokens import lm_token_head
 
 HIST_EDGES = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0]
 """Entropy histogram bin edges in nats (the last bin is open-ended)."""
@@ -54,14 +56,11 @@ def token_entropies(
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, -1)
-        target = ids[:, 1:]
         keep = mask[:, 1:].bool()
-        ce = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        probs = logp.exp()
-        ent = -(probs * logp).sum(-1)
-        tail = (1.0 - probs.topk(min(tail_k, probs.shape[-1]), dim=-1).values.sum(-1)).clamp_min(0.0)
+        target = ids[:, 1:].masked_fill(~keep, -100)
+        target = torch.nn.functional.pad(target, (0, 1), value=-100)  # the last position predicts nothing
+        out = lm_token_head(model, ids, mask, target, tail_k=tail_k)
+        ce, ent, tail = (-out.logp[:, :-1], out.entropy[:, :-1], out.tail_mass[:, :-1])
         ces.append(ce[keep].double().cpu())
         ents.append(ent[keep].double().cpu())
         tails.append(tail[keep].double().cpu())

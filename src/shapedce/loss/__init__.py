@@ -16,6 +16,7 @@ Modules, each importing only those before it (tests/test_loss_package.py checks 
     fused      fused_linear_shaped_cross_entropy on hidden states (chunked)
     shaped     ShapedLoss = LossConfig + the two calls; PRESETS / SETTINGS as ShapedLoss
     control    EntropyController (automatic beta)
+    token_head token_head: per-token log pi(target) and entropy (RL, evaluation), chunked
 """
 
 from .config import LossConfig
@@ -24,6 +25,7 @@ from .fused import fused_linear_shaped_cross_entropy
 from .reference import shaped_cross_entropy
 from .rows import MAX_STAT_NAMES, STAT_NAMES
 from .shaped import PRESETS, SETTINGS, ShapedLoss
+from .token_head import TokenHeadOutput, token_head, token_head_reference
 
 __all__ = [
     "MAX_STAT_NAMES",
@@ -33,6 +35,9 @@ __all__ = [
     "EntropyController",
     "LossConfig",
     "ShapedLoss",
+    "TokenHeadOutput",
     "fused_linear_shaped_cross_entropy",
     "shaped_cross_entropy",
+    "token_head",
+    "token_head_reference",
 ]

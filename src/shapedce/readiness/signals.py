@@ -29,6 +29,7 @@ from ..eval.loading import load_model, resolve_model_dir
 from ..eval.sample import SamplingConfig, sample
 from ..eval.scoring import BUILTIN_TEXTS, default_text_docs, score_task
 from ..eval.text import text_stats
+from ..hf.tokens import lm_token_head
 from ..tasks import Prompt, get_tasks
 from .settings import ReadinessSettings as ReadinessSettings  # re-exported
 
@@ -65,20 +66,18 @@ def solution_coverage(model, tokenizer, prompts: list[Prompt], ks=COVERAGE_KS, b
         for i, (h, t) in enumerate(chunk):
             ids[i, : len(h) + len(t)] = torch.tensor(h + t)
             mask[i, : len(h) + len(t)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-        for i, (h, t) in enumerate(chunk):
-            z = logits[i, len(h) - 1 : len(h) + len(t) - 1]  # position j predicts continuation token j
-            target = torch.tensor(t)
-            z_x = z.gather(1, target[:, None])
-            above = (z > z_x).sum(1)  # tokens strictly more likely than the reference one
-            for k in ks:
-                hits[k] += int((above < k).sum())
-            logp = torch.log_softmax(z, -1)
-            h_tok = -(logp.exp() * logp).sum(-1)
-            nll += float(-logp.gather(1, target[:, None]).sum())
-            ent += float(h_tok.sum())
-            forking += int((h_tok > FORKING_THRESHOLD).sum())
-            count += len(t)
+        target = torch.full_like(ids, -100)
+        for i, (h, t) in enumerate(chunk):  # position len(h) - 1 + j predicts continuation token j
+            target[i, len(h) - 1 : len(h) + len(t) - 1] = torch.tensor(t)
+        out = lm_token_head(model, ids.to(device), mask.to(device), target.to(device), want_rank=True)
+        keep = target != -100
+        rank, logp, h_tok = (v.cpu()[keep] for v in (out.rank, out.logp, out.entropy))
+        for k in ks:  # rank = tokens strictly more likely than the reference one
+            hits[k] += int((rank < k).sum())
+        nll += float(-logp.double().sum())
+        ent += float(h_tok.double().sum())
+        forking += int((h_tok > FORKING_THRESHOLD).sum())
+        count += int(keep.sum())
     return {
         "tokens": count,
         "coverage": {str(k): hits[k] / count for k in ks},

@@ -69,10 +69,13 @@ class EvalSection:
     temperature: float = 0.7
     """Sampling temperature (paper: 0.7)."""
     top_p: float = 0.95
+    """Nucleus (top-p) sampling of the evaluation (paper: 0.95)."""
     max_new_tokens: int = 48
     """Length cap per sample in tokens."""
     text_tokens: int = 20000
     """Held-out text tokens for perplexity, entropy and tail mass."""
+    batch_size: int = 64
+    """Sequences per sampling forward pass: bounds the KV cache (`shapedce plan` shows it)."""
 
     def validate(self) -> EvalSection:
         check_ranges(
@@ -88,6 +91,7 @@ class EvalSection:
                 ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
                 ("text_tokens", self.text_tokens >= 1, ">= 1"),
+                ("batch_size", self.batch_size >= 1, ">= 1"),
             ],
         )
         from ..tasks import get_tasks

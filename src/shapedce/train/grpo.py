@@ -20,9 +20,9 @@ high where A > 0 and rho > 1 + eps_high.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
+
+from ..hf.tokens import lm_token_head
 
 ADV_EPS = 1e-4
 """A_i = (r_i - mean) / (std + ADV_EPS), std with Bessel's correction (as TRL and the GRPO paper)."""
@@ -44,7 +44,9 @@ def token_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(o_t | q, o_<t) [rows, T], completion mask [rows, T]) of each (prompt, completion) pair,
     left-padded prompts and right-padded completions in one forward; logits divided by `temperature`
-    (the policy that sampled). Position ids follow the attention mask, as the sampler's do."""
+    (the policy that sampled). Position ids follow the attention mask, as the sampler's do. The
+    log-probs come from the fused per-token head (`shapedce.hf.tokens`): no [rows, T, V] logits;
+    padded positions give 0 (and no gradient)."""
     device = next(model.parameters()).device
     pw, cw = max(map(len, prompt_ids)), max(max(map(len, completion_ids)), 1)
     rows = len(prompt_ids)
@@ -56,14 +58,11 @@ def token_logps(
         att[i, pw - len(p) : pw + len(c)] = 1
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
-    extra = (
-        {"logits_to_keep": cw + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    )
-    logits = (
-        model(input_ids=ids, attention_mask=att, position_ids=pos, **extra).logits[:, -cw - 1 : -1].float()
-    )
-    target = ids[:, pw:]
-    logp = torch.log_softmax(logits / temperature, -1).gather(-1, target[..., None]).squeeze(-1)
+    target = ids[:, pw:].masked_fill(att[:, pw:] == 0, -100)  # padding is not scored
+    scored = torch.arange(pw - 1, pw + cw - 1, device=device).expand(rows, cw)  # position t predicts t + 1
+    logp = lm_token_head(
+        model, ids, att, target, position_ids=pos, positions=scored, temperature=temperature
+    ).logp
     return logp, att[:, pw:].float()
 
 

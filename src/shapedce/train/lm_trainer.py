@@ -34,6 +34,7 @@ from . import dist as dist_
 from .checkpoint import Checkpointer, list_checkpoints, load_weights, set_rng_state
 from .dist import Dist
 from .lm_data import BatchStream, prepare_data
+from .memory import set_activation_checkpointing
 from .metrics import MetricsLog, merge_stats
 
 _ONE_PROCESS = Dist()  # the default `d` of evaluate_lm: a single process, no torch.distributed
@@ -156,6 +157,7 @@ class LMTrainer:
         self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
         patch_causal_lm(self.model, self.control.loss() if self.control else cfg.loss, return_stats=True)
         self.model.train()
+        set_activation_checkpointing(self.model, cfg.train.activation_checkpointing)
         full_optim = None
         if resume_from is not None:  # a one-process checkpoint on N ranks: its optimizer, sharded below
             make_opt = lambda m: make_optimizer(m, cfg)[0]  # noqa: E731

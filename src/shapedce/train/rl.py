@@ -88,6 +88,7 @@ def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) 
         max_new_tokens=cfg.eval_max_new_tokens,
         samples=k,
         seed=cfg.eval_seed,
+        batch_size=cfg.rollout_batch,  # the KV cache of rollout_batch rows is what the memory plan counts
     )
     groups, lengths = [], []
     for task in get_tasks(cfg.task):

@@ -104,6 +104,9 @@ class RLConfig:
     report_to: str = "auto"
     """Metrics backends besides RUN/metrics.jsonl, as `train.report_to` of pre-training: tensorboard,
     trackio, wandb (comma-separated), "none", or "auto" = tensorboard when installed."""
+    activation_checkpointing: bool = False
+    """Recompute decoder activations in the backward pass (as `train.activation_checkpointing` of
+    pre-training): same gradients, a fraction of the activation memory of long completions."""
 
     def validate(self) -> RLConfig:
         checks = [

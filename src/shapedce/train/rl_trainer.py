@@ -40,6 +40,7 @@ from . import dist as dist_
 from .checkpoint import Checkpointer, set_rng_state
 from .grpo import clipped_loss, group_advantages, token_logps
 from .lm_trainer import NonFiniteError
+from .memory import set_activation_checkpointing
 from .metrics import MetricsLog
 from .rl_config import RLConfig
 from .rl_rollout import Batch, PromptStream, collect_batch
@@ -95,6 +96,7 @@ class RLTrainer:
             check_special_tokens(self.tokenizer)
             model = self.ckpt.start_model(resume_from)
         self.model = model.to(device).train()
+        set_activation_checkpointing(self.model, cfg.activation_checkpointing)
         self.amp, self.pad = device.type == "cuda", self.tokenizer.pad_token_id
         full_optim = (
             self.ckpt.full_optimizer(resume_from, self.model, self._optimizer) if resume_from else None

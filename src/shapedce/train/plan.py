@@ -1,0 +1,344 @@
+"""Memory plan of every stage, per device, before anything runs (`shapedce plan`).
+
+    shapedce plan --preset paper                       # 8 GPUs of 80 GiB, every stage, a table
+    shapedce plan --preset paper --json model.flavor=1b rl.micro_batch=4 --world-size 16
+    from shapedce.train.plan import plan_preset
+    plan = plan_preset("smoke", [], world_size=1, device_gib=8.0, device="cpu")
+
+Per device and stage, in bytes: parameters, gradients, AdamW state (8 B per parameter), DDP's
+gradient buckets, the bf16 weight copies autocast keeps for the backward, FSDP2's all-gathered layers,
+activations (with and without checkpointing), the loss or log-prob head's chunk buffers and
+gradients, the sampling KV cache and the sampler's last-position logits. The peak is the largest
+of the stage's phases (forward, backward, optimizer step; for RL also the rollout). Each term is a
+formula from the model's shape (`shapedce.models` or any HF config), documented in
+docs/guides/scaling.md with its measured accuracy (`benchmarks/bench_memory_plan.py`).
+
+Activations per token and decoder layer, as elements of the tensors autograd saves (counted on
+CPU with saved-tensor hooks for Qwen3 / Qwen3-MoE, within 2%):
+    dense  4 H + 6 q + 5 kv + 4 I            (H hidden, q = heads * head_dim, kv = kv_heads * head_dim)
+    MoE    4 H + 6 q + 5 kv + k (4 I_e + 2 H) + 2 E    (k experts per token of E, I_e expert width)
+at 4 B each in float32; under bf16 autocast the matmul-side ones are 2 B (norm internals and the
+residual stream stay float32). Attention is SDPA's fused kernel: no T^2 term except the boolean mask
+HF builds when rows are padded (RL, evaluation). With checkpointing each layer keeps its input
+(H floats per token) and one layer is recomputed at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, load_config, read_preset
+from ..loss.fused import default_chunk_rows
+from ..models import flavor_config
+from .rl_config import RLConfig, load_rl_config
+
+GIB = 1024**3
+PROMPT_TOKENS = 512
+"""Prompt length assumed for RL rollouts and evaluation (a math problem with its chat template)."""
+STAGES = ("pretrain", "midtrain", "rl", "eval")
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the memory terms need from a model config."""
+
+    params: int
+    layer_params: int
+    layers: int
+    hidden: int
+    vocab: int
+    q: int
+    kv: int
+    act_elems: int
+    """Saved activation elements per token and decoder layer (see the module docstring)."""
+
+    @classmethod
+    def of(cls, config) -> Shape:
+        with torch.device("meta"):
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_config(config)
+        params = sum(p.numel() for p in model.parameters())
+        layer = max(sum(p.numel() for p in m.parameters()) for m in model.model.layers)
+        h = config.hidden_size
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or h // heads
+        q, kv = heads * head_dim, getattr(config, "num_key_value_heads", heads) * head_dim
+        experts = getattr(config, "num_experts", 0) or getattr(config, "num_local_experts", 0)
+        if experts:
+            k, width = config.num_experts_per_tok, config.moe_intermediate_size
+            mlp = k * (4 * width + 2 * h) + 2 * experts
+        else:
+            mlp = 4 * config.intermediate_size
+        return cls(
+            params, layer, config.num_hidden_layers, h, config.vocab_size, q, kv, 4 * h + 6 * q + 5 * kv + mlp
+        )
+
+    def act_bytes(self, amp: bool) -> float:
+        """Bytes saved per token and layer: float32, or bf16 except the 4 H float32 norm/residual ones."""
+        return (
+            4.0 * self.act_elems
+            if not amp
+            else 4.0 * 4 * self.hidden + 2.0 * (self.act_elems - 4 * self.hidden)
+        )
+
+    def kv_bytes(self, rows: int, length: int, elem: int = 4) -> float:
+        return float(rows) * length * self.layers * 2 * self.kv * elem
+
+
+@dataclass(slots=True)
+class StagePlan:
+    """One stage's terms (bytes per device) and its peak."""
+
+    stage: str
+    terms: dict[str, float] = field(default_factory=dict)
+    peak: float = 0.0
+    phase: str = ""
+    """Which phase sets the peak (forward, backward, optimizer step, rollout)."""
+    settings: dict[str, object] = field(default_factory=dict)
+    """The settings the terms came from (tokens per micro-batch, sharding, checkpointing, ...)."""
+    peak_terms: list[str] = field(default_factory=list)
+    """The terms that add up to the peak."""
+
+    def largest(self, names) -> str:
+        return max(names, key=lambda n: self.terms.get(n, 0.0))
+
+    def as_dict(self, device_gib: float | None) -> dict:
+        out = {"peak_gib": round(self.peak / GIB, 3)}
+        if device_gib is not None:
+            out["fits"] = self.peak <= device_gib * GIB
+        out.update({f"{k}_gib": round(v / GIB, 3) for k, v in self.terms.items()})
+        out["peak_phase"] = self.phase
+        out.update(self.settings)
+        return out
+
+
+def _state_terms(shape: Shape, shards: int, ddp_buckets: bool, amp: bool) -> dict[str, float]:
+    p = shape.params
+    return {
+        "parameters": 4.0 * p / shards,
+        "gradients": 4.0 * p / shards,
+        "optimizer": 8.0 * p / shards,
+        "ddp_buckets": 4.0 * p if ddp_buckets else 0.0,
+        "autocast_weights": 2.0 * p if amp else 0.0,
+        "fsdp_unsharded": 4.0 * (2 * shape.layer_params + shape.vocab * shape.hidden) if shards > 1 else 0.0,
+    }
+
+
+def _activations(shape: Shape, tokens: int, amp: bool) -> tuple[float, float]:
+    """(without, with) checkpointing, for `tokens` tokens in one micro-batch. With checkpointing each
+    layer keeps its float32 input; the layer being recomputed holds its activations and, while its
+    backward runs, about as much again (calibrated on CPU, benchmarks/bench_memory_plan.py)."""
+    per_layer = shape.act_bytes(amp) * tokens
+    edges = 2 * 4.0 * shape.hidden * tokens  # embedding output, final norm
+    return (
+        shape.layers * per_layer + edges,
+        shape.layers * 4.0 * shape.hidden * tokens + 2 * per_layer + edges,
+    )
+
+
+def _head(shape: Shape, tokens: int, buffers: int = 1) -> tuple[float, float]:
+    """The fused loss / log-prob head: (chunk buffers, its float32 weight gradient + grad_hidden)."""
+    chunk = default_chunk_rows(tokens, shape.vocab)
+    return 4.0 * chunk * shape.vocab * buffers, 4.0 * shape.vocab * shape.hidden + 4.0 * tokens * shape.hidden
+
+
+def _backward_transient(shape: Shape, tokens: int, amp: bool) -> float:
+    """Gradients of one layer's intermediate activations while its backward runs (about twice what
+    the layer saves: calibrated on CPU by benchmarks/bench_memory_plan.py)."""
+    return 2.0 * shape.act_bytes(amp) * tokens
+
+
+def _finish(plan: StagePlan, phases: dict[str, list[str]]) -> StagePlan:
+    sums = {name: sum(plan.terms.get(t, 0.0) for t in terms) for name, terms in phases.items()}
+    plan.phase = max(sums, key=sums.get)
+    plan.peak, plan.peak_terms = sums[plan.phase], phases[plan.phase]
+    return plan
+
+
+def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str) -> StagePlan:
+    """Pre- or mid-training: one micro-batch of micro_batch x seq_len tokens per device."""
+    amp = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device == "cuda")
+    sharded = parallel == "fsdp" and world > 1
+    tokens = cfg.train.micro_batch * cfg.data.seq_len
+    plan = StagePlan(cfg.stage, _state_terms(shape, world if sharded else 1, world > 1 and not sharded, amp))
+    full, ckpt = _activations(shape, tokens, amp)
+    on = cfg.train.activation_checkpointing
+    plan.terms.update(activations=ckpt if on else full, activations_no_ckpt=full, activations_ckpt=ckpt)
+    plan.terms["loss_head"], plan.terms["head_grads"] = _head(shape, tokens)
+    plan.terms["backward_transient"] = _backward_transient(shape, tokens, amp)
+    plan.terms["optimizer_step_temp"] = 4.0 * shape.params / (world if sharded else 1)
+    plan.settings = dict(
+        tokens_per_micro_batch=tokens,
+        sharding="fsdp" if sharded else ("ddp" if world > 1 else "none"),
+        bf16_autocast=amp,
+        activation_checkpointing=on,
+    )
+    state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
+    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
+    return _finish(
+        plan,
+        {
+            "forward": [*live, "loss_head", "head_grads"],
+            "backward": [*live, "head_grads", "backward_transient"],
+            "optimizer step": [*state, "optimizer_step_temp"],
+        },
+    )
+
+
+def plan_rl(
+    cfg: RLConfig, shape: Shape, world: int, device: str, prompt_tokens: int = PROMPT_TOKENS
+) -> StagePlan:
+    """GRPO: the rollout (KV cache of rollout_batch rows) and the update (micro_batch rows of
+    prompt + completion tokens through the fused log-prob head)."""
+    amp = device == "cuda"
+    parallel = getattr(cfg, "parallel", "ddp")  # RL sharding, where the trainer offers it
+    sharded = (parallel == "fsdp" or (parallel == "auto" and device == "cuda")) and world > 1
+    length = prompt_tokens + max(cfg.max_completion_length, cfg.eval_max_new_tokens)
+    tokens = cfg.micro_batch * (prompt_tokens + cfg.max_completion_length)
+    plan = StagePlan("rl", _state_terms(shape, world if sharded else 1, world > 1 and not sharded, amp))
+    full, ckpt = _activations(shape, tokens, amp)
+    on = bool(getattr(cfg, "activation_checkpointing", False))
+    width = prompt_tokens + cfg.max_completion_length
+    plan.terms.update(activations=ckpt if on else full, activations_no_ckpt=full, activations_ckpt=ckpt)
+    # the head's backward: one chunk buffer (two with an entropy gradient, which GRPO's loss has not)
+    head = _head(shape, cfg.micro_batch * cfg.max_completion_length, buffers=1)
+    plan.terms["logprob_head"] = sum(head)
+    plan.terms["backward_transient"] = _backward_transient(shape, tokens, amp)
+    plan.terms["attention_mask"] = float(cfg.micro_batch) * width * width  # boolean [rows, 1, T, T]
+    rows = cfg.rollout_batch
+    plan.terms["kv_cache"] = shape.kv_bytes(rows, length)
+    plan.terms["sampler_logits"] = 3 * 4.0 * rows * shape.vocab
+    plan.terms["rollout_weights"] = 4.0 * shape.params if sharded else 0.0  # the unsharded sampling copy
+    plan.settings = dict(
+        tokens_per_micro_batch=tokens,
+        rollout_rows=rows,
+        rollout_length=length,
+        sharding="fsdp" if sharded else ("ddp" if world > 1 else "none"),
+        bf16_autocast=amp,
+        activation_checkpointing=on,
+    )
+    state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
+    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
+    return _finish(
+        plan,
+        {
+            "head backward": [*live, "logprob_head", "attention_mask"],
+            "backward": [*live, "backward_transient", "attention_mask"],
+            "rollout": [
+                "parameters",
+                "optimizer",
+                "ddp_buckets",
+                "rollout_weights",
+                "kv_cache",
+                "sampler_logits",
+            ],
+        },
+    )
+
+
+def plan_eval(
+    shape: Shape, batch: int, max_new_tokens: int, prompt_tokens: int = PROMPT_TOKENS, text_tokens: int = 4096
+) -> StagePlan:
+    """Evaluation: the float32 model, the sampler's KV cache and logits, the text scoring head."""
+    plan = StagePlan("eval", {"parameters": 4.0 * shape.params})
+    plan.terms["kv_cache"] = shape.kv_bytes(batch, prompt_tokens + max_new_tokens)
+    plan.terms["sampler_logits"] = 3 * 4.0 * batch * shape.vocab
+    chunk = default_chunk_rows(text_tokens, shape.vocab)
+    plan.terms["text_head"] = 4.0 * chunk * shape.vocab + 4.0 * shape.act_elems * text_tokens
+    plan.settings = dict(sample_rows=batch, sample_length=prompt_tokens + max_new_tokens)
+    return _finish(
+        plan,
+        {
+            "sampling": ["parameters", "kv_cache", "sampler_logits"],
+            "text scoring": ["parameters", "text_head"],
+        },
+    )
+
+
+def run_shape(cfg: RunConfig) -> Shape:
+    over = {"vocab_size": cfg.model.vocab_size} if cfg.model.vocab_size else {}
+    return Shape.of(flavor_config(cfg.model.flavor, **over))
+
+
+def lm_parallel(cfg: RunConfig, device: str) -> str:
+    return ("fsdp" if device == "cuda" else "ddp") if cfg.train.parallel == "auto" else cfg.train.parallel
+
+
+def plan_preset(
+    name: str,
+    overrides: list[str] = (),
+    *,
+    world_size: int = 8,
+    device_gib: float | None = 80.0,
+    device: str = "cuda",
+    prompt_tokens: int = PROMPT_TOKENS,
+) -> dict:
+    """The plan of preset NAME: pre-/mid-training from presets/NAME.yaml, RL from presets/rl/NAME.yaml,
+    evaluation from presets/reproduce/NAME.yaml (where they exist). Overrides `rl.KEY=V` go to the
+    RL config, `eval.batch_size=N` / `eval.max_new_tokens=N` to evaluation, the rest to the run config."""
+    from .lm import midtrain_config
+
+    run_over = [o for o in overrides if not o.startswith(("rl.", "eval."))]
+    rl_over = [o[3:] for o in overrides if o.startswith("rl.")]
+    eval_over = dict(o[5:].split("=", 1) for o in overrides if o.startswith("eval."))
+    pre = load_config(name, run_over)
+    shape = run_shape(pre)
+    mid = midtrain_config(pre, Path("FROM"), run_over)
+    stages = {
+        "pretrain": plan_lm(pre, shape, world_size, device, lm_parallel(pre, device)),
+        "midtrain": plan_lm(mid, shape, world_size, device, lm_parallel(mid, device)),
+    }
+    rl_root = Path(__file__).resolve().parent.parent / "presets"
+    if (rl_root / "rl" / f"{name}.yaml").is_file():
+        stages["rl"] = plan_rl(load_rl_config(name, rl_over), shape, world_size, device, prompt_tokens)
+    grid = (
+        read_preset(name, rl_root / "reproduce", "reproduce preset")
+        if (rl_root / "reproduce" / f"{name}.yaml").is_file()
+        else {}
+    )
+    grid_eval = grid.get("eval") if isinstance(grid.get("eval"), dict) else {}
+    batch = int(eval_over.get("batch_size", grid_eval.get("batch_size", 64)))
+    max_new = int(eval_over.get("max_new_tokens", grid_eval.get("max_new_tokens", 48)))
+    stages["eval"] = plan_eval(shape, batch, max_new, prompt_tokens)
+    return {
+        "preset": name,
+        "world_size": world_size,
+        "device_gib": device_gib,
+        "device": device,
+        "model": {"flavor": pre.model.flavor, "parameters": shape.params, "vocab": shape.vocab},
+        "stages": {k: v.as_dict(device_gib) for k, v in stages.items()},
+    }
+
+
+def render(plan: dict) -> str:
+    """A fixed-width table: one column per stage, one row per term (GiB per device)."""
+    stages = plan["stages"]
+    rows = sorted({k for s in stages.values() for k in s if k.endswith("_gib") and k != "peak_gib"})
+    head = f"{'GiB per device':<22}" + "".join(f"{s:>11}" for s in stages)
+    lines = [
+        f"plan: preset {plan['preset']}, {plan['model']['flavor']} "
+        f"({plan['model']['parameters'] / 1e9:.2f}B params), "
+        f"{plan['world_size']} x {plan['device']} of {plan['device_gib']} GiB",
+        head,
+    ]
+    for r in rows:
+        lines.append(
+            f"{r[:-4]:<22}"
+            + "".join(f"{s.get(r, 0.0):>11.2f}" if r in s else f"{'-':>11}" for s in stages.values())
+        )
+    lines.append(f"{'peak':<22}" + "".join(f"{s['peak_gib']:>11.2f}" for s in stages.values()))
+    if plan["device_gib"] is not None:
+        lines.append(
+            f"{'fits':<22}" + "".join(f"{('yes' if s['fits'] else 'NO'):>11}" for s in stages.values())
+        )
+    lines.append(f"{'peak phase':<22}" + "".join(f"{s['peak_phase'][:10]:>11}" for s in stages.values()))
+    return "\n".join(lines)
+
+
+def gib(x: float) -> str:
+    return f"{x / GIB:.1f}" if math.isfinite(x) else "inf"
