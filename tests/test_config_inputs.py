@@ -123,8 +123,8 @@ def test_rl_command_checks_before_loading(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["eval_temperature=1e-300"], "eval_temperature must be 0 (greedy)"),
-        (["eval_top_p=.nan"], "eval_top_p must be in (0, 1]"),
+        (["eval.temperature=1e-300"], "eval.temperature must be 0 (greedy)"),
+        (["eval.top_p=.nan"], "eval.top_p must be in (0, 1]"),
         (["seeds=!!int 2"], "YAML tags"),
         (["seeds=1000000000"], "seeds must be in [1, 1000]"),
     ],

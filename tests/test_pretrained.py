@@ -106,7 +106,7 @@ def _command(entry: str, runs: dict[str, Path], tmp_path: Path) -> tuple[list[st
     shutil.copytree(runs["rl"], rl)
     shutil.rmtree(rl / "final")
     return ["rl", "--from", pre, "--out", rl, "--resume", "--preset", "smoke", "steps=3"], sorted(
-        rl.glob("checkpoints/checkpoint-*")
+        rl.glob("checkpoints/step_*")
     )
 
 

@@ -254,11 +254,10 @@ def test_chat_template_rendered_in_the_child_equals_the_direct_one(model):
 def test_run_folder_json_nested_past_the_parser_is_one_line_or_skipped(tmp_path):
     """Files a run folder holds (metrics rows, results, DCP metadata) nested 10,000 deep: a metrics
     row is skipped like a torn one; a results or metadata file is one UserError line."""
-    from shapedce.train.dcp_metadata import read_metadata_json
-
     from shapedce.errors import UserError
     from shapedce.report.load import _read_object
     from shapedce.rundir import read_jsonl
+    from shapedce.train.checkpoint.dcp_metadata import read_metadata_json
     from shapedce.train.metrics import read_metrics
 
     rows = tmp_path / "metrics.jsonl"

@@ -179,6 +179,23 @@ def model_from_config(config):
     return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
 
 
+def meta_model(config):
+    """`AutoModelForCausalLM.from_config` on the meta device: the module tree and shapes, no memory
+    (what the memory plan counts); remote code refused."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+
+
+def generation_config_of(model_config):
+    """A `GenerationConfig` derived from a model config in memory (no file is read)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig.from_model_config(model_config)
+
+
 def load_auto_tokenizer(path: str | Path, **kwargs: Any):
     """`AutoTokenizer.from_pretrained` of a checked local folder; a load failure is one line."""
     from transformers import AutoTokenizer

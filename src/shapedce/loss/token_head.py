@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError, check_int, check_real
-from .fused import _transform, default_chunk_rows
+from .chunks import default_chunk_rows
+from .chunks import transform as _transform
 from .rows import check_float, check_targets, compute_dtype
 
 

@@ -29,8 +29,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..config import RunConfig, load_config, read_preset
 from ..loss.fused import default_chunk_rows
 from ..models import flavor_config
@@ -58,10 +56,9 @@ class Shape:
 
     @classmethod
     def of(cls, config) -> Shape:
-        with torch.device("meta"):
-            from transformers import AutoModelForCausalLM
+        from ..data.pretrained import meta_model
 
-            model = AutoModelForCausalLM.from_config(config)
+        model = meta_model(config)
         params = sum(p.numel() for p in model.parameters())
         layer = max(sum(p.numel() for p in m.parameters()) for m in model.model.layers)
         h = config.hidden_size

@@ -88,9 +88,9 @@ def check_lm(
 
 def model_shape(model_dir: str | Path) -> Shape:
     """The shape of the model in a run directory (its final/) or an HF model directory: config.json only."""
-    from transformers import AutoConfig
+    from ..data.pretrained import load_auto_config
 
-    return Shape.of(AutoConfig.from_pretrained(resolve_model_dir(model_dir), trust_remote_code=False))
+    return Shape.of(load_auto_config(resolve_model_dir(model_dir)))
 
 
 def check_rl(cfg: RLConfig, from_dir, *, force: bool = False, device_gib: float | None = None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ...data.pretrained import load_causal_lm
+from ...data.pretrained import generation_config_of, load_causal_lm
 from ...errors import UserError
 from ...rundir import TMP_PREFIX, checkpoint_name, list_checkpoints
 
@@ -72,14 +72,12 @@ def name_special_tokens(model, tokenizer) -> None:
     """Copy the tokenizer's eos, bos and pad token ids into `model.config` and a fresh
     `model.generation_config` (saved as generation_config.json), so a plain `model.generate()` stops
     at eos and pads with pad. Ids the tokenizer lacks are left as the config has them."""
-    from transformers import GenerationConfig
-
     ids = {name: getattr(tokenizer, name, None) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
     ids = {name: value for name, value in ids.items() if value is not None}
     for name, value in ids.items():
         setattr(model.config, name, value)
     old = getattr(model, "generation_config", None)  # keeps sampling defaults already set (temperature, ...)
-    generation = GenerationConfig.from_model_config(model.config) if old is None else copy.deepcopy(old)
+    generation = generation_config_of(model.config) if old is None else copy.deepcopy(old)
     for name, value in ids.items():
         setattr(generation, name, value)
     model.generation_config = generation
