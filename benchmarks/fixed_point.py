@@ -1,9 +1,9 @@
 """How far each shaped loss would move entropy and tail mass at convergence, on a trained model's own
-next-token distributions (SPEC section 5: beta reshapes a distribution only where it has real
+next-token distributions (docs/method/statistics.md: beta reshapes a distribution only where it has real
 entropy; lambda_tail acts only where the tail holds mass).
 
 Take a CE model's next-token distribution q on held-out text as the truth. The shaped loss's
-expected gradient (SPEC section 1) under x ~ q vanishes where, for every token j,
+expected gradient (docs/method/loss.md) under x ~ q vanishes where, for every token j,
     pi_j = q_j w(pi_j) / (W - lam_j (1 - q_j) + S - T),
     W = sum_x q_x w(pi_x),  S = sum_a lam_a pi_a,  T = sum_x q_x lam_x pi_x,
 (lam from pi's own top-k; w and lam are stop-gradient, lam_x = 0 for the target). Iterating that
@@ -27,7 +27,7 @@ from shapedce.data.world import general_text
 from shapedce.eval.loading import load_model, pick_device
 from shapedce.loss.rows import ground_truth_weight
 
-CONFIGS = {  # name: (beta, lambda_top, lambda_tail), the paper's settings (SPEC section 1)
+CONFIGS = {  # name: (beta, lambda_top, lambda_tail), the paper's settings (docs/method/loss.md)
     "precision": (-0.25, 0.0, 0.0),
     "diversity": (0.5, 0.0, 0.0),
     "tail": (0.0, 0.0, -0.1),

@@ -1,4 +1,4 @@
-"""How often the report's verdict rules call a wrong verdict, by simulation (SPEC section 6).
+"""How often the report's verdict rules call a wrong verdict, by simulation (docs/method/statistics.md).
 
     PYTHONPATH=src python benchmarks/verdict_error_rates.py [--draws 20000] [--seed 0]
 

@@ -82,19 +82,8 @@ def default_of(f: dataclasses.Field) -> object:
     return None
 
 
-SPEC_PAGES = {
-    "1": "method/loss.md",
-    "2": "method/pipeline.md",
-    "3": "method/pipeline.md",
-    "4": "method/evaluation.md",
-    "5": "method/statistics.md",
-    "6": "method/statistics.md",
-}
-
-
 def links(text: str) -> str:
     """Docs paths in a docstring become links from this page (docs/method/loss.md -> ../method/loss.md)."""
-    text = re.sub(r"SPEC section (\d)", lambda m: f"docs/{SPEC_PAGES[m.group(1)]}", text)
     return re.sub(r"`?docs/((?:method|guides)/[\w-]+\.md)`?", r"[docs/\1](../\1)", text)
 
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: a readable float64 reference of SPEC section 1, tiny HF models, helpers that
+"""Shared test helpers: a readable float64 reference of docs/method/loss.md, tiny HF models, helpers that
 start, wait for and kill a child process, and the list of slow tests.
 
     python -m pytest -m "not slow" -q       # the edit loop
@@ -124,9 +124,9 @@ def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def reference_rows(logits, targets, *, beta=0.0, lambda_top=0.0, lambda_tail=0.0, k=100, ignore_index=-100):
-    """Per-position surrogate loss written straight from SPEC section 1, in float64 autograd.
+    """Per-position surrogate loss written straight from docs/method/loss.md, in float64 autograd.
 
-    w and lam are detached; w takes the SPEC's limits where pi_x is exactly 1 in float64.
+    w and lam are detached; w takes the limits of docs/method/loss.md where pi_x is exactly 1 in float64.
     Returns (rows [N], valid mask [N]).
     """
     z = logits.reshape(-1, logits.shape[-1]).double()

@@ -1,4 +1,4 @@
-"""Both loss implementations against the float64 reference of SPEC section 1 (tests/conftest.py)."""
+"""Both loss implementations against the float64 reference of docs/method/loss.md (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,8 @@ def test_fused_under_cpu_autocast_returns_float32_grads_for_float32_params():
 @pytest.mark.parametrize("knobs", [{}, dict(lambda_top=0.2, lambda_tail=-0.3, k=3)])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_gradcheck_float64(knobs, reduction):
-    """With beta = 0 the surrogate's value has exactly the SPEC gradient (lam is piecewise constant)."""
+    """With beta = 0 the surrogate's value has exactly the gradient of docs/method/loss.md (lam is
+    piecewise constant)."""
     h, w, b, t = make_inputs(shape=(6,), hidden=3, vocab=7, seed=8, ignore_frac=0.3)
 
     def fused(h, w, b):

@@ -52,7 +52,7 @@ def fused(h, w, b, t, reduction, cap, chunk=16, **knobs):
 
 
 def reference(h, w, b, t, reduction, cap, spec=False, **knobs):
-    """float64 reference on explicit logits (the library's reference, or the SPEC transcription)."""
+    """float64 reference on explicit logits (the library's reference, or docs/method/loss.md transcribed)."""
     hd, wd, bd = (x.double() for x in (h, w, b))
     z = capped_logits(hd, wd, bd, *cap)
     loss = (reference_loss if spec else shaped_cross_entropy)(z, t, reduction=reduction, **knobs)

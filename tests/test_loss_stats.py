@@ -35,7 +35,7 @@ def make_logits(n=90, vocab=211, seed=0, dtype=torch.float64, ignore_frac=0.2):
 
 
 def direct(z, t, knobs):
-    """grad_shift by autograd of the reference and of torch's CE; w from the SPEC formula."""
+    """grad_shift by autograd of the reference and of torch's CE; w from docs/method/loss.md's formula."""
     z = z.detach().double().requires_grad_()
     (g_shaped,) = torch.autograd.grad(shaped_cross_entropy(z, t, reduction="sum", **knobs), z)
     (g_ce,) = torch.autograd.grad(F.cross_entropy(z, t, reduction="sum", ignore_index=-100), z)

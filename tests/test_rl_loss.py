@@ -1,4 +1,4 @@
-"""The GRPO loss of SPEC section 3 (shapedce.train.grpo) on hand-made numbers: token-level
+"""The GRPO loss of docs/method/pipeline.md (shapedce.train.grpo) on hand-made numbers: token-level
 aggregation, clip-higher with its low / high clip counts, no KL; advantages and the group filter.
 
     python -m pytest tests/test_rl_loss.py -q

@@ -128,7 +128,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True, slots=True)
 class MidtrainConfig:
-    """How `shapedce midtrain` derives its run from a pre-training run (SPEC section 2)."""
+    """How `shapedce midtrain` derives its run from a pre-training run (docs/method/pipeline.md)."""
 
     steps: int = 320
     """Mid-training optimizer steps (the compute of 160 x 4,096 tokens in 320 steps of 2,048: twice
@@ -149,6 +149,7 @@ class MidtrainConfig:
     """"builtin-v2" (the built-in world's reasoning-heavy mix midtrain-v2, every problem worked) or a
     local data path."""
     n_docs: int = 12000
+    """Documents generated for the built-in mid-training corpus."""
 
 
 @dataclass(kw_only=True, slots=True)

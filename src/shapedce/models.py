@@ -7,7 +7,7 @@
     total, active = param_counts("moe-10b-a0.5b")         # counted on the meta device, no memory
     set_rope_theta(model, 1e6)                            # mid-training RoPE base (config AND inv_freq)
 
-Flavors (SPEC section 2): CPU flavors `tiny`, `tiny-moe`, `small`, `small-moe` (max positions 2048)
+Flavors (docs/method/pipeline.md): CPU flavors `tiny`, `tiny-moe`, `small`, `small-moe` (max positions 2048)
 and the paper's `1b`, `4b`, `moe-5b-a0.3b`, `moe-10b-a0.5b`, `moe-20b-a1b` with the Qwen3 vocabulary
 (151936) and 16384 positions, so mid-training at sequence length 16384 needs no override.
 Every flavor: RoPE base 1e4, no dropout, use_cache=True, float32, tied input/output embeddings.
@@ -46,8 +46,9 @@ from .errors import UserError, check_int, check_real
 QWEN3_VOCAB = 151936
 """Size of the Qwen3 tokenizer's embedding table (vocabulary padded to a multiple of 128)."""
 ROPE_THETA = 1e4
-"""RoPE base of pre-training (SPEC section 2); mid-training raises it to 1e6 with `set_rope_theta`."""
-"""RoPE base of mid-training (SPEC section 2)."""
+"""RoPE base of pre-training (docs/method/pipeline.md); mid-training raises it to 1e6
+(`set_rope_theta`)."""
+"""RoPE base of mid-training (docs/method/pipeline.md)."""
 
 
 def _common(*, vocab: int, positions: int) -> dict[str, Any]:
@@ -153,7 +154,7 @@ FLAVORS: dict[str, PretrainedConfig] = {
         experts=16,
         top_k=4,
     ),
-    # Paper flavors (SPEC section 2). 4b is the Qwen3-4B shape; 1b sits between Qwen3-0.6B and 1.7B.
+    # Paper flavors (docs/method/pipeline.md). 4b is the Qwen3-4B shape; 1b sits between Qwen3-0.6B and 1.7B.
     "1b": _dense(**_PAPER, hidden=1536, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=4096),
     "4b": _dense(**_PAPER, hidden=2560, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=9728),
     # MoE: Qwen3-MoE layout (query width 2 x hidden, 4 KV heads, head_dim 128), 256 experts, top-8.

@@ -1,4 +1,4 @@
-"""Evaluation: pass@k, avg@m and cons@m over m samples per prompt (SPEC section 4).
+"""Evaluation: pass@k, avg@m and cons@m over m samples per prompt (docs/method/evaluation.md).
 
     from shapedce.eval import pass_at_k, summarize
     summarize([[("7", True), ("8", False)], [(None, False), ("3", True)]])   # avg@2, cons@2, pass@1, pass@2

@@ -1,4 +1,4 @@
-"""Sample-based evaluation metrics (SPEC section 4): pass@k, avg@m, cons@m, and their summary.
+"""Sample-based evaluation metrics (docs/method/evaluation.md): pass@k, avg@m, cons@m, and their summary.
 
     from shapedce.eval.metrics import pass_at_k, pass_at_k_curve, summarize
     pass_at_k(n=16, c=3, k=4)              # unbiased: 1 - C(n-c, k) / C(n, k) = 0.6071...

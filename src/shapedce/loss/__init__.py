@@ -1,4 +1,4 @@
-"""The reward-shaped next-token loss (SPEC section 1): public API.
+"""The reward-shaped next-token loss (docs/method/loss.md): public API.
 
     from shapedce.loss import ShapedLoss, shaped_cross_entropy, fused_linear_shaped_cross_entropy
 

@@ -7,7 +7,7 @@
 Pure data: no torch, no other loss module. `shapedce.loss.ShapedLoss` is this class plus the two
 calls (reference on logits, fused on hidden states); the entropy controller is `shapedce.loss.control`.
 
-The knobs (SPEC section 1):
+The knobs (docs/method/loss.md):
   beta        positive channel; w = pi_x ** (1 - (1 - pi_x) ** beta). 0 is CE, < 0 sharpens
               ("precision"), > 0 flattens ("diversity"), +inf is DFT (w = pi_x). Must be >= -1.
   lambda_top  reward of the top-k negatives (a in TopK(pi, k), a != target).
@@ -62,7 +62,7 @@ def check_reduction(reduction: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LossConfig:
-    """The reward-shaped next-token loss of SPEC section 1, as validated, immutable knobs."""
+    """The reward-shaped next-token loss of docs/method/loss.md, as validated, immutable knobs."""
 
     beta: float | str = 0.0
     """Positive-channel exponent. 0 = cross-entropy; -0.25 = the paper's "precision";

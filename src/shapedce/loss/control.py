@@ -11,7 +11,7 @@
 
 Why: the paper picks beta by grid search; what a practitioner wants is an entropy level. This is
 SAC's automatic temperature moved to the positive channel: the knob that raises entropy (beta;
-higher beta = flatter, SPEC section 1) is adjusted online from the entropy the loss already
+higher beta = flatter, docs/method/loss.md) is adjusted online from the entropy the loss already
 measures in the same pass, so the controller costs nothing extra.
 
 The law, once per optimizer step, with H the step's token-weighted mean entropy (nats):
@@ -44,7 +44,7 @@ from .config import LossConfig, check_control
 from .shaped import ShapedLoss
 
 BETA_MIN = -1.0
-"""Lower bound of beta: the ground-truth weight is bounded only for beta >= -1 (SPEC section 1)."""
+"""Lower bound of beta: the ground-truth weight is bounded only for beta >= -1 (docs/method/loss.md)."""
 
 
 @dataclass(slots=True)

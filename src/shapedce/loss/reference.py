@@ -4,13 +4,13 @@
     loss = shaped_cross_entropy(logits, targets, beta=-0.25)               # "precision"
     loss, stats = shaped_cross_entropy(logits, targets, lambda_tail=-0.1, k=100, return_stats=True)
 
-Per non-ignored position t with target x (SPEC section 1), everything in brackets detached:
+Per non-ignored position t with target x (docs/method/loss.md), everything in brackets detached:
 
     w      = [pi_x ** (1 - (1 - pi_x) ** beta)]
     lam_a  = [lambda_top if a in TopK(z, k) else lambda_tail],  lam_x = 0
     loss_t = -( w * log pi_x + sum_a lam_a * pi_a )
 
-Autograd then yields the SPEC's gradient -(w (1[j=x] - pi_j) + lam_j pi_j - pi_j S). This path
+Autograd then yields the gradient of docs/method/loss.md -(w (1[j=x] - pi_j) + lam_j pi_j - pi_j S). This path
 holds [N, V] float32 copies of the logits; use `fused_linear_shaped_cross_entropy` to avoid that.
 """
 

@@ -77,7 +77,7 @@ def top_k(z: Tensor, k: int) -> torch.return_types.topk | None:
     """Values and indices of each row's k largest logits, or None when k >= V (all are "top").
 
     K_t is exactly the k indices torch.topk returns (ties at the k-th value go either way, as
-    SPEC allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
+    docs/method/loss.md allows). Unsorted torch.topk is the cheapest exact way on CPU we measured: about 3-4
     exp() passes over the row, where torch.kthvalue costs ~16 (benchmarks/bench_loss.py --topk).
     """
     if k >= z.shape[-1]:
@@ -176,7 +176,7 @@ def grad_shift_rows(
     """Per row, ||g_shaped - g_ce||^2 and ||g_ce||^2 of the logit gradients, float64, from row statistics.
 
     g_ce_j = pi_j - 1[j=x] is cross-entropy's gradient, g_shaped_j = pi_j (w + S - lam_j) - w 1[j=x]
-    the shaped loss's (SPEC section 1, lam_x = 0). Their difference is
+    the shaped loss's (docs/method/loss.md, lam_x = 0). Their difference is
         j = x:        (w - 1)(pi_x - 1) + pi_x S    = -(w - 1) q + pi_x S      (q = 1 - pi_x)
         j in K, != x: pi_j (w + S - 1 - lambda_top) = pi_j a_top
         j not in K:   pi_j (w + S - 1 - lambda_tail) = pi_j a_tail

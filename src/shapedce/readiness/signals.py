@@ -7,7 +7,7 @@
 
 Per task, on `problems` held-out test prompts (shapedce.tasks):
   - the Pass@k curve and Avg@m of `samples` completions at temperature 1.0, top-p 1.0 (what
-    on-policy RL samples from, SPEC section 3), through shapedce.eval's sampler and verifiers;
+    on-policy RL samples from, docs/method/pipeline.md), through shapedce.eval's sampler and verifiers;
   - teacher-forced on the reference continuation (the worked solution, meta["solution"], where
     the task has one, else " " + answer): top-k coverage = share of its tokens inside the model's
     top-k at their position (k = 1, 5, 20; ties at the k-th logit count as inside), their mean

@@ -1,8 +1,8 @@
 """The report of a `shapedce reproduce` directory, from its files alone (no torch is imported here).
 
 load.py (read the files), tdist.py (Student t, power, MDE), stats.py (seed-paired checks, Holm,
-verdict rules), verdicts.py (SPEC section 5 findings as checks; verdicts.json), plots.py (matplotlib
-figures), render.py (report.md; `shapedce report DIR`).
+verdict rules), verdicts.py (the findings of docs/method/statistics.md as checks; verdicts.json),
+plots.py (matplotlib figures), render.py (report.md; `shapedce report DIR`).
 
     from shapedce.report import write_report
     write_report("runs/reproduce")          # runs/reproduce/report.md, verdicts.json and PNGs

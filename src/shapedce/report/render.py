@@ -6,10 +6,10 @@ the checks pair) and the PNG figures, from the grid's files alone.
 
 Sections: the grid's settings and the statistical design (`design_lines`); per model the figures, a
 summary table per stage (mean and 95% interval over seeds of Avg@m, Cons@m, Pass@k on the RL task,
-Avg@m of the other tasks, perplexity, entropy and tail mass on held-out text), and every finding of
-SPEC section 5 with its checks: estimate, interval, p and Holm-adjusted p, margin, MDE, seeds needed,
-verdict. Dense and MoE models get their own sections. verdicts.json holds the same checks (schema in
-`verdicts.verdicts_json`).
+Avg@m of the other tasks, perplexity, entropy and tail mass on held-out text), and every finding
+of docs/method/statistics.md with its checks: estimate, interval, p and Holm-adjusted p, margin,
+MDE, seeds needed, verdict. Dense and MoE models get their own sections. verdicts.json holds the
+same checks (schema in `verdicts.verdicts_json`).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _pretrain_only(grid: GridRecord) -> str:
 
 
 def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
-    """The report's preamble: how every finding is judged (SPEC section 6)."""
+    """The report's preamble: how every finding is judged (docs/method/statistics.md)."""
     seeds = len({r.seed for r in grid.runs})
     n_dir = sum(c.kind == "direction" and c.p is not None for f in found for c in f.checks)
     n_abs = sum(c.p_absent is not None for f in found for c in f.checks)

@@ -1,4 +1,4 @@
-"""The report's statistics: seed-paired checks, their verdicts, Holm's adjustment, MDEs (SPEC section 6).
+"""The report's statistics: seed-paired checks, verdicts, Holm's adjustment, MDEs (docs/method/statistics.md).
 
     from shapedce.report.stats import direction, parity, judge, decide, second_look
     checks = [direction("Avg@8 after RL", "precision", "ce", diffs=[0.02, 0.05, 0.01], expect=+1),

@@ -1,4 +1,4 @@
-"""The paper's findings (SPEC section 5) as seed-paired checks on a grid's own numbers (SPEC section 6).
+"""The paper's findings as seed-paired checks on a grid's own numbers (docs/method/statistics.md).
 
     from shapedce.report.verdicts import judged_findings, verdicts_json
     found = judged_findings(grid_record)          # every model's findings, Holm over all direction checks

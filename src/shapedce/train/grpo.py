@@ -1,4 +1,4 @@
-"""The GRPO pieces of SPEC section 3 as plain torch functions: advantages, the group filter,
+"""The GRPO pieces of docs/method/pipeline.md as plain torch functions: advantages, the group filter,
 per-token log-probabilities and the token-level clip-higher loss. No trainer, no TRL.
 
     from shapedce.train.grpo import group_advantages, informative, token_logps, clipped_loss
@@ -75,8 +75,8 @@ def clipped_loss(
     eps_high: float,
     num_tokens: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """SPEC section 3's loss over these rows, divided by `num_tokens` (the mini-batch's count over all
-    processes). adv: [rows]; mask: [rows, T] (0 for padding and masked-out completions).
+    """The loss of docs/method/pipeline.md over these rows, divided by `num_tokens` (the mini-batch's
+    count over all processes). adv: [rows]; mask: [rows, T] (0 for padding and masked-out completions).
     Returns (loss, sums: tokens, clipped_low, clipped_high) — sums over these rows, to be added up."""
     rho = torch.exp(logp - old_logp)
     a = adv[:, None].to(logp.dtype)

@@ -62,7 +62,7 @@ RESUME_FIXED = ("stage", "model", "data")
 
 
 def midtrain_config(pre: RunConfig, from_dir: Path, overrides: list[str] = ()) -> RunConfig:
-    """The mid-training run derived from a pre-training run's config (SPEC section 2).
+    """The mid-training run derived from a pre-training run's config (docs/method/pipeline.md).
 
     `midtrain.*` overrides apply before the derivation (so `midtrain.rope_theta=1e4` sets the
     model's RoPE base), every other override after it.

@@ -6,7 +6,7 @@
     torchrun --standalone --nproc-per-node 8 -m shapedce rl --from ... --out ... --preset paper
     torchrun --standalone --nproc-per-node 8 -m shapedce rl --from ... --out ... parallel=fsdp   # sharded
 
-How our GRPO departs from textbook GRPO (Shao et al. 2024), as the paper runs it (SPEC section 3):
+How our GRPO departs from textbook GRPO (Shao et al. 2024), as the paper runs it (docs/method/pipeline.md):
   - no KL term and no reference model;
   - clip-higher: ratio clipped to [1 - 0.2, 1 + 0.28] (`epsilon_low`, `epsilon_high`, DAPO);
   - token-level loss: sum over every completion token of a mini-batch, divided by the mini-batch's
