@@ -149,9 +149,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     grid = load_grid(args.preset, [*flags, *args.overrides])
     out = Path(args.out)
     if not args.dry_run:
-        from .reproduce.memory import check_grid
+        from .reproduce.memory import check_grid as check_memory
 
-        check_grid(grid, force=args.force, device_gib=args.device_gib)
+        check_memory(grid, force=args.force, device_gib=args.device_gib)
     if args.dry_run:
         print(describe(grid, check_grid(grid, out), args.preset))
         return 0

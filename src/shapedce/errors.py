@@ -116,16 +116,16 @@ DOCS_MAX = 10**8
 """Most documents of a generated (built-in) corpus: about 20 GB of text held in memory."""
 
 
-def seed_ok(value: object) -> bool:
+def seed_ok(value: int) -> bool:
     """An integer seed every generator accepts (see `SEED_MAX`)."""
     return is_int(value) and 0 <= value <= SEED_MAX
 
 
-def finite(value: object) -> bool:
+def finite(value: float) -> bool:
     """A real number that is neither NaN nor infinite."""
     return is_real(value) and math.isfinite(value)
 
 
-def temperature_ok(value: object, greedy: bool = False) -> bool:
+def temperature_ok(value: float, greedy: bool = False) -> bool:
     """A finite temperature >= `TEMPERATURE_MIN` (or exactly 0 = greedy when `greedy`)."""
     return finite(value) and (value >= TEMPERATURE_MIN or (greedy and value == 0))

@@ -7,6 +7,8 @@ Only row statistics and one [C, V] buffer (two with a softcap) exist at a time, 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -58,12 +60,13 @@ def chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bo
     log_p = z_x - m.squeeze(1) - log_sum  # log pi_x
     log_q = sum_neg.log() - log_sum  # log(1 - pi_x); -inf when pi_x == 1 in floating point
     p_x = log_p.exp()
-    w64 = ground_truth_weight(log_p, log_q, knobs.beta)
+    w64 = ground_truth_weight(log_p, log_q, cast(float, knobs.beta))  # a number here: auto is resolved
     w = w64.to(z.dtype)
     s = torch.zeros_like(w)
     if need_topk and top is None:  # k >= V: every token is in the top-k
         mass_top, x_in_top = torch.ones_like(w), torch.ones_like(w, dtype=torch.bool)
     elif need_topk:
+        assert top is not None
         mass_top = (top.values - m).exp_().sum(1) / sum_all
         x_in_top = (top.indices == x1).any(1)
     if knobs.uses_topk:
@@ -73,6 +76,7 @@ def chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bo
     sums = token = None
     if want_stats:
         entropy = log_sum - torch.special.xlogy(e, e).sum(1) / sum_all
+        assert negatives is not None
         top_sum, top_sq, tail_sum, tail_sq = negatives
         total = sum_all.double()
         # S again, from the negatives' own sums: exact to rounding even where pi_x ~ 1 (1 - mass_top is not)
