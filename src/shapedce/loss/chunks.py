@@ -175,16 +175,21 @@ def run_chunks(
         if sums is not None:
             add_stats(stats, sums)
         if want_grad:
-            g = buf[:c].to(weight.dtype)
-            if grad_h is not None:
-                torch.mm(g, weight, out=grad_h[start:end])
-            if grad_w is not None and grad_w.dtype == g.dtype:
-                grad_w.addmm_(g.t(), hc)
-            elif grad_w is not None:  # float32 accumulator for low-precision weights
-                grad_w.add_(g.t() @ hc)
-            if grad_b is not None:
-                grad_b.add_(g.sum(0))
+            head_grads(buf[:c].to(weight.dtype), weight, hc, start, grad_h, grad_w, grad_b)
     return stats
+
+
+def head_grads(g: Tensor, weight: Tensor, hc: Tensor, start: int, grad_h, grad_w, grad_b) -> None:
+    """One chunk's share of the head's gradients from its dloss/dlogits g [C, V]: grad_h's rows
+    start..start+C written, grad_w and grad_b accumulated (float32 accumulators for low precision)."""
+    if grad_h is not None:
+        torch.mm(g, weight, out=grad_h[start : start + g.shape[0]])
+    if grad_w is not None and grad_w.dtype == g.dtype:
+        grad_w.addmm_(g.t(), hc)
+    elif grad_w is not None:
+        grad_w.add_(g.t() @ hc)
+    if grad_b is not None:
+        grad_b.add_(g.sum(0))
 
 
 def grad_buffers(h, weight, bias, needs, cd):

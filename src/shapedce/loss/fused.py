@@ -34,10 +34,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import UserError, check_int, check_real
+from ..errors import check_int, check_real
 from .chunks import CHUNK_ELEMENTS, default_chunk_rows, grad_buffers, run_chunks
 from .config import LossConfig, check_reduction
-from .rows import check_float, check_targets, check_token_weights, compute_dtype, stats_dict
+from .rows import check_head, check_token_weights, compute_dtype, stats_dict
 
 __all__ = ["CHUNK_ELEMENTS", "default_chunk_rows", "fused_linear_shaped_cross_entropy"]
 
@@ -176,17 +176,7 @@ def fused_linear_shaped_cross_entropy(
     check_real("logit_scale", logit_scale, 0.0, lo_open=True)
     if softcap is not None:
         check_real("softcap", softcap, 0.0, lo_open=True)
-    check_float(hidden, "hidden")
-    check_float(weight, "weight")
-    if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
-        raise UserError(
-            f"weight must be [V, H] with H = hidden.shape[-1]; "
-            f"got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
-        )
-    vocab = weight.shape[0]
-    if bias is not None and tuple(bias.shape) != (vocab,):
-        raise UserError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
-    check_targets(targets, hidden.shape[:-1], vocab, ignore_index, "hidden")
+    vocab = check_head(hidden, weight, bias, targets, ignore_index)
     if chunk_size is not None:
         check_int("chunk_size", chunk_size, 1)
     check_token_weights(token_weights, targets)

@@ -63,6 +63,25 @@ def check_token_weights(token_weights: Tensor | None, targets: Tensor) -> None:
         raise UserError("token_weights must be finite (no NaN or inf)")
 
 
+def check_head(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, ignore_index: int
+) -> int:
+    """The fused paths' inputs: float hidden [..., H], weight [V, H], bias [V] or None, targets of
+    hidden's leading shape in [0, V) or ignore_index. Returns V; one-line UserError otherwise."""
+    check_float(hidden, "hidden")
+    check_float(weight, "weight")
+    if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
+        raise UserError(
+            f"weight must be [V, H] with H = hidden.shape[-1]; "
+            f"got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
+        )
+    vocab = weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (vocab,):
+        raise UserError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
+    check_targets(targets, hidden.shape[:-1], vocab, ignore_index, "hidden")
+    return vocab
+
+
 def check_float(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
         raise UserError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")

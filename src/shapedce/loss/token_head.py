@@ -32,10 +32,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import UserError, check_int, check_real
-from .chunks import default_chunk_rows
+from ..errors import check_int, check_real
+from .chunks import default_chunk_rows, head_grads
 from .chunks import transform as _transform
-from .rows import check_float, check_targets, compute_dtype
+from .rows import check_head, compute_dtype
 
 
 class TokenHeadOutput(NamedTuple):
@@ -173,15 +173,7 @@ class _TokenHead(torch.autograd.Function):
                 t.mul_(factor)
                 if dcap is not None:
                     t.mul_(dcap)
-                g, hc = t.to(weight.dtype), h[start:end]
-                if grad_h is not None:
-                    torch.mm(g, weight, out=grad_h[start:end])
-                if grad_w is not None and grad_w.dtype == g.dtype:
-                    grad_w.addmm_(g.t(), hc)
-                elif grad_w is not None:  # float32 accumulator for low-precision weights
-                    grad_w.add_(g.t() @ hc)
-                if grad_b is not None:
-                    grad_b.add_(g.sum(0))
+                head_grads(t.to(weight.dtype), weight, h[start:end], start, grad_h, grad_w, grad_b)
         if grad_h is not None and valid.numel() != ctx.n_all:
             grad_h = grad_h.new_zeros(ctx.n_all, grad_h.shape[1]).index_copy_(0, valid, grad_h)
         hid_dtype, w_dtype = ctx.dtypes
@@ -215,17 +207,7 @@ def token_head(
         check_int("tail_k", tail_k, 1)
     if chunk_size is not None:
         check_int("chunk_size", chunk_size, 1)
-    check_float(hidden, "hidden")
-    check_float(weight, "weight")
-    if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
-        raise UserError(
-            f"weight must be [V, H] with H = hidden.shape[-1]; "
-            f"got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
-        )
-    vocab = weight.shape[0]
-    if bias is not None and tuple(bias.shape) != (vocab,):
-        raise UserError(f"bias must have shape ({vocab},); got {tuple(bias.shape)}")
-    check_targets(targets, hidden.shape[:-1], vocab, ignore_index, "hidden")
+    vocab = check_head(hidden, weight, bias, targets, ignore_index)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):  # GEMMs in the autocast dtype, the softmax in float32
         dt = torch.get_autocast_dtype(device_type)

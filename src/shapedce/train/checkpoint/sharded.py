@@ -99,7 +99,7 @@ def save_sharded_checkpoint(
 
 def model_from_checkpoint_config(path: Path) -> torch.nn.Module:
     """A model with the checkpoint's architecture (weights are loaded afterwards by `load_sharded`)."""
-    from ..data.pretrained import load_auto_config, model_from_config
+    from ...data.pretrained import load_auto_config, model_from_config
 
     return model_from_config(load_auto_config(path)).to(torch.float32)
 
