@@ -35,17 +35,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
-
-import yaml
 
 from ..config import RunConfig, build_config, load_run_config
 from ..errors import UserError
 from ..models import flavor_config
 from ..rundir import FINAL, StageDir, prepare_out
 from . import dist as dist_
-from .checkpoint import Checkpointer, check_resume_config, lock_stage
+from .checkpoint import Checkpointer, lock_stage
 from .dist import Dist
 from .lm_trainer import (  # noqa: F401 - re-exported: the training API of this stage
     LMTrainer,
@@ -97,34 +94,11 @@ def _max_positions(cfg: RunConfig, init_from: Path | None, resume_from: Path | N
     return flavor_config(cfg.model.flavor).max_position_embeddings
 
 
-def _decide(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
-    """Rank 0's decision (`Checkpointer.decide`): the checkpoint to resume from, or None for a
-    fresh start; UserError if refused (a `--resume` override changing the model or data shape too)."""
-    resume_from = Checkpointer(stage, d, cfg.train.keep_last).decide(resume)
-    if resume_from is None and resume:
-        print(
-            f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
-            file=sys.stderr,
-        )
-    if resume_from is not None and stage.config.is_file():
-        saved = yaml.safe_load(stage.config.read_text())
-        if isinstance(saved, dict):
-            check_resume_config(saved, cfg.to_dict(), RESUME_FIXED, stage.config)
-    return resume_from
-
-
 def _claim_folder(cfg: RunConfig, stage: StageDir, resume: bool, d: Dist) -> Path | None:
-    """Rank 0 decides fresh start or resume (`_decide`), every rank follows; a fresh start in a
-    folder an earlier start wrote to drops that start's derived files."""
-    outcome: Path | UserError | None = None
-    if d.main:
-        try:
-            outcome = _decide(cfg, stage, resume, d)
-        except UserError as err:
-            outcome = err
-    outcome = dist_.gather_objects(d, outcome)[0]
-    if isinstance(outcome, UserError):
-        raise outcome
+    """The checkpoint to resume from, or None for a fresh start (`Checkpointer.claim`: a `--resume`
+    override changing the model or data shape is refused); a fresh start in a folder an earlier
+    start wrote to drops that start's derived files."""
+    outcome = Checkpointer(stage, d, cfg.train.keep_last).claim(resume, cfg.to_dict(), RESUME_FIXED)
     if outcome is None and d.main and stage.started():
         for leftover in (stage.metrics, stage.tokenizer, stage.cache, stage.path / "tb"):
             if leftover.is_dir():

@@ -45,13 +45,11 @@ clip_frac_high, lr, grad_norm; val rows: held-out avg_at_k, cons_at_k, pass_at_k
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..errors import UserError
 from ..eval.loading import resolve_model_dir
@@ -61,7 +59,7 @@ from ..eval.scoring import score_task
 from ..rundir import StageDir, prepare_out
 from ..tasks import get_task, get_tasks
 from . import dist as dist_
-from .checkpoint import Checkpointer, check_resume_config, lock_stage
+from .checkpoint import Checkpointer, lock_stage
 from .metrics import MetricsLog
 from .rl_config import RLConfig
 from .rl_rollout import DynamicSamplingError
@@ -210,32 +208,10 @@ def run_rl(
         dist_.teardown(d)
 
 
-def _decide(cfg: RLConfig, stage: StageDir, resume: bool, d: dist_.Dist) -> Path | None:
-    """Rank 0: the checkpoint to resume from, or None for a fresh start (`Checkpointer.decide`)."""
-    resume_from = Checkpointer(stage, d, cfg.save_total_limit).decide(resume)
-    if resume and resume_from is None:  # stopped before its first checkpoint: a folder is never stuck
-        print(
-            f"resume: no checkpoint in {stage.checkpoints}; starting the run from the beginning",
-            file=sys.stderr,
-        )
-    if resume_from is not None and stage.config.is_file():
-        saved = yaml.safe_load(stage.config.read_text())
-        if isinstance(saved, dict):
-            check_resume_config(saved, cfg.to_dict(), RESUME_FIXED, stage.config)
-    return resume_from
-
-
 def _claim_folder(cfg: RLConfig, stage: StageDir, resume: bool, d: dist_.Dist) -> Path | None:
-    """Rank 0 decides, every rank follows; a fresh start drops an earlier start's metrics."""
-    outcome: Path | UserError | None = None
-    if d.main:
-        try:
-            outcome = _decide(cfg, stage, resume, d)
-        except UserError as err:
-            outcome = err
-    outcome = dist_.gather_objects(d, outcome)[0]
-    if isinstance(outcome, UserError):
-        raise outcome
+    """The checkpoint to resume from, or None for a fresh start (`Checkpointer.claim`); a fresh start
+    drops an earlier start's metrics."""
+    outcome = Checkpointer(stage, d, cfg.save_total_limit).claim(resume, cfg.to_dict(), RESUME_FIXED)
     if outcome is None and d.main and stage.metrics.exists():  # rows of a start that saved no checkpoint
         stage.metrics.unlink()
     return outcome

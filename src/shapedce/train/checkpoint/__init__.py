@@ -29,11 +29,13 @@ other process writes the folder meanwhile.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ...config import parse_yaml
 from ...errors import UserError
 from ...models import check_finite_weights
 from ...rundir import StageDir
@@ -116,6 +118,30 @@ class Checkpointer:
                 )
             return None
         return select_checkpoint(self.root)
+
+    def claim(self, resume: bool, config: dict[str, Any], fixed: tuple[str, ...]) -> Path | None:
+        """Every rank: rank 0 `decide`s and checks that the `--resume` overrides in `config` change
+        none of the `fixed` settings the checkpoint was trained with (`check_resume_config`); every
+        rank follows its answer, a refusal included (one UserError on every rank)."""
+        outcome: Path | UserError | None = None
+        if self.d.main:
+            try:
+                outcome = self.decide(resume)
+                if resume and outcome is None:  # stopped before its first checkpoint: never stuck
+                    print(
+                        f"resume: no checkpoint in {self.root}; starting the run from the beginning",
+                        file=sys.stderr,
+                    )
+                if outcome is not None and self.stage.config.is_file():
+                    saved = parse_yaml(self.stage.config.read_text(), str(self.stage.config))
+                    if isinstance(saved, dict):
+                        check_resume_config(saved, config, fixed, self.stage.config)
+            except UserError as err:
+                outcome = err
+        outcome = dist_.gather_objects(self.d, outcome)[0]
+        if isinstance(outcome, UserError):
+            raise outcome
+        return outcome
 
     # ------------------------------------------------------------------------------ reading
     def start_model(self, path: Path) -> torch.nn.Module:
