@@ -15,6 +15,7 @@ from shapedce.eval.sample import SamplingConfig
 from shapedce.eval.sample_step import _nucleus, pick_tokens
 from shapedce.hf import patch_causal_lm
 from shapedce.models import build_model
+from shapedce.reproduce.scheduler import worker_threads
 from shapedce.train.lm_trainer import make_optimizer
 
 
@@ -81,3 +82,10 @@ def test_foreach_adamw_matches_the_per_parameter_loop_bit_for_bit():
     (loss_a, params_a), (loss_b, params_b) = results
     assert loss_a == loss_b
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+
+@pytest.mark.parametrize(("jobs", "cores"), [(5, 2), (5, 16), (50, 64), (64, 64), (3, 7), (1, 1)])
+def test_worker_threads_leave_no_core_without_a_worker(jobs, cores):
+    threads = [worker_threads(slot, jobs, cores) for slot in range(jobs)]
+    assert min(threads) >= 1 and max(threads) - min(threads) <= 1
+    assert sum(threads) == max(jobs, cores)  # every core has a thread; more jobs time-share them
