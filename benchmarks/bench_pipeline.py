@@ -247,7 +247,8 @@ def main() -> None:
         trained = Path(args.trained) if args.trained else None
         late = None
         if trained is not None:
-            late = max((trained / "pre" / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))
+            ckpts = sorted((trained / "pre" / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))
+            late = ckpts[-2] if len(ckpts) > 1 else ckpts[-1]  # the newest before the run's last step
         torch.manual_seed(0)
         pre = lm_stage(meter, "pre-training", pre_cfg, root / "pretrain", args.steps, None, late)
         pre_dir = trained / "pre" if trained is not None else root / "pretrain"

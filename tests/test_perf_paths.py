@@ -14,6 +14,7 @@ from shapedce.config import load_config
 from shapedce.eval.sample import SamplingConfig
 from shapedce.eval.sample_step import _nucleus, pick_tokens
 from shapedce.hf import patch_causal_lm
+from shapedce.loss.chunks import xlogx_row_sums
 from shapedce.models import build_model
 from shapedce.reproduce.scheduler import worker_threads
 from shapedce.train.lm_trainer import make_optimizer
@@ -89,3 +90,15 @@ def test_worker_threads_leave_no_core_without_a_worker(jobs, cores):
     threads = [worker_threads(slot, jobs, cores) for slot in range(jobs)]
     assert min(threads) >= 1 and max(threads) - min(threads) <= 1
     assert sum(threads) == max(jobs, cores)  # every core has a thread; more jobs time-share them
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 31, 32, 33, 97])  # around and across the block size
+def test_blocked_xlogx_row_sums_equal_the_one_shot_expression(rows, dtype):
+    g = torch.Generator().manual_seed(rows)
+    z = torch.randn(rows, 1001, generator=g, dtype=torch.float64).mul_(30.0).to(dtype)
+    e = (z - z.amax(1, keepdim=True)).exp()  # as the loss's chunk holds it: in (0, 1], max 1
+    e[0, :7] = 0.0  # xlogy(0, 0) = 0
+    if dtype == torch.float32:
+        e[-1, 7:20] = torch.tensor(1e-42, dtype=dtype)  # denormals
+    assert torch.equal(xlogx_row_sums(e), torch.special.xlogy(e, e).sum(1))
