@@ -12,11 +12,13 @@ a forward-only token (sampling, perplexity); the sampler's tokens are its prompt
 the same process on the tiny model's shapes (before and after the stages: the drift shows).
 
 Run from the repository root (a few minutes on one core):
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_pipeline.py
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_pipeline.py --steps 12 --problems 16
-Caveats, printed with the table: the models trained for a few steps sample until max_new_tokens
-(the real run's stop earlier at EOS: sampling costs here are upper bounds), and RL runs without
-dynamic sampling (a real run's extra sampling rounds add to RL sampling).
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_pipeline.py --trained runs/perf
+where runs/perf holds a finished `shapedce pretrain --preset tiny` run pre/ and its `shapedce midtrain`
+mid/ (late pre-training steps then resume from pre/'s checkpoint, with a same-process A/B of the
+loss's entropy row sums; RL and the evaluation sample from mid/). Caveats, printed with the table:
+without --trained the models trained for a few steps sample until max_new_tokens (a real run's
+stop earlier at EOS: sampling costs are then upper bounds), and RL runs without dynamic sampling (a
+real run's extra sampling rounds add to RL sampling).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 from shapedce.config import load_config
 from shapedce.eval import run as eval_run
+from shapedce.loss import chunks
 from shapedce.models import flavor_config
 from shapedce.rundir import StageDir
 from shapedce.train import lm_trainer, rl, rl_rollout
@@ -109,6 +112,8 @@ def lm_stage(meter: Meter, name: str, cfg, out: Path, steps: int, init_from, res
         late = lm_trainer.LMTrainer(cfg, StageDir(out.with_name(out.name + "-late")), one, *args, resume_from)
         _, late_s = timed(lambda: [late.train_step() for _ in range(steps)])
         print(f"{name}: {step_s / steps:.3f} core-s/step from the start, {late_s / steps:.3f} at {late.step}")
+        if hasattr(chunks, "xlogx_row_sums"):  # absent before the blocked entropy
+            print(ab_entropy(late))
         step_s, scale = step_s + late_s, scale / 2
     model, val_seqs = trainer.model, trainer.val_seqs
     val = lambda: lm_trainer.evaluate_lm(model, val_seqs, t.val_sequences, t.micro_batch, dev, None)  # noqa: E731
@@ -203,6 +208,26 @@ def eval_stage(meter: Meter, model_dir: Path, out: Path, problems: int, n_evals:
     meter.add("evaluation (setup)", secs - counted, 0.0, n_evals)
 
 
+def ab_entropy(trainer, rounds: int = 3, steps: int = 3) -> str:
+    """Same-process A/B of the loss's entropy row sums: one-shot xlogy (before) against the blocked
+    `xlogx_row_sums` (now), on whole pre-training steps, interleaved rounds."""
+    blocked, one_shot = chunks.xlogx_row_sums, lambda e: torch.special.xlogy(e, e).sum(1)
+    times: dict[str, float] = {"one-shot": 0.0, "blocked": 0.0}
+    try:
+        for _ in range(rounds):
+            for name, fn in (("one-shot", one_shot), ("blocked", blocked)):
+                chunks.xlogx_row_sums = fn
+                times[name] += timed(lambda: [trainer.train_step() for _ in range(steps)])[1]
+    finally:
+        chunks.xlogx_row_sums = blocked
+    n = rounds * steps
+    return (
+        f"A/B, pre-training step (same process, {rounds} interleaved rounds x {steps} steps): entropy "
+        f"one-shot {times['one-shot'] / n:.3f} core-s, blocked {times['blocked'] / n:.3f} core-s "
+        f"(x{times['one-shot'] / times['blocked']:.2f})"
+    )
+
+
 def table(meter: Meter, rate: float) -> str:
     lines = [
         "| stage | measured core-s | model GFLOP | GEMM share | full run: core-s | full run: TFLOP |",
@@ -264,7 +289,8 @@ def main() -> None:
         f"\nfp32 GEMM rate of this thread (torch.mm, tiny-model shapes): {rate0 / 1e9:.1f} GFLOP/s before, "
         f"{rate1 / 1e9:.1f} after the stages; shares use the higher. {torch.get_num_threads()} thread, "
         f"torch {torch.__version__}.\nMeasured: {args.steps} steps per LM stage, {args.rl_steps} RL steps, "
-        f"{args.problems} problems per task; extrapolated to the tiny presets' counts.\n"
+        f"{args.problems} problems per task; extrapolated to the tiny presets' counts. RL without dynamic "
+        f"sampling{'' if trained else '; models trained for a few steps sample to max_new_tokens'}.\n"
     )
     print(table(meter, rate))
 
