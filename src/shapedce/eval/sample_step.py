@@ -71,31 +71,50 @@ def counter_uniform(row_keys: torch.Tensor, step: int, token_ids: torch.Tensor) 
 # ----------------------------------------------------------------------------- one step
 
 NUCLEUS_GUESS = 256
-"""First try the nucleus inside the top-256 tokens (torch.topk); sort the whole row only when some
-row's nucleus is wider. Sorting [64, 151936] costs ~25x a top-256 on CPU."""
+"""First try the nucleus inside the top-256 tokens (torch.topk); sort the whole row only for the rows
+whose nucleus is wider. Sorting [64, 151936] costs ~25x a top-256 on CPU."""
+
+
+def _cut(vals: torch.Tensor, idx: torch.Tensor, lse: torch.Tensor, top_p: float):
+    """(ids, scores with -inf outside the nucleus, kept count per row, the rows' total mass) of rows
+    sorted largest first."""
+    probs = (vals - lse).exp()
+    cum = probs.cumsum(-1)
+    keep = (cum - probs) < top_p  # mass before the token; the top token always stays
+    return idx, vals.masked_fill(~keep, -math.inf), keep.sum(-1), cum[:, -1]
 
 
 def _nucleus(z: torch.Tensor, top_p: float, guess: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids [B, K], scores [B, K] with -inf outside the nucleus) of scaled logits z [B, V].
 
     The nucleus keeps the most likely tokens whose probability mass before them is < top_p (at
-    least one). K is the widest nucleus of the batch; the result does not depend on `guess`.
+    least one). K is the widest nucleus of the batch; the kept (id, score) pairs do not depend on
+    `guess` (up to exact ties in z at a nucleus' edge, which either order may keep). Rows whose
+    nucleus reaches past the top `guess` are sorted whole, the others keep their top-k.
     """
     vocab = z.shape[-1]
     lse = torch.logsumexp(z, -1, keepdim=True)
-    if guess < vocab:
-        vals, idx = torch.topk(z, guess, dim=-1)  # largest first
-        probs = (vals - lse).exp()
-        cum = probs.cumsum(-1)
-        if bool((cum[:, -1] < top_p).any()):  # some nucleus reaches past `guess`: sort everything
-            guess = vocab
     if guess >= vocab:
         vals, idx = torch.sort(z, dim=-1, descending=True)
-        probs = (vals - lse).exp()
-        cum = probs.cumsum(-1)
-    keep = (cum - probs) < top_p  # mass before the token; the top token always stays
-    width = int(keep.sum(-1).max())
-    return idx[:, :width], vals[:, :width].masked_fill(~keep[:, :width], -math.inf)
+        idx, scores, kept, _ = _cut(vals, idx, lse, top_p)
+        width = int(kept.max())
+        return idx[:, :width], scores[:, :width]
+    vals, idx = torch.topk(z, guess, dim=-1)  # largest first
+    idx, scores, kept, mass = _cut(vals, idx, lse, top_p)
+    wide = mass < top_p  # the nucleus may reach past the top `guess`: only these rows are sorted
+    width = int(kept.max())
+    if not bool(wide.any()):
+        return idx[:, :width], scores[:, :width]
+    rows = wide.nonzero().squeeze(1)
+    s_vals, s_idx = torch.sort(z[rows], dim=-1, descending=True)
+    s_idx, s_scores, s_kept, _ = _cut(s_vals, s_idx, lse[rows], top_p)
+    width = max(width, int(s_kept.max()))
+    out_idx = torch.zeros(z.shape[0], width, dtype=idx.dtype, device=z.device)  # ids under -inf: unused
+    out_scores = torch.full((z.shape[0], width), -math.inf, dtype=z.dtype, device=z.device)
+    narrow = min(width, guess)
+    out_idx[:, :narrow], out_scores[:, :narrow] = idx[:, :narrow], scores[:, :narrow]
+    out_idx[rows], out_scores[rows] = s_idx[:, :width], s_scores[:, :width]
+    return out_idx, out_scores
 
 
 def pick_tokens(

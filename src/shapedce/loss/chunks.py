@@ -37,6 +37,24 @@ def default_chunk_rows(n_rows: int, vocab: int) -> int:
     return max(1, min(rows, n_rows))
 
 
+XLOGX_ROWS = 32
+"""Rows per block of `xlogx_row_sums`: a [32, V] temporary stays in cache, where one [C, V] result
+(32 MiB at C = 1024, V = 8192) is written to memory and read back."""
+
+
+def xlogx_row_sums(e: Tensor) -> Tensor:
+    """sum_j xlogy(e_ij, e_ij) per row of e [C, V]: `torch.special.xlogy(e, e).sum(1)` bit for bit
+    (each row's sum is the same reduction), XLOGX_ROWS rows at a time. ~2x faster at V = 8192."""
+    rows = e.shape[0]
+    out = torch.empty(rows, dtype=e.dtype, device=e.device)
+    tmp = torch.empty(min(XLOGX_ROWS, rows), e.shape[1], dtype=e.dtype, device=e.device)
+    for i in range(0, rows, XLOGX_ROWS):
+        block, t = e[i : i + XLOGX_ROWS], tmp[: min(XLOGX_ROWS, rows - i)]
+        torch.special.xlogy(block, block, out=t)
+        torch.sum(t, 1, out=out[i : i + XLOGX_ROWS])
+    return out
+
+
 def chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bool, want_stats: bool):
     """Loss rows, stats sums and per-row (entropy, is_top1) [C, 2] (both None without want_stats) of
     one chunk of logits z [C, V].
@@ -75,7 +93,7 @@ def chunk_rows(z: Tensor, x: Tensor, knobs: LossConfig, row_scale, want_grad: bo
 
     sums = token = None
     if want_stats:
-        entropy = log_sum - torch.special.xlogy(e, e).sum(1) / sum_all
+        entropy = log_sum - xlogx_row_sums(e) / sum_all
         assert negatives is not None
         top_sum, top_sq, tail_sum, tail_sq = negatives
         total = sum_all.double()

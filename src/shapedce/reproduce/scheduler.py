@@ -6,8 +6,9 @@
 
 Each run (model, config, seed) goes through its stages in one worker process
 (`shapedce.reproduce.stages`), its output in RUN/log.txt; up to `jobs` workers at a time, each
-with cores / jobs torch threads (tiny models scale poorly over threads, so two single-thread
-runs finish far sooner than two runs one after the other on two threads). Progress is read back
+with cores // jobs torch threads, the first cores % jobs of them one more (tiny models scale
+poorly over threads, so two single-thread runs finish far sooner than two runs one after the
+other on two threads). Progress is read back
 from the runs' own files: one overall bar over all stages with its ETA, and one bar per worker
 for the stage it is in (bars only on a terminal: tqdm's disable=None). Finished stages are skipped
 on a rerun; Ctrl-C stops the workers (each saves a checkpoint) and a rerun continues from there.
@@ -58,6 +59,13 @@ def resolve_jobs(requested: int, runs: int, cores: int | None = None) -> int:
         return 1
     cores = max(1, cores or os.cpu_count() or 1)
     return max(1, runs if runs <= 4 * cores else cores)
+
+
+def worker_threads(slot: int, jobs: int, cores: int) -> int:
+    """Torch threads of the worker in `slot` (0 <= slot < jobs) on `cores` CPU cores: cores // jobs,
+    and one more for the first cores % jobs slots, so no core is left without a worker (50 runs on
+    64 cores: 14 workers get 2 threads instead of 14 idle cores; docs/guides/performance.md)."""
+    return max(1, cores // jobs + (slot < cores % jobs))
 
 
 def _check_same_grid(grid: GridConfig, root: Path) -> None:
@@ -183,7 +191,7 @@ def reproduce(grid: GridConfig, root: Path, *, progress: bool = True, poll_s: fl
 def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, poll_s: float) -> list[Run]:
     queue = [run for run in runs if run.next_stage() is not None]
     jobs = resolve_jobs(grid.jobs, len(queue))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if not torch.cuda.is_available() else 0
+    cores = 0 if torch.cuda.is_available() else os.cpu_count() or 1
     overall = tqdm(
         total=sum(len(run.stages) for run in runs),
         initial=_stages_done(runs),
@@ -198,6 +206,7 @@ def _schedule(runs: list[Run], grid: GridConfig, root: Path, progress: bool, pol
         while queue or active:
             while queue and len(active) < jobs:
                 free = min(set(range(jobs)) - {w.slot for w in active})
+                threads = worker_threads(free, jobs, cores) if cores else 0
                 active.append(Worker(queue.pop(0), root, threads, free, progress))
             time.sleep(poll_s)
             for worker in list(active):

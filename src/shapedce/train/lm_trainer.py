@@ -57,8 +57,10 @@ def make_optimizer(model, cfg: RunConfig):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    # foreach: one multi-tensor kernel per update op, the same numbers as the per-parameter loop
+    # (torch's CPU default) bit for bit; docs/guides/performance.md
     opt = torch.optim.AdamW(
-        groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps
+        groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps, foreach=True
     )
     o = cfg.optim
     sched = torch.optim.lr_scheduler.LambdaLR(

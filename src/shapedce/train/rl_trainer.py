@@ -113,7 +113,9 @@ class RLTrainer:
         self.refresh_rollout()
 
     def _optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(module.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.AdamW(  # foreach: bit-identical to the per-parameter loop, fewer kernels
+            module.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, foreach=True
+        )
 
     @property
     def sampler(self) -> torch.nn.Module:
