@@ -13,18 +13,9 @@ from shapedce.config import PRESET_DIR, RunConfig, build_config, load_config, pr
 from shapedce.errors import UserError
 from shapedce.reproduce.grid import PRESET_DIR as GRID_PRESET_DIR
 from shapedce.reproduce.grid import SECTION_PRESETS, GridConfig, load_grid
+from shapedce.reproduce.scheduler import _flat
 from shapedce.train.rl_config import PRESET_DIR as RL_PRESET_DIR
 from shapedce.train.rl_config import RLConfig, load_rl_config
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def test_the_default_presets_resolve_to_the_dataclass_defaults():
