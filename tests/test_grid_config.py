@@ -18,12 +18,12 @@ from shapedce.loss import SETTINGS
 from shapedce.reproduce.grid import (
     eval_settings,
     load_grid,
-    load_grid_file,
     midtrain_config,
     plan,
     pretrain_config,
     rl_config,
 )
+from shapedce.reproduce.grid_file import load_grid_file
 from shapedce.train.rl_config import load_rl_config
 
 

@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "shapedce"
 
 LAYERS = [
     ["errors", "rundir"],  # imports nothing from the project
-    ["config", "loss.config", "flags"],  # typed configs (the loss knobs are a config section), their flags
+    # typed configs (the loss knobs are a config section), their flags and the YAML -> dataclass machinery
+    ["config", "loss.config", "flags", "dataclass_io"],
     ["data"],
     ["models"],
     ["loss"],

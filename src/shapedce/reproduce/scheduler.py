@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..rundir import FolderLock, GridDir, prepare_out
-from .grid import GridConfig, Run, check_grid, load_grid_file
+from .grid import GridConfig, Run, check_grid
+from .grid_file import load_grid_file
 
 GROWABLE = {
     "configs",

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..rundir import STAGES, FolderLock, GridDir, StageDir
-from .grid import GridConfig, Run, eval_settings, load_grid_file, plan, pretrain_config, rl_config
+from .grid import GridConfig, Run, eval_settings, plan, pretrain_config, rl_config
+from .grid_file import load_grid_file
 
 
 def _resume_or_restart(stage_dir: Path) -> bool:
