@@ -157,6 +157,12 @@ def _finish(plan: StagePlan, phases: dict[str, list[str]]) -> StagePlan:
     return plan
 
 
+STATE_TERMS = ["parameters", "gradients", "optimizer", "ddp_buckets"]
+"""Terms held for the whole step of a training stage."""
+LIVE_TERMS = [*STATE_TERMS, "autocast_weights", "fsdp_unsharded", "activations"]
+"""Terms alive from the forward through the backward of a training stage."""
+
+
 def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str) -> StagePlan:
     """Pre- or mid-training: one micro-batch of micro_batch x seq_len tokens per device."""
     amp = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device == "cuda")
@@ -175,14 +181,12 @@ def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str
         bf16_autocast=amp,
         activation_checkpointing=on,
     )
-    state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
-    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
     return _finish(
         plan,
         {
-            "forward": [*live, "loss_head", "head_grads"],
-            "backward": [*live, "head_grads", "backward_transient"],
-            "optimizer step": [*state, "optimizer_step_temp"],
+            "forward": [*LIVE_TERMS, "loss_head", "head_grads"],
+            "backward": [*LIVE_TERMS, "head_grads", "backward_transient"],
+            "optimizer step": [*STATE_TERMS, "optimizer_step_temp"],
         },
     )
 
@@ -219,13 +223,11 @@ def plan_rl(
         bf16_autocast=amp,
         activation_checkpointing=on,
     )
-    state = ["parameters", "gradients", "optimizer", "ddp_buckets"]
-    live = [*state, "autocast_weights", "fsdp_unsharded", "activations"]
     return _finish(
         plan,
         {
-            "head backward": [*live, "logprob_head", "attention_mask"],
-            "backward": [*live, "backward_transient", "attention_mask"],
+            "head backward": [*LIVE_TERMS, "logprob_head", "attention_mask"],
+            "backward": [*LIVE_TERMS, "backward_transient", "attention_mask"],
             "rollout": [
                 "parameters",
                 "optimizer",
