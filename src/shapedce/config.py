@@ -110,7 +110,10 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
     precision: str = "auto"
-    """"auto": float32 on CPU, bf16 autocast on GPU; or "fp32" / "bf16"."""
+    """"auto": float32 on CPU, bf16 on GPU; or "fp32" / "bf16". bf16 under torchrun with
+    train.parallel=fsdp is FSDP2's MixedPrecisionPolicy (bf16 weights all-gathered per layer and freed,
+    float32 gradient reduction, float32 sharded master weights and AdamW state); one process and ddp
+    use bf16 autocast (docs/guides/scaling.md)."""
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2 fully_shard per decoder layer: sharded
     parameters, gradients, optimizer state) or "auto" = fsdp on CUDA, ddp on CPU. One process ignores it."""

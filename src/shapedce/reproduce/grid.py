@@ -74,6 +74,8 @@ class EvalSection:
     """Held-out text tokens for perplexity, entropy and tail mass."""
     batch_size: int = 64
     """Sequences per sampling forward pass: bounds the KV cache (`shapedce plan` shows it)."""
+    dtype: str = "auto"
+    """Weights' dtype of the evaluation: "auto" (bf16 on CUDA, float32 on CPU), "bf16" or "fp32"."""
 
     def validate(self) -> EvalSection:
         check_ranges(
@@ -90,6 +92,7 @@ class EvalSection:
                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
                 ("text_tokens", self.text_tokens >= 1, ">= 1"),
                 ("batch_size", self.batch_size >= 1, ">= 1"),
+                ("dtype", self.dtype in ("auto", "bf16", "fp32"), "one of auto, bf16, fp32"),
             ],
         )
         from ..tasks import get_tasks

@@ -70,6 +70,8 @@ def make_optimizer(model, cfg: RunConfig):
 
 
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, torch.dtype | None]:
+    """The device and the bf16 dtype when `train.precision` asks for it (None: float32). How bf16 is
+    applied (autocast, or FSDP2's MixedPrecisionPolicy) is `shapedce.train.dist.autocast_dtype`."""
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is available")
@@ -164,7 +166,8 @@ class LMTrainer:
         if resume_from is not None:  # a one-process checkpoint on N ranks: its optimizer, sharded below
             make_opt = lambda m: make_optimizer(m, cfg)[0]  # noqa: E731
             full_optim = self.ckpt.full_optimizer(resume_from, self.model, make_opt)
-        self.module = dist_.wrap(self.model, d, parallel, device)
+        self.module = dist_.wrap(self.model, d, parallel, device, amp)
+        self.autocast = dist_.autocast_dtype(d, parallel, amp)  # None under FSDP2's bf16 policy
         self.opt, self.sched = make_optimizer(self.module, cfg)
         self.stream = BatchStream(self.train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
         if resume_from is not None:
@@ -211,7 +214,7 @@ class LMTrainer:
             batch = self.stream.next().to(self.device)
             with dist_.grad_sync(self.module, (j + 1) % self.per_rank == 0):
                 with torch.autocast(
-                    self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+                    self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
                 ):
                     out = self.module(
                         input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items
@@ -276,7 +279,7 @@ class LMTrainer:
                         cfg.train.val_sequences,
                         cfg.train.micro_batch,
                         self.device,
-                        self.amp,
+                        self.autocast,
                         d,
                     )
                     if log is not None:

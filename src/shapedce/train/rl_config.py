@@ -101,6 +101,11 @@ class RLConfig:
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2: parameters, gradients and optimizer state
     sharded; rollouts sample from an unsharded copy), or "auto" (fsdp on CUDA, ddp on CPU)."""
+    precision: str = "auto"
+    """"auto": float32 on CPU, bf16 on GPU; or "fp32" / "bf16" (as `train.precision` of pre-training).
+    bf16 under parallel=fsdp is FSDP2's MixedPrecisionPolicy (bf16 weights all-gathered per layer,
+    float32 gradient reduction and sharded master weights), and the rollout copy the sampler reads is
+    bf16 (half the bytes of the float32 one, its KV cache bf16 too); one process and ddp use autocast."""
     report_to: str = "auto"
     """Metrics backends besides RUN/metrics.jsonl, as `train.report_to` of pre-training: tensorboard,
     trackio, wandb (comma-separated), "none", or "auto" = tensorboard when installed."""
@@ -154,6 +159,7 @@ class RLConfig:
             ("seed", seed_ok(self.seed), SEED_RANGE),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
             ("parallel", self.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
+            ("precision", self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
             ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),
             ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]
