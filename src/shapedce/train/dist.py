@@ -168,11 +168,17 @@ def wrap(
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    return fsdp_shard(model, amp)
+
+
+def fsdp_shard(model: torch.nn.Module, amp: torch.dtype | None = None) -> torch.nn.Module:
+    """FSDP2 `fully_shard` on every decoder layer, then the root, in place over the default process
+    group; with `amp` (bf16) the MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=float32)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (
         MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
-        if mixed_precision(d, parallel, amp)
+        if amp is not None
         else MixedPrecisionPolicy()
     )
     for layer in model.model.layers:

@@ -155,7 +155,9 @@ class LMTrainer:
             self.tokenizer, self.train_seqs, self.val_seqs, vocab = prepare_data(cfg, stage.path, init_from)
         self.ckpt = Checkpointer(stage, d, cfg.train.keep_last)
         model = self.ckpt.start_model(resume_from) if resume_from else _start_model(cfg, vocab, init_from)
-        self.model = model.to(device)
+        # under FSDP2 `fully_shard` moves each layer to the device as it shards it: no device ever holds
+        # the whole float32 model (20B parameters: 75 GiB)
+        self.model = model if d.on and parallel == "fsdp" else model.to(device)
         if init_from is not None and resume_from is None:
             check_finite_weights(self.model, init_from)
         self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
