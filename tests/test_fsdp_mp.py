@@ -108,6 +108,38 @@ def test_two_gloo_ranks_train_with_the_bf16_policy(tmp_path):
         assert r["rollout_dtypes"] == ["torch.bfloat16"] and r["rollout_exact"], flavor
 
 
+@pytest.mark.slow
+def test_pretrain_under_the_policy_tracks_one_bf16_autocast_process(tmp_path):
+    """`shapedce pretrain` on 2 gloo ranks, train.parallel=fsdp train.precision=bf16 (the policy, no
+    autocast) against one process with bf16 autocast: other roundings, the same losses to 2%; the
+    final weights are the float32 master weights."""
+    from safetensors.torch import load_file
+
+    from shapedce.cli import main
+    from shapedce.train.metrics import read_metrics
+
+    args = ["pretrain", "--preset", "smoke", "train.precision=bf16", "train.steps=3", "train.val_every=3"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS and not k.startswith("TORCHELASTIC")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "shapedce", *args, "--out", str(two), "train.parallel=fsdp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*args, "--out", str(one)]) == 0
+    got, want = (read_metrics(run / "metrics.jsonl") for run in (two, one))
+    assert [(r["split"], r["step"]) for r in got] == [(r["split"], r["step"]) for r in want]
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=2e-2), (g["split"], g["step"])
+    weights = load_file(two / "final" / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
 def test_bf16_is_the_policy_under_fsdp_and_autocast_otherwise():
     one, two = dist_.Dist(), dist_.Dist(rank=0, world=2)
     assert dist_.autocast_dtype(two, "fsdp", BF16) is None and dist_.mixed_precision(two, "fsdp", BF16)
