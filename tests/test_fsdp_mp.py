@@ -118,20 +118,17 @@ def test_pretrain_under_the_policy_tracks_one_bf16_autocast_process(tmp_path):
     from shapedce.cli import main
     from shapedce.train.metrics import read_metrics
 
-    args = ["pretrain", "--preset", "smoke", "train.precision=bf16", "train.steps=3", "train.val_every=3"]
+    settings = ["train.precision=bf16", "train.steps=3", "train.val_every=3"]
     two, one = tmp_path / "two", tmp_path / "one"
     env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS and not k.startswith("TORCHELASTIC")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*torchrun, "-m", "shapedce", "pretrain", "--preset", "smoke", "--out", str(two)]
     proc = subprocess.run(
-        [*cmd, "-m", "shapedce", *args, "--out", str(two), "train.parallel=fsdp"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [*cmd, *settings, "train.parallel=fsdp"], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert main([*args, "--out", str(one)]) == 0
+    assert main(["pretrain", "--preset", "smoke", "--out", str(one), *settings]) == 0
     got, want = (read_metrics(run / "metrics.jsonl") for run in (two, one))
     assert [(r["split"], r["step"]) for r in got] == [(r["split"], r["step"]) for r in want]
     for g, w in zip(got, want):

@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--preset", default="paper", help="smoke | tiny | small | paper (default paper)")
     pl.add_argument("--world-size", type=int, default=8, help="devices (default 8, one node)")
     pl.add_argument("--device-gib", type=float, default=80.0, help="memory per device in GiB (default 80)")
-    pl.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda: bf16 autocast, FSDP2")
+    pl.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda: bf16, FSDP2")
     pl.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pl.add_argument(
         "overrides", nargs="*", help="key=value run overrides; rl.KEY=V for RL, eval.batch_size=N"
