@@ -11,6 +11,7 @@ import json
 import pytest
 
 from report_grid import by_finding, make_grid, paper_like
+from shapedce.errors import UserError
 from shapedce.report.checks import passk_k
 from shapedce.report.load import load_grid_dir
 from shapedce.report.stats import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED
@@ -110,6 +111,9 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
         "seeds_needed",
         "level",
         "verdict",
+        "seeds_needed_range",  # seeds needed as a range over the SD's 95% interval (issue 29)
+        "primary",
+        "label",
     }
     direction = []
     for f in doc["findings"]:
@@ -140,12 +144,14 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
     family = [c["p"] for c in direction] + [c["p_absent"] for c in absence]
     adjusted = [c["p_adjusted"] for c in direction] + [c["p_absent_adjusted"] for c in absence]
     assert min(adjusted) == pytest.approx(min(1.0, len(direction) * min(family)))
-    # read first at 2 seeds, then grown to 3: every check is a second look, at level 0.025
+    assert all(c["primary"] is False for c in direction) and doc["plan"] is None
+    ranged = [(c["seeds_needed_range"], c["seeds_needed"]) for c in direction if c["seeds_needed"]]
+    assert ranged and all(lo <= n and (hi is None or n <= hi) for (lo, hi), n in ranged)
+    # read first at 2 seeds, then grown to 3: the old second look (0.025 after a full 0.05) is refused
+    # without a spending plan naming that look (issue 29: its family error exceeds 5%)
     grid.settings["first_look_seeds"] = 2
-    grown = verdicts_json(grid, judged_findings(grid))
-    assert grown["first_look_seeds"] == 2 and {
-        c["level"] for f in grown["findings"] for c in f["checks"]
-    } == {0.025}
+    with pytest.raises(UserError, match="first_look_seeds=2 that no spending plan names"):
+        judged_findings(grid)
 
 
 def test_unfinished_stages_are_not_tested(tmp_path):
