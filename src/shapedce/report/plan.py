@@ -100,7 +100,8 @@ class AnalysisPlan:
         seq = self.looks_seeds
         if seq[0] < MIN_SEEDS or any(b <= a for a, b in zip(seq, seq[1:])):
             raise UserError(
-                f"looks must be increasing seed counts >= {MIN_SEEDS} below seeds={self.seeds}; got {self.looks!r}"
+                f"looks must be increasing seed counts >= {MIN_SEEDS} below seeds={self.seeds}; "
+                f"got {self.looks!r}"
             )
         return self
 
