@@ -119,6 +119,10 @@ def load_plan(path: str | Path) -> AnalysisPlan:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: an analysis plan is a mapping of AnalysisPlan's fields")
+    for key in ("looks", "primary", "not_applicable"):  # `looks: 10`, `looks: [5, 10]`: the same as "5,10"
+        value = data.get(key)
+        if isinstance(value, (int, list)) and not isinstance(value, bool):
+            data[key] = ",".join(map(str, value if isinstance(value, list) else [value]))
     return from_dict(AnalysisPlan, data).validate()
 
 
