@@ -148,6 +148,29 @@ def test_parity_rules():
     assert _one(parity("m", "a", "b", [-0.20, -0.21, -0.19], margin=0.05, upper_only=True)).verdict == HELD
     assert _one(parity("m", "a", "b", [0.20, 0.21, 0.19], margin=0.05, upper_only=True)).verdict == NOT_HELD
     assert inside.p_adjusted is None and inside.mde > 0 and inside.seeds_needed == 3
+    assert outside.p_outside_adjusted < 0.05 and below.p_outside_adjusted < 0.05
+
+
+def test_parity_did_not_hold_is_holm_adjusted_with_the_family():
+    """Issue 29: a finding-level did_not_hold from parity checks erred 12.8% at a nominal 5% when each
+    check was judged alone. Now the "beyond the margin" claim joins the Holm family: a check with
+    p_outside = 0.02 alone did not hold; among 4 more checks (x 5) it is inconclusive."""
+    d = [0.081, 0.1, 0.119]  # mean 0.1, margin 0.05: t = 4.56 on 2 df, one-sided p = 0.022
+    alone = _one(parity("m", "a", "b", d, margin=0.05))
+    assert alone.verdict == NOT_HELD and 0.01 < alone.p_outside < 0.05
+    rest = [direction("m", "a", "b", [0.1, -0.1, 0.0], 1) for _ in range(4)]
+    among = decide([parity("m", "a", "b", d, margin=0.05), *rest])[0]
+    assert among.verdict == INCONCLUSIVE and among.p_outside_adjusted == pytest.approx(5 * alone.p_outside)
+
+
+def test_finding_level_did_not_hold_from_parity_stays_at_5_percent():
+    """3 parity checks of one finding, every truth on its margin: any did_not_hold is wrong."""
+    rng, reps = np.random.default_rng(5), 3000
+    wrong = 0
+    for x in rng.normal(1.0, 1.0, size=(reps, 3, 3)):
+        checks = decide([parity("m", "a", "b", list(d), margin=1.0) for d in x])
+        wrong += combine([c.verdict for c in checks]) == NOT_HELD
+    assert wrong / reps <= 0.05 + _mc(0.05, reps)
 
 
 def test_fewer_than_three_seeds_are_not_tested():

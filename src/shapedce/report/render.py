@@ -171,6 +171,7 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
     seeds = len({r.seed for r in grid.runs})
     n_dir = sum(c.kind == "direction" and c.p is not None and not c.primary for f in found for c in f.checks)
     n_abs = sum(c.p_absent is not None for f in found for c in f.checks)
+    n_par = sum(c.kind == "parity" and c.p is not None for f in found for c in f.checks)
     lines = [
         "## How the findings are judged",
         "",
@@ -178,8 +179,10 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         f"on the per-seed difference d = a - b. This grid has {seeds} seed(s){_pretrain_only(grid)}.",
         "",
         f'- **Direction** ("a above b"): mean d, its 95% t-interval over seeds, and the two-sided paired '
-        f"t-test; the p-values of all {n_dir} direction checks of this report and of its {n_abs} absence "
-        "tests are Holm-adjusted together; a check's direction and absence nulls cannot both be true, so "
+        f"t-test; the p-values of all {n_dir} direction checks of this report (the secondary family, when "
+        f"an analysis plan names a primary one), of its {n_abs} absence tests and of its {n_par} parity "
+        "checks' did_not_hold claims are Holm-adjusted together; a check's direction and absence nulls "
+        "cannot both be true, so "
         "each step counts the checks that still hold an unrejected null (Shaffer's refinement). held: "
         f"adjusted p < {ALPHA} with the claimed sign; did_not_hold: adjusted p < {ALPHA} with the other "
         "sign; else inconclusive. The interval shown is unadjusted.",
@@ -189,11 +192,12 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "at this scale. 1% is a strict bar: the paper's entropy gaps are about 25% (1.8 vs 2.4 nats at "
         "4B), the perplexity margin 5%.",
         f'- **Parity** ("about the same", "not above"): equivalence by two one-sided tests at 5%, i.e. '
-        "the 90% t-interval of d. held: the interval lies inside the margin; did_not_hold: it lies entirely "
-        "beyond it; else inconclusive. Parity checks are not Holm-adjusted (a finding held only when all its "
-        "parity checks held). Margins: perplexity within 5%, judged on log-perplexity, "
-        f"|d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the entropy gaps the reward "
-        "knobs "
+        "the 90% t-interval of d. held: the interval lies inside the margin (a finding held only when all "
+        "its parity checks held: level 5% per finding); did_not_hold: d shown beyond the margin by the "
+        "one-sided t-test, Holm-adjusted with the direction tests (so a finding's did_not_hold is "
+        "multiplicity-controlled); else inconclusive. Margins: perplexity within 5%, judged on "
+        f"log-perplexity, |d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the "
+        "entropy gaps the reward knobs "
         'are meant to open (the paper: 1.8 vs 2.4 nats at 4B). "Higher entropy does not raise Pass@k" is '
         f"non-superiority, d < {PASSK_MARGIN} (a lower Pass@k also satisfies it): a raise under 1 point is "
         "below the smallest RL effect the paper reports as real (1-2 points of Avg@128).",
@@ -201,7 +205,7 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "midtrain, "
         "minus ce's gain), each a check; response length on diversity's relative change minus ce's.",
         f"- **MDE**: the true difference the check's test detects with 80% power, from the measured seed "
-        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir)} (Holm's first step, "
+        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir + n_par)} (Holm's first step, "
         "so detected whatever the other checks show), for parity checks the smallest margin the test "
         "would establish at a true d of 0. **Seeds needed**: seeds at which the same test reaches a "
         "verdict on the observed difference with 80% power, as a range a-b: at the low and the high end "

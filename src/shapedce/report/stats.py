@@ -18,10 +18,12 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
       (d = 0, |d| >= null_margin) cannot both be true, so the family counts checks, not tests
       (`holm` with groups): absence tests cost the other checks no power.
   parity ("about the same": |true d| < margin; upper_only, "not above": true d < margin): the 90%
-      t-interval (two one-sided tests at 5%). held when it lies inside the margin, did_not_hold when it
-      lies entirely beyond it, else inconclusive. p is the equivalence test's p-value; parity checks
-      are not Holm-adjusted ("held" needs every one of a finding's parity checks: an intersection-union
-      test, level 5% without correction).
+      t-interval (two one-sided tests at 5%). held when it lies inside the margin (a finding's parity
+      checks must all hold: an intersection-union test, level 5% per finding without correction).
+      did_not_hold when d is shown beyond the margin: the one-sided t-test of "true d beyond the
+      margin" (p_outside), Holm-adjusted in the same family as the direction tests, so a finding-level
+      did_not_hold is multiplicity-controlled like held; else inconclusive. p is the equivalence
+      test's p-value.
   interim looks: only through an analysis plan's alpha spending, for its primary family
       (`shapedce.report.primary`); the old rule (a second look at 0.025 after a full 0.05) is gone.
   not_applicable: a check the study's world cannot exhibit (NOT_APPLICABLE, with its reason in `test`)
@@ -29,7 +31,7 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
   fewer than MIN_SEEDS pairs: not_tested; the mean is shown, with the t-interval over the seeds there
       are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
 MDE: the true difference detected with 80% power by the test this check faces, using the measured
-spread of d: for direction checks at level 0.05 / (number of direction checks), the level Holm's first
+spread of d: for direction checks at level 0.05 / (tested direction and parity checks), the level Holm's first
 step uses, so an effect this size is detected whatever the other checks show; for parity checks the
 smallest margin the equivalence test would establish at a true difference of 0. seeds_needed: seeds at
 which the same test reaches its verdict on the observed difference with 80% power (None: never, or
@@ -121,6 +123,9 @@ class Check:
     p_adjusted: float | None = None
     p_absent: float | None = None
     p_absent_adjusted: float | None = None
+    p_outside: float | None = None
+    """parity only: p-value of "true d beyond the margin" (its did_not_hold claim), one-sided."""
+    p_outside_adjusted: float | None = None
     mde: float | None = None
     seeds_needed: int | None = None
     seeds_range: tuple[int | None, int | None] | None = None
@@ -165,6 +170,8 @@ class Check:
             "null_margin": self.null_margin,
             "p_absent": self.p_absent,
             "p_absent_adjusted": self.p_absent_adjusted,
+            "p_outside": self.p_outside,
+            "p_outside_adjusted": self.p_outside_adjusted,
             "mde": self.mde,
             "seeds_needed": self.seeds_needed,
             "seeds_needed_range": list(self.seeds_range) if self.seeds_range else None,
@@ -225,6 +232,7 @@ def _prepare(c: Check) -> Check:
         assert c.margin is not None, "a parity check has a margin"
         c.ci = c._t_interval(c.coverage)
         c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
+        c.p_outside = _outside_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
         c.test = (
             f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: "
@@ -242,15 +250,35 @@ def _tost_p(estimate: float, se: float, margin: float, n: int, upper_only: bool 
     return upper if upper_only else max(upper, tdist.t_sf((estimate + margin) / se, n - 1))
 
 
+def _outside_p(estimate: float, se: float, margin: float, n: int, upper_only: bool = False) -> float:
+    """p-value of "true d beyond the margin": d > margin, or (two-sided margin) the likelier of d > margin
+    and d < -margin (one-sided t-tests; on the margin the other side adds a negligible chance)."""
+    if se == 0:
+        return 0.0 if estimate > margin or (not upper_only and estimate < -margin) else 1.0
+    above = tdist.t_sf((estimate - margin) / se, n - 1)
+    return above if upper_only else min(above, tdist.t_cdf((estimate + margin) / se, n - 1))
+
+
 def _family(checks: list[Check]) -> list[tuple[Check, str]]:
     """The Holm family: (check, "p") for every tested direction check, (check, "p_absent") for each
-    absence test."""
+    absence test, (check, "p_outside") for every tested parity check."""
     tested = [c for c in checks if c.p is not None and c.kind == "direction"]
-    return [(c, "p") for c in tested] + [(c, "p_absent") for c in tested if c.p_absent is not None]
+    parity_ = [c for c in checks if c.p is not None and c.kind == "parity" and c.p_outside is not None]
+    return (
+        [(c, "p") for c in tested]
+        + [(c, "p_absent") for c in tested if c.p_absent is not None]
+        + [(c, "p_outside") for c in parity_]
+    )
+
+
+def family_size(checks: list[Check]) -> int:
+    """Holm's first multiplier over these checks: the tested direction and parity checks (a direction
+    check's absence test shares its count)."""
+    return max(1, sum(c.p is not None and c.verdict != NOT_APPLICABLE for c in checks))
 
 
 def decide(checks: list[Check]) -> list[Check]:
-    """Holm-adjust the direction and absence tests' p-values together and set every check's verdict."""
+    """Holm-adjust the direction, absence and parity-outside p-values together; set every verdict."""
     family = _family(checks)
     groups = [id(c) for c, _ in family]  # a check's direction and absence nulls exclude each other
     for (c, key), p_adj in zip(family, holm([getattr(c, key) for c, key in family], groups)):
@@ -273,7 +301,7 @@ def decide(checks: list[Check]) -> list[Check]:
             assert c.ci is not None and c.margin is not None
             lo, hi = c.ci
             inside = hi < c.margin and (c.expect or lo > -c.margin)
-            outside = lo > c.margin or (not c.expect and hi < -c.margin)
+            outside = c.p_outside_adjusted is not None and c.p_outside_adjusted < c.level
             c.verdict = HELD if inside else NOT_HELD if outside else INCONCLUSIVE
     return checks
 
@@ -281,7 +309,7 @@ def decide(checks: list[Check]) -> list[Check]:
 def judge(checks: list[Check]) -> list[Check]:
     """`decide`, then every tested check's MDE, seeds needed and their range (see the module docstring)."""
     decide(checks)
-    family = max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
+    family = family_size(checks)
     for c in checks:
         if c.p is None:
             c.mde, c.seeds_needed, c.seeds_range = None, None, None
