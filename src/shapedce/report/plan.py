@@ -49,7 +49,8 @@ class AnalysisPlan:
     """The gain difference (Avg@m) the seeds are planned to detect with 80% power; the report prints
     the seeds needed for it as a range."""
     seeds: int = 20
-    """Planned seeds: the final look reads seeds 0..seeds-1 (by seed order; later seeds are ignored)."""
+    """Planned seeds: the final look reads the first `seeds` seeds (in seed order) both configurations
+    finished; later seeds do not enter the primary family."""
     looks: str = ""
     """Comma-separated seed counts of interim looks before `seeds` (empty: one look, at `seeds`)."""
     spending: str = "obrien-fleming"

@@ -121,6 +121,8 @@ def check_row(c: Check) -> str:
     p = f"{_p(c.p)} / {_p(c.p_adjusted)}"
     if c.p_absent is not None:
         p += f"; absent {_p(c.p_absent)} / {_p(c.p_absent_adjusted)}"
+    if c.p_outside is not None:
+        p += f"; beyond {_p(c.p_outside)} / {_p(c.p_outside_adjusted)}"
     seeds = "-" if c.p is None else seeds_text(c.seeds_range)
     if c.primary and c.p is not None:
         seeds += f" (for {c.extra['effect']:g})"
@@ -313,7 +315,7 @@ def plan_lines(plan: AnalysisPlan, found: list[Finding]) -> list[str]:
     """The primary family's design: what the plan fixed, and how its checks are decided."""
     looks = plan.looks_seeds
     margin = (
-        f"{plan.margin:g} Avg@m ({100 * plan.margin:g} points)"
+        f"{plan.margin:g} in Avg@m as a fraction ({100 * plan.margin:g} on a 0-100 scale)"
         if plan.margin_kind == "absolute"
         else f"{plan.margin:.0%} of {plan.baseline}'s mean RL gain"
     )
