@@ -53,6 +53,7 @@ SLOW = {
     "test_report_render.py::test_report_has_an_auto_row_when_the_grid_runs_auto",
     "test_report_render.py::test_one_seed_grids_give_only_not_tested",
     "test_report_stats.py::test_absence_tests_keep_the_family_error_at_5_percent",
+    "test_report_plan.py::test_the_plain_recheck_agrees_with_the_report",
     "test_trust.py::test_folder_without_checkpoint_can_start_again_or_resume",
     "test_cli.py::test_console_script_module_entry",
     "test_readme.py::test_python_example_runs",

@@ -310,3 +310,31 @@ def test_recheck_on_a_hand_written_runs_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("model,config,seed\n")
     with pytest.raises(UserError, match="lacks the column"):
         recheck(tmp_path / "bad.csv", AnalysisPlan().validate())
+
+
+def test_recheck_and_report_agree_under_a_relative_margin_and_interim_looks(tmp_path):
+    """The two implementations on the same random tables: a relative margin (measured at each look)
+    and O'Brien-Fleming looks at 4 and 8 seeds (some tables stop at 5 seeds: the interim look), over
+    truths from none to clearly positive; every verdict kind occurs."""
+    rng = np.random.default_rng(11)
+    plan = AnalysisPlan(seeds=8, looks="4", margin=0.25, margin_kind="relative").validate()
+    seen = set()
+    for trial in range(12):
+        n = 5 if trial % 3 == 0 else 9
+        base = rng.normal(0.08, 0.02, 9)
+        shifts = (("precision", (0.0, 0.008, 0.02, 0.1)[trial % 4]), ("tail", 0.01))
+        gains = {c: (base + rng.normal(shift, 0.015, 9))[:n] for c, shift in shifts}
+        base = base[:n]
+        rows = ["model,config,seed,midtrain_avg_at_m,rl_avg_at_m"]
+        rows += [f"tiny,ce,{s},0.3,{float(0.3 + base[s])!r}" for s in range(n)]
+        rows += [f"tiny,{c},{s},0.3,{float(0.3 + g[s])!r}" for c, g in gains.items() for s in range(n)]
+        (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
+        lines, _ = recheck(tmp_path / "runs.csv", plan)
+        mine = [
+            Check("g", c, "ce", "direction", list(g - base), 1, primary=True, extra={"b_values": list(base)})
+            for c, g in gains.items()
+        ]
+        decide_primary(mine, plan)
+        assert [line.rsplit(": ", 1)[1] for line in lines[1:]] == [c.verdict for c in mine], trial
+        seen |= {(c.verdict, c.n) for c in mine}
+    assert {(HELD, 4), (HELD, 8), (NOT_HELD, 8), (INCONCLUSIVE, 4), (INCONCLUSIVE, 8)} <= seen

@@ -8,7 +8,8 @@ plan's alpha spending over its looks (docs/method/statistics.md).
     family_rejections([[(0.001, 0.9)], [(0.4, 0.01)]], 0.025, (3,), "obrien-fleming")
 
 Per check, d_i = gain_config - gain_baseline on seed i (gain = Avg@m after RL - after mid-training), at
-each planned look on the first n_k seeds (by seed order; seeds past the plan's last look are unused):
+each planned look on the first n_k seeds (by seed order; seeds past the plan's last look are unused;
+a relative margin is measured at each look on that look's seeds):
   held          H0: true d <= 0 rejected by the one-sided paired t-test (the config gains more);
   did_not_hold  H0: true d >= margin rejected (the gain difference is shown below the margin);
   else inconclusive (at an interim look: the study continues to its next look).
@@ -39,16 +40,17 @@ LookP = tuple[float, float]
 """(p of "true d <= 0", p of "true d >= margin") at one look."""
 
 
-def look_pvalues(diffs: list[float], looks: tuple[int, ...], margin: float) -> list[LookP]:
-    """One-sided paired t-test p-values at every planned look the diffs reach (first n_k of them)."""
+def look_pvalues(diffs: list[float], looks: tuple[int, ...], margin: float | list[float]) -> list[LookP]:
+    """One-sided paired t-test p-values at every planned look the diffs reach (first n_k of them);
+    `margin`: one for every look, or one per look (a relative margin, measured at each look)."""
     out = []
-    for n in (k for k in looks if k <= len(diffs)):
-        d = diffs[:n]
+    for i, n in enumerate(k for k in looks if k <= len(diffs)):
+        d, margin_k = diffs[:n], margin[i] if isinstance(margin, list) else margin
         mean, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(n)
         if se == 0:
-            out.append((0.0 if mean > 0 else 1.0, 0.0 if mean < margin else 1.0))
+            out.append((0.0 if mean > 0 else 1.0, 0.0 if mean < margin_k else 1.0))
         else:
-            out.append((tdist.t_sf(mean / se, n - 1), tdist.t_cdf((mean - margin) / se, n - 1)))
+            out.append((tdist.t_sf(mean / se, n - 1), tdist.t_cdf((mean - margin_k) / se, n - 1)))
     return out
 
 
@@ -105,17 +107,20 @@ def decide_primary(checks: list[Check], plan: AnalysisPlan) -> list[Check]:
     tested, pvals = [], []
     for c in checks:
         reached = [n for n in looks if n <= c.n]
+        base = c.extra["b_values"]
+        margins = [plan.margin_for(statistics.fmean(base[:n])) for n in reached]  # one per look reached
         if not reached:
             c.verdict = NOT_TESTED
             c.test = f"not tested: {c.n} seeds, before the plan's first look at {looks[0]}"
+            c.margin = plan.margin_for(statistics.fmean(base)) if base else None
             continue
         n = reached[-1]
-        c.diffs, base = c.diffs[:n], c.extra["b_values"][:n]
-        c.margin = plan.margin_for(statistics.fmean(base))
+        c.diffs, base = c.diffs[:n], base[:n]
+        c.margin = margins[-1]
         c.a_mean = statistics.fmean(d + b for d, b in zip(c.diffs, base))
         c.b_mean, c.estimate = statistics.fmean(base), statistics.fmean(c.diffs)
         tested.append(c)
-        pvals.append(look_pvalues(c.diffs, looks, c.margin))
+        pvals.append(look_pvalues(c.diffs, looks, margins))
     rejected = family_rejections(pvals, plan.alpha, looks, kind)
     adjusted = adjusted_p(pvals, looks, kind) if tested else []
     for i, c in enumerate(tested):

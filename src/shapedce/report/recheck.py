@@ -6,9 +6,11 @@ RL gain difference, one-sided paired t-tests, Holm over the family, and whether 
     lines, agree = recheck("runs.csv", plan, "verdicts.json")   # agree: every primary verdict matches
 
 runs.csv needs the columns model, config, seed, midtrain_avg_at_m and rl_avg_at_m (what `shapedce
-report` writes). Written apart from `shapedce.report.primary` on purpose, from the rule as
+report` writes). The model: the plan's, else that of verdicts.json's primary checks, else the first
+model in runs.csv. Written apart from `shapedce.report.primary` on purpose, from the rule as
 docs/method/statistics.md states it: gain = rl_avg_at_m - midtrain_avg_at_m; d = gain(config) -
-gain(baseline) on each seed both have, in seed order, cut to the plan's largest look reached; held when
+gain(baseline) on each seed both have, in seed order, cut to the plan's largest look reached (a relative
+margin measured on each look's seeds); held when
 "d <= 0" is rejected, did_not_hold when "d >= margin" is, each null at alpha / g (g: checks with a null
 not yet rejected), repeated while something is rejected. With interim looks each null is tested at
 every look reached against the look's nominal level (`spending.nominal_levels`, the plan's only shared
@@ -81,10 +83,13 @@ def primary_verdicts(
         if not reached:
             pvals.append([])
             continue
-        d = [mine[s] - base[s] for s in seeds[: reached[-1]]]
-        ce_gain = statistics.fmean(base[s] for s in seeds[: reached[-1]])
-        row.update(estimate=statistics.fmean(d), margin=plan.margin_for(ce_gain))
-        pvals.append([_one_sided_p([mine[s] - base[s] for s in seeds[:n]], row["margin"]) for n in reached])
+        margins = [plan.margin_for(statistics.fmean(base[s] for s in seeds[:n])) for n in reached]
+        row.update(
+            estimate=statistics.fmean(mine[s] - base[s] for s in seeds[: reached[-1]]), margin=margins[-1]
+        )
+        pvals.append(
+            [_one_sided_p([mine[s] - base[s] for s in seeds[:n]], m) for n, m in zip(reached, margins)]
+        )
         row["p_above_0"], row["p_below_margin"] = pvals[-1][-1]
     rejected: set[tuple[int, int]] = set()
     while True:
