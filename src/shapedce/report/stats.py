@@ -332,7 +332,8 @@ def judge(checks: list[Check]) -> list[Check]:
 
 def _seeds_needed(c: Check, sd: float, level: float) -> int | None:
     """Seeds at which c's test reaches its verdict on the observed difference with 80% power, at seed
-    spread sd (direction checks at `level`, parity checks at c.level)."""
+    spread sd (direction checks and a parity check's "beyond" claim at `level`, Holm's first step;
+    its "inside" claim at c.level)."""
     assert c.estimate is not None  # tested checks have one
     if c.kind == "direction":
         n = tdist.seeds_direction(c.estimate, sd, level)
@@ -341,7 +342,9 @@ def _seeds_needed(c: Check, sd: float, level: float) -> int | None:
             n = min((k for k in (n, absent) if k is not None), default=None)
         return n
     assert c.margin is not None
-    return tdist.seeds_parity(c.estimate, c.margin, sd, bool(c.expect), alpha=c.level)
+    inside = c.estimate < c.margin if c.expect else abs(c.estimate) < c.margin
+    # held (inside) is judged at c.level; did_not_hold (beyond) is Holm-adjusted: `level`
+    return tdist.seeds_parity(c.estimate, c.margin, sd, bool(c.expect), alpha=c.level if inside else level)
 
 
 def combine(verdicts: list[str]) -> str:

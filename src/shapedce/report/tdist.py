@@ -1,9 +1,11 @@
-"""Student t distribution, t-test power, minimum detectable effects and seeds needed, in plain numpy.
+"""Student t and chi-square distributions, t-test power, minimum detectable effects and seeds needed
+(a number, and a range over the SD's confidence interval), in plain numpy.
 
-    from shapedce.report.tdist import t_cdf, t_ppf, mde_direction, seeds_direction
+    from shapedce.report.tdist import t_cdf, t_ppf, mde_direction, seeds_direction, seeds_range
     t_ppf(0.975, 2)                                   # 4.3027 (two-sided 95% quantile, 2 degrees of freedom)
     mde_direction(sd=0.1, n=3, alpha=0.05)            # true paired difference detected with 80% power
     seeds_direction(effect=0.05, sd=0.1, alpha=0.05)  # seeds whose test detects 0.05 with 80% power
+    seeds_range(effect=0.05, sd=0.1, n=3, alpha=0.05) # the same at both ends of the SD's 95% interval
 
 The t CDF is exact for integer degrees of freedom (the finite trigonometric series of Abramowitz &
 Stegun 26.7.3-4), the quantile is a bisection on it. Power integrates over the sample standard
@@ -14,6 +16,8 @@ lam = delta sqrt(n) / sigma the standardised true difference,
                                    M = m sqrt(n) / sigma, c = t_ppf(1 - alpha)
   one-sided against a bound m      P = E_U[Phi(|lam| - M - c U)]
 E_U is a weighted sum over a fine grid of U (density proportional to u^(df-1) exp(-df u^2 / 2)).
+The chi-square CDF is the regularized incomplete gamma function (series below a + 1, continued
+fraction above); the SD's interval from n values is sd sqrt((n - 1) / chi2 quantile).
 No scipy: it is not a dependency of shapedce.
 """
 
