@@ -127,8 +127,9 @@ class GridConfig:
     """Comma-separated subset of `models` that the pre-training-only seeds run; empty = all of them."""
     first_look_seeds: int = 0
     """Seeds at which this grid's findings were first read, before it grew (0: read once). The report
-    judges every check with more seeds than this as a second look, at level 0.025 instead of 0.05.
-    Once set in a folder it stays: a rerun that leaves it out keeps it, another value is refused."""
+    refuses a grid that records one unless its analysis plan names that look in its alpha-spending
+    schedule (docs/method/statistics.md). Once set in a folder it stays: a rerun that leaves it out
+    keeps it, another value is refused."""
     jobs: int = 0
     """Runs trained at the same time, each in its own process; 0 = auto (1 on GPU, one per CPU core)."""
     pretrain: RunConfig = field(default_factory=RunConfig)
