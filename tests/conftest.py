@@ -45,6 +45,7 @@ SLOW = {
     "test_trust.py::test_workers_stop_when_the_scheduler_is_killed",
     "test_trust.py::test_a_second_reproduce_on_the_same_folder_is_refused",
     "test_eval.py::test_eval_on_code_logic_and_a_user_file",
+    "test_tasks_splits.py::test_the_grid_evaluation_never_scores_a_prompt_rl_or_tuning_sees",
     # measured over 4 s each (pytest --durations, 2 shared cores)
     "test_control.py::test_entropy_settles_within_10_percent_of_targets_on_both_sides_of_ce",
     "test_report_render.py::test_report_renders_from_fixture_metrics",

@@ -366,8 +366,8 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
             f"= {mid_tok:,} tokens, "
             f"seq {mid.data.seq_len}, lr {pre.optim.lr:g} -> {pre.optim.lr * mid.optim.final_lr_ratio:g}, "
             f"RoPE {mid.model.rope_theta:g}",
-            f"  rl        {rl.steps:,} steps x {rl.prompts_per_step} prompts x {rl.group_size} samples "
-            f"on {rl.task}, "
+            f"  rl        {-(-rl.steps // rl.mini_batches):,} batches x {rl.prompts_per_step} prompts x "
+            f"{rl.group_size} samples, {rl.mini_batches} optimizer steps each, on {rl.task}, "
             f"lr {rl.lr:g}, responses <= {rl.max_completion_length} tokens",
             f"  eval      {grid.eval.tasks}: {grid.eval.problems} prompts x {grid.eval.samples} samples "
             "after every stage",

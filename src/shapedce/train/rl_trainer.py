@@ -192,7 +192,9 @@ class RLTrainer:
         early); one stats dict per step; `self.step` advances by len(lrs).
 
         Mini-batch m is rows [m R/M, (m+1) R/M) of the batch; rank r trains the r-th contiguous part
-        of it, in micro-batches of `cfg.micro_batch`. pi_old: the log-probs before the first step."""
+        of it, in micro-batches of `cfg.micro_batch`. pi_old: the sampling policy's log-probs, taken
+        before the first step for mini-batches 1.. (mini-batch 0 trains the sampling policy itself, so
+        its own forward's detached log-probs are pi_old: ratio exactly 1, no extra forward)."""
         cfg, d, module, pad = self.cfg, self.d, self.module, self.pad
         amp = (self.autocast, self.device.type)
         rows = _rows(batch, cfg.mask_truncated)
@@ -203,10 +205,9 @@ class RLTrainer:
         ]
         micro = cfg.micro_batch
         chunks = [[part[i : i + micro] for i in range(0, per_rank, micro)] for part in mine]
-        old = None
-        if M > 1:  # pi_old = the sampling policy, frozen before the first update
-            with torch.no_grad():
-                old = [[_logps(module, c, pad, cfg.temperature, *amp)[0] for c in part] for part in chunks]
+        old: list[list[torch.Tensor]] = [[]]  # pi_old = the sampling policy, frozen before the first update
+        with torch.no_grad():
+            old += [[_logps(module, c, pad, cfg.temperature, *amp)[0] for c in part] for part in chunks[1:]]
         out = []
         for m, lr in enumerate(lrs[:M]):
             for group in self.opt.param_groups:
@@ -218,7 +219,7 @@ class RLTrainer:
                     logp, mask = _logps(module, c, pad, cfg.temperature, *amp)
                     mask = mask * torch.tensor([float(r[3]) for r in c], device=mask.device)[:, None]
                     adv = torch.tensor([r[2] for r in c], device=logp.device)
-                    ref = old[m][i] if old is not None else logp.detach()
+                    ref = old[m][i] if m > 0 else logp.detach()
                     loss, st = clipped_loss(logp, ref, adv, mask, cfg.epsilon_low, cfg.epsilon_high, tokens)
                     (loss * W).backward()  # DDP / FSDP average over ranks; the sum over ranks is the loss
                 sums["loss"] += float(loss.detach())
