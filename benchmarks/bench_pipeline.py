@@ -104,7 +104,7 @@ def lm_stage(meter: Meter, name: str, cfg, out: Path, steps: int, init_from, res
     from the start and from that checkpoint, and the full run's steps are costed at their mean: the
     loss's top-k and entropy cost more per token once the logits have spread out."""
     full, t, dev, one = cfg.train.steps, cfg.train, torch.device("cpu"), lm_trainer.Dist()
-    args = (dev, None, "ddp", 1, init_from)
+    args = (dev, None, "ddp", cfg.grad_accum, init_from)  # one process runs all the step's micro-batches
     trainer, setup = timed(lm_trainer.LMTrainer, cfg, StageDir(out), one, *args, None)
     _, step_s = timed(lambda: [trainer.train_step() for _ in range(steps)])
     scale = full / steps

@@ -1,0 +1,79 @@
+"""Exact speed paths of docs/guides/performance.md (issue 30, second pass) against plain references:
+the same numbers bit for bit, and the skipped work really skipped.
+
+PYTHONPATH=src python -m pytest tests/test_perf_exact.py -q
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from shapedce.loss import chunks, fused_linear_shaped_cross_entropy, token_head
+
+token_head_mod = importlib.import_module("shapedce.loss.token_head")  # the package's name is the function
+
+
+def _head_case(n: int, hidden: int, vocab: int, dtype, ignore_every: int = 5):
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(n, hidden, generator=g, dtype=dtype) * 2
+    w = torch.randn(vocab, hidden, generator=g, dtype=dtype) * 0.5
+    x = torch.randint(0, vocab, (n,), generator=g)
+    x[::ignore_every] = -100  # ignored positions
+    return h, w, x
+
+
+KNOBS = [
+    {},  # cross-entropy
+    {"beta": -0.25, "lambda_tail": -0.1, "k": 7},  # tail suppression: the top-k enters the gradient
+    {"beta": 0.5, "lambda_top": 0.1, "k": 7},  # head reward
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("knobs", KNOBS)
+@pytest.mark.parametrize("extra", [{}, {"softcap": 3.0, "logit_scale": 0.7}])
+def test_fused_loss_without_grad_mode_gives_the_same_values_and_stats(dtype, knobs, extra):
+    h, w, x = _head_case(37, 9, 53, dtype)  # odd shapes, 3 chunks of 16 rows
+    h.requires_grad_(True)
+    w.requires_grad_(True)
+    kw = dict(knobs, **extra, return_stats=True, chunk_size=16, token_stats=True)
+    ref_loss, ref_stats = fused_linear_shaped_cross_entropy(h, w, x, **kw)  # grad mode: gradients made
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            loss, stats = fused_linear_shaped_cross_entropy(h, w, x, **kw)
+        assert torch.equal(loss, ref_loss.detach())
+        assert stats.keys() == ref_stats.keys()
+        for key, ref in ref_stats.items():
+            got = stats[key]
+            assert torch.equal(got, ref) if isinstance(ref, torch.Tensor) else got == ref, key
+
+
+def test_fused_loss_without_grad_mode_runs_no_gradient_gemm(monkeypatch):
+    calls: list[int] = []
+    inner = chunks.head_grads
+    monkeypatch.setattr(chunks, "head_grads", lambda g, *a: calls.append(g.shape[0]) or inner(g, *a))
+    h, w, x = _head_case(40, 8, 31, torch.float32)
+    w.requires_grad_(True)
+    with torch.no_grad():
+        fused_linear_shaped_cross_entropy(h, w, x, return_stats=True, chunk_size=16)
+    assert calls == []  # before: the gradient GEMMs of every chunk ran under no_grad (validation)
+    loss = fused_linear_shaped_cross_entropy(h, w, x, return_stats=True, chunk_size=16)[0]
+    assert calls == [16, 16] and loss.requires_grad  # 32 of 40 rows kept; with grad mode they still run
+    loss.backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_token_head_entropy_equals_the_one_shot_xlogy(dtype, monkeypatch):
+    h, w, x = _head_case(45, 7, 301, dtype)
+    h[3] *= 80  # a peaked row: exp underflows to 0 there (xlogy(0, 0) = 0)
+    assert bool(((h[3] @ w.t()) - (h[3] @ w.t()).max() < -110).any())
+    with torch.no_grad():
+        out = token_head(h, w, x, tail_k=10, chunk_size=16)
+        monkeypatch.setattr(token_head_mod, "xlogx_row_sums", lambda e: torch.special.xlogy(e, e).sum(1))
+        ref = token_head(h, w, x, tail_k=10, chunk_size=16)  # the expression before, same chunks
+    assert torch.equal(out.entropy, ref.entropy) and torch.equal(out.logp, ref.logp)
+    assert torch.equal(out.tail_mass, ref.tail_mass)
