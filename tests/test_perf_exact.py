@@ -11,6 +11,8 @@ import importlib
 import pytest
 import torch
 
+from shapedce.eval import sample_step
+from shapedce.eval.sample import SamplingConfig
 from shapedce.loss import chunks, fused_linear_shaped_cross_entropy, token_head
 
 token_head_mod = importlib.import_module("shapedce.loss.token_head")  # the package's name is the function
@@ -77,3 +79,49 @@ def test_token_head_entropy_equals_the_one_shot_xlogy(dtype, monkeypatch):
         ref = token_head(h, w, x, tail_k=10, chunk_size=16)  # the expression before, same chunks
     assert torch.equal(out.entropy, ref.entropy) and torch.equal(out.logp, ref.logp)
     assert torch.equal(out.tail_mass, ref.tail_mass)
+
+
+def _sampling_logits(rows: int, vocab: int, dtype=torch.float32) -> torch.Tensor:
+    """Rows of every nucleus width: peaked (1-3 tokens), medium (tens), flat (thousands), and rows with
+    exact ties of the top values (a tie at the nucleus' edge, and a tie across the top-32 boundary)."""
+    g = torch.Generator().manual_seed(5)
+    scale = torch.tensor([(12.0, 4.0, 1.5, 0.1)[i % 4] for i in range(rows)], dtype=torch.float64)[:, None]
+    z = (torch.randn(rows, vocab, generator=g, dtype=torch.float64) * scale).to(dtype)
+    for r in range(0, rows, 5):  # tie the 2nd and 3rd largest, and the 32nd and 33rd, of some rows
+        order = z[r].argsort(descending=True)
+        z[r, order[2]] = z[r, order[1]]
+        z[r, order[32]] = z[r, order[31]]
+    return z
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
+@pytest.mark.parametrize("guess", [256, 40])
+def test_nucleus_first_try_equals_the_plain_nucleus(dtype, top_p, guess):
+    z = _sampling_logits(23, 1031, dtype)  # odd shapes
+    ref_ids, ref_scores = sample_step._nucleus(z, top_p, guess)
+    ids, scores = sample_step._nucleus_first_try(z, top_p, guess)
+    assert ids.shape == ref_ids.shape  # the same width K: the next step's guess is the same
+    kept = [
+        {(int(i), float(s)) for i, s in zip(r_ids, r_scores) if s != -torch.inf}
+        for r_ids, r_scores in zip(ids, scores)
+    ]
+    ref_kept = [
+        {(int(i), float(s)) for i, s in zip(r_ids, r_scores) if s != -torch.inf}
+        for r_ids, r_scores in zip(ref_ids, ref_scores)
+    ]
+    assert kept == ref_kept  # the same (id, score) pairs; tied values may sit in another order
+    assert {len(k) for k in kept} != {1}  # wide and narrow rows both there
+
+
+def test_pick_tokens_with_the_first_try_sample_the_same_tokens():
+    z = _sampling_logits(64, 4096)
+    keys = torch.arange(64) * 104729
+    for temperature, top_p in ((0.7, 0.95), (1.0, 0.9), (0.3, 0.5)):
+        cfg = SamplingConfig(temperature=temperature, top_p=top_p)
+        guess = sample_step.NUCLEUS_GUESS
+        for step in range(8):
+            ref = sample_step.pick_tokens(z, cfg, keys, step, guess, first=False)
+            got = sample_step.pick_tokens(z, cfg, keys, step, guess)
+            assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]) and got[2] == ref[2]
+            guess = max(sample_step.NUCLEUS_GUESS, 2 * ref[2])
