@@ -10,10 +10,15 @@ import importlib
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from shapedce.cli import main
 from shapedce.eval import sample_step
 from shapedce.eval.sample import SamplingConfig
-from shapedce.loss import chunks, fused_linear_shaped_cross_entropy, token_head
+from shapedce.hf import patch_causal_lm
+from shapedce.loss import ShapedLoss, chunks, fused_linear_shaped_cross_entropy, token_head
+from shapedce.models import build_model
+from shapedce.train.metrics import read_metrics
 
 token_head_mod = importlib.import_module("shapedce.loss.token_head")  # the package's name is the function
 
@@ -125,3 +130,45 @@ def test_pick_tokens_with_the_first_try_sample_the_same_tokens():
             got = sample_step.pick_tokens(z, cfg, keys, step, guess)
             assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]) and got[2] == ref[2]
             guess = max(sample_step.NUCLEUS_GUESS, 2 * ref[2])
+
+
+@pytest.mark.parametrize("loss", ["ce", "tail"])
+def test_a_step_without_stats_makes_the_same_update(loss, monkeypatch):
+    """The patched model's loss with return_loss_stats=False (a step that writes no log row) gives the
+    same loss and gradients bit for bit: the statistics are a side computation, and cross-entropy
+    then runs no top-k at all."""
+    knobs = {"ce": "ce", "tail": ShapedLoss(beta=-0.25, lambda_tail=-0.1, k=20)}[loss]
+    calls: list[bool] = []
+    inner = chunks.top_k
+    monkeypatch.setattr(chunks, "top_k", lambda z, k: calls.append(True) or inner(z, k))
+    grads = []
+    for stats in (True, False):
+        calls.clear()
+        model = patch_causal_lm(build_model("tiny", vocab_size=257, seed=0), knobs, return_stats=True)
+        ids = torch.randint(0, 257, (3, 41), generator=torch.Generator().manual_seed(2))
+        x, y = ids[:, :-1], ids[:, 1:]
+        out = model(input_ids=x, shift_labels=y, num_items_in_batch=120, return_loss_stats=stats)
+        assert (out.loss_stats is not None) == stats
+        assert bool(calls) == (stats or loss == "tail")
+        out.loss.backward()
+        grads.append([out.loss.detach()] + [p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.slow
+def test_log_every_changes_only_which_rows_are_written(tmp_path):
+    """Steps without a log row compute no statistics: the rows that are written, the validation rows
+    and the final weights are those of log_every=1."""
+    runs = {}
+    for every in (1, 3):
+        out = tmp_path / f"every{every}"
+        args = ["pretrain", "--preset", "smoke", "--out", str(out), "train.steps=6", "train.val_every=3"]
+        assert main(args + [f"train.log_every={every}", "train.report_to=none"]) == 0
+        metrics = read_metrics(out / "metrics.jsonl")
+        rows = [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in metrics]
+        weights = load_file(str(out / "final" / "model.safetensors"))
+        runs[every] = rows, weights
+    (all_rows, w1), (rows3, w3) = runs[1], runs[3]
+    assert [r["step"] for r in rows3 if r["split"] == "train"] == [3, 6]
+    assert rows3 == [r for r in all_rows if r["split"] != "train" or r["step"] in (3, 6)]
+    assert w1.keys() == w3.keys() and all(torch.equal(w1[k], w3[k]) for k in w1)
