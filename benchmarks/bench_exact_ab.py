@@ -9,7 +9,7 @@ Both ways give the same numbers bit for bit (tests/test_perf_exact.py); the scri
 and what train.log_every > 1 would buy: an optimizer step with the loss's statistics (A) and without
 (B), as the steps between two log rows run now.
 
-Run from the repository root (about 2 minutes on one core), with the folder of bench_pipeline.py's
+Run from the repository root (a few minutes on one core), with the folder of bench_pipeline.py's
 --trained (a finished tiny pre-training run pre/ and its mid-training mid/):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_exact_ab.py --trained runs/perf
 """
