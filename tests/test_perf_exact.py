@@ -7,6 +7,7 @@ PYTHONPATH=src python -m pytest tests/test_perf_exact.py -q
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
@@ -18,6 +19,9 @@ from shapedce.eval.sample import SamplingConfig
 from shapedce.hf import patch_causal_lm
 from shapedce.loss import ShapedLoss, chunks, fused_linear_shaped_cross_entropy, token_head
 from shapedce.models import build_model
+from shapedce.rundir import StageDir
+from shapedce.train.dist import Dist
+from shapedce.train.lm_trainer import LMTrainer, NonFiniteError
 from shapedce.train.metrics import read_metrics
 
 token_head_mod = importlib.import_module("shapedce.loss.token_head")  # the package's name is the function
@@ -172,3 +176,13 @@ def test_log_every_changes_only_which_rows_are_written(tmp_path):
     assert [r["step"] for r in rows3 if r["split"] == "train"] == [3, 6]
     assert rows3 == [r for r in all_rows if r["split"] != "train" or r["step"] in (3, 6)]
     assert w1.keys() == w3.keys() and all(torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_a_non_finite_step_without_stats_still_stops_with_one_line(tmp_path):
+    """A step that wrote no log row has no statistics: the stop message takes the mean of its parts."""
+    trainer = object.__new__(LMTrainer)
+    trainer.d, trainer.step, trainer.stage = Dist(), 7, StageDir(tmp_path)
+    with pytest.raises(NonFiniteError, match=r"step 7: non-finite gradient norm \(loss 2, grad norm nan\)"):
+        trainer._stop_non_finite([(1.0, None), (3.0, None)], math.nan, None)
+    with pytest.raises(NonFiniteError, match=r"non-finite loss \(loss nan"):
+        trainer._stop_non_finite([(1.0, None), (math.inf, None)], 1.0, None)
