@@ -4,12 +4,13 @@ One process, one thread (`torch.set_num_threads(1)`): every stage of the default
 mid-training, RL with its held-out evaluations, the evaluation after a stage) runs at reduced step
 and problem counts, each piece is timed in CPU seconds of this process (= core-seconds on one
 thread, robust to other processes on the machine), and the costs are extrapolated to the tiny
-presets' counts (200 pre-training steps, 320 mid-training steps, 64 RL steps, 3 evaluations of
-2 tasks x 128 problems x 8 samples). Model FLOPs: 6 x matmul weights (the lm head included) per
-trained token plus causal attention (6 x layers x attention width x mean context), 2x of each for
-a forward-only token (sampling, perplexity); the sampler's tokens are its prompts' and completions'.
-"GEMM share" = those FLOPs over the core-seconds, as a share of the fp32 torch.mm rate measured in
-the same process on the tiny model's shapes (before and after the stages: the drift shows).
+presets' counts (200 pre-training steps, 320 mid-training steps, 64 RL generation batches of 4
+optimizer steps each, 3 evaluations of 2 tasks x 128 problems x 8 samples). Model FLOPs: 6 x
+matmul weights (the lm head included) per trained token plus causal attention (6 x layers x
+attention width x mean context), 2x of each for a forward-only token (sampling, perplexity); the
+sampler's tokens are its prompts' and completions'. "GEMM share" = those FLOPs over the
+core-seconds, as a share of the fp32 torch.mm rate measured in the same process on the tiny
+model's shapes (before and after the stages: the drift shows).
 
 Run from the repository root (a few minutes on one core):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_pipeline.py --trained runs/perf
@@ -157,9 +158,12 @@ class SampleMeter:
         self.module.sample = self.inner
 
 
-def rl_stage(meter: Meter, mid: Path, out: Path, steps: int, problems: int) -> None:
+def rl_stage(meter: Meter, mid: Path, out: Path, batches: int, problems: int) -> None:
+    """`batches` generation batches of the tiny RL preset (each its mini_batches optimizer steps),
+    extrapolated to the preset's full.steps / mini_batches batches."""
     full = load_rl_config("tiny", [])
     n_eval = 1 + full.steps // full.eval_every + (full.steps % full.eval_every != 0)
+    steps = batches * full.mini_batches
     cfg = load_rl_config(
         "tiny",
         [f"steps={steps}", "eval_every=0", f"eval_problems={problems}", "dynamic_sampling=false"]
@@ -255,7 +259,7 @@ def table(meter: Meter, rate: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="optimizer steps measured per LM stage")
-    ap.add_argument("--rl-steps", type=int, default=2, help="RL steps measured")
+    ap.add_argument("--rl-steps", type=int, default=2, help="RL generation batches measured")
     ap.add_argument("--problems", type=int, default=8, help="problems per task in the evaluations")
     ap.add_argument("--out", default="", help="folder for the runs (default: a temporary one)")
     ap.add_argument(
@@ -295,7 +299,8 @@ def main() -> None:
     print(
         f"\nfp32 GEMM rate of this thread (torch.mm, tiny-model shapes): {rate0 / 1e9:.1f} GFLOP/s before, "
         f"{rate1 / 1e9:.1f} after the stages; shares use the higher. {torch.get_num_threads()} thread, "
-        f"torch {torch.__version__}.\nMeasured: {args.steps} steps per LM stage, {args.rl_steps} RL steps, "
+        f"torch {torch.__version__}.\nMeasured: {args.steps} steps per LM stage, "
+        f"{args.rl_steps} RL generation batches, "
         f"{args.problems} problems per task; extrapolated to the tiny presets' counts. RL without dynamic "
         f"sampling{'' if trained else '; models trained for a few steps sample to max_new_tokens'}.\n"
     )
