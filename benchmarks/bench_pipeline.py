@@ -19,6 +19,8 @@ loss's entropy row sums; RL and the evaluation sample from mid/). Caveats, print
 without --trained the models trained for a few steps sample until max_new_tokens (a real run's
 stop earlier at EOS: sampling costs are then upper bounds), and RL runs without dynamic sampling (a
 real run's extra sampling rounds add to RL sampling).
+--log-every N / --val-every N cost the LM stages at that train.log_every / train.val_every (steps
+without a log row compute no loss statistics, as in a real run; docs/guides/performance.md).
 """
 
 from __future__ import annotations
@@ -104,13 +106,14 @@ def lm_stage(meter: Meter, name: str, cfg, out: Path, steps: int, init_from, res
     from the start and from that checkpoint, and the full run's steps are costed at their mean: the
     loss's top-k and entropy cost more per token once the logits have spread out."""
     full, t, dev, one = cfg.train.steps, cfg.train, torch.device("cpu"), lm_trainer.Dist()
-    args = (dev, None, "ddp", 1, init_from)
+    args = (dev, None, "ddp", cfg.grad_accum, init_from)  # one process runs all the step's micro-batches
     trainer, setup = timed(lm_trainer.LMTrainer, cfg, StageDir(out), one, *args, None)
-    _, step_s = timed(lambda: [trainer.train_step() for _ in range(steps)])
+    every = t.log_every  # steps without a log row compute no loss statistics, as in fit()
+    _, step_s = timed(lambda: [trainer.train_step(stats=(i + 1) % every == 0) for i in range(steps)])
     scale = full / steps
     if resume_from is not None:
         late = lm_trainer.LMTrainer(cfg, StageDir(out.with_name(out.name + "-late")), one, *args, resume_from)
-        _, late_s = timed(lambda: [late.train_step() for _ in range(steps)])
+        _, late_s = timed(lambda: [late.train_step(stats=(i + 1) % every == 0) for i in range(steps)])
         print(f"{name}: {step_s / steps:.3f} core-s/step from the start, {late_s / steps:.3f} at {late.step}")
         if hasattr(chunks, "xlogx_row_sums"):  # absent before the blocked entropy
             print(ab_entropy(late))
@@ -262,12 +265,16 @@ def main() -> None:
         "pre-training steps resume from pre/'s newest checkpoint, mid-training starts from pre/, "
         "RL and the evaluation from mid/ (sampling lengths as in a real run)",
     )
+    for flag in ("log-every", "val-every"):
+        key = flag.replace("-", "_")
+        ap.add_argument(f"--{flag}", type=int, default=0, help=f"train.{key} of both LM stages (0: preset's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rate0 = gemm_rate()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
-        pre_cfg = load_config("tiny", ["train.report_to=none"])
+        cadence = [f"train.{k}={getattr(args, k)}" for k in ("log_every", "val_every") if getattr(args, k)]
+        pre_cfg = load_config("tiny", ["train.report_to=none", *cadence])
         meter = Meter(pre_cfg.model.vocab_size)
         trained = Path(args.trained) if args.trained else None
         late = None

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py                   # all checks; exit 1 if any fails
     python benchmarks/gpu_check.py --only grad,sample --out /tmp/gpu_check
-    python benchmarks/gpu_check.py --only paper_pre,paper_rl     # the paper shapes (a GPU of >= 90 GiB)
+    python benchmarks/gpu_check.py --only paper_pre,paper_rl,paper_mp   # the paper shapes (>= 90 GiB)
 
 Checks (each runs in its own subprocess with its own time limit, so a crash, a hang or a CUDA
 error in one is reported in its row and the others still run):
@@ -26,6 +26,9 @@ error in one is reported in its row and the others still run):
   paper_rl  one RL update of the 4B flavor at the `paper` RL preset's shape (micro_batch rows of
             512 prompt + 8192 completion tokens: token_logps, the clipped loss's backward, AdamW),
             against the plan's forward/backward phase. Same pass rule.
+  paper_mp  paper_pre under FSDP2's bf16 MixedPrecisionPolicy (`shapedce.train.dist.fsdp_shard`,
+            the path of every sharded bf16 run) on a one-rank process group, no autocast, against
+            the plan with the policy's terms. Same pass rule. (benchmarks/gpu_paper.py)
   rl        `shapedce rl --preset smoke` from the pretrain run (or a 2-step run of its own when
             that one is missing) on CUDA. `shapedce rl` generates with TRL's own loop in one
             process (no vLLM path today); the row says whether vLLM is installed.
@@ -47,7 +50,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-CHECKS = ("bench", "grad", "pretrain", "sample", "rl", "paper_pre", "paper_rl")
+sys.path.insert(0, str(HERE))
+from gpu_paper import check_paper_mp, check_paper_pre, check_paper_rl  # noqa: E402, F401 - run_one finds them
+
+CHECKS = ("bench", "grad", "pretrain", "sample", "rl", "paper_pre", "paper_rl", "paper_mp")
 DEFAULT = CHECKS[:5]
 """Run without --only; the paper shapes need a large GPU (one unsharded 4B model with AdamW: ~85 GiB)."""
 LIMITS_S = {
@@ -58,6 +64,7 @@ LIMITS_S = {
     "rl": 150,
     "paper_pre": 120,
     "paper_rl": 120,
+    "paper_mp": 150,
 }
 TOTAL_S = 470  # all checks together stay under 8 minutes (checks left over are reported as not run)
 SETTINGS = {
@@ -242,94 +249,6 @@ def check_rl(out: Path) -> tuple[bool, str]:
     if proc.returncode != 0:
         return False, f"exit {proc.returncode}: {_tail(proc)}; {vllm}"
     return True, f"2 GRPO steps on CUDA in {time.perf_counter() - start:.0f} s; {vllm}"
-
-
-def _paper_model(cfg):
-    """The 4B flavor built directly on the GPU (float32 weights, as the trainers keep them)."""
-    from shapedce.models import build_model
-
-    return build_model(cfg.model.flavor, max_position_embeddings=16384, device="cuda").train()
-
-
-def _verdict(measured: float, planned: float, what: str) -> tuple[bool, str]:
-    ratio = planned / measured
-    gib = 1024**3
-    return (
-        0.8 <= ratio <= 1.25,
-        f"{what}: peak {measured / gib:.1f} GiB, plan {planned / gib:.1f} GiB, plan/measured {ratio:.2f}",
-    )
-
-
-def check_paper_pre(out: Path) -> tuple[bool, str]:
-    from shapedce.config import load_config
-    from shapedce.hf import patch_causal_lm
-    from shapedce.train.memory import set_activation_checkpointing
-    from shapedce.train.plan import plan_lm, run_shape
-
-    cfg = load_config("paper")
-    plan = plan_lm(cfg, run_shape(cfg), 1, "cuda", "ddp")
-    model = _paper_model(cfg)
-    patch_causal_lm(model, "ce")
-    set_activation_checkpointing(model, cfg.train.activation_checkpointing)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch = torch.randint(
-        0, model.config.vocab_size, (cfg.train.micro_batch, cfg.data.seq_len + 1), device="cuda"
-    )
-    torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):  # the second step runs with the AdamW state allocated
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=batch[:, :-1], shift_labels=batch[:, 1:]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    return _verdict(
-        torch.cuda.max_memory_allocated(),
-        plan.peak,
-        f"4B pretrain {cfg.train.micro_batch}x{cfg.data.seq_len}",
-    )
-
-
-def check_paper_rl(out: Path) -> tuple[bool, str]:
-    from shapedce.config import load_config
-    from shapedce.train.grpo import clipped_loss, token_logps
-    from shapedce.train.memory import set_activation_checkpointing
-    from shapedce.train.plan import PROMPT_TOKENS, plan_rl, run_shape
-    from shapedce.train.rl_config import load_rl_config
-
-    cfg, rl = load_config("paper"), load_rl_config("paper", ["device=cuda"])
-    plan = plan_rl(rl, run_shape(cfg), 1, "cuda")
-    phase = [
-        "parameters",
-        "gradients",
-        "optimizer",
-        "autocast_weights",
-        "activations",
-        "logprob_head",
-        "attention_mask",
-    ]
-    planned = sum(plan.terms[t] for t in phase)
-    model = _paper_model(cfg)
-    set_activation_checkpointing(model, rl.activation_checkpointing)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    g = torch.Generator().manual_seed(0)
-    vocab, rows = model.config.vocab_size, rl.micro_batch
-    prompts = torch.randint(1, vocab, (rows, PROMPT_TOKENS), generator=g).tolist()
-    completions = torch.randint(1, vocab, (rows, rl.max_completion_length), generator=g).tolist()
-    adv = torch.linspace(-1, 1, rows, device="cuda")
-    torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logp, mask = token_logps(model, prompts, completions, 0, rl.temperature)
-        loss, _ = clipped_loss(
-            logp, logp.detach(), adv, mask, rl.epsilon_low, rl.epsilon_high, float(mask.sum())
-        )
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    what = f"4B RL {rows}x({PROMPT_TOKENS}+{rl.max_completion_length})"
-    return _verdict(torch.cuda.max_memory_allocated(), planned, what)
 
 
 # --------------------------------------------------------------------------------- the driver

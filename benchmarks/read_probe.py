@@ -64,7 +64,7 @@ def read_probe(path: str, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories (their final/) or model directories")
-    parser.add_argument("--prompts", type=int, default=200, help="held-out test prompts (at most 244)")
+    parser.add_argument("--prompts", type=int, default=200, help="held-out test prompts (at most 180)")
     args = parser.parse_args()
     print("| model | " + " | ".join(PROBES) + " |")
     print("|---|" + "---:|" * len(PROBES))

@@ -11,9 +11,14 @@ Normal seed noise (sd 1), the rules of `shapedce.report.stats` exactly as `shape
 - 12 such checks in one report, half with no effect and half with an effect on the margin: any
   wrong call (a direction call on a null effect; absent or the wrong sign on a real one; "absent" on
   a null effect is right);
-- the study's second look: the checks undecided at 20 seeds are extended to 33 and judged again in
-  the same family (12 checks, half at d = 0 and half at d = margin = half a seed spread), at level
-  0.025 (`second_look`) and, for contrast, at 0.05: any wrong call at either look, against one look.
+- the old second look (gone: the report refuses it): one null check read at 20 seeds at 0.05, then at
+  40 seeds at 0.025; and a finding of 3 parity checks on their margins, did_not_hold judged per check
+  (the old rule) and under Holm (today's);
+- the primary family of an analysis plan (`shapedce.report.primary`): 2 checks, one-sided level
+  0.025 over both claims, absence margin half a seed spread, 20 planned seeds; one look, interim looks
+  at 10 (O'Brien-Fleming and Pocock spending) and at 5 and 10, and, for contrast, the same looks each
+  at the full level (no spending). Truths: both d = 0 (any held is wrong), both d = margin (any
+  did_not_hold is wrong), one of each (any wrong call); and the power at d = one seed spread.
 Prints one table: rate, its Monte-Carlo standard error, the nominal bound (quoted in
 docs/method/statistics.md).
 """
@@ -25,7 +30,9 @@ import math
 
 import numpy as np
 
-from shapedce.report.stats import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, decide, direction, parity, second_look
+from shapedce.report import primary, spending
+from shapedce.report.stats import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, combine, decide, direction, parity
+from shapedce.report.tdist import t_ppf
 
 
 def _rate(hits: int, n: int) -> tuple[float, float]:
@@ -95,43 +102,93 @@ def main() -> None:
         ("12 checks with absence, 6 seeds, Holm-Shaffer: any wrong call", *_rate(wrong, reports), "5%")
     )
 
-    # the study's second look (docs/history/2026-12-01-second-look.md): every check still
-    # inconclusive at 20 seeds
-    # gets 13 more and the family is judged again, the grown checks at level 0.025 (`second_look`),
-    # or, for contrast, at 0.05. 12 checks as above with effects (and margins) of half a seed spread,
-    # so that most are undecided at 20: any wrong call at either look.
-    truth = np.array([0.0 if i % 2 else -0.5 for i in range(12)])
-
-    def family(rows, look):
-        return decide(
-            second_look([direction("m", "a", "b", list(d), -1, null_margin=0.5) for d in rows], look)
-        )
-
-    def wrong(checks):
-        return any(
-            (c.p_adjusted < c.level) if t == 0 else c.verdict == NOT_HELD for c, t in zip(checks, truth)
-        )
-
-    once, spent, unspent = 0, 0, 0
-    for x in rng.normal(0, 1, (reports, 12, 33)) + truth[:, None]:
-        first = family([d[:20] for d in x], 0)
-        grown = [d if c.verdict == INCONCLUSIVE else d[:20] for d, c in zip(x, first)]
-        once += wrong(first)
-        spent += wrong(first) or wrong(family(grown, 20))
-        unspent += wrong(first) or wrong(family(grown, 0))
-    rows.append(("12 checks with absence, 20 seeds: any wrong call", *_rate(once, reports), "5%"))
-    rows.append(
-        ("  + undecided ones to 33 seeds at level 0.025: any wrong call", *_rate(spent, reports), "5%")
-    )
-    rows.append(
-        ("  + undecided ones to 33 seeds at level 0.05: any wrong call", *_rate(unspent, reports), "-")
-    )
+    rows += old_rules(rng, n)
+    rows += primary_family(rng, n // 2)
 
     width = max(len(r[0]) for r in rows)
     print(f"{'case':<{width}} | rate   | MC s.e. | nominal")
     print(f"{'-' * width}-|--------|---------|--------")
     for name, rate, se, nominal in rows:
         print(f"{name:<{width}} | {rate:6.2%} | {se:7.2%} | {nominal}")
+
+
+def old_rules(rng: np.random.Generator, n: int) -> list[tuple]:
+    """The old second look, and did_not_hold of a 3-parity-check finding judged per check vs under Holm."""
+    x = rng.normal(0.0, 1.0, size=(n, 40))
+
+    def t(k: int) -> np.ndarray:
+        return x[:, :k].mean(1) / (x[:, :k].std(1, ddof=1) / np.sqrt(k))
+
+    wrong = (abs(t(20)) > t_ppf(0.975, 19)) | (abs(t(40)) > t_ppf(0.9875, 39))
+    rows = [
+        ("old second look: 20 seeds at 0.05, then 40 at 0.025: any call", *_rate(int(wrong.sum()), n), "5%")
+    ]
+    alone, holm = 0, 0
+    reports = n // 5
+    for d in rng.normal(1.0, 1.0, size=(reports, 3, 3)):
+        alone += any(decide([parity("m", "a", "b", list(v), margin=1.0)])[0].verdict == NOT_HELD for v in d)
+        checks = decide([parity("m", "a", "b", list(v), margin=1.0) for v in d])
+        holm += combine([c.verdict for c in checks]) == NOT_HELD
+    rows.append(
+        ("3 parity checks on the margin, per check: finding did_not_hold", *_rate(alone, reports), "5%")
+    )
+    rows.append(("3 parity checks on the margin, Holm: finding did_not_hold", *_rate(holm, reports), "5%"))
+    return rows
+
+
+def primary_family(rng: np.random.Generator, n: int) -> list[tuple]:
+    """The primary family's error of both claims under the plans of the module docstring."""
+    margin, alpha, rows = 0.5, 0.025, []
+    plans = [
+        ("1 look at 20", (20,), "obrien-fleming"),
+        ("looks 10, 20, O'Brien-Fleming", (10, 20), "obrien-fleming"),
+        ("looks 10, 20, Pocock", (10, 20), "pocock"),
+        ("looks 5, 10, 20, O'Brien-Fleming", (5, 10, 20), "obrien-fleming"),
+        ("looks 10, 20, no spending", (10, 20), None),
+    ]
+    truths = [("d = 0: any held", (0.0, 0.0)), ("d = margin: any did_not_hold", (margin, margin))]
+    truths += [("one 0, one margin: any wrong", (0.0, margin)), ("power, d = 1 sd: both held", (1.0, 1.0))]
+    for name, looks, kind in plans:
+        if kind is None:  # every look at the full level: what spending prevents
+            spending.boundaries.cache_clear()
+            fixed = {g: (alpha / g,) * len(looks) for g in (1, 2)}
+
+            def reject(pv, looks=looks, fixed=fixed):
+                return _fixed_rejections(pv, fixed, looks)
+        else:
+
+            def reject(pv, looks=looks, kind=kind):
+                return primary.family_rejections(pv, alpha, looks, kind)
+
+        for label, truth in truths:
+            if kind is None and label.startswith("power"):
+                continue
+            hits = 0
+            for x in rng.normal(0.0, 1.0, size=(n, 2, looks[-1])) + np.array(truth)[:, None]:
+                made = reject([primary.look_pvalues(list(d), looks, margin) for d in x])
+                if label.startswith("power"):
+                    hits += {(0, 0), (1, 0)} <= made
+                else:
+                    hits += any(
+                        (h == 0 and truth[i] <= 0) or (h == 1 and truth[i] >= margin) for i, h in made
+                    )
+            nominal = "-" if label.startswith("power") else f"{alpha:.1%}"
+            rows.append((f"primary, {name}, {label}", *_rate(hits, n), nominal))
+    return rows
+
+
+def _fixed_rejections(pv, fixed, looks) -> set:
+    """family_rejections with the level alpha / g at every look (no spending), for contrast."""
+    rejected: set = set()
+    while True:
+        left = [i for i in range(len(pv)) if not {(i, 0), (i, 1)} <= rejected]
+        if not left:
+            return rejected
+        level = fixed[len(left)]
+        new = {(i, h) for i in left for h in (0, 1) if any(p[h] < level[k] for k, p in enumerate(pv[i]))}
+        if not new - rejected:
+            return rejected
+        rejected |= new
 
 
 if __name__ == "__main__":

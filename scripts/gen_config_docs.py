@@ -24,6 +24,7 @@ PAGE = ROOT / "docs" / "reference" / "config-fields.md"
 sys.path.insert(0, str(ROOT / "src"))
 
 from shapedce.config import RunConfig  # noqa: E402
+from shapedce.report.plan import AnalysisPlan  # noqa: E402
 from shapedce.reproduce.grid import GridConfig  # noqa: E402
 from shapedce.train.rl_config import RLConfig  # noqa: E402
 
@@ -57,6 +58,14 @@ SECTIONS = [
         "",
         "Presets in `src/shapedce/presets/reproduce/*.yaml` "
         "(`--preset smoke | tiny | study | small | paper`).",
+    ),
+    (
+        "The analysis plan: `shapedce report DIR --plan FILE`",
+        AnalysisPlan,
+        "",
+        "A YAML or JSON file of these fields, committed before the runs it judges "
+        "(DIR/analysis-plan.yaml is read when no --plan is given); the rules are in "
+        "[statistics](../method/statistics.md).",
     ),
 ]
 

@@ -45,6 +45,7 @@ SLOW = {
     "test_trust.py::test_workers_stop_when_the_scheduler_is_killed",
     "test_trust.py::test_a_second_reproduce_on_the_same_folder_is_refused",
     "test_eval.py::test_eval_on_code_logic_and_a_user_file",
+    "test_tasks_splits.py::test_the_grid_evaluation_never_scores_a_prompt_rl_or_tuning_sees",
     # measured over 4 s each (pytest --durations, 2 shared cores)
     "test_control.py::test_entropy_settles_within_10_percent_of_targets_on_both_sides_of_ce",
     "test_report_render.py::test_report_renders_from_fixture_metrics",
@@ -52,8 +53,8 @@ SLOW = {
     "test_report_render.py::test_knowledge_is_called_recall_never_held_out",
     "test_report_render.py::test_report_has_an_auto_row_when_the_grid_runs_auto",
     "test_report_render.py::test_one_seed_grids_give_only_not_tested",
-    "test_report_stats.py::test_a_second_look_keeps_the_family_error_near_5_percent",
     "test_report_stats.py::test_absence_tests_keep_the_family_error_at_5_percent",
+    "test_report_plan.py::test_the_plain_recheck_agrees_with_the_report",
     "test_trust.py::test_folder_without_checkpoint_can_start_again_or_resume",
     "test_cli.py::test_console_script_module_entry",
     "test_readme.py::test_python_example_runs",

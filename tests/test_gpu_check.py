@@ -46,7 +46,7 @@ def test_unknown_check_name_is_one_line(gpu_check, monkeypatch, capsys):
     assert gpu_check.main(["--only", "grad,nope"]) == 2
     assert (
         capsys.readouterr().out.strip() == "gpu_check: unknown check 'nope'; choose from "
-        "bench, grad, pretrain, sample, rl, paper_pre, paper_rl"
+        "bench, grad, pretrain, sample, rl, paper_pre, paper_rl, paper_mp"
     )
 
 

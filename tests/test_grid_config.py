@@ -37,7 +37,8 @@ def test_nested_overrides_reach_every_stage(tmp_path):
     assert eval_settings(grid).samples == 3
     # everything else is the section presets': smoke
     assert pretrain_config(grid, run).data == load_config("smoke").data
-    assert dataclasses.replace(rl_config(grid, run), steps=2) == load_rl_config("smoke")
+    smoke = load_rl_config("smoke")
+    assert dataclasses.replace(rl_config(grid, run), steps=smoke.steps) == smoke
 
 
 def test_a_section_preset_comes_first_and_its_fields_go_on_top():

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from report_grid import by_finding, make_grid, paper_like
+from shapedce.errors import UserError
 from shapedce.report.checks import passk_k
 from shapedce.report.load import load_grid_dir
 from shapedce.report.stats import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTED
@@ -110,8 +111,15 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
         "seeds_needed",
         "level",
         "verdict",
+        # issue 29: seeds needed as a range over the SD's 95% interval; the primary flag and the label;
+        # the parity checks' did_not_hold claim (d beyond the margin), Holm-adjusted with the rest
+        "seeds_needed_range",
+        "primary",
+        "label",
+        "p_outside",
+        "p_outside_adjusted",
     }
-    direction = []
+    direction, parity = [], []
     for f in doc["findings"]:
         assert set(f) >= {"id", "claim", "verdict", "checks"} and f["verdict"] in (
             HELD,
@@ -130,22 +138,29 @@ def test_verdicts_json_schema_with_three_seeds(tmp_path):
                 direction.append(c)
             else:
                 assert c["margin"] > 0 and c["p_adjusted"] is None
-    # Holm over all direction checks of both models and the absence tests of the pre-training entropy
-    # and tail-mass checks (3 per model); a check's two nulls exclude each other, so the first step
-    # multiplies by the number of checks
-    assert len(direction) == 2 * 14 + 4
+                parity.append(c)
+    # Holm over all direction checks of both models, the absence tests of the pre-training entropy
+    # and tail-mass checks (3 per model) and the parity checks' did_not_hold claims; a check's two nulls
+    # exclude each other, so the first step multiplies by the number of checks
+    assert len(direction) == 2 * 14 + 4 and len(parity) == 2 * 6  # ppl: 4 configs vs ce; Pass@k: 2 stages
     absence = [c for c in direction if c["null_margin"] is not None]
     assert len(absence) == 2 * 3 and all(c["p_absent_adjusted"] >= c["p_absent"] for c in absence)
     assert all(c["p_adjusted"] >= c["p"] for c in direction)
-    family = [c["p"] for c in direction] + [c["p_absent"] for c in absence]
-    adjusted = [c["p_adjusted"] for c in direction] + [c["p_absent_adjusted"] for c in absence]
-    assert min(adjusted) == pytest.approx(min(1.0, len(direction) * min(family)))
-    # read first at 2 seeds, then grown to 3: every check is a second look, at level 0.025
+    family = [c["p"] for c in direction] + [c["p_absent"] for c in absence] + [c["p_outside"] for c in parity]
+    adjusted = (
+        [c["p_adjusted"] for c in direction]
+        + [c["p_absent_adjusted"] for c in absence]
+        + [c["p_outside_adjusted"] for c in parity]
+    )
+    assert min(adjusted) == pytest.approx(min(1.0, (len(direction) + len(parity)) * min(family)))
+    assert all(c["primary"] is False for c in direction) and doc["plan"] is None
+    ranged = [(c["seeds_needed_range"], c["seeds_needed"]) for c in direction if c["seeds_needed"]]
+    assert ranged and all(lo <= n and (hi is None or n <= hi) for (lo, hi), n in ranged)
+    # read first at 2 seeds, then grown to 3: the old second look (0.025 after a full 0.05) is refused
+    # without a spending plan naming that look (issue 29: its family error exceeds 5%)
     grid.settings["first_look_seeds"] = 2
-    grown = verdicts_json(grid, judged_findings(grid))
-    assert grown["first_look_seeds"] == 2 and {
-        c["level"] for f in grown["findings"] for c in f["checks"]
-    } == {0.025}
+    with pytest.raises(UserError, match="first_look_seeds=2 that no spending plan names"):
+        judged_findings(grid)
 
 
 def test_unfinished_stages_are_not_tested(tmp_path):

@@ -46,9 +46,12 @@ def test_report_renders_from_fixture_metrics(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| precision | 3 |"))
     assert " ± " in row
     assert "held-out prompts" not in text and "Second look" not in text
+    # the old second look (0.025 after a full 0.05) is refused, in one line, without a spending plan
     (root / "grid.yaml").write_text((root / "grid.yaml").read_text() + "first_look_seeds: 2\n")
-    assert main(["report", str(root)]) == 0
-    assert "**Second look**: this study was first read at 2 seeds" in (root / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no spending plan names" in err
 
 
 def test_knowledge_is_called_recall_never_held_out(tmp_path):

@@ -208,7 +208,7 @@ def test_non_finite_base_model_is_refused(model_dir, tmp_path):
     [
         (["--from", "MISSING"], "is not a model directory"),
         (["group_size=1"], "group_size must be >= 2"),
-        (["micro_batch=3"], "micro_batch values that fit: 1, 2, 4, 8"),
+        (["micro_batch=3"], "micro_batch values that fit: 1, 2, 4"),
         (["task=nope"], "unknown task 'nope'"),
         (["--resume"], "no RL run config"),
     ],

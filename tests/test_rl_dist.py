@@ -11,6 +11,7 @@ comes from rank 0 (refills, no hang); the round cap printing one line under torc
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,8 +39,17 @@ def _worker(mode: str, out: Path, model_dir: Path) -> None:
     from shapedce.train.rl_rollout import PromptStream, collect_batch
     from test_rl import PROMPTS, load, parity_reward, toy_config
 
+    precision, mode = ("bf16", mode[5:]) if mode.startswith("bf16-") else ("auto", mode)
     parallel, mode = ("fsdp", mode[5:]) if mode.startswith("fsdp-") else ("ddp", mode)
-    cfg = toy_config(steps=2 if mode == "half" else 4, mini_batches=2, micro_batch=2, parallel=parallel)
+    cfg = toy_config(
+        steps=2 if mode == "half" else 4,
+        mini_batches=2,
+        micro_batch=2,
+        parallel=parallel,
+        precision=precision,
+    )
+    if precision == "bf16":
+        _probe_precision(out)
     if mode in ("run", "half", "resume"):  # "half" stops after the first batch; "resume" continues it
         run_rl(cfg, model_dir, out, resume=mode == "resume", reward=parity_reward, prompts=PROMPTS)
         return
@@ -79,6 +89,26 @@ def _worker(mode: str, out: Path, model_dir: Path) -> None:
             )
         )
     dist_.teardown(d)
+
+
+def _probe_precision(out: Path) -> None:
+    """Record, at each rollout refresh, the rollout copy's dtypes, the trainer's autocast and the
+    policy's parameter kinds (RUN/probe-RANK.json)."""
+    from shapedce.train.rl_trainer import RLTrainer
+
+    refresh = RLTrainer.refresh_rollout
+
+    def probe(self):
+        refresh(self)
+        seen = {
+            "rollout": sorted({str(p.dtype) for p in self.sampler.parameters()}),
+            "rollout_buffers": sorted({str(b.dtype) for b in self.sampler.buffers()}),
+            "autocast": str(self.autocast),
+            "policy": sorted({(type(p).__name__, str(p.dtype)) for p in self.module.parameters()}),
+        }
+        (out / f"probe-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(seen))
+
+    RLTrainer.refresh_rollout = probe
 
 
 def _launch(nproc: int, mode: str, out: Path, model_dir: Path) -> None:
@@ -156,6 +186,24 @@ def test_one_process_checkpoint_resumes_on_two_fsdp_ranks(model_dir, one_process
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
     _launch(2, "fsdp-resume", tmp_path, model_dir)
     _assert_same_run(one_process, tmp_path, train_only=True)
+
+
+def test_fsdp_bf16_trains_with_the_policy_and_samples_a_bf16_copy(model_dir, tmp_path):
+    """precision=bf16 under FSDP2 on gloo: FSDP2's MixedPrecisionPolicy (no autocast), float32 sharded
+    policy, a bf16 rollout copy (float32 RoPE buffers); the run trains and ends with final/."""
+    _launch(2, "bf16-fsdp-run", tmp_path, model_dir)
+    for rank in (0, 1):
+        probe = json.loads((tmp_path / "run" / f"probe-{rank}.json").read_text())
+        assert probe == {
+            "rollout": ["torch.bfloat16"],
+            "rollout_buffers": ["torch.float32"],
+            "autocast": "None",
+            "policy": [["DTensor", "torch.float32"]],
+        }
+    train = [r for r in _rows(tmp_path) if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in train)
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
 
 
 def _assert_same_run(one: Path, two: Path, train_only: bool = False) -> None:

@@ -92,7 +92,7 @@ def test_adding_a_task_is_one_line():
 
 @pytest.mark.parametrize(
     "split, n, seed, field",
-    [("val", 1, 0, "split"), ("train", -1, 0, "n"), ("train", 1.0, 0, "n"), ("test", 1, -2, "seed")],
+    [("dev", 1, 0, "split"), ("train", -1, 0, "n"), ("train", 1.0, 0, "n"), ("test", 1, -2, "seed")],
 )
 def test_prompts_bad_input(split, n, seed, field):
     with pytest.raises(ValueError) as excinfo:

@@ -134,10 +134,10 @@ def test_heldout_small_problems_never_appear_in_either_v2_corpus():
     prompts = [d.split("\n", 1)[0][len("Problem: ") :] for d in docs if is_reasoning_doc(d)]
     corpus_keys = {problem_key(p) for p in prompts}
     task = get_task("arith-small")
-    rl, test = task.prompts("train", 200), task.prompts("test", 200)
-    keys = [problem_key(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + test]
-    assert len(set(keys)) == 400 and not corpus_keys & set(keys)  # RL and eval prompts: never in a corpus
-    assert all(is_heldout(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + test)
+    rl, val, test = task.prompts("train", 198), task.prompts("val", 95), task.prompts("test", 180)
+    keys = [problem_key(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + val + test]
+    assert len(set(keys)) == 473 and not corpus_keys & set(keys)  # RL, tuning, eval prompts: in no corpus
+    assert all(is_heldout(p.text.split("\n", 1)[0][len("Problem: ") :]) for p in rl + val + test)
     # ... while the corpora's worked solutions show nearly every one-digit step their solutions take
     seen = {m for d in docs for m in re.findall(r"^\d+ [+-] \d = \d+\.$", d, re.M)}
     steps = [line for p in test for line in p.meta["solution"].split("\n")[:2]]
@@ -201,7 +201,7 @@ def test_small_space_is_finite_and_tasks_report_their_size():
     rng = random.Random(1)
     drawn = {generate_problem("small", rng).prompt for _ in range(60_000)}
     assert drawn == set(small_prompts()) and len(drawn) == 2605
-    for name, size in (("arith-small", 244), ("knowledge", 92)):
+    for name, size in (("arith-small", 180), ("knowledge", 92)):
         task = get_task(name)
         assert task.size == size and len(task.prompts("test", size)) == size
         with pytest.raises(UserError, match=f"more test prompts than task '{name}' yields"):

@@ -10,7 +10,8 @@
     shapedce tasks [--rg]                                 # the registered tasks (--rg: all reasoning-gym)
     shapedce reproduce [--preset tiny] [--configs ce,precision] [--models tiny,tiny-moe]
                        [--seeds N] [--out DIR] [rl.steps=32 eval.samples=16 ...]
-    shapedce report DIR                                   # re-render DIR/report.md from its metrics files
+    shapedce report DIR [--plan PLAN]                     # re-render DIR/report.md from its metrics files
+    shapedce report --recheck RUNS_CSV --plan PLAN [--verdicts JSON]  # primary verdicts by a plain t-test
     shapedce plan --preset paper [--world-size 8] [--device-gib 80] [--json]   # memory per device, per stage
     shapedce readiness PATH --out DIR [--reference GRID]  # RL readiness of any HF causal LM
 
@@ -168,7 +169,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"written: {write_report(Path(args.dir))}")
+    if args.recheck:
+        from .report.plan import load_plan
+        from .report.recheck import recheck
+
+        if not args.plan:
+            raise UserError("--recheck needs --plan: the analysis plan names the primary family")
+        default = Path(args.recheck).with_name("verdicts.json")
+        verdicts = args.verdicts or (default if default.is_file() else None)
+        lines, agree = recheck(args.recheck, load_plan(args.plan), verdicts)
+        print("\n".join(lines))
+        return 0 if agree else 1
+    if not args.dir:
+        raise UserError("report needs DIR (a `shapedce reproduce` folder) or --recheck RUNS_CSV")
+    print(f"written: {write_report(Path(args.dir), args.plan)}")
     return 0
 
 
@@ -297,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--preset", default="paper", help="smoke | tiny | small | paper (default paper)")
     pl.add_argument("--world-size", type=int, default=8, help="devices (default 8, one node)")
     pl.add_argument("--device-gib", type=float, default=80.0, help="memory per device in GiB (default 80)")
-    pl.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda: bf16 autocast, FSDP2")
+    pl.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda: bf16, FSDP2")
     pl.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pl.add_argument(
         "overrides", nargs="*", help="key=value run overrides; rl.KEY=V for RL, eval.batch_size=N"
@@ -305,7 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     rp = sub.add_parser("report", help="re-render DIR/report.md and its figures from the metrics files alone")
-    rp.add_argument("dir", help="a `shapedce reproduce` output directory")
+    rp.add_argument("dir", nargs="?", help="a `shapedce reproduce` output directory")
+    rp.add_argument("--plan", help="analysis plan (YAML/JSON; default DIR/analysis-plan.yaml when there)")
+    rp.add_argument(
+        "--recheck", metavar="RUNS_CSV", help="re-check the plan's primary verdicts from runs.csv"
+    )
+    rp.add_argument("--verdicts", help="with --recheck: verdicts.json to compare (default: beside RUNS_CSV)")
     rp.set_defaults(func=cmd_report)
 
     rd = sub.add_parser(

@@ -361,3 +361,14 @@ def check_finite_weights(model: PreTrainedModel, source: str | Path) -> None:
                 f"{source}: weight {name} holds {bad} non-finite values (NaN or inf); "
                 "refusing to use this model"
             )
+
+
+def cast_weights(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast the floating-point parameters of `model` to `dtype` in place; buffers stay as they are.
+    `model.to(bf16)` would also round RoPE's float32 `inv_freq` to bf16 and move every angle of a long
+    sequence; the bf16 rollout copy (RL) and bf16 evaluation cast through this instead."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.data = p.data.to(dtype)
+    return model

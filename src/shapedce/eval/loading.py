@@ -17,7 +17,7 @@ import torch
 from ..data.pretrained import load_causal_lm
 from ..data.tokenizer import check_special_tokens, load_tokenizer
 from ..errors import UserError
-from ..models import check_finite_weights
+from ..models import cast_weights, check_finite_weights
 from ..rundir import resolve_model_dir
 
 __all__ = ["load_model", "pick_device", "resolve_model_dir"]
@@ -33,8 +33,11 @@ def pick_device(device: str = "auto") -> torch.device:
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
 
 
-def load_model(path: Path, device: torch.device, *, pad_from_eos: bool = False):
-    """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights.
+def load_model(
+    path: Path, device: torch.device, *, pad_from_eos: bool = False, dtype: torch.dtype | None = None
+):
+    """(model in eval mode on `device`, tokenizer); refuses a model with non-finite weights. `dtype`
+    (e.g. bf16 for evaluation on CUDA) casts the weights before they move to `device`.
 
     `pad_from_eos=True` (evaluation only) accepts a tokenizer without a pad token, as many released
     models have, padding with eos: evaluation masks every pad position, training would not."""
@@ -42,4 +45,6 @@ def load_model(path: Path, device: torch.device, *, pad_from_eos: bool = False):
     check_special_tokens(tokenizer)
     model = load_causal_lm(path)  # remote code refused, one line on failure
     check_finite_weights(model, path)
+    if dtype is not None:
+        cast_weights(model, dtype)  # parameters only: RoPE's inv_freq stays float32
     return model.to(device).eval(), tokenizer

@@ -27,6 +27,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ..rundir import LOCK, RESULTS, FolderLock, prepare_out
 from ..tasks import get_tasks
 from ..tasks.files import render_chats
@@ -35,6 +37,7 @@ from .metrics import summarize
 from .sample import SamplingConfig, sample, vllm_available
 from .scoring import BUILTIN_TEXTS, default_text_docs, grade_groups, length_stats, summary_of
 from .settings import EvalSettings as EvalSettings  # re-exported: shapedce.eval.run.EvalSettings
+from .settings import weights_bf16
 from .text import text_stats
 
 SCHEMA_VERSION = 1
@@ -87,7 +90,9 @@ def _evaluate(path: str | Path, settings: EvalSettings, out: Path, device: str) 
 
         user_docs = read_texts(settings.text)
     model_dir = resolve_model_dir(path)
-    model, tokenizer = load_model(model_dir, pick_device(device), pad_from_eos=True)
+    dev = pick_device(device)
+    bf16 = weights_bf16(settings.dtype, dev.type)
+    model, tokenizer = load_model(model_dir, dev, pad_from_eos=True, dtype=torch.bfloat16 if bf16 else None)
     results = {
         "schema_version": SCHEMA_VERSION,
         "model": str(model_dir),

@@ -84,16 +84,19 @@ def _cut(vals: torch.Tensor, idx: torch.Tensor, lse: torch.Tensor, top_p: float)
     return idx, vals.masked_fill(~keep, -math.inf), keep.sum(-1), cum[:, -1]
 
 
-def _nucleus(z: torch.Tensor, top_p: float, guess: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _nucleus(
+    z: torch.Tensor, top_p: float, guess: int, lse: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids [B, K], scores [B, K] with -inf outside the nucleus) of scaled logits z [B, V].
 
     The nucleus keeps the most likely tokens whose probability mass before them is < top_p (at
     least one). K is the widest nucleus of the batch; the kept (id, score) pairs do not depend on
     `guess` (up to exact ties in z at a nucleus' edge, which either order may keep). Rows whose
-    nucleus reaches past the top `guess` are sorted whole, the others keep their top-k.
+    nucleus reaches past the top `guess` are sorted whole, the others keep their top-k. `lse`: the
+    rows' logsumexp, when the caller has it.
     """
     vocab = z.shape[-1]
-    lse = torch.logsumexp(z, -1, keepdim=True)
+    lse = torch.logsumexp(z, -1, keepdim=True) if lse is None else lse
     if guess >= vocab:
         vals, idx = torch.sort(z, dim=-1, descending=True)
         idx, scores, kept, _ = _cut(vals, idx, lse, top_p)
@@ -109,25 +112,73 @@ def _nucleus(z: torch.Tensor, top_p: float, guess: int) -> tuple[torch.Tensor, t
     s_vals, s_idx = torch.sort(z[rows], dim=-1, descending=True)
     s_idx, s_scores, s_kept, _ = _cut(s_vals, s_idx, lse[rows], top_p)
     width = max(width, int(s_kept.max()))
-    out_idx = torch.zeros(z.shape[0], width, dtype=idx.dtype, device=z.device)  # ids under -inf: unused
-    out_scores = torch.full((z.shape[0], width), -math.inf, dtype=z.dtype, device=z.device)
-    narrow = min(width, guess)
+    return _merge(idx, scores, min(width, guess), rows, s_idx[:, :width], s_scores[:, :width], width)
+
+
+def _merge(idx, scores, narrow: int, rows, r_idx, r_scores, width: int):
+    """[B, width] ids and scores: the first `narrow` columns of (idx, scores), then rows `rows`
+    replaced by (r_idx, r_scores) (at most `width` wide; -inf beyond)."""
+    out_idx = torch.zeros(idx.shape[0], width, dtype=idx.dtype, device=idx.device)  # ids under -inf: unused
+    out_scores = torch.full((idx.shape[0], width), -math.inf, dtype=scores.dtype, device=scores.device)
     out_idx[:, :narrow], out_scores[:, :narrow] = idx[:, :narrow], scores[:, :narrow]
-    out_idx[rows], out_scores[rows] = s_idx[:, :width], s_scores[:, :width]
+    r_width = r_idx.shape[1]
+    out_idx[rows, :r_width], out_scores[rows, :r_width] = r_idx, r_scores
+    out_scores[rows, r_width:] = -math.inf
     return out_idx, out_scores
 
 
+NUCLEUS_FIRST = 32
+"""`_nucleus_first_try` takes the top 32 first: torch.topk of 32 of 8192 costs ~1/4 of 256 (a
+tiny model's evaluation nuclei are mostly 1-10 tokens wide); its rows that need more go the plain way."""
+
+
+def _nucleus_first_try(
+    z: torch.Tensor, top_p: float, guess: int, first: int = NUCLEUS_FIRST
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_nucleus(z, top_p, guess)` bit for bit, trying the top `first` tokens before.
+
+    A row's try stands when its nucleus ends inside the top `first` and the last kept value differs
+    from the next one: then its kept set is every token with a logit >= that value, which any sort
+    or top-k keeps alike, with the same cumulative sums (the values, largest first, are the same
+    sequence). The other rows (wider, or a tie at the edge that another top-k may break otherwise)
+    go through `_nucleus(.., guess)` itself; the width K comes out the same as its own."""
+    vocab = z.shape[-1]
+    if first >= min(guess, vocab):
+        return _nucleus(z, top_p, guess)
+    lse = torch.logsumexp(z, -1, keepdim=True)
+    vals, idx = torch.topk(z, first, dim=-1)  # largest first
+    idx, scores, kept, mass = _cut(vals, idx, lse, top_p)
+    inside = kept < first
+    last = vals.gather(1, (kept - 1)[:, None]).squeeze(1)
+    after = vals.gather(1, kept.clamp(max=first - 1)[:, None]).squeeze(1)
+    redo = (mass < top_p) | ~inside | (after == last)
+    if not bool(redo.any()):
+        width = int(kept.max())
+        return idx[:, :width], scores[:, :width]
+    rows = redo.nonzero().squeeze(1)
+    r_idx, r_scores = _nucleus(z[rows], top_p, guess, lse[rows])
+    stays = kept[~redo]
+    width = max(r_idx.shape[1], int(stays.max()) if stays.numel() else 1)
+    return _merge(idx, scores, min(width, first), rows, r_idx, r_scores, width)
+
+
 def pick_tokens(
-    logits: torch.Tensor, cfg: StepSettings, row_keys: torch.Tensor, step: int, guess: int = NUCLEUS_GUESS
+    logits: torch.Tensor,
+    cfg: StepSettings,
+    row_keys: torch.Tensor,
+    step: int,
+    guess: int = NUCLEUS_GUESS,
+    first: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(tokens [B], entropy [B], nucleus width) from raw float32 logits [B, V]: temperature, top-p,
-    Gumbel-max with counter-based noise. `guess` (top tokens tried before a sort) changes speed only."""
+    Gumbel-max with counter-based noise. `guess` (top tokens tried before a sort) and `first` (try
+    the top NUCLEUS_FIRST before that) change speed only."""
     entropy = torch.special.entr(torch.softmax(logits, -1)).sum(-1)
     if cfg.temperature == 0:
         return logits.argmax(-1), entropy, 1
     z = logits / cfg.temperature
     if cfg.top_p < 1:
-        cand, z = _nucleus(z, cfg.top_p, guess)
+        cand, z = _nucleus_first_try(z, cfg.top_p, guess) if first else _nucleus(z, cfg.top_p, guess)
     else:
         cand = torch.arange(z.shape[-1], device=z.device)
     gumbel = counter_uniform(row_keys, step, cand).log_().neg_().log_().neg_()  # -log(-log u)

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 
 from ..errors import UserError, check_int
 
+DTYPES = ("auto", "bf16", "fp32")
+"""Allowed `dtype` values of the evaluation's weights."""
+
+
+def weights_bf16(dtype: str, device_type: str) -> bool:
+    """True when evaluation holds the weights in bf16: dtype "bf16", or "auto" on CUDA."""
+    return dtype == "bf16" or (dtype == "auto" and device_type == "cuda")
+
 
 @dataclass(kw_only=True)
 class EvalSettings:
@@ -38,8 +46,13 @@ class EvalSettings:
     """Held-out text tokens scored."""
     pass_k: str = ""
     """Comma-separated k of the Pass@k curve, e.g. 1,8,64; "" = 1, 2, 4, ..., samples."""
+    dtype: str = "auto"
+    """Weights' dtype while evaluating: "auto" (bf16 on CUDA, float32 on CPU), "bf16" or "fp32". bf16
+    halves the weights and the KV cache (`shapedce plan` counts both); the text head scores in float32."""
 
     def validate(self) -> EvalSettings:
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if not self.text.strip():
             raise UserError("--text must be builtin-v2 or a local text / jsonl / parquet path; got ''")
         for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):

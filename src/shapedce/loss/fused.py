@@ -19,6 +19,8 @@ Design (the shape of Liger-Kernel's fused linear cross-entropy, written anew):
 - reduction="none" cannot pre-reduce grad_W (each row has its own incoming gradient), so the
   forward only computes values and the backward recomputes the chunks with those scales.
 - With lambda_top = lambda_tail = 0 and no stats, no top-k is computed at all.
+- Under torch.no_grad / inference_mode (validation, evaluation) no gradient is made: one GEMM per
+  chunk instead of three, the same values and stats bit for bit.
 - token_weights w_t (one number per row) multiply each row's value and its row scale, so they enter
   the same in-place gradient; no [N, V] work or memory is added. The chunk loop is `chunks.py`.
 - Logit transforms of some model families: z = softcap * tanh(s * (h W^T + b) / softcap)
@@ -44,7 +46,9 @@ __all__ = ["CHUNK_ELEMENTS", "default_chunk_rows", "fused_linear_shaped_cross_en
 
 class _FusedLinearShapedCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, token_weights, knobs, reduction, chunk, want_stats, cap):
+    def forward(
+        ctx, hidden, weight, bias, targets, token_weights, knobs, reduction, chunk, want_stats, cap, grad_on
+    ):
         n_all = hidden.shape[0]
         valid = (targets != knobs.ignore_index).nonzero().squeeze(1)
         n = valid.numel()
@@ -55,7 +59,9 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         )
         cd = compute_dtype(hidden.dtype)
         tw = None if token_weights is None else token_weights.index_select(0, valid).to(cd)
-        grads_now = reduction != "none" and any(ctx.needs_input_grad[:3])
+        # grad_on: grad mode at the call (always off inside forward); under no_grad / inference_mode
+        # (validation, evaluation) no gradient is made, and the values are the same bit for bit
+        grads_now = grad_on and reduction != "none" and any(ctx.needs_input_grad[:3])
         needs = ctx.needs_input_grad[:3] if grads_now else (False, False, False)
         grad_h, grad_w, grad_b = grad_buffers(h, weight, bias, needs, cd)
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
@@ -137,7 +143,7 @@ class _FusedLinearShapedCE(torch.autograd.Function):
         grad_h = None if grad_h is None else grad_h.to(hid_dtype)
         grad_w = None if grad_w is None else grad_w.to(w_dtype)
         grad_b = None if grad_b is None else grad_b.to(w_dtype)
-        return grad_h, grad_w, grad_b, None, None, None, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None, None, None
 
 
 def fused_linear_shaped_cross_entropy(
@@ -207,6 +213,7 @@ def fused_linear_shaped_cross_entropy(
             chunk,
             return_stats,
             (float(logit_scale), None if softcap is None else float(softcap)),
+            torch.is_grad_enabled(),
         )
     if reduction == "none":
         loss = loss.reshape(targets.shape)

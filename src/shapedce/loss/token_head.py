@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..errors import check_int, check_real
-from .chunks import default_chunk_rows, head_grads
+from .chunks import default_chunk_rows, head_grads, xlogx_row_sums
 from .chunks import transform as _transform
 from .rows import check_head, compute_dtype
 
@@ -77,7 +77,7 @@ def _forward_chunk(z: Tensor, x: Tensor, tail_k: int | None, want_rank: bool):
     total = e.sum(1)
     log_total = total.log()
     lse = m.squeeze(1) + log_total
-    entropy = log_total - torch.special.xlogy(e, e).sum(1) / total
+    entropy = log_total - xlogx_row_sums(e) / total  # xlogy(e, e).sum(1) bit for bit, in blocks
     tail = None
     if tail_k is not None:
         tail = (

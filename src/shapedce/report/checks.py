@@ -19,7 +19,7 @@ from typing import Any
 
 from ..eval.metrics import pass_at_k
 from .load import GridRecord, RunRecord
-from .stats import Check, combine, direction, parity, t975
+from .stats import NOT_APPLICABLE, Check, combine, direction, parity, t975
 
 PPL_MARGIN = math.log(1.05)
 """Parity margin on final log-perplexity (nats per token): |log(PPL_a / PPL_ce)| < log 1.05, perplexities
@@ -43,6 +43,22 @@ class Finding:
     claim: str
     checks: list[Check] = field(default_factory=list)
     note: str = ""
+    label: str | None = None
+    """MANIPULATION when the finding is a knob moving its own metric (a check of the setup)."""
+
+    def label_checks(self, label: str) -> Finding:
+        """Give the finding and each of its checks `label`."""
+        self.label = label
+        for c in self.checks:
+            c.label = label
+        return self
+
+    def not_applicable(self, reason: str) -> Finding:
+        """Mark every check not_applicable: the world cannot exhibit it (`reason` in each check's test)."""
+        for c in self.checks:
+            c.verdict, c.test, c.p = NOT_APPLICABLE, f"not applicable: {reason}", None
+        self.note = reason
+        return self
 
     @property
     def verdict(self) -> str:

@@ -2,7 +2,11 @@
 the checks pair) and the PNG figures, from the grid's files alone.
 
     shapedce report runs/reproduce          # also run at the end of `shapedce reproduce`
+    shapedce report runs/reproduce --plan docs/rl-study/analysis-plan.yaml   # with a primary family
     from shapedce.report import write_report; write_report("runs/reproduce")
+
+With an analysis plan (`--plan FILE`, or ROOT/analysis-plan.yaml) the primary family comes first, with
+its own section of the design (`plan_lines`).
 
 Sections: the grid's settings and the statistical design (`design_lines`); per model the figures, a
 summary table per stage (mean and 95% interval over seeds of Avg@m, Cons@m, Pass@k on the RL task,
@@ -22,9 +26,12 @@ from pathlib import Path
 from ..rundir import TRAIN_STAGES, GridDir
 from .checks import NULL_FRACTION, PASSK_MARGIN, PPL_MARGIN, Accuracy, Finding, passk_k, task_result
 from .load import GridRecord, load_grid_dir
+from .plan import AnalysisPlan, find_plan
 from .plots import draw_all, effects_figure
+from .spending import nominal_levels
 from .stats import ALPHA, MIN_SEEDS, Check, mean_ci
-from .verdicts import first_look_seeds, judged_findings, verdicts_json
+from .tdist import seeds_text
+from .verdicts import judged_findings, verdicts_json
 
 KNOWLEDGE_NOTE = (
     " (knowledge asks facts the pre-training corpus states word for word: recall of facts seen in "
@@ -91,15 +98,21 @@ def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.2g}" if x >= 0.001 else "<0.001"
 
 
+def _tag(label: str | None) -> str:
+    return f" *({label})*" if label else ""
+
+
 def check_row(c: Check) -> str:
-    level = f"{100 * c.coverage:g}%"
+    level = f"{100 * c.extra.get('coverage', c.coverage):.4g}%"
     ci = (
         "-"
         if c.ci is None
         else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}] ({level if c.p is not None else 'indicative'})"
     )
     margin = (
-        f"absent if ± {c.null_margin:.4f}"
+        f"did_not_hold if < {c.margin:.4f}"
+        if c.primary and c.margin is not None
+        else f"absent if ± {c.null_margin:.4f}"
         if c.null_margin is not None
         else "-"
         if c.margin is None
@@ -108,9 +121,14 @@ def check_row(c: Check) -> str:
     p = f"{_p(c.p)} / {_p(c.p_adjusted)}"
     if c.p_absent is not None:
         p += f"; absent {_p(c.p_absent)} / {_p(c.p_absent_adjusted)}"
-    seeds = "-" if c.p is None else str(c.seeds_needed) if c.seeds_needed is not None else "never / > 10000"
+    if c.p_outside is not None:
+        p += f"; beyond {_p(c.p_outside)} / {_p(c.p_outside_adjusted)}"
+    seeds = "-" if c.p is None else seeds_text(c.seeds_range)
+    if c.primary and c.p is not None:
+        seeds += f" (for {c.extra['effect']:g})"
+    tag = " *(manipulation)*" if c.label else ""
     return (
-        f"| {c.a} vs {c.b}: {c.metric} | {_num(c.a_mean, '{:.3f}')} | {_num(c.b_mean, '{:.3f}')} | "
+        f"| {c.a} vs {c.b}: {c.metric}{tag} | {_num(c.a_mean, '{:.3f}')} | {_num(c.b_mean, '{:.3f}')} | "
         f"{_num(c.estimate)} | {ci} | {p} | {margin} | {_num(c.mde, '{:.3f}')} | "
         f"{seeds} | {c.verdict} |"
     )
@@ -123,7 +141,9 @@ def verdict_lines(found: list[Finding]) -> list[str]:
         "|---|---:|---:|---:|---|---|---|---:|---:|---|",
     ]
     for f in found:
-        lines.append(f"| **{f.claim}** | | | | | | | | | **{f.verdict}** |")
+        tag = f" *({f.label})*" if f.label else ""
+        note = f" ({f.note})" if f.note and f.verdict == "not_applicable" else ""
+        lines.append(f"| **{f.claim}**{tag}{note} | | | | | | | | | **{f.verdict}** |")
         lines += [check_row(c) for c in f.checks]
     return lines
 
@@ -151,8 +171,9 @@ def _pretrain_only(grid: GridRecord) -> str:
 def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
     """The report's preamble: how every finding is judged (docs/method/statistics.md)."""
     seeds = len({r.seed for r in grid.runs})
-    n_dir = sum(c.kind == "direction" and c.p is not None for f in found for c in f.checks)
+    n_dir = sum(c.kind == "direction" and c.p is not None and not c.primary for f in found for c in f.checks)
     n_abs = sum(c.p_absent is not None for f in found for c in f.checks)
+    n_par = sum(c.kind == "parity" and c.p is not None for f in found for c in f.checks)
     lines = [
         "## How the findings are judged",
         "",
@@ -160,8 +181,10 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         f"on the per-seed difference d = a - b. This grid has {seeds} seed(s){_pretrain_only(grid)}.",
         "",
         f'- **Direction** ("a above b"): mean d, its 95% t-interval over seeds, and the two-sided paired '
-        f"t-test; the p-values of all {n_dir} direction checks of this report and of its {n_abs} absence "
-        "tests are Holm-adjusted together; a check's direction and absence nulls cannot both be true, so "
+        f"t-test; the p-values of all {n_dir} direction checks of this report (the secondary family, when "
+        f"an analysis plan names a primary one), of its {n_abs} absence tests and of its {n_par} parity "
+        "checks' did_not_hold claims are Holm-adjusted together; a check's direction and absence nulls "
+        "cannot both be true, so "
         "each step counts the checks that still hold an unrejected null (Shaffer's refinement). held: "
         f"adjusted p < {ALPHA} with the claimed sign; did_not_hold: adjusted p < {ALPHA} with the other "
         "sign; else inconclusive. The interval shown is unadjusted.",
@@ -171,11 +194,12 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "at this scale. 1% is a strict bar: the paper's entropy gaps are about 25% (1.8 vs 2.4 nats at "
         "4B), the perplexity margin 5%.",
         f'- **Parity** ("about the same", "not above"): equivalence by two one-sided tests at 5%, i.e. '
-        "the 90% t-interval of d. held: the interval lies inside the margin; did_not_hold: it lies entirely "
-        "beyond it; else inconclusive. Parity checks are not Holm-adjusted (a finding held only when all its "
-        "parity checks held). Margins: perplexity within 5%, judged on log-perplexity, "
-        f"|d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the entropy gaps the reward "
-        "knobs "
+        "the 90% t-interval of d. held: the interval lies inside the margin (a finding held only when all "
+        "its parity checks held: level 5% per finding); did_not_hold: d shown beyond the margin by the "
+        "one-sided t-test, Holm-adjusted with the direction tests (so a finding's did_not_hold is "
+        "multiplicity-controlled); else inconclusive. Margins: perplexity within 5%, judged on "
+        f"log-perplexity, |d| < log 1.05 = {PPL_MARGIN:.3f} nats: an order of magnitude below the "
+        "entropy gaps the reward knobs "
         'are meant to open (the paper: 1.8 vs 2.4 nats at 4B). "Higher entropy does not raise Pass@k" is '
         f"non-superiority, d < {PASSK_MARGIN} (a lower Pass@k also satisfies it): a raise under 1 point is "
         "below the smallest RL effect the paper reports as real (1-2 points of Avg@128).",
@@ -183,20 +207,14 @@ def design_lines(grid: GridRecord, found: list[Finding]) -> list[str]:
         "midtrain, "
         "minus ce's gain), each a check; response length on diversity's relative change minus ce's.",
         f"- **MDE**: the true difference the check's test detects with 80% power, from the measured seed "
-        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir)} (Holm's first step, "
+        f"spread of d; for direction checks at level {ALPHA}/{max(1, n_dir + n_par)} (Holm's first step, "
         "so detected whatever the other checks show), for parity checks the smallest margin the test "
         "would establish at a true d of 0. **Seeds needed**: seeds at which the same test reaches a "
-        "verdict on the observed difference with 80% power (at the same spread).",
-        *(
-            [
-                f"- **Second look**: this study was first read at {look} seeds and then grown; every check "
-                f"with more than {look} seeds is judged at level {ALPHA / 2:g} instead of {ALPHA} (its "
-                "direction interval 97.5%, its parity interval 95%), so that the family's chance of any "
-                "wrong call over both looks stays near 5% (`benchmarks/verdict_error_rates.py`)."
-            ]
-            if (look := first_look_seeds(grid))
-            else []
-        ),
+        "verdict on the observed difference with 80% power, as a range a-b: at the low and the high end "
+        "of the 95% chi-square interval of the measured seed spread (a few seeds measure it poorly).",
+        "- **Labels**: a *manipulation* check (a knob moving its own metric: entropy order, tail mass) "
+        "tests the setup, not a claim of the paper; a check the world cannot exhibit is not_applicable, "
+        "with the reason, and enters no verdict.",
         f"- With fewer than {MIN_SEEDS} seeds nothing is judged: every check is not_tested and its numbers "
         "are indicative only (with one seed, an interval over evaluation prompts covers evaluation noise, "
         "not seed-to-seed variation).",
@@ -293,11 +311,45 @@ PRETRAIN_FINDINGS = ("ppl_parity", "entropy_order", "tail_mass")
 """The findings drawn in effects-MODEL.png: pre-training's, where pre-training-only seeds add power."""
 
 
-def write_report(root: str | Path) -> Path:
-    """Render ROOT/report.md, ROOT/verdicts.json and ROOT/<figure>-<model>.png; returns the report's path."""
+def plan_lines(plan: AnalysisPlan, found: list[Finding]) -> list[str]:
+    """The primary family's design: what the plan fixed, and how its checks are decided."""
+    looks = plan.looks_seeds
+    margin = (
+        f"{plan.margin:g} in Avg@m as a fraction ({100 * plan.margin:g} on a 0-100 scale)"
+        if plan.margin_kind == "absolute"
+        else f"{plan.margin:.0%} of {plan.baseline}'s mean RL gain"
+    )
+    spend = (
+        f"interim looks at {', '.join(map(str, looks[:-1]))} seeds, final at {looks[-1]}, "
+        f"{plan.spending} alpha spending (one-sided nominal levels at alpha/{len(plan.configs)}: "
+        + ", ".join(f"{p:.4g}" for p in nominal_levels(looks, plan.alpha / len(plan.configs), plan.spending))
+        + ")"
+        if len(looks) > 1
+        else f"one look, at {looks[-1]} seeds"
+    )
+    return [
+        "## The primary family (named in the analysis plan)",
+        "",
+        f"- Checks: {', '.join(f'{c} - {plan.baseline}' for c in plan.configs)}: RL gain on held-out Avg@m "
+        f"(after RL minus after midtrain), minus {plan.baseline}'s, paired by seed.",
+        f"- Family level {plan.alpha:g} one-sided, over both claims of every check and every look "
+        "(Holm-Shaffer). held: the gain difference is shown above 0; did_not_hold: it is shown below "
+        f"the absence margin, {margin}; else inconclusive.",
+        f"- Seeds planned: {plan.seeds}; {spend}. Seeds past the plan are not used here.",
+        f"- Seeds needed: for the plan's effect {plan.effect:g} with 80% power at Holm's first step, as a "
+        "range over the 95% interval of the measured seed spread.",
+        "- Everything else below is the secondary family, Holm-adjusted on its own.",
+        "",
+    ]
+
+
+def write_report(root: str | Path, plan_path: str | Path | None = None) -> Path:
+    """Render ROOT/report.md, ROOT/verdicts.json and ROOT/<figure>-<model>.png; returns the report's path.
+    The analysis plan: `plan_path`, else ROOT/analysis-plan.yaml when there, else none."""
     root = Path(root)
     grid = load_grid_dir(root)
-    found = judged_findings(grid)
+    plan = find_plan(root, plan_path)
+    found = judged_findings(grid, plan)
     lines = [
         "# shapedce reproduce: report",
         "",
@@ -307,9 +359,10 @@ def write_report(root: str | Path) -> Path:
         "",
         *design_lines(grid, found),
         "",
+        *(plan_lines(plan, found) if plan is not None else []),
         "## Verdicts",
         "",
-        *[f"- {f.model}: {f.claim}: **{f.verdict}**" for f in found],
+        *[f"- {f.model}: {f.claim}{_tag(f.label)}: **{f.verdict}**" for f in found],
         "",
         "Summary tables: means over seeds (± the 95% t half-width).",
     ]
@@ -330,7 +383,7 @@ def write_report(root: str | Path) -> Path:
             *verdict_lines([f for f in found if f.model == model]),
         ]
     layout = GridDir(root)
-    layout.verdicts.write_text(json.dumps(verdicts_json(grid, found), indent=1) + "\n")
+    layout.verdicts.write_text(json.dumps(verdicts_json(grid, found, plan), indent=1) + "\n")
     write_runs_csv(grid, layout.runs_csv)
     path = layout.report
     path.write_text("\n".join(lines) + "\n")

@@ -1,6 +1,6 @@
 """The report's statistics: seed-paired checks, verdicts, Holm's adjustment, MDEs (docs/method/statistics.md).
 
-    from shapedce.report.stats import direction, parity, judge, decide, second_look
+    from shapedce.report.stats import direction, parity, judge, decide
     checks = [direction("Avg@8 after RL", "precision", "ce", diffs=[0.02, 0.05, 0.01], expect=+1),
               parity("log PPL", "tail", "ce", diffs=[0.01, -0.02, 0.00], margin=0.0488)]
     judge(checks)          # Holm over the direction checks, every verdict, MDE and seeds needed
@@ -18,20 +18,26 @@ A check holds the per-seed paired differences d_i = a_i - b_i (same seed of both
       (d = 0, |d| >= null_margin) cannot both be true, so the family counts checks, not tests
       (`holm` with groups): absence tests cost the other checks no power.
   parity ("about the same": |true d| < margin; upper_only, "not above": true d < margin): the 90%
-      t-interval (two one-sided tests at 5%). held when it lies inside the margin, did_not_hold when it
-      lies entirely beyond it, else inconclusive. p is the equivalence test's p-value; parity checks
-      are not Holm-adjusted ("held" needs every one of a finding's parity checks: an intersection-union
-      test, level 5% without correction).
-  second look (`second_look`): a study read at N seeds and then grown judges every check with more
-      than N seeds at level 0.025 instead of 0.05 (intervals 97.5% and 95%), by error spending.
+      t-interval (two one-sided tests at 5%). held when it lies inside the margin (a finding's parity
+      checks must all hold: an intersection-union test, level 5% per finding without correction).
+      did_not_hold when d is shown beyond the margin: the one-sided t-test of "true d beyond the
+      margin" (p_outside), Holm-adjusted in the same family as the direction tests, so a finding-level
+      did_not_hold is multiplicity-controlled like held; else inconclusive. p is the equivalence
+      test's p-value.
+  interim looks: only through an analysis plan's alpha spending, for its primary family
+      (`shapedce.report.primary`); the old rule (a second look at 0.025 after a full 0.05) is gone.
+  not_applicable: a check the study's world cannot exhibit (NOT_APPLICABLE, with its reason in `test`)
+      joins no family and no finding's verdict.
   fewer than MIN_SEEDS pairs: not_tested; the mean is shown, with the t-interval over the seeds there
       are or an interval over evaluation prompts (`prompt_ci`), as indicative numbers only.
 MDE: the true difference detected with 80% power by the test this check faces, using the measured
-spread of d: for direction checks at level 0.05 / (number of direction checks), the level Holm's first
+spread of d: for direction checks at level 0.05 / (tested direction and parity checks), the level Holm's first
 step uses, so an effect this size is detected whatever the other checks show; for parity checks the
 smallest margin the equivalence test would establish at a true difference of 0. seeds_needed: seeds at
 which the same test reaches its verdict on the observed difference with 80% power (None: never, or
 > tdist.MAX_SEEDS); with a null_margin, the fewer of the direction test's and the absence test's.
+seeds_range: the same at both ends of the 95% chi-square interval of the measured SD (a range, since a
+few seeds measure the spread poorly).
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ from . import tdist
 from .tdist import t975
 
 HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED = "held", "did_not_hold", "inconclusive", "not_tested"
-VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED)
+NOT_APPLICABLE = "not_applicable"
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED, NOT_APPLICABLE)
+MANIPULATION = "manipulation"
+"""The label of a manipulation check: a knob moving its own metric (it tests the setup, not a claim)."""
 ALPHA = 0.05
 MIN_SEEDS = 3
 
@@ -103,7 +112,7 @@ class Check:
     a_mean: float | None = None
     b_mean: float | None = None
     level: float = ALPHA
-    """The test's level: ALPHA, or ALPHA / 2 on a second look (`second_look`)."""
+    """The test's level: ALPHA (secondary checks), or a primary family's one-sided level."""
     prompt_ci: tuple[float, float] | None = None
     """1 seed: an interval over evaluation prompts, shown as indicative, never judged."""
     fmt: str = "{:.3f}"
@@ -114,9 +123,18 @@ class Check:
     p_adjusted: float | None = None
     p_absent: float | None = None
     p_absent_adjusted: float | None = None
+    p_outside: float | None = None
+    """parity only: p-value of "true d beyond the margin" (its did_not_hold claim), one-sided."""
+    p_outside_adjusted: float | None = None
     mde: float | None = None
     seeds_needed: int | None = None
+    seeds_range: tuple[int | None, int | None] | None = None
+    """seeds_needed at the low and high end of the SD's 95% interval (None at an end: never)."""
     verdict: str = NOT_TESTED
+    primary: bool = False
+    """A check of the primary family named in an analysis plan (`shapedce.report.primary`)."""
+    label: str | None = None
+    """MANIPULATION for a knob moving its own metric, else None."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -152,10 +170,15 @@ class Check:
             "null_margin": self.null_margin,
             "p_absent": self.p_absent,
             "p_absent_adjusted": self.p_absent_adjusted,
+            "p_outside": self.p_outside,
+            "p_outside_adjusted": self.p_outside_adjusted,
             "mde": self.mde,
             "seeds_needed": self.seeds_needed,
+            "seeds_needed_range": list(self.seeds_range) if self.seeds_range else None,
             "level": self.level,
             "verdict": self.verdict,
+            "primary": self.primary,
+            "label": self.label,
         }
 
 
@@ -209,25 +232,13 @@ def _prepare(c: Check) -> Check:
         assert c.margin is not None, "a parity check has a margin"
         c.ci = c._t_interval(c.coverage)
         c.p = _tost_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
+        c.p_outside = _outside_p(c.estimate, se, c.margin, c.n, upper_only=bool(c.expect))
         side = f"d < {c.fmt.format(c.margin)}" if c.expect else f"|d| < {c.fmt.format(c.margin)}"
         c.test = (
             f"{'non-superiority' if c.expect else 'TOST equivalence'} over {c.n} seeds: "
             f"{100 * c.coverage:g}% t-interval vs margin {side}"
         )
-    if c.level != ALPHA:
-        c.test += f"; second look: level {c.level:g}"
     return c
-
-
-def second_look(checks: list[Check], first_look: int) -> list[Check]:
-    """A study read once at `first_look` seeds and grown: every check with more seeds is a second look,
-    judged at level ALPHA / 2 (its intervals widen to match), so that the family's chance of any wrong
-    call over both looks stays near ALPHA (`benchmarks/verdict_error_rates.py`). 0: one look."""
-    for c in checks if first_look > 0 else []:
-        if c.n > first_look:
-            c.level = ALPHA / 2
-            _prepare(c)
-    return checks
 
 
 def _tost_p(estimate: float, se: float, margin: float, n: int, upper_only: bool = False) -> float:
@@ -239,20 +250,42 @@ def _tost_p(estimate: float, se: float, margin: float, n: int, upper_only: bool 
     return upper if upper_only else max(upper, tdist.t_sf((estimate + margin) / se, n - 1))
 
 
+def _outside_p(estimate: float, se: float, margin: float, n: int, upper_only: bool = False) -> float:
+    """p-value of "true d beyond the margin": d > margin, or (two-sided margin) the likelier of d > margin
+    and d < -margin (one-sided t-tests; on the margin the other side adds a negligible chance)."""
+    if se == 0:
+        return 0.0 if estimate > margin or (not upper_only and estimate < -margin) else 1.0
+    above = tdist.t_sf((estimate - margin) / se, n - 1)
+    return above if upper_only else min(above, tdist.t_cdf((estimate + margin) / se, n - 1))
+
+
 def _family(checks: list[Check]) -> list[tuple[Check, str]]:
     """The Holm family: (check, "p") for every tested direction check, (check, "p_absent") for each
-    absence test."""
+    absence test, (check, "p_outside") for every tested parity check."""
     tested = [c for c in checks if c.p is not None and c.kind == "direction"]
-    return [(c, "p") for c in tested] + [(c, "p_absent") for c in tested if c.p_absent is not None]
+    parity_ = [c for c in checks if c.p is not None and c.kind == "parity" and c.p_outside is not None]
+    return (
+        [(c, "p") for c in tested]
+        + [(c, "p_absent") for c in tested if c.p_absent is not None]
+        + [(c, "p_outside") for c in parity_]
+    )
+
+
+def family_size(checks: list[Check]) -> int:
+    """Holm's first multiplier over these checks: the tested direction and parity checks (a direction
+    check's absence test shares its count)."""
+    return max(1, sum(c.p is not None and c.verdict != NOT_APPLICABLE for c in checks))
 
 
 def decide(checks: list[Check]) -> list[Check]:
-    """Holm-adjust the direction and absence tests' p-values together and set every check's verdict."""
+    """Holm-adjust the direction, absence and parity-outside p-values together; set every verdict."""
     family = _family(checks)
     groups = [id(c) for c, _ in family]  # a check's direction and absence nulls exclude each other
     for (c, key), p_adj in zip(family, holm([getattr(c, key) for c, key in family], groups)):
         setattr(c, f"{key}_adjusted", p_adj)
     for c in checks:
+        if c.verdict == NOT_APPLICABLE:
+            continue
         if c.p is None:
             c.verdict, c.p_adjusted = NOT_TESTED, None
         elif c.kind == "direction":
@@ -268,42 +301,59 @@ def decide(checks: list[Check]) -> list[Check]:
             assert c.ci is not None and c.margin is not None
             lo, hi = c.ci
             inside = hi < c.margin and (c.expect or lo > -c.margin)
-            outside = lo > c.margin or (not c.expect and hi < -c.margin)
+            outside = c.p_outside_adjusted is not None and c.p_outside_adjusted < c.level
             c.verdict = HELD if inside else NOT_HELD if outside else INCONCLUSIVE
     return checks
 
 
 def judge(checks: list[Check]) -> list[Check]:
-    """`decide`, then every tested check's MDE and seeds needed (see the module docstring)."""
+    """`decide`, then every tested check's MDE, seeds needed and their range (see the module docstring)."""
     decide(checks)
-    family = max(1, sum(c.p is not None and c.kind == "direction" for c in checks))
+    family = family_size(checks)
     for c in checks:
-        level = c.level / family
         if c.p is None:
-            c.mde, c.seeds_needed = None, None
+            c.mde, c.seeds_needed, c.seeds_range = None, None, None
             continue
-        sd, upper_only = c.sd, bool(c.expect)
-        assert c.estimate is not None  # tested checks have one
+        sd = c.sd
         if sd == 0:  # identical differences on every seed: any n >= MIN_SEEDS decides, or nothing does
             c.mde = 0.0
             c.seeds_needed = c.n if c.verdict in (HELD, NOT_HELD) else None
+            c.seeds_range = (c.seeds_needed, c.seeds_needed)
             continue
         if c.kind == "direction":
-            c.mde = tdist.mde_direction(sd, c.n, level)
-            c.seeds_needed = tdist.seeds_direction(c.estimate, sd, level)
-            if c.null_margin is not None and abs(c.estimate) < c.null_margin:
-                absent = tdist.seeds_parity(c.estimate, c.null_margin, sd, alpha=level)
-                c.seeds_needed = min((n for n in (c.seeds_needed, absent) if n is not None), default=None)
+            c.mde = tdist.mde_direction(sd, c.n, c.level / family)
         else:
-            assert c.margin is not None
-            c.mde = tdist.mde_parity(sd, c.n, upper_only=upper_only, alpha=c.level)
-            c.seeds_needed = tdist.seeds_parity(c.estimate, c.margin, sd, upper_only, alpha=c.level)
+            c.mde = tdist.mde_parity(sd, c.n, upper_only=bool(c.expect), alpha=c.level)
+        c.seeds_needed = _seeds_needed(c, sd, c.level / family)
+        lo, hi = tdist.sd_interval(sd, c.n)
+        c.seeds_range = (_seeds_needed(c, lo, c.level / family), _seeds_needed(c, hi, c.level / family))
     return checks
 
 
+def _seeds_needed(c: Check, sd: float, level: float) -> int | None:
+    """Seeds at which c's test reaches its verdict on the observed difference with 80% power, at seed
+    spread sd (direction checks and a parity check's "beyond" claim at `level`, Holm's first step;
+    its "inside" claim at c.level)."""
+    assert c.estimate is not None  # tested checks have one
+    if c.kind == "direction":
+        n = tdist.seeds_direction(c.estimate, sd, level)
+        if c.null_margin is not None and abs(c.estimate) < c.null_margin:
+            absent = tdist.seeds_parity(c.estimate, c.null_margin, sd, alpha=level)
+            n = min((k for k in (n, absent) if k is not None), default=None)
+        return n
+    assert c.margin is not None
+    inside = c.estimate < c.margin if c.expect else abs(c.estimate) < c.margin
+    # held (inside) is judged at c.level; did_not_hold (beyond) is Holm-adjusted: `level`
+    return tdist.seeds_parity(c.estimate, c.margin, sd, bool(c.expect), alpha=c.level if inside else level)
+
+
 def combine(verdicts: list[str]) -> str:
-    """A finding from its checks: any not_tested -> not_tested; else any did_not_hold -> did_not_hold;
-    all held -> held; else inconclusive."""
+    """A finding from its checks, the not_applicable ones left out (all of them: not_applicable): any
+    not_tested -> not_tested; else any did_not_hold -> did_not_hold; all held -> held; else
+    inconclusive."""
+    if verdicts and all(v == NOT_APPLICABLE for v in verdicts):
+        return NOT_APPLICABLE
+    verdicts = [v for v in verdicts if v != NOT_APPLICABLE]
     if not verdicts or NOT_TESTED in verdicts:
         return NOT_TESTED
     if NOT_HELD in verdicts:

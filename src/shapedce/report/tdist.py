@@ -1,9 +1,11 @@
-"""Student t distribution, t-test power, minimum detectable effects and seeds needed, in plain numpy.
+"""Student t and chi-square distributions, t-test power, minimum detectable effects and seeds needed
+(a number, and a range over the SD's confidence interval), in plain numpy.
 
-    from shapedce.report.tdist import t_cdf, t_ppf, mde_direction, seeds_direction
+    from shapedce.report.tdist import t_cdf, t_ppf, mde_direction, seeds_direction, seeds_range
     t_ppf(0.975, 2)                                   # 4.3027 (two-sided 95% quantile, 2 degrees of freedom)
     mde_direction(sd=0.1, n=3, alpha=0.05)            # true paired difference detected with 80% power
     seeds_direction(effect=0.05, sd=0.1, alpha=0.05)  # seeds whose test detects 0.05 with 80% power
+    seeds_range(effect=0.05, sd=0.1, n=3, alpha=0.05) # the same at both ends of the SD's 95% interval
 
 The t CDF is exact for integer degrees of freedom (the finite trigonometric series of Abramowitz &
 Stegun 26.7.3-4), the quantile is a bisection on it. Power integrates over the sample standard
@@ -14,6 +16,8 @@ lam = delta sqrt(n) / sigma the standardised true difference,
                                    M = m sqrt(n) / sigma, c = t_ppf(1 - alpha)
   one-sided against a bound m      P = E_U[Phi(|lam| - M - c U)]
 E_U is a weighted sum over a fine grid of U (density proportional to u^(df-1) exp(-df u^2 / 2)).
+The chi-square CDF is the regularized incomplete gamma function (series below a + 1, continued
+fraction above); the SD's interval from n values is sd sqrt((n - 1) / chi2 quantile).
 No scipy: it is not a dependency of shapedce.
 """
 
@@ -200,3 +204,81 @@ def seeds_parity(
     if (effect > margin) if upper_only else abs(effect) > margin:
         return _seeds(lambda n: power_outside(effect, margin, sd, n, alpha=alpha))
     return None
+
+
+def chi2_cdf(x: float, df: int) -> float:
+    """P(X <= x) for a chi-square variable with integer df >= 1: the regularized lower incomplete gamma
+    P(df/2, x/2), by its power series below a + 1 and Lentz's continued fraction above."""
+    _check_df(df)
+    if x <= 0:
+        return 0.0
+    a, z = df / 2.0, x / 2.0
+    log_front = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1:
+        term = total = 1.0 / a
+        for k in range(1, 10_000):
+            term *= z / (a + k)
+            total += term
+            if term < 1e-16 * total:
+                break
+        return min(1.0, math.exp(log_front) * total)
+    tiny = 1e-300
+    b, c, d = z + 1 - a, 1 / tiny, 1 / (z + 1 - a)
+    h = d
+    for k in range(1, 10_000):
+        an = -k * (k - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        h *= d * c
+        if abs(d * c - 1) < 1e-16:
+            break
+    return max(0.0, 1.0 - math.exp(log_front) * h)
+
+
+@lru_cache(maxsize=4096)
+def chi2_ppf(q: float, df: int) -> float:
+    """The q-quantile of chi-square with integer df >= 1 (bisection on `chi2_cdf`)."""
+    _check_df(df)
+    if not 0.0 < q < 1.0:
+        raise UserError(f"a quantile needs 0 < q < 1; got {q!r}")
+    lo, hi = 0.0, float(df) + 10.0
+    while chi2_cdf(hi, df) < q:
+        lo, hi = hi, hi * 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_cdf(mid, df) < q else (lo, mid)
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+def sd_interval(sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The `level` confidence interval of a normal population's SD from the sample SD of n values:
+    sd * sqrt((n - 1) / chi2 quantile), the chi-square interval of the variance."""
+    if n < 2:
+        raise UserError(f"an SD interval needs at least 2 values; got {n}")
+    tail = (1 - level) / 2
+    return (
+        sd * math.sqrt((n - 1) / chi2_ppf(1 - tail, n - 1)),
+        sd * math.sqrt((n - 1) / chi2_ppf(tail, n - 1)),
+    )
+
+
+def seeds_range(effect: float, sd: float, n: int, alpha: float) -> tuple[int | None, int | None]:
+    """Seeds whose two-sided paired t-test at level alpha detects a true `effect` with 80% power, at the
+    low and the high end of the 95% interval of the SD measured on n seeds (`sd_interval`): the range
+    "seeds needed" is honest about (None: never, or > MAX_SEEDS)."""
+    lo_sd, hi_sd = sd_interval(sd, n)
+    return seeds_direction(effect, lo_sd, alpha), seeds_direction(effect, hi_sd, alpha)
+
+
+def seeds_text(span: tuple[int | None, int | None] | None) -> str:
+    """A seeds range as "a-b" ("a" when both ends agree, "> 10000" for an open end, "-" for none)."""
+    if span is None:
+        return "-"
+    lo, hi = (f"> {MAX_SEEDS}" if n is None else str(n) for n in span)
+    return lo if lo == hi else f"{lo}-{hi}"

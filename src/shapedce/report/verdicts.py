@@ -2,8 +2,16 @@
 
     from shapedce.report.verdicts import judged_findings, verdicts_json
     found = judged_findings(grid_record)          # every model's findings, Holm over all direction checks
+    found = judged_findings(grid_record, plan)    # with an AnalysisPlan: its primary family first
     for f in found: print(f.model, f.claim, f.verdict, [c.verdict for c in f.checks])
-    verdicts_json(grid_record, found)             # the OUT/verdicts.json document (schema_version 1)
+    verdicts_json(grid_record, found, plan)       # the OUT/verdicts.json document (schema_version 1)
+
+With an analysis plan (`shapedce.report.plan`) the plan's primary family is a finding of its own
+(`shapedce.report.primary`), judged apart; every check below is secondary, Holm-adjusted in a family of
+its own (the primary checks' duplicates leave it). Labels: entropy_order and tail_mass are
+manipulation checks (a knob moving its own metric); rl_length is not_applicable when response length
+never varies (every logged RL step of every run the same: a fixed answer template), and so is every
+finding the plan names in not_applicable.
 
 Checks per model (a - b per seed; the rules are in `shapedce.report.stats`):
   ppl_parity         every configuration vs ce: final validation log-perplexity, parity within
@@ -32,6 +40,7 @@ import functools
 import math
 from typing import Any
 
+from ..errors import UserError
 from .checks import (
     NULL_FRACTION,
     PASSK_MARGIN,
@@ -47,7 +56,9 @@ from .checks import (
     window_mean,
 )
 from .load import GridRecord, RunRecord
-from .stats import ALPHA, MIN_SEEDS, judge, second_look
+from .plan import AnalysisPlan
+from .primary import primary_finding
+from .stats import ALPHA, MANIPULATION, MIN_SEEDS, judge
 
 
 def pretrain_ppl(grid: GridRecord, model: str) -> Finding:
@@ -93,7 +104,7 @@ def pretrain_entropy(grid: GridRecord, model: str) -> Finding:
         model,
         "Pre-training entropy is ordered precision (beta=-0.25) < ce < diversity (beta=0.5)",
         checks,
-    )
+    ).label_checks(MANIPULATION)
 
 
 def pretrain_tail_mass(grid: GridRecord, model: str) -> Finding:
@@ -113,7 +124,7 @@ def pretrain_tail_mass(grid: GridRecord, model: str) -> Finding:
                 null_fraction=NULL_FRACTION,
             )
         ],
-    )
+    ).label_checks(MANIPULATION)
 
 
 def rl_precision_tail(grid: GridRecord, model: str) -> Finding:
@@ -189,12 +200,25 @@ def rl_length(grid: GridRecord, model: str) -> Finding:
             expect=-1,
         )
     ]
-    return Finding(
+    found = Finding(
         f"{model}:rl_length",
         model,
         "With diversity's entropy collapse its response length shrinks over RL, more than ce's",
         checks,
     )
+    lengths = {
+        float(row["response_length"])
+        for r in grid.runs
+        if r.model == model
+        for row in (_rl_rows(r) or [])
+        if isinstance(row.get("response_length"), (int, float))
+    }
+    if len(lengths) == 1:
+        found.not_applicable(
+            f"response length is {lengths.pop():g} tokens at every logged RL step of every run: the "
+            "task's answer template fixes it, so no configuration can shrink it"
+        )
+    return found
 
 
 def passk_entropy(grid: GridRecord, model: str) -> Finding:
@@ -246,9 +270,11 @@ def moe_gains(grid: GridRecord, dense: str, moe: str) -> Finding:
     )
 
 
-def judged_findings(grid: GridRecord) -> list[Finding]:
+def judged_findings(grid: GridRecord, plan: AnalysisPlan | None = None) -> list[Finding]:
     """Every model's findings (the MoE comparison once, with the first dense and first MoE model), with
-    Holm's adjustment over all their direction checks together."""
+    Holm's adjustment over all their direction checks together; with a plan, its primary finding first,
+    judged on its own, and the rest a secondary family."""
+    check_looks(grid, plan)
     dense = next((m for m in grid.models if not grid.is_moe(m)), None)
     moe = next((m for m in grid.models if grid.is_moe(m)), None)
     found = []
@@ -267,17 +293,32 @@ def judged_findings(grid: GridRecord) -> list[Finding]:
         ]
         if model == moe and dense is not None:
             found.append(moe_gains(grid, dense, moe))
-    judge(second_look([c for f in found for c in f.checks], first_look_seeds(grid)))
+    if plan is not None:
+        for f in found:
+            if f.id.split(":")[1] in plan.inapplicable:
+                f.not_applicable(plan.not_applicable_reason)
+        primary = primary_finding(grid, plan)
+        same = {(primary.model, c.a, c.b, c.metric) for c in primary.checks}
+        for f in found:
+            f.checks = [c for c in f.checks if (f.model, c.a, c.b, c.metric) not in same]
+        found.insert(0, primary)
+    judge([c for f in found for c in f.checks if not c.primary])
     return found
 
 
-def first_look_seeds(grid: GridRecord) -> int:
-    """grid.yaml's `first_look_seeds`: the seeds at which the study was first read (0: one look)."""
+def check_looks(grid: GridRecord, plan: AnalysisPlan | None) -> None:
+    """Refuse a look the plan does not name: grid.yaml's `first_look_seeds` (a study read at that many
+    seeds, then grown) must be one of the plan's looks; without a plan there is no spending, so none."""
     n = grid.settings.get("first_look_seeds") or 0
-    return n if isinstance(n, int) and n > 0 else 0
+    if isinstance(n, int) and n > 0 and (plan is None or n not in plan.looks_seeds):
+        looks = "no analysis plan" if plan is None else f"the plan's looks are {list(plan.looks_seeds)}"
+        raise UserError(
+            f"grid.yaml records a look at first_look_seeds={n} that no spending plan names ({looks}); "
+            "interim looks need an analysis plan (docs/method/statistics.md)"
+        )
 
 
-def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
+def verdicts_json(grid: GridRecord, found: list[Finding], plan: AnalysisPlan | None = None) -> dict:
     """The OUT/verdicts.json document."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -288,13 +329,17 @@ def verdicts_json(grid: GridRecord, found: list[Finding]) -> dict:
         "ppl_margin": PPL_MARGIN,
         "passk_margin": PASSK_MARGIN,
         "null_fraction": NULL_FRACTION,
-        "first_look_seeds": first_look_seeds(grid),
+        "first_look_seeds": grid.settings.get("first_look_seeds") or 0,
+        "plan": None if plan is None else plan.as_dict(),
         "findings": [
             {
                 "id": f.id,
                 "model": f.model,
                 "claim": f.claim,
                 "verdict": f.verdict,
+                "primary": any(c.primary for c in f.checks),
+                "label": f.label,
+                "note": f.note,
                 "checks": [c.as_dict() for c in f.checks],
             }
             for f in found

@@ -74,6 +74,8 @@ class EvalSection:
     """Held-out text tokens for perplexity, entropy and tail mass."""
     batch_size: int = 64
     """Sequences per sampling forward pass: bounds the KV cache (`shapedce plan` shows it)."""
+    dtype: str = "auto"
+    """Weights' dtype of the evaluation: "auto" (bf16 on CUDA, float32 on CPU), "bf16" or "fp32"."""
 
     def validate(self) -> EvalSection:
         check_ranges(
@@ -90,6 +92,7 @@ class EvalSection:
                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
                 ("text_tokens", self.text_tokens >= 1, ">= 1"),
                 ("batch_size", self.batch_size >= 1, ">= 1"),
+                ("dtype", self.dtype in ("auto", "bf16", "fp32"), "one of auto, bf16, fp32"),
             ],
         )
         from ..tasks import get_tasks
@@ -124,8 +127,9 @@ class GridConfig:
     """Comma-separated subset of `models` that the pre-training-only seeds run; empty = all of them."""
     first_look_seeds: int = 0
     """Seeds at which this grid's findings were first read, before it grew (0: read once). The report
-    judges every check with more seeds than this as a second look, at level 0.025 instead of 0.05.
-    Once set in a folder it stays: a rerun that leaves it out keeps it, another value is refused."""
+    refuses a grid that records one unless its analysis plan names that look in its alpha-spending
+    schedule (docs/method/statistics.md). Once set in a folder it stays: a rerun that leaves it out
+    keeps it, another value is refused."""
     jobs: int = 0
     """Runs trained at the same time, each in its own process; 0 = auto (1 on GPU, one per CPU core)."""
     pretrain: RunConfig = field(default_factory=RunConfig)
@@ -362,8 +366,8 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
             f"= {mid_tok:,} tokens, "
             f"seq {mid.data.seq_len}, lr {pre.optim.lr:g} -> {pre.optim.lr * mid.optim.final_lr_ratio:g}, "
             f"RoPE {mid.model.rope_theta:g}",
-            f"  rl        {rl.steps:,} steps x {rl.prompts_per_step} prompts x {rl.group_size} samples "
-            f"on {rl.task}, "
+            f"  rl        {-(-rl.steps // rl.mini_batches):,} batches x {rl.prompts_per_step} prompts x "
+            f"{rl.group_size} samples, {rl.mini_batches} optimizer steps each, on {rl.task}, "
             f"lr {rl.lr:g}, responses <= {rl.max_completion_length} tokens",
             f"  eval      {grid.eval.tasks}: {grid.eval.problems} prompts x {grid.eval.samples} samples "
             "after every stage",

@@ -4,14 +4,15 @@
     check_grid(load_grid("paper"), device_gib=80)      # one-line UserError naming the stage and term
 
 One run per model flavor is planned (`shapedce.train.plan`): pre-training, mid-training, RL and the
-evaluation with the grid's settings. On CPU the runs trained at the same time share the RAM.
+evaluation with the grid's settings (its weights in bf16 on CUDA, `eval.dtype`). On CPU the runs
+trained at the same time share the RAM.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..train.plan import lm_parallel, plan_eval, plan_lm, plan_rl, run_shape
+from ..train.plan import bf16_of, lm_parallel, plan_eval, plan_lm, plan_rl, run_shape
 from ..train.preflight import budget_of, check, device_of, world_size
 from .grid import eval_settings, midtrain_config, plan, pretrain_config, rl_config
 from .scheduler import resolve_jobs
@@ -49,7 +50,7 @@ def check_grid(grid, *, force: bool = False, device_gib: float | None = None) ->
         check(plan_rl(rl_config(grid, run), shape, world, device), budget, where, False, "", "micro_batch")
         ev = eval_settings(grid)
         check(
-            plan_eval(shape, ev.batch_size, ev.max_new_tokens),
+            plan_eval(shape, ev.batch_size, ev.max_new_tokens, bf16=bf16_of(ev.dtype, device)),
             budget,
             where,
             False,

@@ -20,8 +20,9 @@ Tasks (one module each):
   file:PATH[?question=&answer=&chat=1]  files.py: the user's .jsonl/.parquet, math-verify checked.
 Math answers are checked by `mathcheck.verify_math`, bounded to 5 s in any thread.
 
-Splits: every question belongs to exactly one split, "train" or "test", by a salted content hash of
-its normalised text (`split_of`, TEST_PERCENT %); HumanEval and user files are test sets only.
+Splits: every question belongs to exactly one split, "train" (RL), "val" (tuning) or "test"
+(evaluation), by a salted content hash of its normalised text (`split_of`, `splits.py`: TEST_PERCENT %
+test, VAL_PERCENT % val); HumanEval and user files are test sets only (val is refused in one line).
 Rewards are binary (1.0 iff the verifier says exactly correct); `partial=True` passes through the
 scorer's score instead (reasoning-gym gives len(oracle)/len(answer) when the oracle is a substring).
 Adding a task is one line: register_task(RGTask("lcm", {"max_value": 100})), or subclass `Task`.
@@ -37,6 +38,7 @@ from .base import (
     SPLITS,
     TASKS,
     TEST_PERCENT,
+    VAL_PERCENT,
     Prompt,
     Task,
     canonical_number,
@@ -68,6 +70,7 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "TEST_PERCENT",
+    "VAL_PERCENT",
     "Task",
     "canonical_number",
     "get_task",

@@ -1,7 +1,7 @@
 """Our own tasks: arithmetic families, arithmetic with \\boxed{} answers, and recall of pre-training facts.
 
     from shapedce.tasks import get_task
-    get_task("arith").prompts("test", 4)       # held-out problems of shapedce.data.problems
+    get_task("arith").prompts("test", 4)       # held-out problems of shapedce.data.problems ("train", "val")
     python -m shapedce.tasks                   # one prompt of every registered task
 
 arith-*: held-out problems (`is_heldout`, 20 % of the problem space no built-in corpus contains);
@@ -43,7 +43,7 @@ class ArithTask(Task):
 
     @functools.cached_property
     def size(self) -> int | None:
-        """Test prompts of a finite problem space (`small` alone: 244), else None (unbounded)."""
+        """Test prompts of a finite problem space (`small` alone: 180), else None (unbounded)."""
         if self.families != ("small",):
             return None
         return sum(is_heldout(q) and split_of(q) == "test" for q in small_prompts())
@@ -114,9 +114,9 @@ class MathBoxedTask(BoxedAnswers, ArithTask):
 class KnowledgeTask(Task):
     """Recall of facts the built-in pretrain corpus states, in its quiz format "Question: ...\\nAnswer:".
 
-    Every fact was seen in pre-training: this measures memory of the training data (the train/test
-    split only keeps RL prompts and evaluation prompts apart). The answer is the first line of the
-    completion."""
+    Every fact was seen in pre-training: this measures memory of the training data (the train/val/test
+    split only keeps RL prompts, tuning prompts and evaluation prompts apart). The answer is the first
+    line of the completion."""
 
     name = "knowledge"
     description = "recall of facts seen in pre-training (the built-in corpus's quiz format): memory"

@@ -1,4 +1,4 @@
-"""The task contract and registry: `Prompt`, `Task`, disjoint train/test splits, `get_task`, `reward_fn`.
+"""The task contract and registry: `Prompt`, `Task`, disjoint train/val/test splits, `get_task`, `reward_fn`.
 
     from shapedce.tasks.base import Task, Prompt, register_task, get_task, reward_fn
     python -m pytest tests/test_tasks.py -q          # CPU, ~15 s
@@ -8,7 +8,8 @@ scores it (`score` in [0, 1]); `reward` (binary by default, `partial=True` for t
 serves RL, `grade`/`grade_many` ((normalised answer, correct) pairs) serve `shapedce.eval`.
 Names beyond TASKS resolve on first use through RESOLVERS: "rg-<dataset>" (any reasoning-gym
 dataset, `gym.py`) and "file:PATH[?field=...]" (a local benchmark file, `files.py`).
-Splits: every question belongs to exactly one split by a salted content hash (`split_of`).
+Splits: every question belongs to exactly one split, train, val or test, by a salted content hash
+(`split_of`, `shapedce.tasks.splits`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 
 from ..data.problems import extract_answer, problem_key
 from ..errors import UserError, check_int
+from .splits import SPLITS, split_of
+from .splits import TEST_PERCENT as TEST_PERCENT  # re-exported: the split constants lived here
+from .splits import VAL_PERCENT as VAL_PERCENT
 
-SPLITS = ("train", "test")
-TEST_PERCENT = 50
-"""Share of the question space (by salted content hash) that forms the test split."""
 NUMBER = r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?"
 FINAL_RE = re.compile(r"The answer is\s*\$?\s*(" + NUMBER + ")")
 NUMBER_RE = re.compile(NUMBER)
@@ -47,12 +48,6 @@ class Prompt:
     def row(self) -> dict[str, str]:
         """A dataset row for TRL: prompt, answer (read back by `reward_fn`), task, uid."""
         return {"prompt": self.text, "answer": self.answer, "task": self.task, "uid": self.uid}
-
-
-def split_of(question: str) -> str:
-    """ "test" for TEST_PERCENT % of questions (sha256 of the salted `problem_key`), else "train"."""
-    digest = hashlib.sha256(("split:" + problem_key(question)).encode("utf-8")).hexdigest()
-    return "test" if int(digest[:8], 16) % 100 < TEST_PERCENT else "train"
 
 
 def canonical_number(text: str) -> str | None:
@@ -86,7 +81,7 @@ class Task(ABC):
     """How many test prompts exist when that is a fixed number (a benchmark file), else None."""
 
     def prompts(self, split: str, n: int, seed: int = 0) -> list[Prompt]:
-        """`n` distinct prompts of `split` ("train" or "test"), deterministic by (split, n, seed)."""
+        """`n` distinct prompts of `split` ("train", "val" or "test"), deterministic by (split, n, seed)."""
         _check_split(split)
         check_int("n", n, 0)
         check_int("seed", seed, 0)

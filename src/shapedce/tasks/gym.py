@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import UserError, check_installed, require
-from .base import NUMBER, NUMBER_RE, SPLITS, Prompt, Task, _take, get_task
+from .base import NUMBER, NUMBER_RE, Prompt, Task, _take, get_task
 
 RG_CONFIGS: dict[str, dict[str, Any]] = {
     "basic_arithmetic": {
@@ -76,7 +76,9 @@ class RGTask(Task):
 
     STREAM = 1_000_000
     """reasoning-gym seeds item i with Random(seed + i), so seeds s and s+1 share all but one item;
-    each (split, seed) reads its own block of STREAM dataset seeds instead."""
+    each (train or test, seed) reads its own block of STREAM dataset seeds instead; val reads train's
+    block (the hash split keeps the two apart), so the train and test draws stayed as they were
+    before val existed."""
     BLOCK = 64
     """Items per `create_dataset` call within the stream (some datasets build every item up front)."""
 
@@ -107,7 +109,7 @@ class RGTask(Task):
             ) from None
 
     def _draw(self, split: str, n: int, seed: int) -> list[Prompt]:
-        base = self.STREAM * (2 * seed + SPLITS.index(split))
+        base = self.STREAM * (2 * seed + (split == "test"))
 
         def candidates() -> Iterator[tuple[str, str, str, dict]]:
             for start in range(base, base + self.STREAM, self.BLOCK):

@@ -13,6 +13,14 @@ the plain single-process one. Backend: nccl on CUDA (one GPU per LOCAL_RANK), gl
 state sharded). "auto" is fsdp on CUDA, where memory is what runs out, and ddp on CPU, where
 one all-reduce per bucket is the cheapest collective for the small CPU models.
 
+bf16 (`train.precision` / RL `precision`) under "fsdp" is FSDP2's `MixedPrecisionPolicy(param_dtype=
+bfloat16, reduce_dtype=float32)`, not autocast: each layer's fp32 shards are cast and all-gathered in
+bf16 for its forward (and again for its backward), then freed; gradients are reduce-scattered in
+float32 into the fp32 sharded gradients, so master weights and AdamW state stay fp32 and sharded.
+Autocast would instead keep a bf16 copy of every weight it casts until the step's backward: under
+FSDP2 a whole unsharded bf16 model per device. One process and "ddp" keep bf16 autocast
+(`autocast_dtype`). docs/guides/scaling.md has the memory terms of both.
+
 Global batch semantics equal one process: each optimizer step reads the same
 `train.global_batch_tokens` tokens as one process would, split as whole micro-batches over the
 ranks (rank r takes the r-th contiguous block), so every rank does
@@ -137,20 +145,45 @@ def resolve_parallel(parallel: str, device: torch.device) -> str:
     return parallel
 
 
-def wrap(model: torch.nn.Module, d: Dist, parallel: str, device: torch.device) -> torch.nn.Module:
+def mixed_precision(d: Dist, parallel: str, amp: torch.dtype | None) -> bool:
+    """True when bf16 is FSDP2's MixedPrecisionPolicy: a bf16 run sharded over several processes."""
+    return d.on and parallel == "fsdp" and amp is not None
+
+
+def autocast_dtype(d: Dist, parallel: str, amp: torch.dtype | None) -> torch.dtype | None:
+    """The dtype to autocast the forward to: `amp` for one process or DDP, None (no autocast) in
+    float32 or under FSDP2's MixedPrecisionPolicy, which casts the parameters itself."""
+    return None if mixed_precision(d, parallel, amp) else amp
+
+
+def wrap(
+    model: torch.nn.Module, d: Dist, parallel: str, device: torch.device, amp: torch.dtype | None = None
+) -> torch.nn.Module:
     """The training module: the model itself (one process), DDP around it, or the model FSDP2-sharded
-    in place (per decoder layer, then the root holding embeddings, final norm and the tied head)."""
+    in place (per decoder layer, then the root holding embeddings, final norm and the tied head);
+    with `amp` (bf16) under FSDP2, every `fully_shard` gets the bf16 MixedPrecisionPolicy."""
     if not d.on:
         return model
     if parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    from torch.distributed.fsdp import fully_shard
+    return fsdp_shard(model, amp)
 
+
+def fsdp_shard(model: torch.nn.Module, amp: torch.dtype | None = None) -> torch.nn.Module:
+    """FSDP2 `fully_shard` on every decoder layer, then the root, in place over the default process
+    group; with `amp` (bf16) the MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=float32)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = (
+        MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
+        if amp is not None
+        else MixedPrecisionPolicy()
+    )
     for layer in model.model.layers:
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
     return model
 
 

@@ -7,8 +7,9 @@
 
 One optimizer step = gradient accumulation over micro-batches up to `train.global_batch_tokens`.
 AdamW (weight decay on matrices only), global-norm clipping, warmup-stable-decay lr, float32 on
-CPU and bf16 autocast on GPU. The loss is the fused shaped loss through
-`shapedce.hf.patch_causal_lm`, whose statistics give the logged perplexity and entropy.
+CPU and bf16 on GPU (FSDP2's mixed-precision policy when sharded, autocast otherwise). The loss is
+the fused shaped loss through `shapedce.hf.patch_causal_lm`, whose statistics give the logged
+perplexity and entropy.
 With `loss.beta=auto` an `EntropyController` (shapedce.loss.control) sets each step's beta from the
 previous steps' entropy; train rows log `beta` and `entropy_ema`, checkpoints hold its state.
 Outputs in RUN/: config.yaml, metrics.jsonl (+ the `train.report_to` backends: TensorBoard events in

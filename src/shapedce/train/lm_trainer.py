@@ -70,6 +70,8 @@ def make_optimizer(model, cfg: RunConfig):
 
 
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, torch.dtype | None]:
+    """The device and the bf16 dtype when `train.precision` asks for it (None: float32). How bf16 is
+    applied (autocast, or FSDP2's MixedPrecisionPolicy) is `shapedce.train.dist.autocast_dtype`."""
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is available")
@@ -153,7 +155,9 @@ class LMTrainer:
             self.tokenizer, self.train_seqs, self.val_seqs, vocab = prepare_data(cfg, stage.path, init_from)
         self.ckpt = Checkpointer(stage, d, cfg.train.keep_last)
         model = self.ckpt.start_model(resume_from) if resume_from else _start_model(cfg, vocab, init_from)
-        self.model = model.to(device)
+        # under FSDP2 `fully_shard` moves each layer to the device as it shards it: no device ever holds
+        # the whole float32 model (20B parameters: 75 GiB)
+        self.model = model if d.on and parallel == "fsdp" else model.to(device)
         if init_from is not None and resume_from is None:
             check_finite_weights(self.model, init_from)
         self.control = EntropyController.from_loss(cfg.loss) if cfg.loss.auto_beta else None  # beta=auto
@@ -164,7 +168,8 @@ class LMTrainer:
         if resume_from is not None:  # a one-process checkpoint on N ranks: its optimizer, sharded below
             make_opt = lambda m: make_optimizer(m, cfg)[0]  # noqa: E731
             full_optim = self.ckpt.full_optimizer(resume_from, self.model, make_opt)
-        self.module = dist_.wrap(self.model, d, parallel, device)
+        self.module = dist_.wrap(self.model, d, parallel, device, amp)
+        self.autocast = dist_.autocast_dtype(d, parallel, amp)  # None under FSDP2's bf16 policy
         self.opt, self.sched = make_optimizer(self.module, cfg)
         self.stream = BatchStream(self.train_seqs, cfg.train.micro_batch, seed=cfg.train.seed)
         if resume_from is not None:
@@ -196,10 +201,14 @@ class LMTrainer:
         return self.ckpt.save(self.step, self.module, self.opt, self.tokenizer, self.state_dict(), self.cfg)
 
     # ------------------------------------------------------------------------------ loop
-    def train_step(self) -> tuple[list, float, float, bool]:
+    def train_step(self, stats: bool = True) -> tuple[list, float, float, bool]:
         """One optimizer step over the step's micro-batches (rank r takes the r-th block). Returns
-        (per-micro-batch stats, grad norm, lr, finite); a non-finite step is not applied."""
+        (per-micro-batch (loss, stats), grad norm, lr, finite); a non-finite step is not applied.
+
+        stats=False: the loss computes no statistics (no top-k or entropy pass, unless the loss itself
+        needs the top-k) and each part's stats are None; the update is the same bit for bit."""
         cfg, d = self.cfg, self.d
+        stats = stats or self.control is not None  # beta=auto: every step's entropy sets the next beta
         if self.control is not None:  # beta=auto: this step's beta, set on the patched model's loss
             set_shaped_loss(self.model, self.control.loss())
         items = cfg.train.global_batch_tokens // d.world  # DDP / FSDP average over ranks: see train.dist
@@ -211,10 +220,13 @@ class LMTrainer:
             batch = self.stream.next().to(self.device)
             with dist_.grad_sync(self.module, (j + 1) % self.per_rank == 0):
                 with torch.autocast(
-                    self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+                    self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
                 ):
                     out = self.module(
-                        input_ids=batch[:, :-1], shift_labels=batch[:, 1:], num_items_in_batch=items
+                        input_ids=batch[:, :-1],
+                        shift_labels=batch[:, 1:],
+                        num_items_in_batch=items,
+                        return_loss_stats=stats,
                     )
                 out.loss.backward()
             parts.append((float(out.loss.detach()) * self.per_rank, out.loss_stats))
@@ -245,13 +257,13 @@ class LMTrainer:
         try:
             while self.step < cfg.train.steps:
                 t0 = time.perf_counter()
-                parts, grad_norm, lr, finite = self.train_step()
-                done = self.step
+                done = self.step + 1
+                log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+                parts, grad_norm, lr, finite = self.train_step(stats=log_now)  # stats only for a log row
                 # one all-reduce says whether any rank saw a non-finite loss or got Ctrl-C
                 bad, stop = (x > 0 for x in dist_.all_sum(d, [float(not finite), float(bool(interrupted))]))
                 if bad:
                     self._stop_non_finite(parts, grad_norm, reduce)
-                log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
                 # one merge (one all-reduce across ranks) serves both the controller and the log row
                 row = merge_stats(parts, all_sum=reduce) if self.control is not None or log_now else None
                 beta = None
@@ -276,7 +288,7 @@ class LMTrainer:
                         cfg.train.val_sequences,
                         cfg.train.micro_batch,
                         self.device,
-                        self.amp,
+                        self.autocast,
                         d,
                     )
                     if log is not None:
@@ -295,7 +307,10 @@ class LMTrainer:
 
     def _stop_non_finite(self, parts, grad_norm: float, reduce) -> None:
         losses = dist_.all_sum(self.d, [sum(1 for loss, _ in parts if not math.isfinite(loss))])
-        loss = merge_stats(parts, all_sum=reduce)["loss"] if losses[0] == 0 else math.nan
+        if losses[0] or any(s is None for _, s in parts):  # no stats (a step without a log row): the mean
+            loss = math.nan if losses[0] else sum(loss for loss, _ in parts) / max(len(parts), 1)
+        else:
+            loss = merge_stats(parts, all_sum=reduce)["loss"]
         last = list_checkpoints(self.stage.checkpoints)
         keep = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
         raise NonFiniteError(

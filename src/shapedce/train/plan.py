@@ -6,9 +6,17 @@
     plan = plan_preset("smoke", [], world_size=1, device_gib=8.0, device="cpu")
 
 Per device and stage, in bytes: parameters, gradients, AdamW state (8 B per parameter), DDP's
-gradient buckets, the bf16 weight copies autocast keeps for the backward, FSDP2's all-gathered layers,
-activations (with and without checkpointing), the loss or log-prob head's chunk buffers and
-gradients, the sampling KV cache and the sampler's last-position logits. The peak is the largest
+gradient buckets, the bf16 weight copies autocast keeps for the backward, FSDP2's all-gathered layers
+and its reduce-scatter buffers, activations (with and without checkpointing), the loss or log-prob
+head's chunk buffers and gradients, the sampling KV cache and the sampler's last-position logits.
+
+bf16 follows the code (`shapedce.train.dist.autocast_dtype`): under FSDP2 (torchrun, sharded) it is
+the MixedPrecisionPolicy, so there is no autocast copy; the all-gathered layers are bf16 (2 B per
+parameter) and each layer's backward holds its bf16 gradients plus their float32 copy and the float32
+reduce-scatter input. One process and DDP autocast (autocast_weights: 2 B per parameter, unsharded).
+RL under FSDP2 samples from an unsharded copy in the policy's precision (bf16 on CUDA: 2 B per
+parameter, bf16 KV cache), refreshed one parameter at a time. Evaluation holds its weights in the
+`dtype` of `shapedce eval` (bf16 on CUDA: weights and KV cache at 2 B). The peak is the largest
 of the stage's phases (forward, backward, optimizer step; for RL also the rollout). Each term is a
 formula from the model's shape (`shapedce.models` or any HF config), documented in
 docs/guides/scaling.md with its measured accuracy (`benchmarks/bench_memory_plan.py`).
@@ -53,6 +61,8 @@ class Shape:
     kv: int
     act_elems: int
     """Saved activation elements per token and decoder layer (see the module docstring)."""
+    max_param: int = 0
+    """Elements of the largest single parameter (the one-at-a-time all-gather of an RL refresh)."""
 
     @classmethod
     def of(cls, config) -> Shape:
@@ -71,9 +81,9 @@ class Shape:
             mlp = k * (4 * width + 2 * h) + 2 * experts
         else:
             mlp = 4 * config.intermediate_size
-        return cls(
-            params, layer, config.num_hidden_layers, h, config.vocab_size, q, kv, 4 * h + 6 * q + 5 * kv + mlp
-        )
+        act = 4 * h + 6 * q + 5 * kv + mlp
+        biggest = max(p.numel() for p in model.parameters())
+        return cls(params, layer, config.num_hidden_layers, h, config.vocab_size, q, kv, act, biggest)
 
     def act_bytes(self, amp: bool) -> float:
         """Bytes saved per token and layer: float32, or bf16 except the 4 H float32 norm/residual ones."""
@@ -115,15 +125,31 @@ class StagePlan:
 
 
 def _state_terms(shape: Shape, shards: int, ddp_buckets: bool, amp: bool) -> dict[str, float]:
-    p = shape.params
+    """Whole-step terms. `amp` with shards > 1 is FSDP2's bf16 MixedPrecisionPolicy (no autocast
+    copy; bf16 all-gathers), with one shard bf16 autocast (a bf16 copy of every weight)."""
+    p, mp = shape.params, amp and shards > 1
+    gathered = 2.0 if mp else 4.0  # bytes per all-gathered element: bf16 under the policy
     return {
         "parameters": 4.0 * p / shards,
         "gradients": 4.0 * p / shards,
         "optimizer": 8.0 * p / shards,
         "ddp_buckets": 4.0 * p if ddp_buckets else 0.0,
-        "autocast_weights": 2.0 * p if amp else 0.0,
-        "fsdp_unsharded": 4.0 * (2 * shape.layer_params + shape.vocab * shape.hidden) if shards > 1 else 0.0,
+        "autocast_weights": 2.0 * p if amp and not mp else 0.0,
+        # the layer computing, the next one prefetched, the root (embedding / tied head) held throughout
+        "fsdp_unsharded": (
+            gathered * (2 * shape.layer_params + shape.vocab * shape.hidden) if shards > 1 else 0.0
+        ),
+        # one layer's backward: its unsharded gradients (bf16 under the policy, then cast to float32)
+        # and the float32 reduce-scatter input
+        "fsdp_reduce_scatter": (gathered + (4.0 if mp else 0.0) + 4.0) * shape.layer_params
+        if shards > 1
+        else 0.0,
     }
+
+
+def bf16_of(precision: str, device: str) -> bool:
+    """True when `precision` ("auto", "fp32", "bf16") trains in bf16 on `device` ("auto": on CUDA)."""
+    return precision == "bf16" or (precision == "auto" and device == "cuda")
 
 
 def _activations(shape: Shape, tokens: int, amp: bool) -> tuple[float, float]:
@@ -161,11 +187,13 @@ STATE_TERMS = ["parameters", "gradients", "optimizer", "ddp_buckets"]
 """Terms held for the whole step of a training stage."""
 LIVE_TERMS = [*STATE_TERMS, "autocast_weights", "fsdp_unsharded", "activations"]
 """Terms alive from the forward through the backward of a training stage."""
+BACKWARD_TERMS = [*LIVE_TERMS, "backward_transient", "fsdp_reduce_scatter"]
+"""Terms of the backward pass through the decoder layers."""
 
 
 def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str) -> StagePlan:
     """Pre- or mid-training: one micro-batch of micro_batch x seq_len tokens per device."""
-    amp = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device == "cuda")
+    amp = bf16_of(cfg.train.precision, device)
     sharded = parallel == "fsdp" and world > 1
     tokens = cfg.train.micro_batch * cfg.data.seq_len
     plan = StagePlan(cfg.stage, _state_terms(shape, world if sharded else 1, world > 1 and not sharded, amp))
@@ -178,14 +206,15 @@ def plan_lm(cfg: RunConfig, shape: Shape, world: int, device: str, parallel: str
     plan.settings = dict(
         tokens_per_micro_batch=tokens,
         sharding="fsdp" if sharded else ("ddp" if world > 1 else "none"),
-        bf16_autocast=amp,
+        bf16_autocast=amp and not sharded,
+        fsdp_mixed_precision=amp and sharded,
         activation_checkpointing=on,
     )
     return _finish(
         plan,
         {
             "forward": [*LIVE_TERMS, "loss_head", "head_grads"],
-            "backward": [*LIVE_TERMS, "head_grads", "backward_transient"],
+            "backward": [*BACKWARD_TERMS, "head_grads"],
             "optimizer step": [*STATE_TERMS, "optimizer_step_temp"],
         },
     )
@@ -196,7 +225,7 @@ def plan_rl(
 ) -> StagePlan:
     """GRPO: the rollout (KV cache of rollout_batch rows) and the update (micro_batch rows of
     prompt + completion tokens through the fused log-prob head)."""
-    amp = device == "cuda"
+    amp = bf16_of(getattr(cfg, "precision", "auto"), device)
     parallel = getattr(cfg, "parallel", "ddp")  # RL sharding, where the trainer offers it
     sharded = (parallel == "fsdp" or (parallel == "auto" and device == "cuda")) and world > 1
     length = prompt_tokens + max(cfg.max_completion_length, cfg.eval_max_new_tokens)
@@ -212,22 +241,28 @@ def plan_rl(
     plan.terms["backward_transient"] = _backward_transient(shape, tokens, amp)
     plan.terms["attention_mask"] = float(cfg.micro_batch) * width * width  # boolean [rows, 1, T, T]
     rows = cfg.rollout_batch
-    plan.terms["kv_cache"] = shape.kv_bytes(rows, length)
+    sample_bf16 = amp and sharded  # the sampling copy is bf16; DDP / one process sample the fp32 policy
+    plan.terms["kv_cache"] = shape.kv_bytes(rows, length, 2 if sample_bf16 else 4)
     plan.terms["sampler_logits"] = 3 * 4.0 * rows * shape.vocab
-    plan.terms["rollout_weights"] = 4.0 * shape.params if sharded else 0.0  # the unsharded sampling copy
+    # the unsharded sampling copy (FSDP2), and one float32 parameter all-gathered while it is refreshed
+    plan.terms["rollout_weights"] = (2.0 if sample_bf16 else 4.0) * shape.params if sharded else 0.0
+    plan.terms["rollout_refresh"] = 4.0 * shape.max_param if sharded else 0.0
     plan.settings = dict(
         tokens_per_micro_batch=tokens,
         rollout_rows=rows,
         rollout_length=length,
         sharding="fsdp" if sharded else ("ddp" if world > 1 else "none"),
-        bf16_autocast=amp,
+        bf16_autocast=amp and not sharded,
+        fsdp_mixed_precision=amp and sharded,
+        rollout_dtype=("bf16" if sample_bf16 else "fp32") if sharded else "policy",
         activation_checkpointing=on,
     )
     return _finish(
         plan,
         {
             "head backward": [*LIVE_TERMS, "logprob_head", "attention_mask"],
-            "backward": [*LIVE_TERMS, "backward_transient", "attention_mask"],
+            "backward": [*BACKWARD_TERMS, "attention_mask"],
+            "rollout refresh": ["parameters", "optimizer", "rollout_weights", "rollout_refresh"],
             "rollout": [
                 "parameters",
                 "optimizer",
@@ -241,15 +276,27 @@ def plan_rl(
 
 
 def plan_eval(
-    shape: Shape, batch: int, max_new_tokens: int, prompt_tokens: int = PROMPT_TOKENS, text_tokens: int = 4096
+    shape: Shape,
+    batch: int,
+    max_new_tokens: int,
+    prompt_tokens: int = PROMPT_TOKENS,
+    text_tokens: int = 4096,
+    bf16: bool = False,
 ) -> StagePlan:
-    """Evaluation: the float32 model, the sampler's KV cache and logits, the text scoring head."""
-    plan = StagePlan("eval", {"parameters": 4.0 * shape.params})
-    plan.terms["kv_cache"] = shape.kv_bytes(batch, prompt_tokens + max_new_tokens)
+    """Evaluation: the model (float32, or bf16: `shapedce eval --dtype`, bf16 on CUDA by default), the
+    sampler's KV cache (in the weights' dtype) and float32 logits, the text scoring head (its chunk
+    buffers float32, the layer activations in the weights' dtype)."""
+    elem = 2 if bf16 else 4
+    plan = StagePlan("eval", {"parameters": float(elem) * shape.params})
+    plan.terms["kv_cache"] = shape.kv_bytes(batch, prompt_tokens + max_new_tokens, elem)
     plan.terms["sampler_logits"] = 3 * 4.0 * batch * shape.vocab
     chunk = default_chunk_rows(text_tokens, shape.vocab)
-    plan.terms["text_head"] = 4.0 * chunk * shape.vocab + 4.0 * shape.act_elems * text_tokens
-    plan.settings = dict(sample_rows=batch, sample_length=prompt_tokens + max_new_tokens)
+    plan.terms["text_head"] = 4.0 * chunk * shape.vocab + float(elem) * shape.act_elems * text_tokens
+    plan.settings = dict(
+        sample_rows=batch,
+        sample_length=prompt_tokens + max_new_tokens,
+        weights_dtype="bf16" if bf16 else "fp32",
+    )
     return _finish(
         plan,
         {
@@ -279,7 +326,8 @@ def plan_preset(
 ) -> dict:
     """The plan of preset NAME: pre-/mid-training from presets/NAME.yaml, RL from presets/rl/NAME.yaml,
     evaluation from presets/reproduce/NAME.yaml (where they exist). Overrides `rl.KEY=V` go to the
-    RL config, `eval.batch_size=N` / `eval.max_new_tokens=N` to evaluation, the rest to the run config."""
+    RL config, `eval.batch_size=N` / `eval.max_new_tokens=N` / `eval.dtype=D` to evaluation, the rest
+    to the run config."""
     from .lm import midtrain_config
 
     run_over = [o for o in overrides if not o.startswith(("rl.", "eval."))]
@@ -303,7 +351,8 @@ def plan_preset(
     grid_eval = grid.get("eval") if isinstance(grid.get("eval"), dict) else {}
     batch = int(eval_over.get("batch_size", grid_eval.get("batch_size", 64)))
     max_new = int(eval_over.get("max_new_tokens", grid_eval.get("max_new_tokens", 48)))
-    stages["eval"] = plan_eval(shape, batch, max_new, prompt_tokens)
+    dtype = str(eval_over.get("dtype", grid_eval.get("dtype", "auto")))
+    stages["eval"] = plan_eval(shape, batch, max_new, prompt_tokens, bf16=bf16_of(dtype, device))
     return {
         "preset": name,
         "world_size": world_size,

@@ -30,6 +30,8 @@ HINTS = {
     "kv_cache": "lower the sampling batch (rollout_batch / eval batch size) or the token limits",
     "sampler_logits": "lower the sampling batch",
     "text_head": "lower the text batch",
+    "autocast_weights": "under torchrun set {p}parallel=fsdp (bf16 is then FSDP2's mixed-precision policy)",
+    "rollout_weights": "use more devices, or precision=bf16 (a bf16 rollout copy)",
 }
 STATE_HINT = "shard it (train.parallel=fsdp / RL parallel=fsdp) or use more devices"
 

@@ -37,9 +37,10 @@ Rollouts: our KV-cache sampler, or a colocated vLLM engine per GPU (`rollout_bac
 Outputs in OUT/: config.yaml, metrics.jsonl (stage "rl"; train rows per optimizer step: the trained
 batch's reward, response_length, frac_truncated, entropy, and the same over all sampling rounds
 (`*_all_rounds`), frac_groups_dropped, frac_reward_zero_std (all-equal groups seen, also with
-dynamic sampling off), sampling_rounds, loss, clip_frac, clip_frac_low,
-clip_frac_high, lr, grad_norm; val rows: held-out avg_at_k, cons_at_k, pass_at_k through
-`shapedce.eval.run.score_task` on the task's TEST split with fixed seeds), checkpoints/step_N
+dynamic sampling off), sampling_rounds, loss, clip_frac, clip_frac_low, clip_frac_high, lr,
+grad_norm, mini_batch; val rows: held-out avg_at_k, cons_at_k, pass_at_k through
+`shapedce.eval.run.score_task` on the task's `eval_split` (prompts_split; val by default, so tuning
+never sees the prompts the final evaluation scores) with fixed seeds), checkpoints/step_N
 (as pre-training's: weights as safetensors or sharded dcp/, trainer_state.pt read weights-only), final/.
 """
 
@@ -76,7 +77,8 @@ _ONE_PROCESS = dist_.Dist()  # the default `d` of heldout_eval: a single process
 
 @torch.no_grad()
 def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) -> dict[str, Any]:
-    """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` TEST prompts per task, fixed seeds.
+    """Avg@k, Cons@k, Pass@k (k = eval_samples) on `eval_problems` prompts of `eval_split` per task,
+    fixed seeds.
     Under torchrun rank r samples prompts r, r + world, ... (keyed by their index, so the samples are
     the one-process ones) and every rank gets the whole result."""
     k = cfg.eval_samples
@@ -90,7 +92,7 @@ def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) 
     )
     groups, lengths = [], []
     for task in get_tasks(cfg.task):
-        prompts = task.prompts("test", cfg.eval_problems, seed=cfg.eval_seed)
+        prompts = task.prompts(cfg.eval_split, cfg.eval_problems, seed=cfg.eval_seed)
         mine = list(range(d.rank, len(prompts), d.world))
         local: dict[int, tuple] = {}
         if mine:
@@ -111,6 +113,7 @@ def heldout_eval(model, tokenizer, cfg: RLConfig, d: dist_.Dist = _ONE_PROCESS) 
         "pass_at_k_curve": s["pass_at_k"],
         "k": k,
         "problems": s["prompts"],
+        "prompts_split": cfg.eval_split,
         "response_length": sum(lengths) / len(lengths),
     }
 

@@ -29,29 +29,33 @@ class RLConfig:
     task: str = "arith-small"
     """Task(s) of `shapedce.tasks` (comma-separated: prompts mixed) giving prompts and the binary
     verifier reward. arith-small: three one-digit numbers added or subtracted, held out of both
-    built-in corpora (train split 229 prompts, test 244; solutions run ~25 tokens)."""
-    train_prompts: int = 224
-    """Distinct prompts drawn from the task's TRAIN split for the RL dataset."""
+    built-in corpora (splits: train 198 prompts, val 95, test 180; solutions run ~25 tokens)."""
+    train_prompts: int = 192
+    """Distinct prompts drawn from the task's TRAIN split for the RL dataset (arith-small has 198)."""
     prompts_per_step: int = 8
     """Groups (prompts) per generation batch (paper: 128). Dynamic sampling keeps this many groups."""
     group_size: int = 8
     """Completions sampled per prompt, G (paper: 16). Must be >= 2."""
-    micro_batch: int = 32
+    micro_batch: int = 16
     """Completions per forward/backward; prompts_per_step * group_size must divide by
     micro_batch * mini_batches (* world size under torchrun)."""
-    mini_batches: int = 1
-    """Optimizer steps per generation batch (DAPO: 512 / 32 = 16). 1 = fully on-policy (ratio = 1,
-    nothing clips); > 1 makes the later mini-batches off-policy, where clip-higher acts."""
+    mini_batches: int = 4
+    """Optimizer steps per generation batch, each on its own 1 / mini_batches of the batch's groups
+    (DAPO: 512 / 32 = 16; here 4 of 2 prompts x 8 samples). pi_old is the sampling policy, so the
+    ratio leaves 1 after the first step and clip-higher acts; 1 = fully on-policy (ratio exactly 1,
+    nothing clips)."""
     rollout_batch: int = 64
     """Sequences per forward pass of the rollout sampler; changes speed and memory, never the samples."""
-    steps: int = 64
-    """Optimizer steps (mini_batches of them per generation batch)."""
+    steps: int = 256
+    """Optimizer steps, mini_batches of them per generation batch: 256 / 4 = 64 generation batches,
+    the data of the former 64 one-step batches."""
     lr: float = 3e-5
-    """Constant learning rate after warm-up (paper: 1e-6 at 4B). On the tiny model at 1e-4 a base
-    solving half the problems fell from 0.53 to 0.35 Avg@8 in 8 steps; at 3e-5 it rose to 0.60-0.62
-    in 32-48 (docs/history/2026-11-30-world-v2.md)."""
-    warmup_steps: int = 2
-    """Linear warm-up steps before the constant lr."""
+    """Constant learning rate after warm-up (paper: 1e-6 at 4B). Chosen with one optimizer step per
+    batch and on test prompts (docs/history/2026-11-30-world-v2.md: at 1e-4 a base solving half the
+    problems fell from 0.53 to 0.35 Avg@8 in 8 steps; at 3e-5 it rose to 0.60-0.62 in 32-48); kept
+    as it was and not yet re-tuned for 4 steps per batch, which is to be done on the val split."""
+    warmup_steps: int = 8
+    """Linear warm-up optimizer steps before the constant lr (8 = the first 2 generation batches)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -72,11 +76,14 @@ class RLConfig:
     """Drop groups whose rewards are all equal and sample new prompts until the batch is full."""
     max_sampling_rounds: int = 16
     """Generation rounds per step before dynamic sampling gives up with an error."""
-    eval_every: int = 16
-    """Held-out Avg@k / Cons@k / Pass@k every this many steps (and at the start and end);
-    0 = start and end only."""
+    eval_every: int = 64
+    """Held-out Avg@k / Cons@k / Pass@k every this many optimizer steps (and at the start and end);
+    0 = start and end only. 64 = every 16 generation batches."""
+    eval_split: str = "val"
+    """Split of the held-out evaluation during RL: "val" (tuning looks here, never at the prompts the
+    final evaluation scores) or "test" (the evaluation's own prompts, as runs before val existed did)."""
     eval_problems: int = 64
-    """Held-out TEST-split prompts of the evaluation."""
+    """Held-out prompts of `eval_split` per task (arith-small's val split has 95)."""
     eval_samples: int = 8
     """Samples per held-out prompt (k of Avg@k)."""
     eval_temperature: float = 1.0
@@ -85,8 +92,9 @@ class RLConfig:
     """Response length cap of the held-out evaluation, in tokens."""
     eval_seed: int = 0
     """Seed of the held-out prompts and of the counter-based sampling noise (fixed across the run)."""
-    save_steps: int = 16
-    """Checkpoint (for --resume) at the end of the generation batch that reaches a multiple of this."""
+    save_steps: int = 64
+    """Checkpoint (for --resume) at the end of the generation batch whose optimizer steps reach a
+    multiple of this."""
     save_total_limit: int = 2
     """Checkpoints kept; older ones are deleted."""
     seed: int = 0
@@ -101,6 +109,11 @@ class RLConfig:
     parallel: str = "auto"
     """Under torchrun: "ddp" (full replicas), "fsdp" (FSDP2: parameters, gradients and optimizer state
     sharded; rollouts sample from an unsharded copy), or "auto" (fsdp on CUDA, ddp on CPU)."""
+    precision: str = "auto"
+    """"auto": float32 on CPU, bf16 on GPU; or "fp32" / "bf16" (as `train.precision` of pre-training).
+    bf16 under parallel=fsdp is FSDP2's MixedPrecisionPolicy (bf16 weights all-gathered per layer,
+    float32 gradient reduction and sharded master weights), and the rollout copy the sampler reads is
+    bf16 (half the bytes of the float32 one, its KV cache bf16 too); one process and ddp use autocast."""
     report_to: str = "auto"
     """Metrics backends besides RUN/metrics.jsonl, as `train.report_to` of pre-training: tensorboard,
     trackio, wandb (comma-separated), "none", or "auto" = tensorboard when installed."""
@@ -140,6 +153,7 @@ class RLConfig:
             ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
             ("max_sampling_rounds", self.max_sampling_rounds >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("eval_split", self.eval_split in ("val", "test"), "one of val, test"),
             ("eval_problems", self.eval_problems >= 1, ">= 1"),
             ("eval_samples", self.eval_samples >= 1, ">= 1"),
             (
@@ -154,6 +168,7 @@ class RLConfig:
             ("seed", seed_ok(self.seed), SEED_RANGE),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
             ("parallel", self.parallel in ("auto", "ddp", "fsdp"), "one of auto, ddp, fsdp"),
+            ("precision", self.precision in ("auto", "fp32", "bf16"), "one of auto, fp32, bf16"),
             ("rollout_backend", self.rollout_backend in ("torch", "vllm"), "one of torch, vllm"),
             ("vllm_gpu_memory", 0 < self.vllm_gpu_memory < 1, "in (0, 1)"),
         ]

@@ -18,8 +18,11 @@ checkpoint stays, no final/ is written.
 Parallelism (torchrun): "ddp" replicates the policy; "fsdp" shards parameters, gradients and
 optimizer state with FSDP2 (`shapedce.train.dist.wrap`). Rollouts are split by groups, so ranks
 run different numbers of forwards; under FSDP they therefore sample from an unsharded copy of the
-weights refreshed (all-gathered) after every generation batch, as the vLLM backend does. bf16
-autocast on CUDA.
+weights refreshed (all-gathered one parameter at a time) after every generation batch, as the vLLM
+backend does. Precision (`precision`, "auto" = bf16 on CUDA, float32 on CPU): bf16 under FSDP is
+FSDP2's MixedPrecisionPolicy and a bf16 rollout copy; one process and DDP use bf16 autocast
+(`shapedce.train.dist.autocast_dtype`). Under FSDP the policy goes from CPU memory straight into its
+shards: no device ever holds the whole float32 model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 
 from ..data.tokenizer import check_special_tokens, load_tokenizer
 from ..eval.loading import load_model
+from ..models import cast_weights
 from ..rundir import StageDir
 from . import dist as dist_
 from .checkpoint import Checkpointer, set_rng_state
@@ -56,9 +60,32 @@ def _rows(batch: Batch, mask_truncated: bool = True) -> list[tuple[list[int], li
     ]
 
 
-def _logps(module, rows, pad: int, temperature: float, amp: bool):
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+def _logps(module, rows, pad: int, temperature: float, autocast: torch.dtype | None, device_type: str):
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
         return token_logps(module, [r[0] for r in rows], [r[1] for r in rows], pad, temperature)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for `precision` "bf16", or "auto" on CUDA; None (float32) otherwise."""
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+
+
+def rollout_copy(model: torch.nn.Module, dtype: torch.dtype | None, device: torch.device) -> torch.nn.Module:
+    """The unsharded sampling copy of the policy, in eval mode: bf16 parameters when `dtype` is (half
+    the bytes of the float32 weights; its KV cache is bf16 too; buffers such as RoPE's inv_freq stay
+    float32), else float32. Cast before it moves to `device`."""
+    copy_ = copy.deepcopy(model)
+    return (cast_weights(copy_, dtype) if dtype is not None else copy_).to(device).eval()
+
+
+@torch.no_grad()
+def refresh_weights(target: torch.nn.Module, module: torch.nn.Module) -> None:
+    """Copy the (FSDP2-sharded) `module`'s parameters into `target`, cast to its dtype: one all-gather
+    per parameter (collective; the same order on every rank), so the transient is one full float32
+    parameter, never the whole float32 model."""
+    dest = dict(target.named_parameters())
+    for name, p in module.named_parameters():
+        dest[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
 
 
 def non_finite_weights(module: torch.nn.Module) -> bool:
@@ -95,15 +122,18 @@ class RLTrainer:
             self.tokenizer = load_tokenizer(resume_from)
             check_special_tokens(self.tokenizer)
             model = self.ckpt.start_model(resume_from)
-        self.model = model.to(device).train()
+        self.sharded = d.on and parallel == "fsdp"
+        self.amp = resolve_precision(cfg.precision, device)
+        self.autocast = dist_.autocast_dtype(d, parallel, self.amp)  # None under FSDP2's bf16 policy
+        self.pad = self.tokenizer.pad_token_id
+        self._rollout = rollout_copy(model, self.amp, device) if self.sharded else None
+        # under FSDP2 `fully_shard` moves each layer to the device as it shards it
+        self.model = (model if self.sharded else model.to(device)).train()
         set_activation_checkpointing(self.model, cfg.activation_checkpointing)
-        self.amp, self.pad = device.type == "cuda", self.tokenizer.pad_token_id
         full_optim = (
             self.ckpt.full_optimizer(resume_from, self.model, self._optimizer) if resume_from else None
         )
-        self.sharded = d.on and parallel == "fsdp"
-        self._rollout = copy.deepcopy(self.model).eval() if self.sharded else None
-        self.module = dist_.wrap(self.model, d, parallel, device)
+        self.module = dist_.wrap(self.model, d, parallel, device, self.amp)
         self.opt = self._optimizer(self.module)
         self.stream = PromptStream(len(prompts), cfg.seed)
         self.step = self.tokens = 0
@@ -124,12 +154,8 @@ class RLTrainer:
 
     def refresh_rollout(self) -> None:
         """FSDP: all-gather the trained weights into the rollout copy (collective); else nothing."""
-        if self._rollout is None:
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True))
-        self._rollout.load_state_dict(full)
+        if self._rollout is not None:
+            refresh_weights(self._rollout, self.module)
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -166,8 +192,11 @@ class RLTrainer:
         early); one stats dict per step; `self.step` advances by len(lrs).
 
         Mini-batch m is rows [m R/M, (m+1) R/M) of the batch; rank r trains the r-th contiguous part
-        of it, in micro-batches of `cfg.micro_batch`. pi_old: the log-probs before the first step."""
-        cfg, d, module, amp, pad = self.cfg, self.d, self.module, self.amp, self.pad
+        of it, in micro-batches of `cfg.micro_batch`. pi_old: the sampling policy's log-probs, taken
+        before the first step for mini-batches 1.. (mini-batch 0 trains the sampling policy itself, so
+        its own forward's detached log-probs are pi_old: ratio exactly 1, no extra forward)."""
+        cfg, d, module, pad = self.cfg, self.d, self.module, self.pad
+        amp = (self.autocast, self.device.type)
         rows = _rows(batch, cfg.mask_truncated)
         M, W = cfg.mini_batches, d.world
         per_mini, per_rank = len(rows) // M, len(rows) // (M * W)
@@ -176,10 +205,9 @@ class RLTrainer:
         ]
         micro = cfg.micro_batch
         chunks = [[part[i : i + micro] for i in range(0, per_rank, micro)] for part in mine]
-        old = None
-        if M > 1:  # pi_old = the sampling policy, frozen before the first update
-            with torch.no_grad():
-                old = [[_logps(module, c, pad, cfg.temperature, amp)[0] for c in part] for part in chunks]
+        old: list[list[torch.Tensor]] = [[]]  # pi_old = the sampling policy, frozen before the first update
+        with torch.no_grad():
+            old += [[_logps(module, c, pad, cfg.temperature, *amp)[0] for c in part] for part in chunks[1:]]
         out = []
         for m, lr in enumerate(lrs[:M]):
             for group in self.opt.param_groups:
@@ -188,10 +216,10 @@ class RLTrainer:
             sums = {"loss": 0.0, "tokens": 0.0, "clipped_low": 0.0, "clipped_high": 0.0}
             for i, c in enumerate(chunks[m]):
                 with dist_.grad_sync(module, i == len(chunks[m]) - 1):
-                    logp, mask = _logps(module, c, pad, cfg.temperature, amp)
+                    logp, mask = _logps(module, c, pad, cfg.temperature, *amp)
                     mask = mask * torch.tensor([float(r[3]) for r in c], device=mask.device)[:, None]
                     adv = torch.tensor([r[2] for r in c], device=logp.device)
-                    ref = old[m][i] if old is not None else logp.detach()
+                    ref = old[m][i] if m > 0 else logp.detach()
                     loss, st = clipped_loss(logp, ref, adv, mask, cfg.epsilon_low, cfg.epsilon_high, tokens)
                     (loss * W).backward()  # DDP / FSDP average over ranks; the sum over ranks is the loss
                 sums["loss"] += float(loss.detach())
