@@ -14,9 +14,9 @@ exp(KL(q || pi*)) - 1, if q were the truth.
 
     OMP_NUM_THREADS=1 python benchmarks/fixed_point.py --run runs/reproduce/runs/tiny/ce/s0/pretrain
     # candidate knobs for the study's priors (docs/rl-study/design.md), on the tuning text:
-    python benchmarks/fixed_point.py --run RUN --split tune --settings=-1,0,-0.5,100 5,0,0,100
+    python benchmarks/fixed_point.py --run RUN --split tune --settings=-1,0,-0.5,100 --settings=5,0,0,100
 
-Each of `--settings` is beta,lambda_top,lambda_tail,k. A setting whose stationarity map has no
+Each `--settings=` (repeatable; the `=` lets a value start with a minus) is beta,lambda_top,lambda_tail,k. A setting whose stationarity map has no
 positive normaliser on some row (a tail penalty too strong for that row's mass, e.g. lambda_tail=-3)
 has no fixed point of this form: it is reported as such instead of iterated.
 """
@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=4000)
     ap.add_argument("--text", choices=("mix", "general"), default="mix")
     ap.add_argument("--split", default="val", help="held-out sample of the mix (val: the evaluation's; tune)")
-    ap.add_argument("--settings", nargs="*", default=[], help="beta,lambda_top,lambda_tail,k each")
+    ap.add_argument("--settings", action="append", default=[], help="beta,lambda_top,lambda_tail,k (repeatable)")
     args = ap.parse_args()
     docs = (
         builtin_corpus("pretrain-v2", 400, seed=0, split=args.split)
