@@ -49,11 +49,12 @@ class RLConfig:
     steps: int = 256
     """Optimizer steps, mini_batches of them per generation batch: 256 / 4 = 64 generation batches,
     the data of the former 64 one-step batches."""
-    lr: float = 3e-5
-    """Constant learning rate after warm-up (paper: 1e-6 at 4B). Chosen with one optimizer step per
-    batch and on test prompts (docs/history/2026-11-30-world-v2.md: at 1e-4 a base solving half the
-    problems fell from 0.53 to 0.35 Avg@8 in 8 steps; at 3e-5 it rose to 0.60-0.62 in 32-48); kept
-    as it was and not yet re-tuned for 4 steps per batch, which is to be done on the val split."""
+    lr: float = 1e-5
+    """Constant learning rate after warm-up (paper: 1e-6 at 4B). Tuned on the val split for 4 steps
+    per batch, one rule for every configuration (docs/rl-study/design.md): of 3e-6, 1e-5 and 3e-5
+    from the five paper configurations' seed-0 bases, 1e-5 had the highest mean val Avg@8 at the
+    end (0.325 against 0.310 and 0.305). The former 3e-5 was chosen with one step per batch on
+    test prompts."""
     warmup_steps: int = 8
     """Linear warm-up optimizer steps before the constant lr (8 = the first 2 generation batches)."""
     weight_decay: float = 0.0
