@@ -16,9 +16,10 @@ exp(KL(q || pi*)) - 1, if q were the truth.
     # candidate knobs for the study's priors (docs/rl-study/design.md), on the tuning text:
     python benchmarks/fixed_point.py --run RUN --split tune --settings=-1,0,-0.5,100 --settings=5,0,0,100
 
-Each `--settings=` (repeatable; the `=` lets a value start with a minus) is beta,lambda_top,lambda_tail,k. A setting whose stationarity map has no
-positive normaliser on some row (a tail penalty too strong for that row's mass, e.g. lambda_tail=-3)
-has no fixed point of this form: it is reported as such instead of iterated.
+Each `--settings=` (repeatable; the `=` lets a value start with a minus) is
+beta,lambda_top,lambda_tail,k. A setting whose stationarity map has no
+positive normaliser on some row (a tail penalty too strong for that row's mass, e.g.
+lambda_tail=-3) has no fixed point of this form: it is reported as such instead of iterated.
 """
 
 from __future__ import annotations
@@ -99,11 +100,15 @@ def settings_table(args) -> dict[str, tuple[float, float, float, int]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a CE pre-training stage folder (with final/)")
-    ap.add_argument("--k", type=int, default=100, help="k of the paper's settings and of the tail-mass column")
+    ap.add_argument(
+        "--k", type=int, default=100, help="k of the paper's settings and of the tail-mass column"
+    )
     ap.add_argument("--tokens", type=int, default=4000)
     ap.add_argument("--text", choices=("mix", "general"), default="mix")
     ap.add_argument("--split", default="val", help="held-out sample of the mix (val: the evaluation's; tune)")
-    ap.add_argument("--settings", action="append", default=[], help="beta,lambda_top,lambda_tail,k (repeatable)")
+    ap.add_argument(
+        "--settings", action="append", default=[], help="beta,lambda_top,lambda_tail,k (repeatable)"
+    )
     args = ap.parse_args()
     docs = (
         builtin_corpus("pretrain-v2", 400, seed=0, split=args.split)
@@ -133,9 +138,14 @@ def main() -> None:
             sums[name][1] += float((t - tail_q).sum())
             sums[name][2] += float(kl.sum())
     h_mean = base[0] / n
-    print(f"{args.run} on held-out {args.text} text ({args.split}): {n} positions, q = the CE model's distribution")
+    print(
+        f"{args.run} on held-out {args.text} text ({args.split}): {n} positions, "
+        "q = the CE model's distribution"
+    )
     print(f"q: entropy {h_mean:.4f} nats, tail mass beyond top-{args.k} {base[1] / n:.4f}")
-    print("setting | beta | lam_top | lam_tail | k | H(pi*) - H(q) | relative | tail(pi*) - tail(q) | ppl cost")
+    print(
+        "setting | beta | lam_top | lam_tail | k | H(pi*) - H(q) | relative | tail(pi*) - tail(q) | ppl cost"
+    )
     print("---|---:|---:|---:|---:|---:|---:|---:|---:")
     for name, (beta, top, tail, k) in table.items():
         head = f"{name} | {beta:+.2f} | {top:+.2f} | {tail:+.2f} | {k}"

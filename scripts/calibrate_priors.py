@@ -18,7 +18,8 @@ A configuration is a name of `shapedce losses` or inline knobs `beta=B,lambda_to
 (configurations are separated by `;`, or by `,` when every one is a name). Each run is
 `shapedce pretrain --preset tiny` (`--preset` and further `key=value` overrides after `--`) in
 OUT/LABEL/sSEED; a finished run is reused, an interrupted one resumes. Results go to
-OUT/calibration-SPLIT.csv (one row per run; rows of earlier invocations are kept) and a table of seed-paired differences against ce.
+OUT/calibration-SPLIT.csv (one row per run; rows of earlier invocations are kept) and a table of
+seed-paired differences against ce.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def parse_configs(spec: str) -> list[tuple[str, list[str]]]:
     for part in filter(None, parts):
         if "=" not in part:
             if part not in SETTINGS:
-                raise UserError(f"--configs: unknown configuration {part!r}; choose from {', '.join(SETTINGS)}")
+                raise UserError(
+                    f"--configs: unknown configuration {part!r}; choose from {', '.join(SETTINGS)}"
+                )
             out.append((part, [f"loss={part}"]))
             continue
         pairs = [kv.split("=", 1) for kv in part.split(",")]
@@ -115,7 +118,9 @@ def main() -> None:
             run = args.out / label / f"s{seed}"
             train(run, args.preset, [*loss, f"train.seed={seed}", *args.overrides])
             stats = measure(run, args.split, args.tokens)
-            rows.append({"label": label, "seed": seed, **{k: stats[k] for k in ("ppl", "entropy_mean", "tail_mass")}})
+            rows.append(
+                {"label": label, "seed": seed, **{k: stats[k] for k in ("ppl", "entropy_mean", "tail_mass")}}
+            )
             print(f"{label} s{seed}: ppl {stats['ppl']:.3f} entropy {stats['entropy_mean']:.4f}", flush=True)
     path = args.out / f"calibration-{args.split}.csv"
     mine = {(r["label"], r["seed"]) for r in rows}
@@ -130,7 +135,10 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\n{len(seeds)} seed(s), held-out text `{args.split}`; differences paired by seed against ce ({path})")
+    print(
+        f"\n{len(seeds)} seed(s), held-out text `{args.split}`; "
+        f"differences paired by seed against ce ({path})"
+    )
     print("| configuration | entropy vs ce | perplexity vs ce | tail mass vs ce |")
     print("|---|---:|---:|---:|")
     for label in dict.fromkeys(r["label"] for r in rows):

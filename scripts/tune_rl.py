@@ -32,13 +32,19 @@ def base_name(base: Path) -> str:
 
 def val_scores(run: Path) -> list[float]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [float(r["avg_at_k"]) for r in rows if r.get("split") == "val" and r.get("prompts_split", "val") == "val"]
+    return [
+        float(r["avg_at_k"])
+        for r in rows
+        if r.get("split") == "val" and r.get("prompts_split", "val") == "val"
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--key", default="lr", help="the RL setting to tune (a field of shapedce.train.rl_config)")
+    ap.add_argument(
+        "--key", default="lr", help="the RL setting to tune (a field of shapedce.train.rl_config)"
+    )
     ap.add_argument("--values", required=True, help="comma-separated candidates")
     ap.add_argument("--bases", type=Path, nargs="+", required=True, help="mid-trained run folders")
     ap.add_argument("--last", type=int, default=2, help="val evaluations averaged at the end of each run")
@@ -61,15 +67,22 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    means = {v: statistics.fmean(r["val_end"] for r in rows if r["value"] == v) for v in args.values.split(",")}
+    means = {
+        v: statistics.fmean(r["val_end"] for r in rows if r["value"] == v) for v in args.values.split(",")
+    }
     gains = {
         v: statistics.fmean(r["val_end"] - r["val_start"] for r in rows if r["value"] == v) for v in means
     }
-    print(f"\n| {args.key} | mean val Avg@k at the end (last {args.last} evaluations) | mean gain during RL |")
+    print(
+        f"\n| {args.key} | mean val Avg@k at the end (last {args.last} evaluations) | mean gain during RL |"
+    )
     print("|---|---:|---:|")
     for v in means:
         print(f"| {v} | {means[v]:.4f} | {gains[v]:+.4f} |")
-    print(f"\nchosen: {args.key}={max(means, key=lambda v: means[v])} (highest mean over {len(args.bases)} bases)")
+    print(
+        f"\nchosen: {args.key}={max(means, key=lambda v: means[v])} "
+        f"(highest mean over {len(args.bases)} bases)"
+    )
 
 
 if __name__ == "__main__":
