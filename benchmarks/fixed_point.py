@@ -9,14 +9,23 @@ expected gradient (docs/method/loss.md) under x ~ q vanishes where, for every to
 (lam from pi's own top-k; w and lam are stop-gradient, lam_x = 0 for the target). Iterating that
 map finds the fixed point pi*. Printed per configuration: mean over positions of H(pi*) - H(q) and of
 tail(pi*) - tail(q) (mass beyond the top-k), the asymptotic effect a fully converged model would show,
-beside the effect the grid measured after its short pre-training.
+beside the effect the grid measured after its short pre-training; and the perplexity it would cost,
+exp(KL(q || pi*)) - 1, if q were the truth.
 
     OMP_NUM_THREADS=1 python benchmarks/fixed_point.py --run runs/reproduce/runs/tiny/ce/s0/pretrain
+    # candidate knobs for the study's priors (docs/rl-study/design.md), on the tuning text:
+    python benchmarks/fixed_point.py --run RUN --split tune --settings=-1,0,-0.5,100 --settings=5,0,0,100
+
+Each `--settings=` (repeatable; the `=` lets a value start with a minus) is
+beta,lambda_top,lambda_tail,k. A setting whose stationarity map has no
+positive normaliser on some row (a tail penalty too strong for that row's mass, e.g.
+lambda_tail=-3) has no fixed point of this form: it is reported as such instead of iterated.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from pathlib import Path
 
@@ -45,7 +54,10 @@ def fixed_point(q: torch.Tensor, beta: float, lam_top: float, lam_tail: float, k
         big_w = (q * w).sum(1, keepdim=True)
         s = (lam * pi).sum(1, keepdim=True)
         t = (q * lam * pi).sum(1, keepdim=True)
-        new = q * w / (big_w - lam * (1 - q) + s - t)
+        den = big_w - lam * (1 - q) + s - t
+        if not bool((den > 0).all()):
+            raise ValueError("no fixed point: the stationarity map's normaliser is not positive")
+        new = q * w / den
         new = new / new.sum(1, keepdim=True)
         if (new - pi).abs().max() < 1e-12:
             return new
@@ -74,36 +86,74 @@ def distributions(run: Path, docs: list[str], max_tokens: int, max_len: int = 25
         yield torch.softmax(logits.double(), -1)
 
 
+def settings_table(args) -> dict[str, tuple[float, float, float, int]]:
+    """name -> (beta, lambda_top, lambda_tail, k): the paper's settings, or --settings."""
+    if not args.settings:
+        return {name: (*knobs, args.k) for name, knobs in CONFIGS.items()}
+    out = {}
+    for spec in args.settings:
+        beta, top, tail, k = spec.split(",")
+        out[spec] = (float(beta), float(top), float(tail), int(k))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a CE pre-training stage folder (with final/)")
-    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument(
+        "--k", type=int, default=100, help="k of the paper's settings and of the tail-mass column"
+    )
     ap.add_argument("--tokens", type=int, default=4000)
     ap.add_argument("--text", choices=("mix", "general"), default="mix")
+    ap.add_argument("--split", default="val", help="held-out sample of the mix (val: the evaluation's; tune)")
+    ap.add_argument(
+        "--settings", action="append", default=[], help="beta,lambda_top,lambda_tail,k (repeatable)"
+    )
     args = ap.parse_args()
     docs = (
-        builtin_corpus("pretrain-v2", 400, seed=0, split="val")
+        builtin_corpus("pretrain-v2", 400, seed=0, split=args.split)
         if args.text == "mix"
         else [general_text(0).document(random.Random(f"heldout:{i}")) for i in range(400)]
     )
-    sums = {name: [0.0, 0.0] for name in CONFIGS}
+    table = settings_table(args)
+    sums = {name: [0.0, 0.0, 0.0] for name in table}
+    failed: set[str] = set()
     base, n = [0.0, 0.0], 0
     for q in distributions(args.run, docs, args.tokens):
         h_q, tail_q = stats(q, args.k)
         base[0] += float(h_q.sum())
         base[1] += float(tail_q.sum())
         n += q.shape[0]
-        for name, (beta, top, tail) in CONFIGS.items():
-            h, t = stats(fixed_point(q, beta, top, tail, args.k), args.k)
+        for name, (beta, top, tail, k) in table.items():
+            if name in failed:
+                continue
+            try:
+                pi = fixed_point(q, beta, top, tail, k)
+            except ValueError:
+                failed.add(name)
+                continue
+            h, t = stats(pi, args.k)
+            kl = (q * (q.clamp_min(1e-300).log() - pi.clamp_min(1e-300).log())).sum(1)
             sums[name][0] += float((h - h_q).sum())
             sums[name][1] += float((t - tail_q).sum())
-    print(f"{args.run} on held-out {args.text} text: {n} positions, q = the CE model's distribution")
-    print(f"q: entropy {base[0] / n:.4f} nats, tail mass beyond top-{args.k} {base[1] / n:.4f}")
-    print("config    | beta  | lam_top | lam_tail | H(pi*) - H(q) | tail(pi*) - tail(q)")
-    print("----------|-------|---------|----------|---------------|--------------------")
-    for name, (beta, top, tail) in CONFIGS.items():
-        dh, dt = sums[name][0] / n, sums[name][1] / n
-        print(f"{name:<9} | {beta:+.2f} | {top:+.2f}   | {tail:+.2f}    | {dh:+13.4f} | {dt:+19.5f}")
+            sums[name][2] += float(kl.sum())
+    h_mean = base[0] / n
+    print(
+        f"{args.run} on held-out {args.text} text ({args.split}): {n} positions, "
+        "q = the CE model's distribution"
+    )
+    print(f"q: entropy {h_mean:.4f} nats, tail mass beyond top-{args.k} {base[1] / n:.4f}")
+    print(
+        "setting | beta | lam_top | lam_tail | k | H(pi*) - H(q) | relative | tail(pi*) - tail(q) | ppl cost"
+    )
+    print("---|---:|---:|---:|---:|---:|---:|---:|---:")
+    for name, (beta, top, tail, k) in table.items():
+        head = f"{name} | {beta:+.2f} | {top:+.2f} | {tail:+.2f} | {k}"
+        if name in failed:
+            print(f"{head} | no fixed point | | | ")
+            continue
+        dh, dt, kl = (v / n for v in sums[name])
+        print(f"{head} | {dh:+.4f} | {100 * dh / h_mean:+.1f}% | {dt:+.5f} | {100 * math.expm1(kl):+.2f}%")
 
 
 if __name__ == "__main__":

@@ -50,3 +50,23 @@ def test_the_expected_gradient_vanishes_at_the_fixed_point(name):
 def test_ce_fixed_point_is_q():
     q = torch.softmax(torch.randn(3, 20, dtype=torch.float64), -1)
     assert torch.allclose(fixed_point_module.fixed_point(q, 0.0, 0.0, 0.0, 5), q, atol=1e-14)
+
+
+@pytest.mark.parametrize("knobs", [(-1.0, 0.0, -0.5), (-0.75, 0.0, -0.7), (5.0, 0.0, 0.0)])
+def test_the_study_strengths_are_fixed_points_too(knobs):
+    """The calibration's candidate strengths (docs/rl-study/design.md) are stationary as well."""
+    beta, top, tail = knobs
+    gen = torch.Generator().manual_seed(1)
+    q = torch.softmax(2 * torch.randn(3, 25, generator=gen, dtype=torch.float64), -1)
+    pi = fixed_point_module.fixed_point(q, beta, top, tail, 5)
+    assert expected_grad(pi, q, beta, top, tail, 5).abs().max() < 1e-9
+    h = fixed_point_module.stats
+    assert (h(pi, 5)[0] < h(q, 5)[0]).all() if beta < 0 else (h(pi, 5)[0] > h(q, 5)[0]).all()
+
+
+def test_a_tail_penalty_too_strong_for_the_row_has_no_fixed_point():
+    """lambda_tail = -3 on a flat row: the normaliser turns negative; the map says so instead of
+    iterating to garbage (it used to print a 6,700% entropy change)."""
+    q = torch.full((1, 40), 1 / 40, dtype=torch.float64)
+    with pytest.raises(ValueError, match="no fixed point"):
+        fixed_point_module.fixed_point(q, 0.0, 0.0, -3.0, 5)

@@ -34,13 +34,16 @@ from . import __version__
 from .errors import UserError
 from .flags import add_flags
 from .loss import PRESETS
+from .loss.config import STUDY_SETTINGS
 from .rundir import StageDir
 
 
 def cmd_losses(_: argparse.Namespace) -> int:
-    print(f"{'name':<10} {'beta':>6} {'lambda_top':>10} {'lambda_tail':>11} {'k':>4}")
-    for name, cfg in PRESETS.items():
-        print(f"{name:<10} {cfg.beta:>6g} {cfg.lambda_top:>10g} {cfg.lambda_tail:>11g} {cfg.k:>4d}")
+    print(f"{'name':<16} {'beta':>6} {'lambda_top':>10} {'lambda_tail':>11} {'k':>4}")
+    for name, cfg in {**PRESETS, **STUDY_SETTINGS}.items():
+        print(f"{name:<16} {cfg.beta:>6g} {cfg.lambda_top:>10g} {cfg.lambda_tail:>11g} {cfg.k:>4d}")
+    print("auto: beta steered online towards a target entropy (loss.target_entropy)")
+    print("*-strong: the RL study's calibrated priors for the tiny model (docs/rl-study/design.md)")
     return 0
 
 
