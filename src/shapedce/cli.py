@@ -33,8 +33,7 @@ from pathlib import Path
 from . import __version__
 from .errors import UserError
 from .flags import add_flags
-from .loss import PRESETS
-from .loss.config import STUDY_SETTINGS
+from .loss.config import PRESETS, STUDY_SETTINGS
 from .rundir import StageDir
 
 
@@ -42,8 +41,7 @@ def cmd_losses(_: argparse.Namespace) -> int:
     print(f"{'name':<16} {'beta':>6} {'lambda_top':>10} {'lambda_tail':>11} {'k':>4}")
     for name, cfg in {**PRESETS, **STUDY_SETTINGS}.items():
         print(f"{name:<16} {cfg.beta:>6g} {cfg.lambda_top:>10g} {cfg.lambda_tail:>11g} {cfg.k:>4d}")
-    print("auto: beta steered online towards a target entropy (loss.target_entropy)")
-    print("*-strong: the RL study's calibrated priors for the tiny model (docs/rl-study/design.md)")
+    print("auto: beta steered towards loss.target_entropy; *-strong: the RL study's tiny-model priors")
     return 0
 
 
