@@ -29,7 +29,7 @@ LAYERS = [
     ["report"],  # reads run folders only
     ["readiness"],  # may compare against a reproduce grid read through report.load
     ["reproduce"],
-    ["cli", "__main__", "__init__"],
+    ["cli", "commands", "__main__", "__init__"],
 ]
 
 
