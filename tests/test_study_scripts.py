@@ -73,3 +73,68 @@ def test_tuning_reads_val_rows_only(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     assert tune.val_scores(tmp_path) == [0.2, 0.3]
     assert tune.base_name(tmp_path / "tiny" / "tail" / "s0" / "midtrain") == "tail-s0"
+
+
+pilot = _load("pilot_design")
+
+
+def _pilot_rows(sd_base: float, sd_rl: float, sd_eval: float, bases: int = 300, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for config, mu in (("ce", 0.10), ("tail-strong", 0.05)):
+        for b in range(bases):
+            base = rng.gauss(0, sd_base)
+            for r in range(3):
+                rl = rng.gauss(0, sd_rl)
+                for e in range(2):
+                    gain = mu + base + rl + rng.gauss(0, sd_eval)
+                    rows.append(
+                        {
+                            "config": config,
+                            "base": b,
+                            "rl_seed": r,
+                            "eval_seed": e,
+                            "midtrain_avg": 0.3,
+                            "rl_avg": 0.3 + gain,
+                            "gain": gain,
+                        }
+                    )
+    return rows
+
+
+def test_pilot_components_recover_known_variances():
+    comp = pilot.components(_pilot_rows(0.04, 0.03, 0.01))
+    p = comp["pooled"]
+    assert p["base"] == pytest.approx(0.04**2, rel=0.15)
+    assert p["rl"] == pytest.approx(0.03**2, rel=0.15)
+    assert p["eval"] == pytest.approx(0.01**2, rel=0.15)
+    assert comp["df"] == {"eval": 2 * 300 * 3, "rl": 2 * 300 * 2, "base": 2 * 299}
+    means = {c["config"]: c["mean_gain"] for c in comp["per_config"]}
+    assert means["ce"] == pytest.approx(0.10, abs=0.01)
+    assert means["tail-strong"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_pilot_design_variance_falls_with_rl_seeds_only_for_the_rl_part():
+    comp = {"pooled": {"base": 1e-4, "rl": 4e-4, "eval": -1e-5}, "df": {"base": 4, "rl": 6, "eval": 12}}
+    assert pilot.design_var(comp, 1, 1.0) == pytest.approx(2 * (1e-4 + 4e-4))  # a negative part counts 0
+    assert pilot.design_var(comp, 4, 1.0) == pytest.approx(2 * (1e-4 + 1e-4))
+    comp["pooled"]["eval"] = 4e-4
+    assert pilot.design_var(comp, 1, 4.0) == pytest.approx(2 * (1e-4 + 4e-4 + 1e-4))  # 4x the samples
+
+
+def test_pilot_design_table_prices_each_design(tmp_path):
+    costs = tmp_path / "costs.csv"
+    costs.write_text(
+        "config,base,rl_seed,step,core_s\nce,0,,pretrain,200\nce,0,,midtrain,160\nce,0,0,rl,90\n"
+        "ce,0,0,eval,10\nce,0,,eval,10\n"
+    )
+    comp = pilot.components(_pilot_rows(0.04, 0.03, 0.01, bases=4))
+    table = pilot.design_table(comp, costs, n_configs=3, samples=(32,))
+    rows = [line.split("|") for line in table.splitlines()[2:]]
+    assert [int(r[1]) for r in rows] == [1, 2, 3, 4]
+    # 3 configs x (base 360 + mid eval 10 + R x (rl 90 + eval 10)) core-seconds per seed
+    assert [float(r[-2]) for r in rows] == [round(3 * (370 + k * 100) / 3600, 2) for k in (1, 2, 3, 4)]
+    sds = [float(r[3]) for r in rows]
+    assert sds == sorted(sds, reverse=True)

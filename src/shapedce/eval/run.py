@@ -4,15 +4,15 @@
     shapedce eval PATH --tasks humaneval,logic,file:my.jsonl --samples 128 --pass-k 1,2,4,8,16,32,64
     shapedce --debug eval /tmp/x --tasks logic --samples 4 --problems 4     # CPU smoke, seconds
 
-For each task: `--problems` held-out test prompts (at most the task's size: humaneval has 164, a
-file its rows), `--samples` (m) completions each (paper: 128 at T=0.7, top-p 0.95), scored by
-the task's verifier. Memory stays bounded at any m: `--batch-size` sequences per forward pass, and
-CHUNK sequences per sampling call are graded and dropped before the next call. One progress bar
-counts samples over all tasks. Reported per task and overall (prompts of all tasks pooled): Avg@m, Cons@m,
-the unbiased Pass@k curve for k = 1, 2, 4, ..., m, and response lengths. On held-out text (the
-built-in validation sample, or `--text PATH`): perplexity, the token-entropy distribution and the
-share of high-entropy "forking" tokens. Writes OUT/results.json (schema below) and
-OUT/results.md; OUT defaults to PATH/eval.
+For each task: `--problems` held-out test prompts (`--split val`: the tuning split's; at most the
+task's size: humaneval has 164, a file its rows), `--samples` (m) completions each (paper: 128 at
+T=0.7, top-p 0.95), scored by the task's verifier. Memory stays bounded at any m: `--batch-size`
+sequences per forward pass, and CHUNK sequences per sampling call are graded and dropped before the
+next call. One progress bar counts samples over all tasks. Reported per task and overall (prompts of
+all tasks pooled): Avg@m, Cons@m, the unbiased Pass@k curve for k = 1, 2, 4, ..., m, and response
+lengths. On held-out text (the built-in validation sample, or `--text PATH`): perplexity, the
+token-entropy distribution and the share of high-entropy "forking" tokens. Writes OUT/results.json
+(schema below) and OUT/results.md; OUT defaults to PATH/eval.
 
 results.json: {"schema_version": 1, "model": PATH, "settings": {...}, "tasks": {NAME: TASK},
 "overall": TASK, "text": TEXT}, TASK = {"prompts", "samples", "avg_at_m", "cons_at_m",
@@ -49,7 +49,7 @@ kept): with `batch_size` sequences per forward pass, this bounds memory at any -
 def run_task(task, model, tokenizer, settings: EvalSettings, cfg: SamplingConfig, bar) -> tuple:
     """Sample and grade one task, CHUNK sequences at a time: (summary, groups, lengths, finished)."""
     n = settings.problems if task.size is None else min(settings.problems, task.size)
-    prompts = task.prompts("test", n, seed=settings.seed)
+    prompts = task.prompts(settings.split, n, seed=settings.seed)
     texts = render_chats(prompts, tokenizer)  # chat templates: time-bounded
     step = len(prompts) if vllm_available() else max(1, CHUNK // settings.samples)
     groups, lengths, finished = [], [], []

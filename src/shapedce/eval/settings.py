@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from ..errors import UserError, check_int
 
 DTYPES = ("auto", "bf16", "fp32")
+SPLITS = ("test", "val")
+"""Prompt splits an evaluation may score (train is RL's)."""
 """Allowed `dtype` values of the evaluation's weights."""
 
 
@@ -28,7 +30,10 @@ class EvalSettings:
     samples: int = 128
     """Samples per prompt, m of Avg@m / Cons@m (paper: 128)."""
     problems: int = 100
-    """Held-out test prompts per task (at most the task's size)."""
+    """Held-out prompts per task (at most the task's size in the split)."""
+    split: str = "test"
+    """Which prompts are scored: test (the evaluation's) or val (for tuning and pilots, so the test
+    prompts stay untouched; `shapedce.tasks.splits`)."""
     temperature: float = 0.7
     """Sampling temperature (paper: 0.7)."""
     top_p: float = 0.95
@@ -53,6 +58,8 @@ class EvalSettings:
     def validate(self) -> EvalSettings:
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.split not in SPLITS:
+            raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {self.split!r}")
         if not self.text.strip():
             raise UserError("--text must be builtin-v2 or a local text / jsonl / parquet path; got ''")
         for key in ("samples", "problems", "text_tokens", "batch_size", "max_new_tokens"):
