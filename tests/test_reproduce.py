@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from shapedce.cli import main
+from shapedce.errors import UserError
 from shapedce.reproduce.grid import STAGES, load_grid, plan
 from shapedce.reproduce.stages import main as stages_main
 
@@ -191,6 +192,22 @@ def test_pretrain_seeds_plan_only_pretraining_and_its_eval(tmp_path):
     assert [(r.seed, r.config) for r in runs] == [(s, c) for s in range(4) for c in ("ce", "tail")]
     assert all(r.stages == (STAGES if r.seed < 2 else PRETRAIN_ONLY) for r in runs)
     assert PRETRAIN_ONLY == ("pretrain", "eval-pretrain")
+
+
+def test_first_seed_starts_the_grid_later_with_the_same_per_seed_configs(tmp_path):
+    from shapedce.reproduce.grid import PRETRAIN_ONLY, pretrain_config, rl_config
+
+    later = load_grid("smoke", ["first_seed=5", "seeds=2", "pretrain_seeds=1", "configs=ce"])
+    runs = plan(later, tmp_path)
+    assert [(r.seed, r.stages) for r in runs] == [(5, STAGES), (6, STAGES), (7, PRETRAIN_ONLY)]
+    assert runs[0].dir.name == "s5"
+    whole = load_grid("smoke", ["seeds=7", "configs=ce"])
+    same = {r.seed: r for r in plan(whole, tmp_path)}
+    for r in runs[:2]:
+        assert pretrain_config(later, r) == pretrain_config(whole, same[r.seed])
+        assert rl_config(later, r) == rl_config(whole, same[r.seed])
+    with pytest.raises(UserError, match="first_seed must be in"):
+        load_grid("smoke", ["first_seed=-1"])
 
 
 def test_pretrain_seeds_grow_a_finished_grid_with_pretraining_only_runs(smoke_grid):

@@ -138,3 +138,128 @@ def test_pilot_design_table_prices_each_design(tmp_path):
     assert [float(r[-2]) for r in rows] == [round(3 * (370 + k * 100) / 3600, 2) for k in (1, 2, 3, 4)]
     sds = [float(r[3]) for r in rows]
     assert sds == sorted(sds, reverse=True)
+
+
+study = _load("rl_study")
+
+
+def _ledger(path: Path, diffs: dict[str, list[float]], seeds: int) -> Path:
+    """A ledger of ce plus configurations whose RL gain exceeds ce's by diffs[config][seed]."""
+    import csv
+    import random
+
+    rng = random.Random(1)
+    rows = []
+    for s in range(seeds):
+        mid, ce_gain = 0.5 + rng.gauss(0, 0.03), 0.05 + rng.gauss(0, 0.02)
+        rows.append(
+            {
+                "model": "tiny",
+                "config": "ce",
+                "seed": s,
+                "pretrain_entropy": 3.6,
+                "midtrain_avg_at_m": mid,
+                "rl_avg_at_m": mid + ce_gain,
+                "rl_pass_at_8": 0.9,
+            }
+        )
+        for config, d in diffs.items():
+            rows.append(
+                {
+                    "model": "tiny",
+                    "config": config,
+                    "seed": s,
+                    "pretrain_entropy": 3.2,
+                    "midtrain_avg_at_m": mid,
+                    "rl_avg_at_m": mid + ce_gain + d[s],
+                    "rl_pass_at_8": "",
+                }
+            )
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_ledger_seeds_pair_and_stay_contiguous():
+    rows = [
+        {"config": c, "seed": str(s), "midtrain_avg_at_m": "0.5", "rl_avg_at_m": "0.6"}
+        for s in (0, 1, 3)
+        for c in ("ce", "tail-strong")
+    ]
+    rows.append({"config": "ce", "seed": "2", "midtrain_avg_at_m": "0.5", "rl_avg_at_m": "0.6"})
+    rows.append({"config": "tail-strong", "seed": "2", "midtrain_avg_at_m": "0.5", "rl_avg_at_m": ""})
+    assert study.complete_seeds(rows, ["ce", "tail-strong"]) == [0, 1, 3]
+    assert study.next_seed(rows, ["ce", "tail-strong"]) == 2  # seed 2 lacks tail-strong's RL value
+    assert study.next_seed([], ["ce"]) == 0
+
+
+def test_ledger_judgement_agrees_with_the_plain_recheck(tmp_path):
+    from shapedce.report.load import grid_from_runs_csv
+    from shapedce.report.plan import AnalysisPlan
+    from shapedce.report.primary import primary_finding
+    from shapedce.report.recheck import primary_verdicts, read_gains
+
+    n = 12
+    ledger = _ledger(
+        tmp_path / "runs.csv",
+        {
+            "precision-strong": [0.04 + 0.01 * (s % 3) for s in range(n)],
+            "tail-strong": [-0.03 + 0.01 * (s % 2) for s in range(n)],
+        },
+        n,
+    )
+    plan = AnalysisPlan(primary="precision-strong,tail-strong", margin=0.01, effect=0.03, seeds=n).validate()
+    record = grid_from_runs_csv(ledger, task="arith-small", samples=32)
+    assert record.settings["eval_samples"] == 32 and record.runs[0].evals["rl"]["tasks"]["arith-small"]
+    finding = primary_finding(record, plan)
+    verdicts = {c.a: c.verdict for c in finding.checks}
+    assert verdicts == {"precision-strong": "held", "tail-strong": "did_not_hold"}
+    plain = {r["config"]: r["verdict"] for r in primary_verdicts(read_gains(ledger), plan, "tiny")}
+    assert plain == verdicts
+    assert [c.margin for c in finding.checks] == [0.01, 0.01] and all(c.primary for c in finding.checks)
+
+
+def test_ledger_with_a_bad_number_is_one_line(tmp_path):
+    from shapedce.report.load import grid_from_runs_csv
+
+    bad = tmp_path / "runs.csv"
+    bad.write_text("model,config,seed,midtrain_avg_at_m,rl_avg_at_m\ntiny,ce,0,0.5,high\n")
+    with pytest.raises(UserError, match="rl_avg_at_m must be a number; got 'high'"):
+        grid_from_runs_csv(bad, task="arith-small", samples=8)
+    with pytest.raises(UserError, match="not found"):
+        grid_from_runs_csv(tmp_path / "none.csv", task="arith-small", samples=8)
+
+
+def test_study_report_writes_verdicts_the_recheck_agrees_with(tmp_path, capsys):
+    import argparse
+
+    from shapedce.cli import main
+    from shapedce.reproduce.grid import load_grid
+
+    n = 10
+    ledger = _ledger(
+        tmp_path / "runs.csv",
+        {
+            "precision-strong": [0.002 * (s % 5) - 0.004 for s in range(n)],
+            "tail-strong": [0.05 + 0.01 * (s % 2) for s in range(n)],
+        },
+        n,
+    )
+    plan = tmp_path / "analysis-plan.yaml"
+    plan.write_text("primary: precision-strong,tail-strong\nmargin: 0.03\neffect: 0.03\nseeds: 10\n")
+    study.report(argparse.Namespace(ledger=ledger, plan=plan), load_grid("rl-study"))
+    doc = json.loads((tmp_path / "verdicts.json").read_text())
+    (primary,) = doc["findings"]
+    assert primary["primary"] and doc["plan"]["margin"] == 0.03
+    assert {c["a"]: (c["verdict"], c["margin"], c["primary"]) for c in primary["checks"]} == {
+        "precision-strong": ("did_not_hold", 0.03, True),
+        "tail-strong": ("held", 0.03, True),
+    }
+    assert (tmp_path / "primary.png").stat().st_size > 0 and "primary.png" in (
+        tmp_path / "report.md"
+    ).read_text()
+    capsys.readouterr()
+    assert main(["report", "--recheck", str(ledger), "--plan", str(plan)]) == 0
+    assert "every primary verdict agrees" in capsys.readouterr().out

@@ -177,3 +177,64 @@ def load_grid_dir(root: str | Path) -> GridRecord:
     if not runs:
         raise UserError(f"{root} holds no runs yet (expected {root}/runs/MODEL/CONFIG/sSEED)")
     return GridRecord(root, settings, runs)
+
+
+LEDGER_STAGE_KEYS = {"pretrain": ("ppl", "entropy", "tail_mass"), "midtrain": ("ppl",)}
+"""runs.csv columns STAGE_KEY that stand for the last validation row of a stage's metrics.jsonl."""
+
+
+def grid_from_runs_csv(path: str | Path, task: str, samples: int) -> GridRecord:
+    """A GridRecord from runs.csv alone (the columns `shapedce report` writes; a study's ledger that
+    spans machines, whose run folders are gone): per run the pre-training validation values,
+    mid-training perplexity, and the RL task's Avg@m and Pass@k after mid-training and after RL.
+    Enough for the primary family and the pre-training checks; nothing that needs a curve."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in ("model", "config", "seed") if rows and c not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"{path} holds no runs" + (f" (lacks {', '.join(missing)})" if missing else ""))
+
+    def number(row: dict, key: str) -> float | None:
+        text = (row.get(key) or "").strip()
+        try:
+            return float(text) if text else None
+        except ValueError:
+            raise UserError(f"{path}: {key} must be a number; got {text!r}") from None
+
+    runs = []
+    for row in rows:
+        try:
+            seed = int(row["seed"])
+        except ValueError:
+            raise UserError(f"{path}: seed must be an integer; got {row['seed']!r}") from None
+        run = RunRecord(
+            row["model"], row["config"], seed, path.parent / row["model"] / row["config"] / f"s{seed}"
+        )
+        for stage, keys in LEDGER_STAGE_KEYS.items():
+            values = {k: number(row, f"{stage}_{k}") for k in keys}
+            if any(v is not None for v in values.values()):
+                run.metrics[stage] = [{"split": "val", **{k: v for k, v in values.items() if v is not None}}]
+                run.finished.add(stage)
+        for stage in ("midtrain", "rl"):
+            avg = number(row, f"{stage}_avg_at_m")
+            if avg is None:
+                continue
+            result: dict[str, Any] = {"avg_at_m": avg, "samples": samples, "pass_at_k": {}}
+            for key in row:
+                if key.startswith(f"{stage}_pass_at_") and (value := number(row, key)) is not None:
+                    result["pass_at_k"][key.rsplit("_", 1)[1]] = value
+            run.evals[stage] = {"tasks": {task: result}}
+            run.finished.add(stage)
+        runs.append(run)
+    settings = {
+        "configs": ",".join(dict.fromkeys(r.config for r in runs)),
+        "models": ",".join(dict.fromkeys(r.model for r in runs)),
+        "eval_tasks": task,
+        "eval_samples": samples,
+    }
+    return GridRecord(path.parent, settings, runs)

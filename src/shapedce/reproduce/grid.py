@@ -115,9 +115,12 @@ class GridConfig:
     models: str = "tiny"
     """Comma-separated model flavors of `shapedce models` (e.g. tiny,tiny-moe)."""
     seeds: int = 1
-    """Seeds per (model, config): 0 .. seeds-1. Intervals in the report need >= 2."""
+    """Seeds per (model, config): first_seed .. first_seed + seeds - 1. Intervals in the report need >= 2."""
+    first_seed: int = 0
+    """The first seed: a study that continues on another machine starts its new folder at the next seed
+    its ledger lacks (scripts/rl_study.py); a seed's numbers do not depend on it."""
     pretrain_seeds: int = 0
-    """Further seeds (seeds .. seeds + pretrain_seeds - 1) that run only pre-training and its
+    """Further seeds (the pretrain_seeds after the full ones) that run only pre-training and its
     evaluation: power for the pre-training findings (perplexity parity, entropy order, tail mass) at
     about 40% of a full run's cost. The RL findings use the first `seeds` seeds."""
     pretrain_configs: str = ""
@@ -147,6 +150,7 @@ class GridConfig:
             self,
             [
                 ("seeds", 1 <= self.seeds <= 1000, "in [1, 1000]"),
+                ("first_seed", 0 <= self.first_seed <= 1_000_000, "in [0, 1000000]"),
                 ("pretrain_seeds", 0 <= self.pretrain_seeds <= 1000, "in [0, 1000]"),
                 ("first_look_seeds", self.first_look_seeds >= 0, ">= 0 (0 = read once)"),
                 (
@@ -283,13 +287,13 @@ class Run:
 def plan(grid: GridConfig, root: Path) -> list[Run]:
     """Every run of the grid, seed-major so that early results cover all configurations; the
     pre-training-only seeds come last (on `pretrain_models` x `pretrain_configs`)."""
-    layout = GridDir(root)
+    layout, first, full = GridDir(root), grid.first_seed, grid.first_seed + grid.seeds
     return [
-        Run(m, c, s, layout.run_dir(m, c, s).path, STAGES if s < grid.seeds else PRETRAIN_ONLY)
+        Run(m, c, s, layout.run_dir(m, c, s).path, STAGES if s < full else PRETRAIN_ONLY)
         for m in grid.model_names
-        for s in range(grid.seeds + grid.pretrain_seeds)
+        for s in range(first, full + grid.pretrain_seeds)
         for c in grid.config_names
-        if s < grid.seeds or grid.runs_pretrain_only(m, c)
+        if s < full or grid.runs_pretrain_only(m, c)
     ]
 
 
@@ -340,6 +344,7 @@ def describe(grid: GridConfig, runs: list[Run], preset: str) -> str:
     lines = [
         f"reproduce --preset {preset}: {len(runs)} runs = {len(grid.model_names)} model(s) x "
         f"{len(grid.config_names)} configs ({grid.configs}) x {grid.seeds} seed(s)"
+        + (f" from seed {grid.first_seed}" if grid.first_seed else "")
         + (f" + {grid.pretrain_seeds} pre-training-only seed(s)" if grid.pretrain_seeds else "")
         + (
             f" on {grid.pretrain_models or 'every model'} x {grid.pretrain_configs or 'every config'}"

@@ -1,0 +1,253 @@
+"""The confirmatory RL study (docs/rl-study/preregistration.md): run it across sessions and machines,
+keep its ledger, and judge it from the ledger alone.
+
+    python scripts/rl_study.py run --out runs/rl-study      # train the next seeds the ledger lacks
+    python scripts/rl_study.py harvest --out runs/rl-study  # copy finished seeds into the ledger
+    python scripts/rl_study.py report                       # verdicts.json, report.md, primary.png
+    shapedce report --recheck docs/rl-study/runs.csv --plan docs/rl-study/analysis-plan.yaml
+
+The ledger is docs/rl-study/runs.csv: one row per run (the columns `shapedce report` writes, plus the
+CPU, torch and commit it ran on), committed as seeds finish, because run folders do not outlive a
+machine. A seed enters the ledger only when every configuration of it finished (the checks pair by
+seed). `run` starts `shapedce reproduce --preset rl-study` at the first seed the ledger lacks
+(`first_seed`), harvests every minute, and stops the grid when the ledger reaches a planned look at
+which every primary check is decided (the stopping rule); an interrupted `run` resumes its folder.
+`report` judges the primary family from the ledger with `shapedce.report.primary`; the re-check
+recomputes it with separately written code and must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shapedce.report.load import grid_from_runs_csv, load_grid_dir
+from shapedce.report.plan import load_plan
+from shapedce.report.primary import primary_finding
+from shapedce.report.render import runs_rows
+from shapedce.report.stats import HELD, NOT_HELD
+from shapedce.report.verdicts import verdicts_json
+from shapedce.reproduce.grid import load_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "docs" / "rl-study"
+PRESET = "rl-study"
+PROVENANCE = ("cpu", "torch", "commit", "finished")
+"""Ledger columns after the report's: where and when the run was trained."""
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "commit": commit.stdout.strip(),
+        "finished": datetime.date.today().isoformat(),
+    }
+
+
+def read_ledger(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def complete_seeds(rows: list[dict], configs: list[str]) -> list[int]:
+    """Seeds whose every configuration has both Avg@m values, in order."""
+    done: dict[int, set[str]] = {}
+    for r in rows:
+        if r.get("midtrain_avg_at_m") and r.get("rl_avg_at_m"):
+            done.setdefault(int(r["seed"]), set()).add(r["config"])
+    return sorted(s for s, have in done.items() if set(configs) <= have)
+
+
+def next_seed(rows: list[dict], configs: list[str]) -> int:
+    """The first seed (from 0) the ledger lacks: seeds stay contiguous, looks read the first n."""
+    done, seed = set(complete_seeds(rows, configs)), 0
+    while seed in done:
+        seed += 1
+    return seed
+
+
+def harvest(out: Path, ledger: Path, configs: list[str]) -> list[int]:
+    """Append the seeds finished in OUT/from-*/ that the ledger lacks; returns the ledger's seeds."""
+    rows = read_ledger(ledger)
+    have = set(complete_seeds(rows, configs))
+    for root in sorted(out.glob("from-*")):
+        if not (root / "grid.yaml").is_file() or not (root / "runs").is_dir():
+            continue
+        new = [{k: ("" if v is None else v) for k, v in r.items()} for r in runs_rows(load_grid_dir(root))]
+        for seed in complete_seeds(new, configs):
+            if seed not in have:
+                stamp = provenance()
+                rows += [{**r, **stamp} for r in new if int(r["seed"]) == seed and r["config"] in configs]
+                have.add(seed)
+                print(f"ledger: seed {seed} added ({len(configs)} runs)", flush=True)
+    if rows:
+        rows.sort(key=lambda r: (r["model"], r["config"], int(r["seed"])))
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with ledger.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return sorted(have)
+
+
+def judged(ledger: Path, plan_path: Path, grid):
+    """(grid record, primary finding) from the ledger."""
+    record = grid_from_runs_csv(ledger, task=grid.rl.task, samples=grid.eval.samples)
+    return record, primary_finding(record, load_plan(plan_path))
+
+
+def decided(ledger: Path, plan_path: Path, grid) -> bool:
+    """The stopping rule: the ledger sits at a planned look and every primary check is decided."""
+    plan = load_plan(plan_path)
+    n = len(complete_seeds(read_ledger(ledger), [plan.baseline, *plan.configs]))
+    if n not in plan.looks_seeds:
+        return False
+    _, finding = judged(ledger, plan_path, grid)
+    return all(c.verdict in (HELD, NOT_HELD) for c in finding.checks) or n == plan.seeds
+
+
+def run(args, grid) -> None:
+    configs, plan = grid.config_names, load_plan(args.plan)
+    start = next_seed(read_ledger(args.ledger), configs)
+    if start >= plan.seeds or decided(args.ledger, args.plan, grid):
+        print(f"the study is complete in {args.ledger}: `python scripts/rl_study.py report`")
+        return
+    out = args.out / f"from-{start}"
+    cmd = [sys.executable, "-m", "shapedce", "reproduce", "--preset", PRESET, "--out", str(out)]
+    cmd += [f"first_seed={start}", f"seeds={plan.seeds - start}", *args.overrides]
+    print("running:", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        while proc.poll() is None:
+            time.sleep(60)
+            harvest(args.out, args.ledger, configs)
+            if decided(args.ledger, args.plan, grid):
+                print("a planned look decided every primary check: stopping the grid", flush=True)
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        harvest(args.out, args.ledger, configs)
+
+
+def primary_figure(record, finding, plan, path: Path) -> Path:
+    """Left: per primary check the per-seed gain differences, their mean and interval, 0 and the margin.
+    Right: every configuration's RL gain per seed against its mid-trained Avg@m (the base's strength)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shapedce.report.checks import Accuracy
+
+    acc = Accuracy(record)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, c in enumerate(finding.checks):
+        left.scatter([i] * len(c.diffs), c.diffs, s=14, alpha=0.6)
+        if c.ci is not None and c.estimate is not None:
+            left.errorbar(
+                [i + 0.25],
+                [c.estimate],
+                yerr=[[c.estimate - c.ci[0]], [c.ci[1] - c.estimate]],
+                fmt="o",
+                color="black",
+                capsize=4,
+            )
+    left.axhline(0, color="gray", lw=1)
+    if finding.checks and finding.checks[0].margin is not None:
+        left.axhline(finding.checks[0].margin, color="gray", lw=1, ls="--", label="absence margin")
+        left.legend(loc="best", fontsize=8)
+    left.set_xticks(range(len(finding.checks)), [f"{c.a} - {c.b}" for c in finding.checks])
+    left.set_ylabel(f"RL gain difference ({acc.name('avg')})")
+    left.set_title("Primary checks: per seed, mean and interval", fontsize=10)
+    for config in record.configs:
+        runs = [r for r in record.runs if r.config == config and acc.gain(r, "avg") is not None]
+        right.scatter(
+            [acc.value(r, "midtrain", "avg") for r in runs],
+            [acc.gain(r, "avg") for r in runs],
+            s=14,
+            label=config,
+        )
+    right.set_xlabel(f"{acc.name('avg')} after mid-training")
+    right.set_ylabel(f"RL gain ({acc.name('avg')})")
+    right.set_title("RL gain against the base's strength", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(args, grid) -> None:
+    from shapedce.report.render import plan_lines, verdict_lines
+
+    record, finding = judged(args.ledger, args.plan, grid)
+    plan = load_plan(args.plan)
+    doc = verdicts_json(record, [finding], plan)
+    (args.ledger.parent / "verdicts.json").write_text(json.dumps(doc, indent=1) + "\n")
+    figure = primary_figure(record, finding, plan, args.ledger.parent / "primary.png")
+    lines = [
+        "# The RL study: report",
+        "",
+        f"Judged from the ledger `{args.ledger.name}` ({len({r.seed for r in record.runs})} seeds) by "
+        "`python scripts/rl_study.py report`, as `preregistration.md` fixed it. Re-check with separately "
+        "written code: `shapedce report --recheck docs/rl-study/runs.csv --plan "
+        "docs/rl-study/analysis-plan.yaml`.",
+        "",
+        *plan_lines(plan, [finding])[:-2],
+        "",
+        f"**{finding.claim}: {finding.verdict}**",
+        "",
+        *verdict_lines([finding]),
+        "",
+        f"![primary checks]({figure.name})",
+    ]
+    (args.ledger.parent / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("run", "harvest", "report"))
+    ap.add_argument("--out", type=Path, default=Path("runs/rl-study"), help="run folders (never committed)")
+    ap.add_argument("--ledger", type=Path, default=STUDY / "runs.csv")
+    ap.add_argument("--plan", type=Path, default=STUDY / "analysis-plan.yaml")
+    ap.add_argument("overrides", nargs="*", help="grid overrides for `run` (e.g. jobs=2); never a setting")
+    args = ap.parse_args()
+    grid = load_grid(PRESET)
+    if args.action == "run":
+        run(args, grid)
+    elif args.action == "harvest":
+        print(f"ledger seeds: {harvest(args.out, args.ledger, grid.config_names)}")
+    else:
+        report(args, grid)
+
+
+if __name__ == "__main__":
+    main()
