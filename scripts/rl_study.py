@@ -77,7 +77,7 @@ def complete_seeds(rows: list[dict], configs: list[str]) -> list[int]:
     """Seeds whose every configuration has both Avg@m values, in order."""
     done: dict[int, set[str]] = {}
     for r in rows:
-        if r.get("midtrain_avg_at_m") and r.get("rl_avg_at_m"):
+        if all(r.get(k) not in (None, "") for k in ("midtrain_avg_at_m", "rl_avg_at_m")):  # 0.0 counts
             done.setdefault(int(r["seed"]), set()).add(r["config"])
     return sorted(s for s, have in done.items() if set(configs) <= have)
 
@@ -130,15 +130,22 @@ def decided(ledger: Path, plan_path: Path, grid) -> bool:
     return all(c.verdict in (HELD, NOT_HELD) for c in finding.checks) or n == plan.seeds
 
 
+def folder_starts(out: Path) -> list[int]:
+    """First seeds of the grid folders OUT/from-K on this machine."""
+    return sorted(int(p.name[5:]) for p in out.glob("from-*") if p.name[5:].isdigit())
+
+
 def run(args, grid) -> None:
     configs, plan = grid.config_names, load_plan(args.plan)
     start = next_seed(read_ledger(args.ledger), configs)
     if start >= plan.seeds or decided(args.ledger, args.plan, grid):
         print(f"the study is complete in {args.ledger}: `python scripts/rl_study.py report`")
         return
-    out = args.out / f"from-{start}"
+    # a folder of this machine that already covers `start` is resumed (its unfinished runs continue)
+    first = max((k for k in folder_starts(args.out) if k <= start), default=start)
+    out = args.out / f"from-{first}"
     cmd = [sys.executable, "-m", "shapedce", "reproduce", "--preset", PRESET, "--out", str(out)]
-    cmd += [f"first_seed={start}", f"seeds={plan.seeds - start}", *args.overrides]
+    cmd += [f"first_seed={first}", f"seeds={plan.seeds - first}", *args.overrides]
     print("running:", " ".join(cmd[1:]), flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:

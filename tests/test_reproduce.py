@@ -258,3 +258,25 @@ def test_first_look_seeds_is_kept_once_recorded(tmp_path):
     assert rerun.first_look_seeds == 2  # a rerun that leaves it out keeps the record
     with pytest.raises(UserError, match="first read at first_look_seeds=2"):
         _check_same_grid(load_grid("smoke", ["first_look_seeds=3"]), tmp_path)
+
+
+def test_rl_study_harvest_copies_finished_seeds_once_with_provenance(smoke_grid, tmp_path):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "rl_study.py"
+    spec = importlib.util.spec_from_file_location("rl_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "from-0").symlink_to(smoke_grid)
+    ledger = tmp_path / "runs.csv"
+    configs = load_grid("smoke").config_names
+    assert study.harvest(tmp_path / "out", ledger, configs) == [0]
+    assert study.harvest(tmp_path / "out", ledger, configs) == [0]  # a second harvest adds nothing
+    rows = list(csv.DictReader(ledger.open()))
+    assert sorted(r["config"] for r in rows) == sorted(configs)
+    assert all(r["cpu"] and r["torch"] and r["finished"] and float(r["rl_avg_at_m"]) >= 0 for r in rows)
+    assert study.folder_starts(tmp_path / "out") == [0]
+    assert study.harvest(tmp_path / "out", ledger, [*configs, "tail-strong"]) == []  # a config without runs

@@ -191,6 +191,8 @@ def test_ledger_seeds_pair_and_stay_contiguous():
     rows.append({"config": "ce", "seed": "2", "midtrain_avg_at_m": "0.5", "rl_avg_at_m": "0.6"})
     rows.append({"config": "tail-strong", "seed": "2", "midtrain_avg_at_m": "0.5", "rl_avg_at_m": ""})
     assert study.complete_seeds(rows, ["ce", "tail-strong"]) == [0, 1, 3]
+    zero = [{**r, "rl_avg_at_m": 0.0} for r in rows if r["seed"] == "0"]  # an Avg of 0 is a value
+    assert study.complete_seeds(zero, ["ce", "tail-strong"]) == [0]
     assert study.next_seed(rows, ["ce", "tail-strong"]) == 2  # seed 2 lacks tail-strong's RL value
     assert study.next_seed([], ["ce"]) == 0
 
