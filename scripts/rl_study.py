@@ -211,6 +211,42 @@ def primary_figure(record, finding, plan, path: Path) -> Path:
     return path
 
 
+def descriptive_lines(record, plan) -> list[str]:
+    """Secondary, descriptive: per prior against the baseline, paired by seed, the relative difference in
+    pre-training entropy (the manipulation check) and the difference in mid-trained Avg@m (the base)."""
+    from shapedce.report.checks import Accuracy
+    from shapedce.report.stats import mean_ci
+
+    acc = Accuracy(record)
+
+    def entropy(r):
+        return r.last("pretrain", "val", "entropy")
+
+    lines = [
+        "## Secondary and descriptive (not judged)",
+        "",
+        f"| prior vs {plan.baseline}, paired by seed | seeds | pre-training entropy *(manipulation)* | "
+        f"{acc.name('avg')} after mid-training |",
+        "|---|---:|---:|---:|",
+    ]
+    base = {r.seed: r for r in record.select(record.models[0], plan.baseline)}
+    for config in plan.configs:
+        pairs = [(r, base[r.seed]) for r in record.select(record.models[0], config) if r.seed in base]
+        ent = [entropy(a) / entropy(b) - 1 for a, b in pairs if entropy(a) and entropy(b)]
+        mids = [(acc.value(a, "midtrain", "avg"), acc.value(b, "midtrain", "avg")) for a, b in pairs]
+        mid = [x - y for x, y in mids if x is not None and y is not None]
+        cells = []
+        for values, fmt in ((ent, "{:+.1%}"), (mid, "{:+.3f}")):
+            mean, half = mean_ci(values) if values else (None, None)
+            cells.append(
+                "-"
+                if mean is None
+                else fmt.format(mean) + ("" if half is None else f" ± {fmt.format(half)[1:]}")
+            )
+        lines.append(f"| {config} | {len(pairs)} | {cells[0]} | {cells[1]} |")
+    return lines + ["", "(mean ± the 95% t half-width over seeds)"]
+
+
 def report(args, grid) -> None:
     from shapedce.report.render import plan_lines, verdict_lines
 
@@ -234,6 +270,8 @@ def report(args, grid) -> None:
         *verdict_lines([finding]),
         "",
         f"![primary checks]({figure.name})",
+        "",
+        *descriptive_lines(record, plan),
     ]
     (args.ledger.parent / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

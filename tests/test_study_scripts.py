@@ -262,6 +262,7 @@ def test_study_report_writes_verdicts_the_recheck_agrees_with(tmp_path, capsys):
     assert (tmp_path / "primary.png").stat().st_size > 0 and "primary.png" in (
         tmp_path / "report.md"
     ).read_text()
+    assert "| tail-strong | 10 | -11.1% ± 0.0% | +0.000 ± 0.000 |" in (tmp_path / "report.md").read_text()
     capsys.readouterr()
     assert main(["report", "--recheck", str(ledger), "--plan", str(plan)]) == 0
     assert "every primary verdict agrees" in capsys.readouterr().out
