@@ -96,3 +96,19 @@ def test_hostile_completions_score_zero_as_nobody(problem, victim, tmp_path):
         check_outcome({k: tuple(v) for k, v in report["graded"].items()}, work, victim, secret)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs a system Python")
+def test_the_probes_never_run_where_nothing_isolates_them(problem, victim, tmp_path):
+    """Without bubblewrap (PATH lacks it) the level is none: the probe script reports that and runs
+    no probe. It used to allow unisolated code and run them all on the host, leaving TOKEN files."""
+    (tmp_path / "problem.json").write_text(json.dumps(problem))
+    cmd = [SYSTEM_PYTHON, "-I", str(Path(__file__).parent / "hostile.py"), str(SRC)]
+    cmd += [str(tmp_path / "problem.json"), str(victim.pid)]
+    env = {"PATH": str(tmp_path / "no-bwrap-here")}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["level"] == "none" and report["graded"] == {}
+    assert "bubblewrap (bwrap) is not installed" in report["refused"]
+    assert hostile.traces(str(tmp_path)) == [] and victim.poll() is None
