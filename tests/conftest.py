@@ -195,6 +195,21 @@ def tiny_qwen3(moe: bool = False, vocab: int = 97, seed: int = 0):
     return model.float()
 
 
+def untrained_model_dir(path, vocab_size: int = 320, max_positions: int = 256):
+    """PATH holding an untrained `tiny` model and a tokenizer trained on the built-in corpus: a model
+    folder for tests of loading, evaluation and RL that need no trained weights."""
+    from shapedce.data.corpus import builtin_corpus
+    from shapedce.data.tokenizer import train_tokenizer
+    from shapedce.models import build_model
+
+    tok = train_tokenizer(builtin_corpus("pretrain-v2", 60), vocab_size=vocab_size)
+    build_model("tiny", vocab_size=len(tok), seed=0, max_position_embeddings=max_positions).save_pretrained(
+        path
+    )
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)

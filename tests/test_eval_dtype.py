@@ -9,23 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import untrained_model_dir
 from shapedce.data.corpus import builtin_corpus
-from shapedce.data.tokenizer import train_tokenizer
 from shapedce.errors import UserError
 from shapedce.eval.loading import load_model
 from shapedce.eval.settings import EvalSettings, weights_bf16
 from shapedce.eval.text import text_stats
-from shapedce.models import build_model
 from shapedce.reproduce.grid import load_grid
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("eval-dtype")
-    tok = train_tokenizer(builtin_corpus("pretrain-v2", 60), vocab_size=320)
-    build_model("tiny", vocab_size=len(tok), seed=0, max_position_embeddings=256).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return untrained_model_dir(tmp_path_factory.mktemp("eval-dtype"))
 
 
 def test_auto_is_bf16_on_cuda_and_float32_on_cpu():

@@ -9,22 +9,16 @@ import json
 
 import pytest
 
+from conftest import untrained_model_dir
 from shapedce.cli import main
-from shapedce.data.corpus import builtin_corpus
-from shapedce.data.tokenizer import train_tokenizer
 from shapedce.errors import UserError
 from shapedce.eval.run import EvalSettings, evaluate
-from shapedce.models import build_model
 from shapedce.tasks import get_task
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("eval-split")
-    tok = train_tokenizer(builtin_corpus("pretrain-v2", 60), vocab_size=320)
-    build_model("tiny", vocab_size=len(tok), seed=0, max_position_embeddings=256).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return untrained_model_dir(tmp_path_factory.mktemp("eval-split"))
 
 
 def _settings(**kw) -> EvalSettings:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import untrained_model_dir
 from shapedce.rundir import StageDir
 from shapedce.train.dist import Dist
 from shapedce.train.grpo import token_logps
@@ -28,15 +29,7 @@ LR = 0.05
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from shapedce.data.corpus import builtin_corpus
-    from shapedce.data.tokenizer import train_tokenizer
-    from shapedce.models import build_model
-
-    path = tmp_path_factory.mktemp("clip-model")
-    tok = train_tokenizer(builtin_corpus("pretrain-v2", 60), vocab_size=300)
-    build_model("tiny", vocab_size=len(tok), seed=0, max_position_embeddings=128).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return untrained_model_dir(tmp_path_factory.mktemp("clip-model"), vocab_size=300, max_positions=128)
 
 
 def config(**kw) -> RLConfig:
