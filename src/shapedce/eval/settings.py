@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from ..errors import UserError, check_int
 
 DTYPES = ("auto", "bf16", "fp32")
+"""Allowed `dtype` values of the evaluation's weights."""
 SPLITS = ("test", "val")
 """Prompt splits an evaluation may score (train is RL's)."""
-"""Allowed `dtype` values of the evaluation's weights."""
 
 
 def weights_bf16(dtype: str, device_type: str) -> bool:
