@@ -62,7 +62,6 @@ def provenance() -> dict:
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "commit": commit.stdout.strip(),
-        "finished": datetime.date.today().isoformat(),
     }
 
 
@@ -90,8 +89,9 @@ def next_seed(rows: list[dict], configs: list[str]) -> int:
     return seed
 
 
-def harvest(out: Path, ledger: Path, configs: list[str]) -> list[int]:
-    """Append the seeds finished in OUT/from-*/ that the ledger lacks; returns the ledger's seeds."""
+def harvest(out: Path, ledger: Path, configs: list[str], stamp: dict | None = None) -> list[int]:
+    """Append the seeds finished in OUT/from-*/ that the ledger lacks, with `stamp` (default: this
+    machine and commit now) as their provenance; returns the ledger's seeds."""
     rows = read_ledger(ledger)
     have = set(complete_seeds(rows, configs))
     for root in sorted(out.glob("from-*")):
@@ -100,8 +100,9 @@ def harvest(out: Path, ledger: Path, configs: list[str]) -> list[int]:
         new = [{k: ("" if v is None else v) for k, v in r.items()} for r in runs_rows(load_grid_dir(root))]
         for seed in complete_seeds(new, configs):
             if seed not in have:
-                stamp = provenance()
-                rows += [{**r, **stamp} for r in new if int(r["seed"]) == seed and r["config"] in configs]
+                stamp = stamp or provenance()
+                done = {**stamp, "finished": datetime.date.today().isoformat()}
+                rows += [{**r, **done} for r in new if int(r["seed"]) == seed and r["config"] in configs]
                 have.add(seed)
                 print(f"ledger: seed {seed} added ({len(configs)} runs)", flush=True)
     if rows:
@@ -146,12 +147,13 @@ def run(args, grid) -> None:
     out = args.out / f"from-{first}"
     cmd = [sys.executable, "-m", "shapedce", "reproduce", "--preset", PRESET, "--out", str(out)]
     cmd += [f"first_seed={first}", f"seeds={plan.seeds - first}", *args.overrides]
+    stamp = provenance()  # the commit whose code trains these runs, taken before they start
     print("running:", " ".join(cmd[1:]), flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:
         while proc.poll() is None:
             time.sleep(60)
-            harvest(args.out, args.ledger, configs)
+            harvest(args.out, args.ledger, configs, stamp)
             if decided(args.ledger, args.plan, grid):
                 print("a planned look decided every primary check: stopping the grid", flush=True)
                 proc.send_signal(signal.SIGINT)
@@ -160,7 +162,7 @@ def run(args, grid) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait()
-        harvest(args.out, args.ledger, configs)
+        harvest(args.out, args.ledger, configs, stamp)
 
 
 def primary_figure(record, finding, plan, path: Path) -> Path:
