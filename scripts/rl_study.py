@@ -115,10 +115,10 @@ def harvest(out: Path, ledger: Path, configs: list[str], stamp: dict | None = No
     return sorted(have)
 
 
-def judged(ledger: Path, plan_path: Path, grid):
-    """(grid record, primary finding) from the ledger."""
+def judged(ledger: Path, plan, grid):
+    """(grid record, primary finding) from the ledger under the AnalysisPlan `plan`."""
     record = grid_from_runs_csv(ledger, task=grid.rl.task, samples=grid.eval.samples)
-    return record, primary_finding(record, load_plan(plan_path))
+    return record, primary_finding(record, plan)
 
 
 def decided(ledger: Path, plan_path: Path, grid) -> bool:
@@ -127,7 +127,7 @@ def decided(ledger: Path, plan_path: Path, grid) -> bool:
     n = len(complete_seeds(read_ledger(ledger), [plan.baseline, *plan.configs]))
     if n not in plan.looks_seeds:
         return False
-    _, finding = judged(ledger, plan_path, grid)
+    _, finding = judged(ledger, plan, grid)
     return all(c.verdict in (HELD, NOT_HELD) for c in finding.checks) or n == plan.seeds
 
 
@@ -252,8 +252,8 @@ def descriptive_lines(record, plan) -> list[str]:
 def report(args, grid) -> None:
     from shapedce.report.render import plan_lines, verdict_lines
 
-    record, finding = judged(args.ledger, args.plan, grid)
     plan = load_plan(args.plan)
+    record, finding = judged(args.ledger, plan, grid)
     doc = verdicts_json(record, [finding], plan)
     (args.ledger.parent / "verdicts.json").write_text(json.dumps(doc, indent=1) + "\n")
     figure = primary_figure(record, finding, plan, args.ledger.parent / "primary.png")

@@ -29,15 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibrate_priors import parse_seeds as seeds  # noqa: E402  "200-202" -> [200, 201, 202]
+
 TASK = "arith-small"
-
-
-def seeds(text: str) -> list[int]:
-    """ "0-2" -> [0, 1, 2]; "0,3" -> [0, 3]."""
-    if "-" in text and "," not in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",") if s.strip()]
 
 
 class Pilot:
@@ -146,7 +141,6 @@ def main() -> None:
             if f.tell() == 0:
                 writer.writeheader()
             writer.writerows(pilot.costs)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pilot_design import components, design_table
 
     comp = components(rows)
