@@ -266,3 +266,53 @@ def test_study_report_writes_verdicts_the_recheck_agrees_with(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", "--recheck", str(ledger), "--plan", str(plan)]) == 0
     assert "every primary verdict agrees" in capsys.readouterr().out
+
+
+def test_the_stopping_rule_cannot_skip_a_look(tmp_path):
+    """Seeds 6 and 7 harvested together (or while no driver ran) pass the look at 6 without sitting on
+    it: the look is still judged, on its own first 6 seeds, and the report reads those seeds only."""
+    import argparse
+
+    from shapedce.reproduce.grid import load_grid
+
+    grid = load_grid("rl-study")
+    plan = tmp_path / "analysis-plan.yaml"
+    plan.write_text(
+        "primary: precision-strong,tail-strong\nmargin: 0.03\neffect: 0.03\nseeds: 12\nlooks: 6\n"
+    )
+    clear = {"precision-strong": 0.2, "tail-strong": 0.25}
+    for n, stop in ((5, False), (6, True), (7, True)):
+        ledger = _ledger(
+            tmp_path / "runs.csv", {c: [d + 0.01 * (s % 3) for s in range(n)] for c, d in clear.items()}, n
+        )
+        assert study.decided(ledger, plan, grid) is stop, n
+    study.report(argparse.Namespace(ledger=ledger, plan=plan), load_grid("rl-study"))
+    doc = json.loads((tmp_path / "verdicts.json").read_text())
+    assert {c["verdict"] for c in doc["findings"][0]["checks"]} == {"held"}
+    assert "(6 seeds)" in (tmp_path / "report.md").read_text()
+    unclear = {"precision-strong": [0.02, -0.02] * 4, "tail-strong": [0.03, -0.03] * 4}
+    ledger = _ledger(tmp_path / "runs.csv", unclear, 7)
+    assert not study.decided(ledger, plan, grid)  # inconclusive at the look: the grid goes on to 12
+
+
+def test_the_driver_can_stop_its_grid_when_started_in_the_background(tmp_path, capsys):
+    """`nohup python scripts/rl_study.py run &` starts with SIGINT ignored, which the grid inherits:
+    the stopping rule's SIGINT would be lost. The driver restores it before it starts anything."""
+    import argparse
+    import signal
+
+    from shapedce.reproduce.grid import load_grid
+
+    plan = tmp_path / "analysis-plan.yaml"
+    plan.write_text("primary: precision-strong,tail-strong\nmargin: 0.03\neffect: 0.03\nseeds: 3\n")
+    ledger = _ledger(tmp_path / "runs.csv", {"precision-strong": [0.1] * 3, "tail-strong": [0.1] * 3}, 3)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        study.run(
+            argparse.Namespace(ledger=ledger, plan=plan, out=tmp_path / "runs", overrides=[]),
+            load_grid("rl-study"),
+        )
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "the study is complete" in capsys.readouterr().out

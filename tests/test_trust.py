@@ -354,6 +354,23 @@ def test_workers_stop_when_the_scheduler_is_killed(tmp_path):
     assert flag.exists()
 
 
+@pytest.fixture
+def sigint_ignored():
+    """SIGINT ignored, as a non-interactive shell starts a background job (`cmd &`)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_worker_started_with_sigint_ignored_still_checkpoints_on_it(sigint_ignored, tmp_path):
+    """The scheduler stops a worker with SIGINT; a worker that inherited an ignored SIGINT would run
+    its stage on to the end (found when a study started with `nohup ... &` would not stop)."""
+    from shapedce.reproduce.stages import main as worker
+
+    assert worker([str(tmp_path), "tiny/ce/s0", "--threads", "1"]) == 2  # no grid here: one-line error
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("command", ["eval", "rl", "readiness"])
 def test_every_stage_refuses_a_non_finite_model(run3, tmp_path, capsys, command):
     model = tmp_path / "nan-model"

@@ -7,7 +7,9 @@ midtrain, eval, RL, eval). A stage interrupted mid-way resumes from its last che
 has one and restarts otherwise. Each stage's wall time goes to RUN/timings.json. User errors
 print one line ("error: ...") and exit 2; other errors print their traceback to RUN/log.txt; the
 scheduler shows the last line. With SHAPEDCE_PARENT_PID set (the scheduler sets it), the worker
-checkpoints and stops when that process dies; RUN/.lock is held while it runs.
+checkpoints and stops when that process dies; RUN/.lock is held while it runs. SIGINT always means
+"checkpoint and stop", even when the worker was started with SIGINT ignored (a job a
+non-interactive shell put in the background).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def _resume_or_restart(stage_dir: Path) -> bool:
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     return False
+
+
+def obey_interrupts() -> None:
+    """Make SIGINT raise KeyboardInterrupt again when this process started with it ignored (what a
+    non-interactive shell does to a background job, and its children inherit): interrupting a stage
+    is how the scheduler asks for a checkpoint, so an ignored SIGINT would let it run on."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def watch_parent(parent_pid: int, poll_s: float = 1.0, grace_s: float = 300.0) -> threading.Thread:
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for another worker of the same run to stop (default 600)",
     )
     args = parser.parse_args(argv)
+    obey_interrupts()
     import torch
 
     threads = torch.get_num_threads()  # restored below: main() also runs in-process (tests)
