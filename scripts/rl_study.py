@@ -259,6 +259,14 @@ def descriptive_lines(record, plan) -> list[str]:
     return lines + ["", "(mean ± the 95% t half-width over seeds)"]
 
 
+def deviation_lines(path: Path) -> list[str]:
+    """The study's log of deviations from the plan (its page without the title), for report.md."""
+    if not path.is_file():
+        return ["", "## Deviations and incidents", "", "None recorded."]
+    body = path.read_text().split("\n", 1)[1].strip()
+    return ["", "## Deviations and incidents", "", body]
+
+
 def report(args, grid) -> None:
     from shapedce.report.render import plan_lines, verdict_lines
 
@@ -284,6 +292,7 @@ def report(args, grid) -> None:
         f"![primary checks]({figure.name})",
         "",
         *descriptive_lines(record, plan),
+        *deviation_lines(args.ledger.parent / "deviations.md"),
     ]
     (args.ledger.parent / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

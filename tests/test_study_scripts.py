@@ -263,6 +263,14 @@ def test_study_report_writes_verdicts_the_recheck_agrees_with(tmp_path, capsys):
         tmp_path / "report.md"
     ).read_text()
     assert "| tail-strong | 10 | -11.1% ± 0.0% | +0.000 ± 0.000 |" in (tmp_path / "report.md").read_text()
+    assert "## Deviations and incidents\n\nNone recorded." in (tmp_path / "report.md").read_text()
+    (tmp_path / "deviations.md").write_text("# Deviations\n\n- **Cost.** It took longer.\n")
+    study.report(argparse.Namespace(ledger=ledger, plan=plan), load_grid("rl-study"))
+    assert (
+        (tmp_path / "report.md")
+        .read_text()
+        .endswith("## Deviations and incidents\n\n- **Cost.** It took longer.\n")
+    )
     capsys.readouterr()
     assert main(["report", "--recheck", str(ledger), "--plan", str(plan)]) == 0
     assert "every primary verdict agrees" in capsys.readouterr().out
