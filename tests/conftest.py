@@ -213,3 +213,11 @@ def untrained_model_dir(path, vocab_size: int = 320, max_positions: int = 256):
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def sigint_ignored():
+    """SIGINT ignored, as a non-interactive shell starts a background job (`cmd &`)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -303,7 +303,7 @@ def test_the_stopping_rule_cannot_skip_a_look(tmp_path):
     assert not study.decided(ledger, plan, grid)  # inconclusive at the look: the grid goes on to 12
 
 
-def test_the_driver_can_stop_its_grid_when_started_in_the_background(tmp_path, capsys):
+def test_the_driver_can_stop_its_grid_when_started_in_the_background(sigint_ignored, tmp_path, capsys):
     """`nohup python scripts/rl_study.py run &` starts with SIGINT ignored, which the grid inherits:
     the stopping rule's SIGINT would be lost. The driver restores it before it starts anything."""
     import argparse
@@ -314,13 +314,9 @@ def test_the_driver_can_stop_its_grid_when_started_in_the_background(tmp_path, c
     plan = tmp_path / "analysis-plan.yaml"
     plan.write_text("primary: precision-strong,tail-strong\nmargin: 0.03\neffect: 0.03\nseeds: 3\n")
     ledger = _ledger(tmp_path / "runs.csv", {"precision-strong": [0.1] * 3, "tail-strong": [0.1] * 3}, 3)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        study.run(
-            argparse.Namespace(ledger=ledger, plan=plan, out=tmp_path / "runs", overrides=[]),
-            load_grid("rl-study"),
-        )
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    study.run(
+        argparse.Namespace(ledger=ledger, plan=plan, out=tmp_path / "runs", overrides=[]),
+        load_grid("rl-study"),
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert "the study is complete" in capsys.readouterr().out

@@ -354,14 +354,6 @@ def test_workers_stop_when_the_scheduler_is_killed(tmp_path):
     assert flag.exists()
 
 
-@pytest.fixture
-def sigint_ignored():
-    """SIGINT ignored, as a non-interactive shell starts a background job (`cmd &`)."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_a_worker_started_with_sigint_ignored_still_checkpoints_on_it(sigint_ignored, tmp_path):
     """The scheduler stops a worker with SIGINT; a worker that inherited an ignored SIGINT would run
     its stage on to the end (found when a study started with `nohup ... &` would not stop)."""
