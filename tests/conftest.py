@@ -42,8 +42,8 @@ SLOW = {
     "test_tasks_code.py::test_all_164_canonical_solutions_pass",
     "test_readiness.py::test_readiness_on_our_checkpoint_and_on_a_foreign_model",
     "test_readiness.py::test_readiness_against_references_caches_and_correlates",
-    "test_trust.py::test_workers_stop_when_the_scheduler_is_killed",
-    "test_trust.py::test_a_second_reproduce_on_the_same_folder_is_refused",
+    "test_grid_workers.py::test_workers_stop_when_the_scheduler_is_killed",
+    "test_grid_workers.py::test_a_second_reproduce_on_the_same_folder_is_refused",
     "test_eval.py::test_eval_on_code_logic_and_a_user_file",
     "test_tasks_splits.py::test_the_grid_evaluation_never_scores_a_prompt_rl_or_tuning_sees",
     # measured over 4 s each (pytest --durations, 2 shared cores)
