@@ -165,7 +165,11 @@ def run(args, grid) -> None:
             time.sleep(60)
             harvest(args.out, args.ledger, configs, stamp)
             if decided(args.ledger, args.plan, grid):
-                print("a planned look decided every primary check: stopping the grid", flush=True)
+                print(
+                    "the ledger reached the final look, or a look decided every primary check: "
+                    "stopping the grid",
+                    flush=True,
+                )
                 proc.send_signal(signal.SIGINT)
                 proc.wait()
     finally:
@@ -225,7 +229,8 @@ def primary_figure(record, finding, plan, path: Path) -> Path:
 
 def descriptive_lines(record, plan) -> list[str]:
     """Secondary, descriptive: per prior against the baseline, paired by seed, the relative difference in
-    pre-training entropy (the manipulation check) and the difference in mid-trained Avg@m (the base)."""
+    pre-training entropy (the manipulation check), in mid-trained Avg@m (the base), and, added after
+    the verdicts (so exploratory), in Avg@m after RL and in the Pass@k gain."""
     from shapedce.report.checks import Accuracy
     from shapedce.report.stats import mean_ci
 
@@ -234,29 +239,44 @@ def descriptive_lines(record, plan) -> list[str]:
     def entropy(r):
         return r.last("pretrain", "val", "entropy")
 
+    def relative(f):
+        return lambda a, b: None if not f(a) or not f(b) else f(a) / f(b) - 1
+
+    def difference(f):
+        return lambda a, b: None if f(a) is None or f(b) is None else f(a) - f(b)
+
+    avg, passk = acc.name("avg"), acc.name("pass")
+    columns = [  # (header, paired difference, format)
+        ("pre-training entropy *(manipulation)*", relative(entropy), "{:+.1%}"),
+        (f"{avg} after mid-training", difference(lambda r: acc.value(r, "midtrain", "avg")), "{:+.3f}"),
+        (f"{avg} after RL *(added later)*", difference(lambda r: acc.value(r, "rl", "avg")), "{:+.3f}"),
+        (f"{passk} RL gain *(added later)*", difference(lambda r: acc.gain(r, "pass")), "{:+.3f}"),
+    ]
     lines = [
         "## Secondary and descriptive (not judged)",
         "",
-        f"| prior vs {plan.baseline}, paired by seed | seeds | pre-training entropy *(manipulation)* | "
-        f"{acc.name('avg')} after mid-training |",
-        "|---|---:|---:|---:|",
+        f"| prior vs {plan.baseline}, paired by seed | seeds | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
     ]
     base = {r.seed: r for r in record.select(record.models[0], plan.baseline)}
     for config in plan.configs:
         pairs = [(r, base[r.seed]) for r in record.select(record.models[0], config) if r.seed in base]
-        ent = [entropy(a) / entropy(b) - 1 for a, b in pairs if entropy(a) and entropy(b)]
-        mids = [(acc.value(a, "midtrain", "avg"), acc.value(b, "midtrain", "avg")) for a, b in pairs]
-        mid = [x - y for x, y in mids if x is not None and y is not None]
         cells = []
-        for values, fmt in ((ent, "{:+.1%}"), (mid, "{:+.3f}")):
+        for _, paired, fmt in columns:
+            values = [v for v in (paired(a, b) for a, b in pairs) if v is not None]
             mean, half = mean_ci(values) if values else (None, None)
             cells.append(
                 "-"
                 if mean is None
                 else fmt.format(mean) + ("" if half is None else f" ± {fmt.format(half)[1:]}")
             )
-        lines.append(f"| {config} | {len(pairs)} | {cells[0]} | {cells[1]} |")
-    return lines + ["", "(mean ± the 95% t half-width over seeds)"]
+        lines.append(f"| {config} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return lines + [
+        "",
+        "(mean ± the 95% t half-width over seeds; the columns marked *added later* were chosen after "
+        "the verdicts were read, to show the level after RL and the gain in Pass@k as well, and are "
+        "exploratory)",
+    ]
 
 
 def deviation_lines(path: Path) -> list[str]:

@@ -262,7 +262,10 @@ def test_study_report_writes_verdicts_the_recheck_agrees_with(tmp_path, capsys):
     assert (tmp_path / "primary.png").stat().st_size > 0 and "primary.png" in (
         tmp_path / "report.md"
     ).read_text()
-    assert "| tail-strong | 10 | -11.1% ± 0.0% | +0.000 ± 0.000 |" in (tmp_path / "report.md").read_text()
+    assert (
+        "| tail-strong | 10 | -11.1% ± 0.0% | +0.000 ± 0.000 | +0.055 ± 0.004 | - |"
+        in (tmp_path / "report.md").read_text()
+    )
     assert "## Deviations and incidents\n\nNone recorded." in (tmp_path / "report.md").read_text()
     (tmp_path / "deviations.md").write_text("# Deviations\n\n- **Cost.** It took longer.\n")
     study.report(argparse.Namespace(ledger=ledger, plan=plan), load_grid("rl-study"))
